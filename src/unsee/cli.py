@@ -1,0 +1,337 @@
+"""The ``unsee`` command line. User errors print one line and exit with code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from unsee.errors import UnseeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Make text-to-image diffusion models forget concepts, and measure it.")
+toyworld_app = typer.Typer(no_args_is_help=True, help="The bundled ToyWorld model and judge.")
+app.add_typer(toyworld_app, name="toyworld")
+
+
+def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn :class:`UnseeError` into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UnseeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _positive(name: str, value: int | float) -> None:
+    if not value > 0:
+        raise UnseeError(f"{name} must be positive (got {value})")
+
+
+@toyworld_app.command("render")
+@_clean_errors
+def toyworld_render(
+    n: Annotated[int, typer.Option("--n", help="number of images")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    seed: Annotated[int, typer.Option(help="seed; image i depends only on (seed, i)")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+) -> None:
+    """Render ToyWorld images: PNGs plus labels.jsonl (caption and every attribute)."""
+    from unsee.io import atomic_dir, check_output_dir
+    from unsee.toyworld.render import write_dataset
+
+    _positive("--n", n)
+    check_output_dir(out, overwrite)
+    atomic_dir(out, lambda tmp: write_dataset(n, seed, tmp), overwrite=True)
+    typer.echo(f"wrote {n} images and labels.jsonl to {out}")
+
+
+@toyworld_app.command("train-model")
+@_clean_errors
+def toyworld_train_model(
+    work_dir: Annotated[Path, typer.Option(help="checkpoints and caches")] = Path("runs/toyworld"),
+    export: Annotated[Path, typer.Option(help="where the finished model is written")] = Path(
+        "runs/toyworld/export"),
+    steps: Annotated[int, typer.Option(help="optimiser steps")] = 4000,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option()] = 5e-4,
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="continue from work_dir/checkpoint.pt")] = True,
+) -> None:
+    """Train the ToyWorld UNet (resumable; checkpoints every 200 steps)."""
+    from unsee.toyworld.model import TrainConfig, train_model
+
+    _positive("--steps", steps)
+    _positive("--batch-size", batch_size)
+    _positive("--lr", lr)
+    train_model(work_dir, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+                export_dir=export, resume=resume)
+    typer.echo(f"model written to {export}")
+
+
+@toyworld_app.command("train-judge")
+@_clean_errors
+def toyworld_train_judge(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/judge"),
+    images: Annotated[int, typer.Option(help="training renders")] = 20_000,
+    epochs: Annotated[int, typer.Option()] = 5,
+    seed: Annotated[int, typer.Option()] = 1,
+) -> None:
+    """Train the ToyWorld judge (one head per attribute) on augmented renders."""
+    from unsee.toyworld.judge import train_judge
+
+    _positive("--images", images)
+    _positive("--epochs", epochs)
+    acc = train_judge(out, n_train=images, epochs=epochs, seed=seed)
+    typer.echo(json.dumps({"accuracy_clean_renders": acc}))
+
+
+@toyworld_app.command("quality")
+@_clean_errors
+def toyworld_quality(
+    model: Annotated[str, typer.Option(help="'toyworld' or a model folder")] = "toyworld",
+    num_images: Annotated[int, typer.Option(help="images per prompt")] = 64,
+    steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
+    guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="write JSON here (and .md beside it)")] = None,
+) -> None:
+    """Measure the model's quality table with the judge."""
+    from unsee.io import atomic_write, write_json
+    from unsee.models.bundle import load_bundle
+    from unsee.toyworld.quality import measure_quality, quality_markdown
+
+    _positive("--num-images", num_images)
+    _positive("--steps", steps)
+    bundle = load_bundle(model)
+    result = measure_quality(bundle, num_images=num_images, seed=seed, steps=steps,
+                             guidance=guidance)
+    md = quality_markdown(result)
+    if out is not None:
+        write_json(out, result)
+        atomic_write(out.with_suffix(".md"), lambda p: p.write_text(md))
+    typer.echo(md)
+
+
+@app.command("generate")
+@_clean_errors
+def generate_cmd(
+    model: Annotated[str, typer.Option(help="'toyworld', a diffusers folder or a hub id")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="text file or CSV with a prompt column")
+                       ] = None,
+    num_images: Annotated[int, typer.Option(help="images per prompt")] = 4,
+    seed: Annotated[int, typer.Option(help="image k of a prompt uses seed+k "
+                                            "(or evaluation_seed+k from a CSV)")] = 0,
+    steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
+    guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    device: Annotated[str, typer.Option()] = "cpu",
+    erased: Annotated[list[Path] | None, typer.Option(help="erasure artifact(s) to apply")
+                      ] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+) -> None:
+    """Generate images: PNGs plus index.json (prompt, seed, file per image)."""
+    from PIL import Image
+
+    from unsee.io import atomic_dir, check_output_dir, write_json
+    from unsee.models.sampling import generate
+    from unsee.prompts import PromptRow, expand_seeds, read_prompts
+
+    if bool(prompt) == (prompts is not None):
+        raise UnseeError("give either --prompt (one or more) or --prompts FILE")
+    _positive("--num-images", num_images)
+    _positive("--steps", steps)
+    _positive("--batch-size", batch_size)
+    rows = [PromptRow(p) for p in prompt] if prompt else read_prompts(prompts)  # type: ignore[arg-type]
+    if any(not r.prompt.strip() for r in rows):
+        raise UnseeError("empty prompt")
+    check_output_dir(out, overwrite)
+    bundle = _load_with_artifacts(model, erased or [], device)
+    texts, seeds = expand_seeds(rows, num_images, seed)
+    images = generate(bundle, texts, seeds, steps=steps, guidance=guidance,
+                      batch_size=batch_size)
+
+    def build(tmp: Path) -> None:
+        index = []
+        for i, (img, p, s) in enumerate(zip(images, texts, seeds, strict=True)):
+            name = f"{i:06d}.png"
+            Image.fromarray(img).save(tmp / name)
+            index.append({"file": name, "prompt": p, "seed": s})
+        write_json(tmp / "index.json", {"model": model, "steps": steps,
+                                        "guidance": bundle.default_guidance
+                                        if guidance is None else guidance,
+                                        "images": index})
+
+    atomic_dir(out, build, overwrite=True)
+    typer.echo(f"wrote {len(images)} images to {out}")
+
+
+@app.command("erase")
+@_clean_errors
+def erase_cmd(
+    out: Annotated[Path, typer.Option(help="artifact folder to write")],
+    method: Annotated[str | None, typer.Option(help="esd-x, esd-u, ... (see `unsee methods`)")
+                      ] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="concept to erase (repeatable)")
+                       ] = None,
+    model: Annotated[str | None, typer.Option(help="'toyworld', a diffusers folder or hub id")
+                     ] = None,
+    anchor: Annotated[list[str] | None, typer.Option(help="anchor per concept (repeatable)")
+                      ] = None,
+    iterations: Annotated[int | None, typer.Option(help="steps per concept round")] = None,
+    lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    scope: Annotated[str | None, typer.Option(help="xattn, noxattn, kv, full or re:<regex>")
+                     ] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    sequential: Annotated[bool | None, typer.Option(help="one round per concept, in order")
+                          ] = None,
+    on: Annotated[list[Path] | None, typer.Option(help="start from this erased artifact")
+                  ] = None,
+    param: Annotated[list[str] | None, typer.Option("--set", help="method parameter KEY=VALUE")
+                     ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (keys of EraseConfig)")
+                      ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option()] = None,
+    resume: Annotated[bool, typer.Option(help="continue a killed run from its checkpoint")
+                      ] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing artifact")] = False,
+) -> None:
+    """Erase concepts and write an artifact (delta.safetensors + model card)."""
+    from unsee.erase.engine import EraseConfig, config_from_yaml, run_erasure
+
+    params = {}
+    for item in param or []:
+        if "=" not in item:
+            raise UnseeError(f"--set needs KEY=VALUE (got {item!r})")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _parse_value(v.strip())
+    overrides = {"method": method, "concepts": concept or None, "model": model,
+                 "anchors": anchor or None, "iterations": iterations, "lr": lr,
+                 "batch_size": batch_size, "scope": scope, "seed": seed,
+                 "sequential": sequential, "on": [str(p) for p in on] if on else None,
+                 "device": device, "checkpoint_every": checkpoint_every,
+                 "params": params or None}
+    if config is not None:
+        cfg = config_from_yaml(config, overrides)
+    else:
+        if method is None or not concept:
+            raise UnseeError("give --method and at least one --concept (or --config FILE)")
+        cfg = EraseConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if out.exists() and not overwrite and not resume:
+        raise UnseeError(f"{out} already exists (pass --overwrite to replace it)")
+    result = run_erasure(cfg, out, overwrite=overwrite, resume=resume)
+    cost = result.card["cost"]
+    typer.echo(f"wrote {out}: {cost['parameters_changed']:,} weights changed in "
+               f"{cost['wall_seconds']:.1f} s")
+
+
+def _parse_value(v: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+@app.command("export")
+@_clean_errors
+def export_cmd(
+    artifact: Annotated[list[Path], typer.Argument(help="artifact folder(s) to merge")],
+    out: Annotated[Path, typer.Option(help="merged diffusers folder to write")],
+    model: Annotated[str | None, typer.Option(help="base model (default: the card's)")] = None,
+    overwrite: Annotated[bool, typer.Option()] = False,
+) -> None:
+    """Write a merged diffusers folder that plain diffusers loads without unsee."""
+    from unsee.artifacts import export_merged, read_card
+
+    base = model or read_card(artifact[0])["base"]["model_id"]
+    if out.exists() and not overwrite:
+        raise UnseeError(f"{out} already exists (pass --overwrite to replace it)")
+    bundle = _load_with_artifacts(base, artifact, "cpu")
+    export_merged(bundle, out, overwrite=overwrite)
+    typer.echo(f"merged model written to {out}")
+
+
+@app.command("methods")
+def methods_cmd() -> None:
+    """List the erasure methods and their default scopes."""
+    import dataclasses
+
+    from unsee.erase.base import REGISTRY, get_method
+
+    get_method("esd-x")
+    for name, cls in sorted(REGISTRY.items()):
+        params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Params))
+        typer.echo(f"{name:14s} scope={cls.scope:8s} {cls.summary}  [{params}]")
+
+
+def _load_with_artifacts(model: str, erased: list[Path], device: str):
+    from unsee.models.bundle import load_bundle
+
+    bundle = load_bundle(model, device=device)
+    if erased:
+        from unsee.artifacts import apply_artifacts
+
+        apply_artifacts(bundle, erased)
+    return bundle
+
+
+@app.command("judge")
+@_clean_errors
+def judge_cmd(
+    folder: Annotated[Path, typer.Argument(help="folder of PNG images")],
+    out: Annotated[Path, typer.Option(help="JSON file to write")],
+) -> None:
+    """Judge ToyWorld images: per image, label and probability for each head."""
+    import numpy as np
+    from PIL import Image
+
+    from unsee.io import write_json
+    from unsee.toyworld.judge import load_judge, predict
+
+    if not folder.is_dir():
+        raise UnseeError(f"{folder} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise UnseeError(f"no PNG images in {folder}")
+    try:
+        images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32)))
+                           for p in files])
+    except OSError as exc:
+        raise UnseeError(f"could not read an image in {folder}: {exc}") from exc
+    preds = predict(load_judge(), images)
+    result = [{"file": p.name, **{k: preds[k][i] for k in preds}} for i, p in enumerate(files)]
+    write_json(out, result)
+    typer.echo(f"judged {len(files)} images -> {out}")
+
+
+@app.command("demo")
+@_clean_errors
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
+    num_images: Annotated[int, typer.Option(help="images per prompt")] = 8,
+    overwrite: Annotated[bool, typer.Option()] = True,
+) -> None:
+    """The main job on the bundled ToyWorld model."""
+    from unsee.demo import run_demo
+
+    path = run_demo(out, num_images=num_images, overwrite=overwrite)
+    typer.echo(f"demo written to {path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

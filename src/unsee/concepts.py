@@ -1,0 +1,83 @@
+"""Concepts to erase: their prompts, their anchor (superclass) and their kind.
+
+On ToyWorld a concept must be a word of the fixed vocabulary; on Stable Diffusion any
+text is a concept (its prompt is the text itself, as ESD and UCE do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from unsee.errors import UnseeError
+from unsee.toyworld import vocab
+
+#: Imagenette class -> superclass (Sculpting Memory's map, methods.md §1.8).
+IMAGENETTE_SUPERCLASS: dict[str, str] = {
+    "tench": "fish", "English springer": "dog", "cassette player": "electronic device",
+    "chain saw": "power tool", "church": "building", "French horn": "musical instrument",
+    "garbage truck": "vehicle", "gas pump": "fuel equipment", "golf ball": "sports equipment",
+    "parachute": "safety gear",
+}
+
+
+@dataclass(frozen=True)
+class Concept:
+    """``prompts``: what the erased model must stop drawing; ``anchor``: what the concept
+    is mapped to (superclass for objects, ``solid`` for ToyWorld styles, "" if none)."""
+
+    name: str
+    kind: str  # object | style | colour | superclass | nudity | text
+    prompts: tuple[str, ...]
+    anchor: str
+    anchor_prompts: tuple[str, ...]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def toyworld_concept(name: str, anchor: str | None = None) -> Concept:
+    name = name.strip()
+    try:
+        kind = vocab.concept_kind(name)
+    except KeyError:
+        known = ", ".join(vocab.SHAPES + vocab.STYLES + vocab.COLOURS)
+        raise UnseeError(f"unknown ToyWorld concept {name!r}; known: {known}") from None
+    if kind == "shape":
+        anchor = anchor if anchor is not None else vocab.SUPERCLASS_OF[name]
+        return Concept(name, "object", (f"a {name}",), anchor,
+                       (f"{_article(anchor)} {anchor}",) if anchor else ("",))
+    if kind == "style":
+        anchor = anchor if anchor is not None else "solid"
+        # A style is erased from every shape: prompts name it with each superclass word.
+        prompts = tuple(f"a {name} {s}" for s in vocab.SHAPES)
+        anchor_prompts = tuple(f"a {anchor} {s}" if anchor else f"a {s}" for s in vocab.SHAPES)
+        return Concept(name, "style", prompts, anchor, anchor_prompts)
+    if kind == "colour":
+        anchor = anchor or ""
+        prompts = tuple(f"{_article(name)} {name} {s}" for s in vocab.SHAPES)
+        return Concept(name, "colour", prompts, anchor,
+                       tuple(f"a {s}" for s in vocab.SHAPES))
+    if kind == "superclass":
+        return Concept(name, "superclass", (f"{_article(name)} {name}",), anchor or "", ("",))
+    raise UnseeError(f"{name!r} ({kind}) cannot be erased")
+
+
+def text_concept(name: str, anchor: str | None = None) -> Concept:
+    """A Stable Diffusion concept: the text is the prompt; nudity and Imagenette classes get
+    their conventional anchors."""
+    name = name.strip()
+    if name.lower() in {"nudity", "nude", "naked"}:
+        anc = anchor if anchor is not None else "fully dressed"
+        return Concept(name, "nudity", (name,), anc, (anc,))
+    anc = anchor if anchor is not None else IMAGENETTE_SUPERCLASS.get(name, "")
+    return Concept(name, "object", (name,), anc, (anc,))
+
+
+def resolve_concept(name: str, vocabulary: str | None, anchor: str | None = None) -> Concept:
+    """``vocabulary`` is ``"toyworld"`` for ToyWorld models (``Bundle.vocabulary``)."""
+    if not name or not name.strip():
+        raise UnseeError("empty concept")
+    if vocabulary == "toyworld":
+        return toyworld_concept(name, anchor)
+    return text_concept(name, anchor)

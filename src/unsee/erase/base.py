@@ -1,0 +1,105 @@
+"""What a method is: a declaration of the five choices plus its own loss terms.
+
+A method subclasses :class:`Method`, sets its default ``scope`` and ``Params`` dataclass,
+and implements :meth:`Method.loss` with the engine's :class:`ErasureContext` helpers
+(x_t sources, frozen and trainable predictions). Optional hooks: ``mask`` (a gradient mask
+policy), ``start_round`` (sequential rounds) and ``state_dict`` (for checkpoints).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from unsee.errors import UnseeError
+
+if TYPE_CHECKING:
+    from unsee.erase.masks import MaskPolicy
+
+    from unsee.erase.engine import ErasureContext
+
+
+@dataclasses.dataclass
+class NoParams:
+    pass
+
+
+class Method:
+    """Base class of fine-tuning erasure methods."""
+
+    name: ClassVar[str]
+    scope: ClassVar[str] = "xattn"
+    Params: ClassVar[type] = NoParams
+    #: per model family ("toyworld" or "sd"): iterations, lr, batch_size, lr_schedule
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    summary: ClassVar[str] = ""
+
+    def __init__(self, params: Any, ctx: ErasureContext) -> None:
+        self.p = params
+        self.ctx = ctx
+        self.mask: MaskPolicy | None = None
+
+    def start_round(self, round_index: int) -> None:
+        """Called before the first step of each round (one round unless sequential)."""
+
+    def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Scalar loss for global step ``step`` and its logged parts."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mask": self.mask.state_dict() if self.mask else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.mask and state.get("mask") is not None:
+            self.mask.load_state_dict(state["mask"])
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(*names: str, **overrides: Any):
+    """Class decorator: register a method under ``names`` (variants may override class
+    attributes, e.g. ESD's scopes)."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        for n in names:
+            variant = type(cls.__name__, (cls,), {"name": n, **overrides.get(n, {})})
+            REGISTRY[n] = variant
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type[Method]:
+    import unsee.erase.methods  # noqa: F401  (fills the registry)
+
+    if name not in REGISTRY:
+        raise UnseeError(f"unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
+
+
+def build_params(cls: type[Method], values: dict[str, Any]) -> Any:
+    """Method hyper-parameters from a dict; unknown keys and wrong types are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UnseeError(f"unknown parameter(s) for {cls.name}: {', '.join(unknown)}; "
+                         f"known: {', '.join(fields) or 'none'}")
+    out = {}
+    for k, v in values.items():
+        default = getattr(cls.Params(), k)
+        if isinstance(default, bool):
+            if not isinstance(v, bool):
+                raise UnseeError(f"{cls.name}.{k} must be true or false (got {v!r})")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            try:
+                v = type(default)(v)
+            except (TypeError, ValueError):
+                raise UnseeError(f"{cls.name}.{k} must be a number (got {v!r})") from None
+            if isinstance(v, float) and not np.isfinite(v):
+                raise UnseeError(f"{cls.name}.{k} must be finite (got {v!r})")
+        out[k] = v
+    return cls.Params(**out)

@@ -1,0 +1,425 @@
+"""The erasure engine: loop, optimiser, devices, checkpoints, cost, artifact.
+
+A run is deterministic given its config: step ``k`` draws all its randomness from
+``(seed, k)``, so a run killed and resumed from its last checkpoint ends where an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import resource
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from unsee.artifacts import (
+    apply_artifacts,
+    compute_delta,
+    fingerprint,
+    ledger_entry,
+    library_versions,
+    read_card,
+    read_delta,
+    write_artifact,
+)
+from unsee.concepts import Concept, resolve_concept
+from unsee.erase.base import Method, build_params, get_method
+from unsee.erase.scopes import PRESETS, describe_scope, select_parameters
+from unsee.errors import UnseeError
+from unsee.io import atomic_write, check_output_dir
+from unsee.models.bundle import Bundle, load_bundle
+from unsee.models.sampling import ddim_sample, initial_noise, to_eps
+from unsee.progress import progress_bar
+
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+
+
+@dataclasses.dataclass
+class EraseConfig:
+    """Everything that defines an erasure run (also the keys of a ``--config`` YAML)."""
+
+    method: str
+    concepts: list[str]
+    model: str = "toyworld"
+    anchors: list[str] = dataclasses.field(default_factory=list)
+    iterations: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
+    lr_schedule: str | None = None
+    seed: int = 0
+    scope: str | None = None
+    sequential: bool = False
+    on: list[str] = dataclasses.field(default_factory=list)
+    device: str = "auto"
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 25
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def config_from_yaml(path: Path, overrides: dict[str, Any]) -> EraseConfig:
+    """Read a YAML config; ``overrides`` (from the command line, None = unset) win."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UnseeError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UnseeError(f"config {path} must be a mapping of keys to values")
+    known = {f.name for f in dataclasses.fields(EraseConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UnseeError(f"unknown key(s) in {path}: {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    for k, v in overrides.items():
+        if v is not None and v != [] and v != {}:
+            data[k] = v
+    for required in ("method", "concepts"):
+        if required not in data:
+            raise UnseeError(f"config needs '{required}'")
+    if isinstance(data.get("concepts"), str):
+        data["concepts"] = [data["concepts"]]
+    return EraseConfig(**data)
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated config with every default resolved."""
+
+    cfg: EraseConfig
+    method_cls: type[Method]
+    params: Any
+    iterations: int
+    lr: float
+    batch_size: int
+    lr_schedule: str
+    scope: str
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self.cfg)
+        d.update(iterations=self.iterations, lr=self.lr, batch_size=self.batch_size,
+                 lr_schedule=self.lr_schedule, scope=self.scope,
+                 params=dataclasses.asdict(self.params))
+        d.pop("checkpoint_every")
+        d.pop("device")
+        return d
+
+
+def _vocabulary(model: str) -> str | None:
+    if model == "toyworld":
+        return "toyworld"
+    manifest = Path(model) / "unsee_model.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text()).get("vocabulary")
+    return None
+
+
+def validate(cfg: EraseConfig) -> Plan:
+    """Check a config before any model is loaded; raises :class:`UnseeError`."""
+    cls = get_method(cfg.method)
+    params = build_params(cls, dict(cfg.params or {}))
+    if not cfg.concepts:
+        raise UnseeError("give at least one --concept")
+    vocab = _vocabulary(cfg.model)
+    for i, c in enumerate(cfg.concepts):
+        anchor = cfg.anchors[i] if cfg.anchors else None
+        resolve_concept(c, vocab, anchor)
+    if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
+        raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
+    family = "toyworld" if vocab == "toyworld" else "sd"
+    d = cls.defaults.get(family, {})
+    iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
+    lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
+    batch = cfg.batch_size if cfg.batch_size is not None else d.get("batch_size", 1)
+    sched = cfg.lr_schedule or d.get("lr_schedule", "constant")
+    if not isinstance(iterations, int) or iterations <= 0:
+        raise UnseeError(f"iterations must be a positive integer (got {iterations})")
+    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise UnseeError(f"learning rate must be a positive finite number (got {lr})")
+    if not isinstance(batch, int) or batch <= 0:
+        raise UnseeError(f"batch size must be a positive integer (got {batch})")
+    if cfg.checkpoint_every <= 0:
+        raise UnseeError("checkpoint_every must be positive")
+    if sched not in LR_SCHEDULES:
+        raise UnseeError(f"unknown lr_schedule {sched!r}; use one of {', '.join(LR_SCHEDULES)}")
+    scope = cfg.scope or cls.scope
+    if scope not in PRESETS and not scope.startswith("re:"):
+        raise UnseeError(f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or "
+                         "'re:<regex>'")
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise UnseeError("mixed_precision must be no, fp16 or bf16")
+    for art in cfg.on:
+        read_card(Path(art))
+    if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
+        raise UnseeError(f"unknown model {cfg.model!r}")
+    return Plan(cfg, cls, params, iterations, float(lr), batch, sched, scope)
+
+
+class ErasureContext:
+    """What a method sees: the model, its frozen start, concepts and x_t sources.
+
+    Shapes: ``x_t`` (B, C, h, w) latents; ``t`` (B,) integer timesteps; text contexts
+    (B, L, D). Predictions are always epsilon, whatever the model predicts.
+    """
+
+    def __init__(self, plan: Plan, bundle: Bundle, accelerator, concepts: list[Concept],
+                 params: dict[str, torch.nn.Parameter]) -> None:
+        self.plan = plan
+        self.bundle = bundle
+        self.accelerator = accelerator
+        self.raw_unet = bundle.unet
+        self.unet: torch.nn.Module = bundle.unet  # replaced by the accelerate-prepared module
+        self.concepts = concepts
+        self.explicit_anchors = bool(plan.cfg.anchors)
+        self.params = params
+        #: values of the trainable parameters when this run started (the frozen model)
+        self.start_values = {n: p.detach().clone() for n, p in params.items()}
+        self.alphas_cumprod = bundle.alphas_cumprod()
+        self.device = bundle.device
+
+    # -- schedule over concepts ------------------------------------------------------
+    @property
+    def iterations(self) -> int:
+        return self.plan.iterations
+
+    @property
+    def total_steps(self) -> int:
+        n = len(self.concepts) if self.plan.cfg.sequential else 1
+        return self.plan.iterations * n
+
+    def round_of(self, step: int) -> int:
+        return step // self.plan.iterations if self.plan.cfg.sequential else 0
+
+    def concept_for(self, step: int) -> Concept:
+        """Sequential: the round's concept. Otherwise concepts take turns step by step."""
+        if self.plan.cfg.sequential:
+            return self.concepts[self.round_of(step)]
+        return self.concepts[step % len(self.concepts)]
+
+    # -- predictions -----------------------------------------------------------------
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        return self.bundle.encode_prompts(prompts)
+
+    def _eps(self, unet, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+             params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        if params is None:
+            out = unet(x_t, t, context).sample
+        else:
+            out = torch.func.functional_call(unet, params, (x_t, t, context)).sample
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return to_eps(out.float(), x_t.float(), ab, self.bundle.prediction_type)
+
+    def eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Trainable epsilon prediction of the model being edited (gradients flow)."""
+        with self.accelerator.autocast():
+            return self._eps(self.unet, x_t, t, context)
+
+    @torch.no_grad()
+    def frozen_eps(self, x_t: torch.Tensor, t: torch.Tensor,
+                   context: torch.Tensor) -> torch.Tensor:
+        """Epsilon prediction of the model as it was when this run started."""
+        with self.accelerator.autocast():
+            return self._eps(self.raw_unet, x_t, t, context, self.start_values)
+
+    @torch.no_grad()
+    def current_eps(self, x_t: torch.Tensor, t: torch.Tensor,
+                    context: torch.Tensor) -> torch.Tensor:
+        """Epsilon prediction of the model being edited, without gradients."""
+        with self.accelerator.autocast():
+            return self._eps(self.raw_unet, x_t, t, context)
+
+    # -- x_t sources -----------------------------------------------------------------
+    @torch.no_grad()
+    def trajectory(self, prompts: list[str], stop_at: int, seeds: list[int], guidance: float,
+                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``.
+
+        Returns (x_t (B, C, h, w), t (B,)).
+        """
+        x, t = ddim_sample(self.bundle, prompts, seeds, steps=steps, guidance=guidance,
+                           stop_at=stop_at, unet=self.raw_unet)
+        return x, torch.full((len(prompts),), t, device=self.device, dtype=torch.long)
+
+    def noised(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Forward noising x_t = sqrt(a) x0 + sqrt(1-a) eps at timesteps ``t`` (B,)."""
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+
+    def noise_like(self, n: int, seeds: list[int]) -> torch.Tensor:
+        assert n == len(seeds)
+        return initial_noise(self.bundle, seeds).float()
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.bundle.scheduler_config.get("num_train_timesteps", 1000))
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(a.float(), b.float())
+
+
+@dataclasses.dataclass
+class ErasureResult:
+    out: Path
+    card: dict[str, Any]
+    bundle: Bundle
+
+
+def _checkpoint_dir(out: Path) -> Path:
+    return out.parent / f".{out.name}.ckpt"
+
+
+def _lr_lambda(kind: str, total: int):
+    if kind == "cosine":
+        return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    return lambda s: 1.0
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bool = False,
+                bundle: Bundle | None = None) -> ErasureResult:
+    """Validate, load, erase, write the artifact to ``out``; returns it with the erased
+    bundle. ``bundle`` reuses an already-loaded *unmodified* model (it is edited in place).
+    """
+    from accelerate import Accelerator
+
+    plan = validate(cfg)
+    out = Path(out)
+    ckpt_dir = _checkpoint_dir(out)
+    ckpt_path = ckpt_dir / "checkpoint.pt"
+    if resume and not ckpt_path.exists():
+        raise UnseeError(f"nothing to resume: {ckpt_path} does not exist")
+    if not resume:
+        check_output_dir(out, overwrite)
+    device = cfg.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    t_start = time.time()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    if bundle is None:
+        bundle = load_bundle(cfg.model, device=accelerator.device)
+    base_fp = fingerprint(bundle.unet)
+    prior_cards = apply_artifacts(bundle, [Path(a) for a in cfg.on]) if cfg.on else []
+    prior_delta: dict[str, torch.Tensor] = {}
+    for art in cfg.on:
+        for n, d in read_delta(Path(art))[0].items():
+            prior_delta[n] = prior_delta.get(n, 0) + d
+    vocab = bundle.vocabulary
+    concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
+                for i, c in enumerate(cfg.concepts)]
+    params = select_parameters(bundle.unet, plan.scope)
+    bundle.unet.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    if cfg.gradient_checkpointing:
+        bundle.unet.enable_gradient_checkpointing()
+    ctx = ErasureContext(plan, bundle, accelerator, concepts, params)
+    method = plan.method_cls(plan.params, ctx)
+    opt = torch.optim.Adam(list(params.values()), lr=plan.lr)
+    total = ctx.total_steps
+    if plan.lr_schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos")
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(plan.lr_schedule, total))
+    ctx.unet, opt = accelerator.prepare(bundle.unet, opt)
+    if method.mask is not None:
+        method.mask.attach(params)
+
+    step, wall_before, updates = 0, 0.0, 0
+    if resume:
+        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
+        if state["plan"] != json.loads(json.dumps(plan.as_dict())):
+            raise UnseeError("the checkpoint was made with a different configuration; "
+                             "run without --resume (and with --overwrite) to start over")
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(state["params"][n].to(p.device, p.dtype))
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        method.load_state_dict(state["method"])
+        step, wall_before, updates = state["step"], state["wall_seconds"], state["updates"]
+
+    def save_checkpoint() -> None:
+        state = {"step": step, "plan": json.loads(json.dumps(plan.as_dict())),
+                 "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+                 "opt": opt.state_dict(), "sched": sched.state_dict(),
+                 "method": method.state_dict(), "updates": updates,
+                 "wall_seconds": wall_before + time.time() - t_start}
+        atomic_write(ckpt_path, lambda p: torch.save(state, p))
+
+    losses: list[float] = []
+    with progress_bar(total, f"erase {','.join(cfg.concepts)} ({cfg.method})",
+                      completed=step) as bar:
+        while step < total:
+            r = ctx.round_of(step)
+            if step == r * plan.iterations:  # a round starts (resumed rounds restore state)
+                if plan.lr_schedule == "onecycle" and step:
+                    sched = torch.optim.lr_scheduler.OneCycleLR(
+                        opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos")
+                method.start_round(r)
+            rng = np.random.default_rng([cfg.seed, step])
+            loss, parts = method.loss(step, rng)
+            if not torch.isfinite(loss):
+                raise UnseeError(f"the loss became {float(loss)} at step {step}; stopped. The last "
+                                 f"good checkpoint is kept in {ckpt_dir} (try a lower --lr)")
+            accelerator.backward(loss)
+            if method.mask is None or method.mask.should_step(step):
+                opt.step()
+                sched.step()
+                updates += 1
+            opt.zero_grad(set_to_none=True)
+            if method.mask is not None:
+                method.mask.after_step(step)
+            step += 1
+            losses.append(float(loss))
+            bar.advance(loss=float(np.mean(losses[-20:])), **parts)
+            if step % cfg.checkpoint_every == 0 and step < total:
+                save_checkpoint()
+
+    wall = wall_before + time.time() - t_start
+    delta = compute_delta(bundle.unet, ctx.start_values)
+    for n, d in prior_delta.items():
+        delta[n] = (delta[n] + d) if n in delta else d.clone()
+    for p in params.values():
+        p.requires_grad_(False)
+    card = {
+        "format": "unsee-artifact/1",
+        "method": cfg.method,
+        "summary": plan.method_cls.summary,
+        "hyperparameters": plan.as_dict(),
+        "concepts": [dataclasses.asdict(c) for c in concepts],
+        "scope": describe_scope(plan.scope),
+        "scope_parameters": int(sum(p.numel() for p in params.values())),
+        "base": {"model_id": bundle.model_id, "fingerprint": base_fp},
+        "seed": cfg.seed,
+        "versions": library_versions(),
+        "cost": {"wall_seconds": round(wall, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
+                 "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                 if torch.cuda.is_available() else None,
+                 "device": str(accelerator.device), "processes": accelerator.num_processes,
+                 "iterations": total, "optimizer_steps": updates,
+                 "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
+                 "final_loss": float(np.mean(losses[-20:])) if losses else None},
+        "ledger": [*(e for c in prior_cards for e in c.get("ledger", [])),
+                   *(ledger_entry(c) for c in prior_cards)],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if accelerator.is_main_process:
+        write_artifact(out, delta, card, overwrite=overwrite or resume)
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return ErasureResult(out, read_card(out) if out.exists() else card, bundle)

@@ -1,0 +1,126 @@
+"""DDIM sampling with classifier-free guidance, and the prediction-type conversions.
+
+Every method forms its targets in epsilon space whatever the model predicts, so
+v-prediction models (SD 2.x, ToyWorld) go through :func:`to_eps` first.
+Noise for image ``i`` comes from its own seed, so an image does not depend on the batch
+it was drawn in: the same (prompt, seed) always gives the same image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from unsee.models.bundle import Bundle
+from unsee.progress import progress_bar
+
+
+def to_eps(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
+           prediction_type: str) -> torch.Tensor:
+    """Convert a UNet output to an epsilon prediction.
+
+    ``alpha_bar``: cumulative signal fraction at each sample's timestep, broadcastable
+    to ``x_t`` (e.g. shape (B, 1, 1, 1)). For v-prediction, eps = sqrt(a) v + sqrt(1-a) x_t.
+    """
+    if prediction_type == "epsilon":
+        return output
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * output + (1 - alpha_bar).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - alpha_bar.sqrt() * output) / (1 - alpha_bar).sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def predict_eps(bundle: Bundle, unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor,
+                context: torch.Tensor) -> torch.Tensor:
+    """Epsilon prediction of ``unet`` at integer timesteps ``t`` (B,) under ``context``."""
+    t = t.to(x_t.device).expand(x_t.shape[0]) if t.ndim == 0 else t.to(x_t.device)
+    out = unet(x_t, t, context).sample
+    ab = bundle.alphas_cumprod()[t].view(-1, *([1] * (x_t.ndim - 1)))
+    return to_eps(out, x_t, ab, bundle.prediction_type)
+
+
+def initial_noise(bundle: Bundle, seeds: Sequence[int]) -> torch.Tensor:
+    """Per-seed standard normal latents, shape (len(seeds), C, h, w)."""
+    shape = bundle.latent_shape
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+                        for s in seeds]).to(bundle.device, bundle.dtype)
+
+
+def _rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, factor: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2023): match the std of the conditional prediction."""
+    dims = list(range(1, guided.ndim))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return factor * rescaled + (1 - factor) * guided
+
+
+@torch.no_grad()
+def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+                guidance: float | None = None, negative_prompts: Sequence[str] | None = None,
+                stop_at: int | None = None, unet: torch.nn.Module | None = None,
+                latents: torch.Tensor | None = None, guidance_rescale: float = 0.0,
+                progress: str | None = None) -> tuple[torch.Tensor, int]:
+    """DDIM (eta=0) with CFG from noise; returns ``(x, t)``.
+
+    With ``stop_at=s`` the loop stops *before* DDIM index ``s`` (0 = noisiest) and returns
+    x_t at that index and its training timestep ``t`` (partial sampling for ESD, KSCU).
+    Without it, returns the final latents (B, C, h, w) and t = 0.
+    ``guidance`` 1 or less skips the unconditional pass.
+    """
+    unet = bundle.unet if unet is None else unet
+    g = bundle.default_guidance if guidance is None else guidance
+    sched = bundle.scheduler()
+    sched.set_timesteps(steps)
+    x = initial_noise(bundle, seeds) if latents is None else latents
+    cond = bundle.encode_prompts(list(prompts))
+    uncond = bundle.encode_prompts(list(negative_prompts) if negative_prompts is not None
+                                   else [""] * len(prompts))
+    n_steps = steps if stop_at is None else stop_at
+    timesteps = sched.timesteps
+    for i in range(n_steps):
+        t = timesteps[i]
+        if g > 1.0:
+            out = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample
+            out_u, out_c = out.chunk(2)
+            out = out_u + g * (out_c - out_u)
+            if guidance_rescale > 0:
+                out = _rescale_cfg(out, out_c, guidance_rescale)
+        else:
+            out = unet(x, t, cond).sample
+        x = sched.step(out, t, x, eta=0.0).prev_sample
+    t_final = int(timesteps[n_steps]) if stop_at is not None and n_steps < steps else 0
+    return x, t_final
+
+
+def ddim_timesteps(bundle: Bundle, steps: int) -> list[int]:
+    """Training timestep of each DDIM index 0..steps-1 (index 0 is the noisiest)."""
+    sched = bundle.scheduler()
+    sched.set_timesteps(steps)
+    return [int(t) for t in sched.timesteps]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def generate(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
+             guidance: float | None = None, batch_size: int = 64,
+             unet: torch.nn.Module | None = None, description: str = "generate",
+             negative_prompts: Sequence[str] | None = None) -> np.ndarray:
+    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3)."""
+    if len(prompts) != len(seeds):
+        raise ValueError("prompts and seeds must have the same length")
+    out = []
+    with progress_bar(len(prompts), description) as bar:
+        for i in range(0, len(prompts), batch_size):
+            neg = None if negative_prompts is None else negative_prompts[i:i + batch_size]
+            lat, _ = ddim_sample(bundle, prompts[i:i + batch_size], seeds[i:i + batch_size],
+                                 steps=steps, guidance=guidance, unet=unet,
+                                 negative_prompts=neg)
+            out.append(to_uint8(bundle.decode(lat)))
+            bar.advance(len(lat))
+    return np.concatenate(out)
