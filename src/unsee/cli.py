@@ -335,3 +335,7 @@ def demo_cmd(
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":  # python -m unsee.cli
+    main()

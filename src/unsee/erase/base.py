@@ -57,6 +57,21 @@ class Method:
             self.mask.load_state_dict(state["mask"])
 
 
+class ClosedFormMethod(Method):
+    """A method with no training loop: :meth:`fit` collects statistics and solves,
+    :meth:`apply` writes the edit into the scoped parameters (``ctx.params``) in place.
+
+    Fitting and applying are separate so statistics can be inspected, saved or reused; the
+    engine then writes the same artifact (delta + model card) as for fine-tuning methods.
+    """
+
+    def fit(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def apply(self, solution: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 REGISTRY: dict[str, type[Method]] = {}
 
 

@@ -33,7 +33,7 @@ from unsee.artifacts import (
     write_artifact,
 )
 from unsee.concepts import Concept, resolve_concept
-from unsee.erase.base import Method, build_params, get_method
+from unsee.erase.base import ClosedFormMethod, Method, build_params, get_method
 from unsee.erase.scopes import PRESETS, describe_scope, select_parameters
 from unsee.errors import UnseeError
 from unsee.io import atomic_write, check_output_dir
@@ -363,6 +363,16 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
     losses: list[float] = []
+    if isinstance(method, ClosedFormMethod):
+        t_fit = time.time()
+        solution = method.fit()
+        t_apply = time.time()
+        method.apply(solution)
+        step = total = 0
+        closed_form_cost = {"fit_seconds": round(t_apply - t_fit, 3),
+                            "apply_seconds": round(time.time() - t_apply, 3)}
+    else:
+        closed_form_cost = {}
     with progress_bar(total, f"erase {','.join(cfg.concepts)} ({cfg.method})",
                       completed=step) as bar:
         while step < total:
@@ -375,7 +385,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             rng = np.random.default_rng([cfg.seed, step])
             loss, parts = method.loss(step, rng)
             if not torch.isfinite(loss):
-                raise UnseeError(f"the loss became {float(loss)} at step {step}; stopped. The last "
+                raise UnseeError(f"the loss became {loss.item()} at step {step}; stopped. The last "
                                  f"good checkpoint is kept in {ckpt_dir} (try a lower --lr)")
             accelerator.backward(loss)
             if method.mask is None or method.mask.should_step(step):
@@ -386,7 +396,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             if method.mask is not None:
                 method.mask.after_step(step)
             step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             bar.advance(loss=float(np.mean(losses[-20:])), **parts)
             if step % cfg.checkpoint_every == 0 and step < total:
                 save_checkpoint()
@@ -414,7 +424,8 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
                  "device": str(accelerator.device), "processes": accelerator.num_processes,
                  "iterations": total, "optimizer_steps": updates,
                  "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
-                 "final_loss": float(np.mean(losses[-20:])) if losses else None},
+                 "final_loss": float(np.mean(losses[-20:])) if losses else None,
+                 **closed_form_cost},
         "ledger": [*(e for c in prior_cards for e in c.get("ledger", [])),
                    *(ledger_entry(c) for c in prior_cards)],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

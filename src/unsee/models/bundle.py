@@ -101,6 +101,18 @@ class Bundle:
         return self
 
 
+def _quiet_loaders() -> None:
+    """Weight-loading bars of transformers/diffusers would bury unsee's own progress and
+    its one-line errors."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+
+
 def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32) -> Bundle:
     """Load ``"toyworld"``, a local diffusers folder, or a hub id (needs network).
@@ -108,6 +120,7 @@ def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
     Raises :class:`UnseeError` with one clear line for an unknown spec, a missing or
     incomplete folder, or a text encoder whose width does not fit the UNet.
     """
+    _quiet_loaders()
     spec_s = str(spec)
     if spec_s == "toyworld":
         bundle = _load_pixel(TOYWORLD_DIR, "toyworld", dtype)

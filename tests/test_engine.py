@@ -1,0 +1,188 @@
+"""Engine mechanics on a tiny SD model: resume after kill -9, artifacts, export, refusal
+of foreign or mismatched deltas, NaN handling, and clean CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from unsee.artifacts import apply_artifacts, export_merged, fingerprint, read_delta
+from unsee.cli import app
+from unsee.erase.engine import EraseConfig, run_erasure
+from unsee.errors import UnseeError
+from unsee.models.bundle import load_bundle
+
+UNSEE = [sys.executable, "-m", "unsee.cli"]
+
+
+def _cfg(sd: Path, **kw) -> EraseConfig:
+    base = dict(method="esd-x", concepts=["cat"], model=str(sd), iterations=4, batch_size=1,
+                params={"ddim_steps": 4})
+    base.update(kw)
+    return EraseConfig(**base)
+
+
+def test_artifact_contents_and_apply(tiny_sd, tmp_path):
+    res = run_erasure(_cfg(tiny_sd, concepts=["cat", "dog"]), tmp_path / "art")
+    card = json.loads((tmp_path / "art" / "model_card.json").read_text())
+    assert card["method"] == "esd-x" and [c["name"] for c in card["concepts"]] == ["cat", "dog"]
+    assert card["hyperparameters"]["params"]["eta"] == 1.0
+    assert card["base"]["fingerprint"] == fingerprint(load_bundle(tiny_sd).unet)
+    assert card["cost"]["parameters_changed"] > 0 and card["cost"]["wall_seconds"] > 0
+    delta, _ = read_delta(tmp_path / "art")
+    assert all("attn2" in n for n in delta)  # esd-x touches cross-attention only
+    fresh = load_bundle(tiny_sd)
+    apply_artifacts(fresh, [tmp_path / "art"])
+    for n, p in fresh.unet.named_parameters():
+        assert torch.allclose(p, dict(res.bundle.unet.named_parameters())[n], atol=1e-6)
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
+    args = ["erase", "--model", str(tiny_sd), "--method", "esd-x", "--concept", "cat",
+            "--iterations", "40", "--batch-size", "1", "--set", "ddim_steps=4",
+            "--checkpoint-every", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "UNSEE_PROGRESS": "0"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*UNSEE, *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / ".killed.ckpt" / "checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "run finished before it could be killed"
+    assert ckpt.exists() and not killed.exists()
+    step = torch.load(ckpt, weights_only=False)["step"]
+    assert 0 < step < 40
+    r = subprocess.run([*UNSEE, *args, "--out", str(killed), "--resume"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert not ckpt.parent.exists()  # checkpoint removed once the artifact is written
+    straight = tmp_path / "straight"
+    r = subprocess.run([*UNSEE, *args, "--out", str(straight)], env=env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    a, b = load_file(str(killed / "delta.safetensors")), load_file(str(straight / "delta.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+
+
+def test_export_loads_in_plain_diffusers_and_matches(tiny_sd, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    res = run_erasure(_cfg(tiny_sd, method="esd-u"), tmp_path / "art")
+    export_merged(res.bundle, tmp_path / "merged")
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "merged")
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    ctx = res.bundle.encode_prompts(["cat", "dog"])
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        ours = res.bundle.unet(x, t, ctx).sample
+        theirs = pipe.unet(x, t, ctx).sample
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    base = load_bundle(tiny_sd)
+    with torch.no_grad():
+        assert not torch.allclose(base.unet(x, t, ctx).sample, theirs, atol=1e-5)
+
+
+def test_sequential_on_records_ledger_and_is_cumulative(tiny_sd, tmp_path):
+    run_erasure(_cfg(tiny_sd), tmp_path / "a")
+    res = run_erasure(_cfg(tiny_sd, concepts=["dog"], on=[str(tmp_path / "a")]), tmp_path / "b")
+    card_a = json.loads((tmp_path / "a" / "model_card.json").read_text())
+    assert [e["id"] for e in res.card["ledger"]] == [card_a["id"]]
+    fresh = load_bundle(tiny_sd)
+    apply_artifacts(fresh, [tmp_path / "b"])  # b alone reproduces the whole chain
+    for n, p in fresh.unet.named_parameters():
+        assert torch.allclose(p, dict(res.bundle.unet.named_parameters())[n], atol=1e-6)
+    with pytest.raises(UnseeError, match="already includes"):
+        apply_artifacts(load_bundle(tiny_sd), [tmp_path / "a", tmp_path / "b"])
+
+
+def test_delta_refuses_other_base(tiny_sd, tmp_path):
+    from conftest import build_tiny_sd
+
+    run_erasure(_cfg(tiny_sd), tmp_path / "art")
+    other = build_tiny_sd(tmp_path / "other")
+    bundle = load_bundle(other)
+    with torch.no_grad():
+        next(bundle.unet.parameters()).add_(0.01)  # same architecture, different weights
+    with pytest.raises(UnseeError, match="different base model"):
+        apply_artifacts(bundle, [tmp_path / "art"])
+
+
+def test_foreign_and_truncated_safetensors(tiny_sd, tmp_path):
+    run_erasure(_cfg(tiny_sd), tmp_path / "art")
+    path = tmp_path / "art" / "delta.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnseeError, match="not a readable safetensors"):
+        apply_artifacts(load_bundle(tiny_sd), [tmp_path / "art"])
+    save_file({"w": torch.zeros(2)}, str(path))  # valid file, not an unsee delta
+    with pytest.raises(UnseeError, match="not an unsee delta"):
+        apply_artifacts(load_bundle(tiny_sd), [tmp_path / "art"])
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_sd, tmp_path):
+    cfg = _cfg(tiny_sd, iterations=30, lr=1e30, checkpoint_every=1)
+    with pytest.raises(UnseeError, match="loss became"):
+        run_erasure(cfg, tmp_path / "art")
+    assert not (tmp_path / "art").exists()
+    assert (tmp_path / ".art.ckpt" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--method", "nope", "--concept", "cat"], "unknown method"),
+    (["--method", "esd-x", "--concept", " "], "empty concept"),
+    (["--method", "esd-x", "--concept", "cat", "--scope", "bogus"], "unknown scope"),
+    (["--method", "esd-x", "--concept", "cat", "--scope", "re:nothing_matches_this"],
+     "matches no parameter"),
+    (["--method", "esd-x", "--concept", "cat", "--iterations", "0"], "positive integer"),
+    (["--method", "esd-x", "--concept", "cat", "--lr", "nan"], "positive finite"),
+    (["--method", "esd-x", "--concept", "cat", "--lr", "inf"], "positive finite"),
+    (["--method", "esd-x", "--concept", "cat", "--set", "bogus=1"], "unknown parameter"),
+])
+def test_bad_erase_inputs_exit_2_and_write_nothing(tiny_sd, tmp_path, args, message):
+    out = tmp_path / "art"
+    r = CliRunner().invoke(app, ["erase", "--model", str(tiny_sd), "--out", str(out), *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output and r.output.count("\n") == 1
+    assert not out.exists() and not (tmp_path / ".art.ckpt").exists()
+
+
+def test_existing_output_needs_overwrite(tiny_sd, tmp_path):
+    out = tmp_path / "art"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    r = CliRunner().invoke(app, ["erase", "--model", str(tiny_sd), "--method", "esd-x",
+                                 "--concept", "cat", "--out", str(out)])
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_yaml_config_unknown_key_is_an_error(tiny_sd, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: esd-x\nconcepts: [cat]\nmodel: {tiny_sd}\niterationz: 3\n")
+    r = CliRunner().invoke(app, ["erase", "--config", str(cfg), "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and "unknown key(s)" in r.output and "iterationz" in r.output
+
+
+def test_yaml_config_runs(tiny_sd, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"method: esd-x-strict\nconcepts: [cat]\nmodel: {tiny_sd}\niterations: 2\n"
+                   "params: {ddim_steps: 3}\n")
+    r = CliRunner().invoke(app, ["erase", "--config", str(cfg), "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    delta, _ = read_delta(tmp_path / "a")
+    assert delta and all(".to_k." in n or ".to_v." in n for n in delta)
