@@ -82,8 +82,8 @@ def toyworld_train_model(
 @_clean_errors
 def toyworld_train_judge(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/judge"),
-    images: Annotated[int, typer.Option(help="training renders")] = 20_000,
-    epochs: Annotated[int, typer.Option()] = 5,
+    images: Annotated[int, typer.Option(help="training renders")] = 30_000,
+    epochs: Annotated[int, typer.Option()] = 8,
     seed: Annotated[int, typer.Option()] = 1,
 ) -> None:
     """Train the ToyWorld judge (one head per attribute) on augmented renders."""
@@ -331,6 +331,15 @@ def demo_cmd(
 
     path = run_demo(out, num_images=num_images, overwrite=overwrite)
     typer.echo(f"demo written to {path}")
+
+
+def _register_eval() -> None:
+    from unsee.evaluate.cli import eval_cmd
+
+    app.command("eval")(_clean_errors(eval_cmd))
+
+
+_register_eval()
 
 
 def main() -> None:  # pragma: no cover - console entry point

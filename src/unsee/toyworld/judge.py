@@ -88,7 +88,7 @@ def _perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(-1, 1)
 
 
-def train_judge(out_dir: Path = WEIGHTS_DIR, n_train: int = 20_000, epochs: int = 5,
+def train_judge(out_dir: Path = WEIGHTS_DIR, n_train: int = 30_000, epochs: int = 8,
                 seed: int = 1, batch_size: int = 128) -> dict[str, float]:
     """Train the judge on fresh renders; returns per-head accuracy on held-out clean renders."""
     torch.manual_seed(seed)
