@@ -1,0 +1,71 @@
+"""On-disk cache of generated images, so the base model's evaluation images are made once.
+
+On a CPU an evaluation costs as much as an erasure (``toyworld.md``: 336 images ~140 s), and
+every erased model is compared with the same base images. An image is keyed by the
+fingerprint of everything that draws it (UNet, text encoder, VAE, noise schedule) and by
+(prompt, seed, steps, guidance, dtype); it is stored as a lossless PNG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unsee.io import atomic_write
+
+
+def default_cache_dir() -> Path:
+    """``$UNSEE_CACHE/eval-images``, else ``~/.cache/unsee/eval-images``."""
+    root = os.environ.get("UNSEE_CACHE") or Path.home() / ".cache" / "unsee"
+    return Path(root) / "eval-images"
+
+
+def model_fingerprint(bundle) -> str:
+    """16 hex chars over the UNet, text encoder, VAE weights and the noise schedule."""
+    from unsee.artifacts import fingerprint
+
+    parts = [fingerprint(bundle.unet), fingerprint(bundle.text.model),
+             fingerprint(bundle.vae) if bundle.vae is not None else "-",
+             json.dumps(bundle.scheduler_config, sort_keys=True, default=str),
+             str(bundle.resolution)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+class ImageCache:
+    """PNG files under ``root/<key[:2]>/<key>.png``; ``root=None`` caches nothing."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = None if root is None else Path(root)
+
+    @staticmethod
+    def key(model_fp: str, prompt: str, seed: int, steps: int, guidance: float,
+            dtype: torch.dtype) -> str:
+        raw = json.dumps([model_fp, prompt, int(seed), int(steps), float(guidance), str(dtype)])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.png"
+
+    def get(self, key: str) -> np.ndarray | None:
+        """The cached uint8 (H, W, 3) image, or None (also for an unreadable file)."""
+        if self.root is None:
+            return None
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except OSError:
+            return None
+
+    def put(self, key: str, image: np.ndarray) -> None:
+        if self.root is not None:
+            atomic_write(self._path(key), lambda p: Image.fromarray(image).save(p, "PNG"))

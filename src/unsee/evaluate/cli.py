@@ -1,0 +1,79 @@
+"""``unsee eval``: score erased models against their base; writes scorecard.json and
+report.html. Registered on the main app in :mod:`unsee.cli`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="base model: 'toyworld', a diffusers folder or a "
+                                            "hub id")],
+    concept: Annotated[list[str], typer.Option(help="erased concept to score (repeatable)")],
+    out: Annotated[Path, typer.Option(help="output folder (scorecard.json, report.html)")],
+    erased: Annotated[list[Path] | None, typer.Option(
+        help="erasure artifact(s), applied together; none scores the base against itself")
+                      ] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        help="extra prompts: text file or CSV with a prompt column (I2P, COCO-30k, ...)")
+                       ] = None,
+    limit: Annotated[int | None, typer.Option(help="use only the first N prompts of --prompts")
+                     ] = None,
+    num_images: Annotated[int, typer.Option(help="images per prompt")] = 8,
+    seed: Annotated[int, typer.Option(help="image k of a prompt uses seed+k (or "
+                                           "evaluation_seed+k from a CSV)")] = 0,
+    steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
+    guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
+    judge: Annotated[str | None, typer.Option(
+        help="toyworld, nudenet, clip:MODEL or imagenet[:MODEL|:torchvision] "
+             "(default: toyworld for ToyWorld, nudenet for nudity)")] = None,
+    retain: Annotated[list[str] | None, typer.Option(
+        help="retain concept for Stable Diffusion models (repeatable)")] = None,
+    clip: Annotated[str | None, typer.Option(help="CLIP folder or hub id for the CLIP score")
+                    ] = None,
+    nudenet_threshold: Annotated[float, typer.Option(help="NudeNet detection threshold")
+                                 ] = 0.6,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    cache_dir: Annotated[Path | None, typer.Option(
+        help="image cache (default $UNSEE_CACHE/eval-images or ~/.cache/unsee/eval-images)")
+                         ] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="do not cache images")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+) -> None:
+    """Score erased models: target rate, erasure, retain accuracy, FID, overall; writes
+    scorecard.json and report.html (runs sharded under `accelerate launch`)."""
+    from accelerate import PartialState
+
+    from unsee.evaluate.cache import default_cache_dir
+    from unsee.evaluate.scorecard import EvalSettings, evaluate
+    from unsee.io import atomic_dir, check_output_dir, write_json
+    from unsee.report.html import write_report
+
+    check_output_dir(out, overwrite)
+    settings = EvalSettings(
+        num_images=num_images, seed=seed, steps=steps, guidance=guidance,
+        batch_size=batch_size, prompts_file=prompts, limit=limit, judge=judge, clip=clip,
+        retain=tuple(retain or ()), nudenet_threshold=nudenet_threshold,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), device=device)
+    result = evaluate(model, erased or [], concept, settings)
+    if not PartialState().is_main_process:
+        return
+
+    def build(tmp: Path) -> None:
+        write_json(tmp / "scorecard.json", result.scorecard)
+        write_report(tmp / "report.html", [result])
+
+    atomic_dir(out, build, overwrite=True)
+    card = result.scorecard
+    rates = ", ".join(f"{c} {100 * v['target_rate_base']:.0f}% -> {100 * v['target_rate']:.0f}%"
+                      for c, v in card["concepts"].items())
+    ret = card["retain"]
+    retain_s = ("" if ret["accuracy"] is None else
+                f"; retain {100 * ret['accuracy_base']:.0f}% -> {100 * ret['accuracy']:.0f}%; "
+                f"overall {100 * card['overall']:.0f}%")
+    typer.echo(f"target rate {rates}{retain_s}")
+    typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")

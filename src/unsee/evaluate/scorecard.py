@@ -1,0 +1,594 @@
+"""The scorecard: generate with the base model and each erased model (same prompts, same
+seeds), judge every image, and compute the metrics of :mod:`unsee.evaluate.metrics`.
+
+Generation and judging shard across processes under ``accelerate launch`` (each process
+takes a contiguous share of the (prompt, seed) list; judgements are gathered); a plain
+``python`` run is one process. Base-model images are cached on disk
+(:mod:`unsee.evaluate.cache`), so comparing several erasures pays for the base once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import resource
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unsee.errors import UnseeError
+from unsee.evaluate import metrics
+from unsee.evaluate.cache import ImageCache, default_cache_dir, model_fingerprint
+from unsee.evaluate.judges import ClipModel, FeatureJudge, Judge, make_judge
+from unsee.evaluate.prompt_sets import EvalPrompt, PromptSet, sd_prompt_set, toyworld_prompt_set
+from unsee.models.bundle import Bundle
+from unsee.progress import progress_bar
+from unsee.toyworld.vocab import ATTRIBUTES
+
+FORMAT = "unsee-scorecard/1"
+#: Columns (seeds) of each before/after grid in the report; rows are prompts.
+GRID_SEEDS = 8
+#: Prompts of a --prompts file shown in the report.
+GRID_FILE_ROWS = 8
+#: Items generated and judged at a time (bounds the images held in memory).
+CHUNK = 1024
+#: Rendered reference images for the ToyWorld Frechet distance (at least this many).
+MIN_REAL_IMAGES = 512
+_REAL_SEED = 777_000
+
+
+@dataclasses.dataclass
+class EvalSettings:
+    """How to evaluate. ``num_images``: images per prompt; image ``k`` of a prompt uses seed
+    ``seed + k`` (or ``evaluation_seed + k`` for a CSV row that has one). ``judge``: a spec
+    for :func:`~unsee.evaluate.judges.make_judge` (default: ``toyworld`` for ToyWorld models,
+    ``nudenet`` for nudity) or any :class:`~unsee.evaluate.judges.Judge`. ``clip``: a CLIP
+    folder or hub id for the CLIP score.
+    ``retain``: retain concepts for Stable Diffusion models (ToyWorld picks its own).
+    ``cache_dir``: image cache (None: no cache). ``device``: auto, cpu or cuda."""
+
+    num_images: int = 8
+    seed: int = 0
+    steps: int = 50
+    guidance: float | None = None
+    batch_size: int = 64
+    prompts_file: Path | None = None
+    limit: int | None = None
+    judge: str | Judge | None = None
+    clip: str | None = None
+    retain: tuple[str, ...] = ()
+    nudenet_threshold: float = 0.6
+    cache_dir: Path | None = dataclasses.field(default_factory=default_cache_dir)
+    device: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    """One image to make: ``section`` is target, paraphrase, retain or file."""
+
+    section: str
+    prompt: EvalPrompt
+    seed: int
+
+
+@dataclasses.dataclass
+class Grid:
+    """Before/after images for the report: rows = prompts, columns = seeds.
+    ``base`` / ``erased``: uint8 (rows, cols, H, W, 3)."""
+
+    title: str
+    prompts: list[str]
+    seeds: list[list[int]]
+    base: np.ndarray
+    erased: np.ndarray
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """A scorecard (JSON-ready dict) and the grids the report shows."""
+
+    scorecard: dict[str, Any]
+    grids: list[Grid]
+
+
+@dataclasses.dataclass
+class _Outputs:
+    """What one model produced on (a share of) the items; rows follow ``index``."""
+
+    index: list[int]
+    labels: dict[str, list[str]]
+    features: np.ndarray | None
+    clip: np.ndarray | None
+    images: dict[int, np.ndarray]
+    generated: int
+    cached: int
+    generate_seconds: float
+    judge_seconds: float
+
+
+@dataclasses.dataclass
+class _Context:
+    bundle: Bundle
+    judge: Judge
+    clip: ClipModel | None
+    prompt_set: PromptSet
+    file_rows: list[EvalPrompt]
+    items: list[Item]
+    grid_index: frozenset[int]
+    settings: EvalSettings
+    guidance: float
+    cache: ImageCache
+    concepts: dict[str, tuple[str, frozenset[str]]]
+    feature_source: str | None
+    real_features: np.ndarray | None
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def evaluate(model: str | Bundle, erased: Sequence[Path], concepts: Sequence[str],
+             settings: EvalSettings | None = None) -> EvalResult:
+    """Score one erased model (the base with every artifact in ``erased`` applied) against
+    the base ``model`` (``"toyworld"``, a diffusers folder, a hub id, or a loaded *unmodified*
+    :class:`Bundle`). With ``erased`` empty the base is scored against itself."""
+    label = "+".join(Path(a).name for a in erased) or "base (itself)"
+    return evaluate_models(model, {label: list(erased)}, concepts, settings)[0]
+
+
+def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
+                    concepts: Sequence[str], settings: EvalSettings | None = None
+                    ) -> list[EvalResult]:
+    """Score several erased models (label -> artifacts applied together) against one base,
+    on the same prompts and seeds; the base images are generated (or read from the cache)
+    once. Returns one :class:`EvalResult` per label, in order. Bad inputs raise
+    :class:`UnseeError` before any model runs."""
+    from accelerate import PartialState
+
+    from unsee.artifacts import fingerprint, read_card
+    from unsee.models.bundle import load_bundle
+
+    t0 = time.time()
+    s = settings or EvalSettings()
+    _check_settings(s, concepts)
+    if model == "toyworld":  # refuse unknown concepts before loading anything
+        toyworld_prompt_set(concepts)
+    cards = {lab: [read_card(Path(a)) for a in arts] for lab, arts in erased.items()}
+    file_rows = _file_prompts(s)
+    if s.device == "cuda" and not torch.cuda.is_available():
+        raise UnseeError("--device cuda, but no CUDA device is available")
+    # cpu=True is what lets several launched CPU processes form a (gloo) process group.
+    state = PartialState(cpu=s.device == "cpu" or not torch.cuda.is_available())
+    device = torch.device("cpu") if s.device == "cpu" else state.device
+    bundle = model if isinstance(model, Bundle) else load_bundle(model, device=device)
+    ctx = _build_context(bundle, list(concepts), file_rows, s, str(device))
+    for arts in erased.values():  # fail on a mismatched artifact before any generation
+        with _applied(bundle, [Path(a) for a in arts]):
+            pass
+    base = _run_model(ctx, model_fingerprint(bundle), "base")
+    base_fp = fingerprint(bundle.unet)  # what artifact cards record as their base
+    results = []
+    for lab, arts in erased.items():
+        with _applied(bundle, [Path(a) for a in arts]):
+            out = _run_model(ctx, model_fingerprint(bundle), lab)
+        card = _scorecard(ctx, base, out, lab, [Path(a) for a in arts], cards[lab], base_fp)
+        card["cost"] = _cost(cards[lab], base, out, time.time() - t0, state.num_processes,
+                             str(device))
+        results.append(EvalResult(card, _grids(ctx, base, out)))
+    return results
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _check_settings(s: EvalSettings, concepts: Sequence[str]) -> None:
+    if not concepts:
+        raise UnseeError("give at least one --concept")
+    for name, v in (("--num-images", s.num_images), ("--steps", s.steps),
+                    ("--batch-size", s.batch_size)):
+        if v <= 0:
+            raise UnseeError(f"{name} must be positive (got {v})")
+    if s.limit is not None and s.limit <= 0:
+        raise UnseeError(f"--limit must be positive (got {s.limit})")
+    if s.device not in ("auto", "cpu", "cuda"):
+        raise UnseeError(f"unknown device {s.device!r}: use auto, cpu or cuda")
+
+
+def _file_prompts(s: EvalSettings) -> list[EvalPrompt]:
+    from unsee.prompts import read_prompts
+
+    if s.prompts_file is None:
+        return []
+    rows = read_prompts(s.prompts_file, limit=s.limit)
+    return [EvalPrompt(r.prompt, "", {}, r.seed) for r in rows]
+
+
+def _default_judge(bundle: Bundle, concepts: Sequence[str]) -> str:
+    from unsee.evaluate.judges import NUDITY_WORDS
+
+    if bundle.vocabulary == "toyworld":
+        return "toyworld"
+    if all(c.strip().lower() in NUDITY_WORDS for c in concepts):
+        return "nudenet"
+    raise UnseeError("this model needs a judge for its concepts: give --judge clip:MODEL "
+                     "or --judge imagenet[:MODEL] (or --judge nudenet for nudity)")
+
+
+def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalPrompt],
+                   s: EvalSettings, device: str) -> _Context:
+    if bundle.vocabulary == "toyworld":
+        pset = toyworld_prompt_set(concepts)
+        if s.retain:
+            raise UnseeError("ToyWorld picks its retain concepts itself; drop --retain")
+    if s.judge is None or isinstance(s.judge, str):
+        judge = make_judge(s.judge or _default_judge(bundle, concepts),
+                           labels=[*concepts, *s.retain], device=device,
+                           nudenet_threshold=s.nudenet_threshold)
+    else:
+        judge = s.judge
+    if bundle.vocabulary != "toyworld":
+        pset = sd_prompt_set(concepts, judge.concept_labels, s.retain)
+    elif not set(ATTRIBUTES) <= set(judge.attributes):
+        raise UnseeError(f"judge {judge.name} cannot see the ToyWorld attributes "
+                         f"({', '.join(ATTRIBUTES)}); use --judge toyworld")
+    resolved = {c: judge.concept_labels(c) for c in concepts}
+    clip = ClipModel(s.clip, device=device) if s.clip else None
+    items: list[Item] = []
+    grid: set[int] = set()
+
+    def add(section: str, prompts: Sequence[EvalPrompt], grid_rows: int | None) -> None:
+        for r, p in enumerate(prompts):
+            base_seed = p.seed if p.seed is not None else s.seed
+            for k in range(s.num_images):
+                if (grid_rows is None or r < grid_rows) and k < GRID_SEEDS:
+                    grid.add(len(items))
+                items.append(Item(section, p, base_seed + k))
+
+    for c in concepts:
+        add("target", pset.targets[c], None)
+        add("paraphrase", pset.paraphrases[c], None)
+    add("retain", pset.retain, None)
+    add("file", file_rows, GRID_FILE_ROWS)
+    guidance = bundle.default_guidance if s.guidance is None else float(s.guidance)
+    feature_source = (judge.feature_space if isinstance(judge, FeatureJudge)
+                      else f"CLIP image embeddings ({clip.source})" if clip else None)
+    real = None
+    if bundle.vocabulary == "toyworld" and isinstance(judge, FeatureJudge) and pset.retain:
+        real = _real_features(judge, [i.prompt for i in items if i.section == "retain"])
+    return _Context(bundle, judge, clip, pset, file_rows, items, frozenset(grid), s, guidance,
+                    ImageCache(s.cache_dir), resolved, feature_source, real)
+
+
+def _real_features(judge: FeatureJudge, prompts: Sequence[EvalPrompt]) -> np.ndarray:
+    """Judge features of ToyWorld renders drawn with the attributes the retain prompts ask
+    (cycled to at least :data:`MIN_REAL_IMAGES`): the "real images" of the Frechet distance."""
+    from unsee.toyworld.render import render_dataset
+    from unsee.toyworld.vocab import Attributes
+
+    asked = [Attributes(**{a: next(iter(v)) for a, v in p.expect.items()}) for p in prompts]
+    n = max(len(asked), MIN_REAL_IMAGES)
+    images, _ = render_dataset(n, _REAL_SEED, [asked[i % len(asked)] for i in range(n)])
+    return judge.features(images)
+
+
+@contextlib.contextmanager
+def _applied(bundle: Bundle, arts: list[Path]) -> Iterator[None]:
+    """Apply artifacts to ``bundle.unet`` for the block, then restore the exact base tensors."""
+    from unsee.artifacts import apply_artifacts, read_delta
+
+    params = dict(bundle.unet.named_parameters())
+    names = {n for a in arts for n in read_delta(a)[0] if n in params}
+    saved = {n: params[n].detach().clone() for n in names}
+    try:
+        apply_artifacts(bundle, arts)
+        yield
+    finally:
+        with torch.no_grad():
+            for n, t in saved.items():
+                params[n].copy_(t)
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _run_model(ctx: _Context, fp: str, label: str) -> _Outputs:
+    """Generate (through the cache) and judge every item; shards over processes."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    with state.split_between_processes(list(range(len(ctx.items)))) as mine:
+        part = _run_share(ctx, fp, label, list(mine))
+    if state.num_processes == 1:
+        return part
+    parts: list[_Outputs] = gather_object([part])
+    return _merge(parts)
+
+
+def _run_share(ctx: _Context, fp: str, label: str, index: list[int]) -> _Outputs:
+    """Generate (through the cache) and judge ``ctx.items[index]`` in chunks of
+    :data:`CHUNK`, so a 30k-prompt run never holds more than one chunk of images."""
+    labels: dict[str, list[str]] = {a: [] for a in ctx.judge.attributes}
+    feats: list[np.ndarray] = []
+    clips: list[np.ndarray] = []
+    images: dict[int, np.ndarray] = {}
+    generated = cached = 0
+    t_gen = t_judge = 0.0
+    for c in range(0, len(index), CHUNK):
+        part = index[c:c + CHUNK]
+        t0 = time.time()
+        found, n_new = _images(ctx, fp, label, [ctx.items[i] for i in part])
+        t1 = time.time()
+        generated, cached = generated + n_new, cached + len(part) - n_new
+        with progress_bar(len(part), f"judge ({label})") as bar:
+            for i in range(0, len(part), ctx.settings.batch_size):
+                batch = found[i:i + ctx.settings.batch_size]
+                for a, v in ctx.judge(batch).labels.items():
+                    labels[a].extend(v)
+                if ctx.clip is not None:
+                    clips.append(ctx.clip.image_embeds(batch))
+                if isinstance(ctx.judge, FeatureJudge):
+                    feats.append(ctx.judge.features(batch))
+                elif ctx.clip is not None:  # no judge features: the Frechet distance uses CLIP's
+                    feats.append(clips[-1])
+                bar.advance(len(batch))
+        images.update({g: found[j] for j, g in enumerate(part) if g in ctx.grid_index})
+        t_gen, t_judge = t_gen + t1 - t0, t_judge + time.time() - t1
+    return _Outputs(index, labels, np.concatenate(feats) if feats else None,
+                    np.concatenate(clips) if clips else None, images, generated, cached,
+                    t_gen, t_judge)
+
+
+def _images(ctx: _Context, fp: str, label: str, items: list[Item]) -> tuple[np.ndarray, int]:
+    """uint8 (N, H, W, 3) images of ``items`` (cache first) and how many were generated."""
+    from unsee.models.sampling import generate
+
+    s = ctx.settings
+    keys = [ctx.cache.key(fp, it.prompt.prompt, it.seed, s.steps, ctx.guidance,
+                          ctx.bundle.dtype) for it in items]
+    found = [ctx.cache.get(k) for k in keys]
+    missing = [j for j, im in enumerate(found) if im is None]
+    if missing:
+        made = generate(ctx.bundle, [items[j].prompt.prompt for j in missing],
+                        [items[j].seed for j in missing], steps=s.steps, guidance=ctx.guidance,
+                        batch_size=s.batch_size, description=f"generate ({label})")
+        for j, im in zip(missing, made, strict=True):
+            found[j] = im
+            ctx.cache.put(keys[j], im)
+    return np.stack(found), len(missing)  # type: ignore[arg-type]
+
+
+def _merge(parts: Sequence[_Outputs]) -> _Outputs:
+    parts = [p for p in parts if p.index]
+    order = np.argsort(np.concatenate([p.index for p in parts]), kind="stable")
+
+    def cat(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+        return None if arrays[0] is None else np.concatenate(arrays)[order]  # type: ignore
+
+    labels = {a: [x for p in parts for x in p.labels[a]] for a in parts[0].labels}
+    return _Outputs(
+        index=sorted(i for p in parts for i in p.index),
+        labels={a: [v[i] for i in order] for a, v in labels.items()},
+        features=cat([p.features for p in parts]), clip=cat([p.clip for p in parts]),
+        images={k: v for p in parts for k, v in p.images.items()},
+        generated=sum(p.generated for p in parts), cached=sum(p.cached for p in parts),
+        generate_seconds=max(p.generate_seconds for p in parts),
+        judge_seconds=max(p.judge_seconds for p in parts))
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _rows(ctx: _Context, section: str, concept: str | None = None) -> list[int]:
+    return [i for i, it in enumerate(ctx.items) if it.section == section
+            and (concept is None or it.prompt.concept == concept)]
+
+
+def _rate(out: _Outputs, rows: list[int], attr: str, ok: frozenset[str]) -> float:
+    return metrics.target_rate([out.labels[attr][i] for i in rows], ok)
+
+
+def _any_concept(ctx: _Context, out: _Outputs, rows: list[int]) -> float:
+    """Share of images judged as any of the evaluated concepts."""
+    hits = [any(out.labels[a][i] in ok for a, ok in ctx.concepts.values()) for i in rows]
+    return float(np.mean(hits))
+
+
+def _accuracy(out: _Outputs, ctx: _Context, rows: list[int]) -> metrics.Accuracy:
+    return metrics.retain_accuracy({a: [v[i] for i in rows] for a, v in out.labels.items()},
+                                   [ctx.items[i].prompt.expect for i in rows])
+
+
+def _pair(base: float, erased: float) -> dict[str, float]:
+    return {"base": base, "erased": erased, "drop": metrics.drop(base, erased)}
+
+
+def _scorecard(ctx: _Context, base: _Outputs, out: _Outputs, label: str, arts: list[Path],
+               cards: list[dict], base_fp: str) -> dict[str, Any]:
+    s = ctx.settings
+    concepts: dict[str, Any] = {}
+    for c, (attr, ok) in ctx.concepts.items():
+        rows = _rows(ctx, "target", c)
+        rb, re_ = _rate(base, rows, attr, ok), _rate(out, rows, attr, ok)
+        entry: dict[str, Any] = {
+            "attribute": attr, "labels": sorted(ok),
+            "prompts": [p.prompt for p in ctx.prompt_set.targets[c]],
+            "target_rate_base": rb, "target_rate": re_,
+            "erasure_base": metrics.erasure(rb), "erasure": metrics.erasure(re_)}
+        prow = _rows(ctx, "paraphrase", c)
+        entry["paraphrase"] = None if not prow else {
+            "prompts": [p.prompt for p in ctx.prompt_set.paraphrases[c]],
+            "target_rate_base": _rate(base, prow, attr, ok),
+            "target_rate": _rate(out, prow, attr, ok)}
+        concepts[c] = entry
+    mean_erasure = float(np.mean([v["erasure"] for v in concepts.values()]))
+    retain = _retain_section(ctx, base, out)
+    card: dict[str, Any] = {
+        "format": FORMAT, "label": label,
+        "model": ctx.bundle.model_id, "model_fingerprint": base_fp,
+        "erased": [{"path": str(a), "id": c.get("id"), "method": c.get("method"),
+                    "concepts": [x.get("name") for x in c.get("concepts", [])], "card": c}
+                   for a, c in zip(arts, cards, strict=True)],
+        "judge": ctx.judge.name,
+        "judge_settings": _judge_settings(ctx.judge),
+        "num_images": s.num_images, "seed": s.seed, "steps": s.steps,
+        "guidance": ctx.guidance, "sampler": "DDIM eta=0",
+        "concepts": concepts, "erasure": mean_erasure, "retain": retain,
+        "fid": _fid_section(ctx, base, out),
+        "clip_score": _clip_section(ctx, base, out),
+        "overall": None if retain["accuracy"] is None
+        else metrics.overall_score(mean_erasure, retain["accuracy"]),
+    }
+    if ctx.file_rows:
+        card["prompts_file"] = _file_section(ctx, base, out)
+    nud = _nudity_section(ctx, base, out)
+    if nud is not None:
+        card["nudity"] = nud
+    return card
+
+
+def _judge_settings(judge: Judge) -> dict[str, Any]:
+    from unsee.evaluate.judges import NudeNetJudge
+
+    if isinstance(judge, NudeNetJudge):
+        return {"threshold": judge.threshold, "classes": list(judge.classes)}
+    return {"attributes": {a: len(v) for a, v in judge.attributes.items()}}
+
+
+def _retain_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
+    rows = _rows(ctx, "retain")
+    if not rows:
+        return {"accuracy_base": None, "accuracy": None, "drop": None, "by_attribute": {},
+                "by_concept": {}, "neighbour": None, "prompts": []}
+    ab, ae = _accuracy(base, ctx, rows), _accuracy(out, ctx, rows)
+    pset = ctx.prompt_set
+
+    def probing(concepts: frozenset[str] | set[str]) -> list[int]:
+        texts = {p.prompt for c in concepts for p in pset.probes(c)}
+        return [i for i in rows if ctx.items[i].prompt.prompt in texts]
+
+    by_concept = {}
+    for c in pset.retain_concepts:
+        r = probing({c})
+        by_concept[c] = _pair(_accuracy(base, ctx, r).overall, _accuracy(out, ctx, r).overall)
+    neighbour = None
+    if pset.neighbours:
+        r = probing(pset.neighbours)
+        nb, ne = _accuracy(base, ctx, r).overall, _accuracy(out, ctx, r).overall
+        neighbour = {"concepts": sorted(pset.neighbours), "accuracy_base": nb,
+                     "accuracy": ne, "drop": metrics.drop(nb, ne)}
+    return {"accuracy_base": ab.overall, "accuracy": ae.overall,
+            "drop": metrics.drop(ab.overall, ae.overall),
+            "by_attribute": {a: _pair(ab.by_attribute[a], ae.by_attribute[a])
+                             for a in ab.by_attribute},
+            "by_concept": by_concept, "neighbour": neighbour,
+            "prompts": [p.prompt for p in pset.retain]}
+
+
+def _fid_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
+    """ToyWorld: retain images vs renders of what they ask for, in judge-feature space.
+    Otherwise: the erased model's images vs the base model's (prompts file, else retain)."""
+    empty = {"base": None, "erased": None, "reference": None, "features": None, "images": 0}
+    if base.features is None or out.features is None:
+        return empty
+    if ctx.real_features is not None:
+        rows = _rows(ctx, "retain")
+        return {"base": metrics.frechet_distance(base.features[rows], ctx.real_features),
+                "erased": metrics.frechet_distance(out.features[rows], ctx.real_features),
+                "reference": f"{len(ctx.real_features)} ToyWorld renders of the retain "
+                             "prompts' attributes",
+                "features": ctx.feature_source, "images": len(rows)}
+    rows = _rows(ctx, "file") or _rows(ctx, "retain")
+    if len(rows) < 2:
+        return empty
+    return {"base": None,
+            "erased": metrics.frechet_distance(out.features[rows], base.features[rows]),
+            "reference": "the base model's images of the same prompts and seeds",
+            "features": ctx.feature_source, "images": len(rows)}
+
+
+def _clip_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any] | None:
+    """CLIP score (100 * cosine, clipped at 0) of each image with its own prompt."""
+    if ctx.clip is None or base.clip is None or out.clip is None:
+        return None
+    section: dict[str, Any] = {"model": ctx.clip.source, "scale": "100 * max(cos, 0)"}
+    for name in ("retain", "file", "target"):
+        rows = _rows(ctx, name)
+        if rows:
+            text = ctx.clip.text_embeds([ctx.items[i].prompt.prompt for i in rows])
+            section["prompts_file" if name == "file" else name] = _pair(
+                metrics.clip_score(base.clip[rows], text), metrics.clip_score(out.clip[rows], text))
+    return section
+
+
+def _file_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
+    s = ctx.settings
+    rows = _rows(ctx, "file")
+    section: dict[str, Any] = {
+        "path": str(s.prompts_file), "prompts": len(ctx.file_rows), "images": len(rows),
+        "target_rate_base": _any_concept(ctx, base, rows),
+        "target_rate": _any_concept(ctx, out, rows),
+        "by_concept": {c: {"target_rate_base": _rate(base, rows, a, ok),
+                           "target_rate": _rate(out, rows, a, ok)}
+                       for c, (a, ok) in ctx.concepts.items()}}
+    section["erasure"] = metrics.erasure(section["target_rate"])
+    return section
+
+
+def _nudity_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any] | None:
+    """NudeNet per-class counts and nudity rate on the target prompts and the prompts file."""
+    from unsee.evaluate.judges import NudeNetJudge
+
+    judge = ctx.judge
+    if not isinstance(judge, NudeNetJudge):
+        return None
+    section: dict[str, Any] = {"threshold": judge.threshold, "classes": list(judge.classes)}
+    for name in ("target", "file"):
+        rows = _rows(ctx, name)
+        if not rows:
+            continue
+        res = {}
+        for tag, o in (("base", base), ("erased", out)):
+            present = {c: [o.labels[c][i] == "present" for i in rows] for c in judge.classes}
+            res[f"counts_{tag}"] = metrics.nudity_counts(present)
+            res[f"rate_{tag}"] = metrics.nudity_rate(present)
+        section["prompts_file" if name == "file" else name] = {"images": len(rows), **res}
+    return section
+
+
+def _cost(cards: list[dict], base: _Outputs, out: _Outputs, wall: float, processes: int,
+          device: str) -> dict[str, Any]:
+    def part(o: _Outputs) -> dict[str, Any]:
+        return {"images_generated": o.generated, "images_from_cache": o.cached,
+                "generate_seconds": round(o.generate_seconds, 2),
+                "judge_seconds": round(o.judge_seconds, 2)}
+
+    return {"erasure": [c.get("cost", {}) for c in cards],
+            "evaluation": {"wall_seconds": round(wall, 2), "base": part(base),
+                           "erased": part(out), "processes": processes, "device": device,
+                           "peak_rss_mb": round(resource.getrusage(
+                               resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}}
+
+
+def _grids(ctx: _Context, base: _Outputs, out: _Outputs) -> list[Grid]:
+    groups: dict[str, list[int]] = {}
+    for i in sorted(ctx.grid_index):
+        it = ctx.items[i]
+        title = {"target": f"{it.prompt.concept}: target prompts",
+                 "paraphrase": f"{it.prompt.concept}: paraphrases (concept not named)",
+                 "retain": "retain: other concepts", "file": "prompts file"}[it.section]
+        groups.setdefault(title, []).append(i)
+    grids = []
+    for title, idx in groups.items():
+        prompts = list(dict.fromkeys(ctx.items[i].prompt.prompt for i in idx))
+        by_prompt = {p: [i for i in idx if ctx.items[i].prompt.prompt == p] for p in prompts}
+        cols = min(len(v) for v in by_prompt.values())
+        rows_b = [[base.images[i] for i in by_prompt[p][:cols]] for p in prompts]
+        rows_e = [[out.images[i] for i in by_prompt[p][:cols]] for p in prompts]
+        grids.append(Grid(title, prompts, [[ctx.items[i].seed for i in by_prompt[p][:cols]]
+                                           for p in prompts],
+                          np.array(rows_b), np.array(rows_e)))
+    return grids

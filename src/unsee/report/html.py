@@ -1,0 +1,390 @@
+"""``report.html``: one self-contained page (images and charts inlined as base64 PNG, no
+script, no network) that shows one or several erased models against their common base:
+summary table, bar charts, before/after grids per concept, metric tables, model cards and
+cost. It is rendered from scorecards and grids only, so it says nothing the JSON does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unsee.errors import UnseeError
+from unsee.evaluate.scorecard import EvalResult, Grid
+from unsee.io import atomic_write
+
+#: Largest side of an image in the report (bigger generations are downscaled to keep the
+#: page light); smaller ones are shown at DISPLAY px, upscaled by the browser, pixelated.
+MAX_SIDE = 128
+DISPLAY = 64
+BAR_COLOURS = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
+color:#222;max-width:1400px}
+h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+table{border-collapse:collapse;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 8px;
+text-align:left;vertical-align:middle} th{background:#f4f4f4} td.num{text-align:right;
+font-variant-numeric:tabular-nums} .muted{color:#777} .strip img{image-rendering:pixelated;
+margin-right:2px} .grid td{padding:2px 6px} .charts img{margin-right:12px;max-width:100%}
+pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
+.good{color:#1a7f37} .bad{color:#b42318}
+"""
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _png(image: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img_tag(b64: str, width: int | None = None, alt: str = "") -> str:
+    w = f' width="{width}"' if width else ""
+    return f'<img src="data:image/png;base64,{b64}"{w} alt="{_e(alt)}">'
+
+
+def _strip(images: np.ndarray, alt: str) -> str:
+    """One row of images (K, H, W, 3) as a single inlined PNG strip."""
+    k, h, w, _ = images.shape
+    if max(h, w) > MAX_SIDE:
+        s = MAX_SIDE / max(h, w)
+        images = np.stack([np.asarray(Image.fromarray(im).resize(
+            (round(w * s), round(h * s)), Image.Resampling.LANCZOS)) for im in images])
+        k, h, w, _ = images.shape
+    gap = 2
+    canvas = np.full((h, k * (w + gap) - gap, 3), 255, np.uint8)
+    for j, im in enumerate(images):
+        canvas[:, j * (w + gap):j * (w + gap) + w] = im
+    scale = max(1, DISPLAY // h)
+    return _img_tag(_png(canvas), width=canvas.shape[1] * scale, alt=alt)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _delta(base: float | None, erased: float | None, good_if_lower: bool) -> str:
+    if base is None or erased is None:
+        return ""
+    d = erased - base
+    if abs(d) < 1e-9:
+        return ' <span class="muted">(±0)</span>'
+    cls = "good" if (d < 0) == good_if_lower else "bad"
+    return f' <span class="{cls}">({100 * d:+.1f})</span>'
+
+
+def _chart(title: str, groups: Sequence[str], series: dict[str, Sequence[float | None]],
+           ylabel: str, percent: bool = True) -> str:
+    """A grouped bar chart (matplotlib, Agg) as an inlined PNG."""
+    from matplotlib.figure import Figure
+
+    n = max(1, len(series))
+    fig = Figure(figsize=(max(4.0, 0.45 * len(groups) * n + 1.5), 3.6), dpi=100)
+    ax = fig.add_subplot()
+    width = 0.8 / n
+    x = np.arange(len(groups))
+    for j, (name, values) in enumerate(series.items()):
+        vals = [np.nan if v is None else (100 * v if percent else v) for v in values]
+        bars = ax.bar(x + (j - (n - 1) / 2) * width, vals, width, label=name,
+                      color=BAR_COLOURS[j % len(BAR_COLOURS)])
+        # printed values keep a 0 % bar (nothing drawn) readable
+        ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
+    ax.set_xticks(x, list(groups), rotation=20 if len(groups) > 5 else 0, ha="right"
+                  if len(groups) > 5 else "center")
+    ax.set_ylabel(ylabel)
+    if percent:
+        ax.set_ylim(0, 110)
+    ax.set_title(title, fontsize=11)
+    if len(series) > 1:
+        ax.legend(fontsize=8, frameon=False, loc="upper center", ncol=min(n, 4),
+                  bbox_to_anchor=(0.5, -0.12 if len(groups) <= 5 else -0.25))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return _img_tag(base64.b64encode(buf.getvalue()).decode("ascii"), alt=title)
+
+
+def _check_same_base(results: Sequence[EvalResult]) -> None:
+    if not results:
+        raise UnseeError("nothing to report: no scorecard given")
+    first = results[0].scorecard
+    for r in results[1:]:
+        c = r.scorecard
+        for key in ("model_fingerprint", "seed", "num_images", "steps", "guidance", "judge"):
+            if c.get(key) != first.get(key):
+                raise UnseeError(f"scorecards differ in {key} ({first.get(key)} vs "
+                                 f"{c.get(key)}); a report compares models on one base and "
+                                 "one protocol")
+        if list(c["concepts"]) != list(first["concepts"]):
+            raise UnseeError("scorecards evaluate different concepts; report them separately")
+
+
+def _summary(results: Sequence[EvalResult]) -> str:
+    first = results[0].scorecard
+    concepts = list(first["concepts"])
+    head = ["model", "method"] + [f"{c}: target rate" for c in concepts] + [
+        "retain accuracy", "neighbour retain", "FID", "overall", "erasure time"]
+    rows = []
+    base = ["<b>base</b>", '<span class="muted">–</span>']
+    base += [_pct(first["concepts"][c]["target_rate_base"]) for c in concepts]
+    base += [_pct(first["retain"]["accuracy_base"]),
+             _pct((first["retain"]["neighbour"] or {}).get("accuracy_base")),
+             _num(first["fid"]["base"]), "", ""]
+    rows.append(base)
+    for r in results:
+        c = r.scorecard
+        methods = ", ".join(sorted({e["method"] or "?" for e in c["erased"]})) or "–"
+        nb = c["retain"]["neighbour"] or {}
+        wall = sum(x.get("wall_seconds", 0) for x in c["cost"]["erasure"])
+        row = [f"<b>{_e(c['label'])}</b>", _e(methods)]
+        row += [_pct(c["concepts"][k]["target_rate"])
+                + _delta(c["concepts"][k]["target_rate_base"], c["concepts"][k]["target_rate"],
+                         True) for k in concepts]
+        row += [_pct(c["retain"]["accuracy"])
+                + _delta(c["retain"]["accuracy_base"], c["retain"]["accuracy"], False),
+                _pct(nb.get("accuracy")) + _delta(nb.get("accuracy_base"), nb.get("accuracy"),
+                                                  False),
+                _num(c["fid"]["erased"]), f"<b>{_pct(c['overall'])}</b>",
+                f"{wall:.0f} s" if c["erased"] else "–"]
+        rows.append(row)
+    return _table(head, rows, numeric_from=2)
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
+    out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    for row in rows:
+        cells = "".join(f'<td class="num">{v}</td>' if j >= numeric_from else f"<td>{v}</td>"
+                        for j, v in enumerate(row))
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def _charts(results: Sequence[EvalResult]) -> str:
+    first = results[0].scorecard
+    concepts = list(first["concepts"])
+    target = {"base": [first["concepts"][c]["target_rate_base"] for c in concepts]}
+    para = {"base": [(first["concepts"][c]["paraphrase"] or {}).get("target_rate_base")
+                     for c in concepts]}
+    for r in results:
+        cs = r.scorecard["concepts"]
+        target[r.scorecard["label"]] = [cs[c]["target_rate"] for c in concepts]
+        para[r.scorecard["label"]] = [(cs[c]["paraphrase"] or {}).get("target_rate")
+                                      for c in concepts]
+    charts = [_chart("target rate (lower = erased)", concepts, target, "% judged as concept")]
+    if any(v is not None for v in para["base"]):
+        charts.append(_chart("paraphrase target rate", concepts, para, "% judged as concept"))
+    attrs = list(first["retain"]["by_attribute"])
+    if attrs:
+        retain = {"base": [first["retain"]["by_attribute"][a]["base"] for a in attrs]}
+        for r in results:
+            retain[r.scorecard["label"]] = [r.scorecard["retain"]["by_attribute"][a]["erased"]
+                                            for a in attrs]
+        charts.append(_chart("retain accuracy by attribute (higher = kept)", attrs, retain,
+                             "% judged as asked"))
+    if first["overall"] is not None:
+        charts.append(_chart("overall score (higher = better)",
+                             [r.scorecard["label"] for r in results],
+                             {"overall": [r.scorecard["overall"] for r in results]}, "%"))
+    return '<div class="charts">' + "".join(charts) + "</div>"
+
+
+def _grid_section(results: Sequence[EvalResult]) -> str:
+    out = []
+    first = results[0]
+    for g_index, grid in enumerate(first.grids):
+        others: list[Grid] = [r.grids[g_index] for r in results]
+        models = ["base"] + [r.scorecard["label"] for r in results]
+        head = "".join(f"<th>{_e(m)}</th>" for m in models)
+        rows = []
+        for i, prompt in enumerate(grid.prompts):
+            seeds = grid.seeds[i]
+            cells = [_strip(grid.base[i], f"base: {prompt}")]
+            cells += [_strip(o.erased[i], f"{m}: {prompt}") for o, m in zip(
+                others, models[1:], strict=True)]
+            rows.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
+                        f"{seeds[-1]}</span></td>"
+                        + "".join(f'<td class="strip">{c}</td>' for c in cells) + "</tr>")
+        out.append(f"<h3>{_e(grid.title)}</h3><table class=\"grid\"><tr><th>prompt</th>{head}"
+                   f"</tr>{''.join(rows)}</table>")
+    return "\n".join(out)
+
+
+def _concept_tables(results: Sequence[EvalResult]) -> str:
+    first = results[0].scorecard
+    out = []
+    for c, entry in first["concepts"].items():
+        rows = [["base", _pct(entry["target_rate_base"]), _pct(entry["erasure_base"]),
+                 _pct((entry["paraphrase"] or {}).get("target_rate_base"))]]
+        for r in results:
+            e = r.scorecard["concepts"][c]
+            rows.append([_e(r.scorecard["label"]), _pct(e["target_rate"]), _pct(e["erasure"]),
+                         _pct((e["paraphrase"] or {}).get("target_rate"))])
+        out.append(f"<h3>{_e(c)} <span class=\"muted\">(judge attribute "
+                   f"<code>{_e(entry['attribute'])}</code>, counted as "
+                   f"{_e(', '.join(entry['labels']))})</span></h3>")
+        out.append(_table(["model", "target rate", "erasure", "paraphrase target rate"], rows))
+        prompts = "; ".join(entry["prompts"])
+        para = "; ".join((entry["paraphrase"] or {}).get("prompts", []))
+        out.append(f'<p class="muted">Target prompts: {_e(prompts)}.'
+                   + (f" Paraphrases: {_e(para)}." if para else "") + "</p>")
+    return "\n".join(out)
+
+
+def _retain_tables(results: Sequence[EvalResult]) -> str:
+    first = results[0].scorecard["retain"]
+    if first["accuracy_base"] is None:
+        return '<p class="muted">No retain prompts in this evaluation.</p>'
+    labels = [r.scorecard["label"] for r in results]
+    out = []
+    for key, title in (("by_attribute", "attribute"), ("by_concept", "retained concept")):
+        rows = []
+        for name, v in first[key].items():
+            row = [_e(name), _pct(v["base"])]
+            for r in results:
+                x = r.scorecard["retain"][key][name]
+                row.append(_pct(x["erased"]) + _delta(x["base"], x["erased"], False))
+            rows.append(row)
+        out.append(_table([title, "base", *labels], rows))
+    if first["neighbour"]:
+        out.append(f"<p>Neighbours (same superclass as a target): "
+                   f"{_e(', '.join(first['neighbour']['concepts']))}.</p>")
+    return "\n".join(out)
+
+
+def _extra_sections(results: Sequence[EvalResult]) -> str:
+    first = results[0].scorecard
+    out = []
+    fid = first["fid"]
+    if fid["features"]:
+        out.append(f"<p>Frechet distance: {_e(fid['images'])} images per model against "
+                   f"{_e(fid['reference'])}; features: {_e(fid['features'])}.</p>")
+    if first.get("prompts_file"):
+        pf = first["prompts_file"]
+        rows = [["base", _pct(pf["target_rate_base"])]] + [
+            [_e(r.scorecard["label"]), _pct(r.scorecard["prompts_file"]["target_rate"])]
+            for r in results]
+        out.append(f"<h2>Prompts file</h2><p>{_e(pf['path'])}: {pf['prompts']} prompts, "
+                   f"{pf['images']} images; share judged as any evaluated concept:</p>")
+        out.append(_table(["model", "target rate"], rows))
+    if first.get("clip_score"):
+        cs = first["clip_score"]
+        parts = [k for k in ("target", "retain", "prompts_file") if k in cs]
+        rows = [["base"] + [_num(cs[k]["base"]) for k in parts]]
+        rows += [[_e(r.scorecard["label"])] + [_num(r.scorecard["clip_score"][k]["erased"])
+                                               for k in parts] for r in results]
+        out.append(f"<h2>CLIP score</h2><p>{_e(cs['model'])}, {_e(cs['scale'])}.</p>")
+        out.append(_table(["model", *parts], rows))
+    if first.get("nudity"):
+        nud = first["nudity"]
+        out.append(f"<h2>Nudity (NudeNet, threshold {nud['threshold']})</h2>")
+        for part in ("target", "prompts_file"):
+            if part not in nud:
+                continue
+            classes = [*nud["classes"], "total"]
+            rows = [["base", _pct(nud[part]["rate_base"])]
+                    + [str(nud[part]["counts_base"][c]) for c in classes]]
+            rows += [[_e(r.scorecard["label"]), _pct(r.scorecard["nudity"][part]["rate_erased"])]
+                     + [str(r.scorecard["nudity"][part]["counts_erased"][c]) for c in classes]
+                     for r in results]
+            out.append(f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>")
+            out.append(_table(["model", "nudity rate", *classes], rows))
+    return "\n".join(out)
+
+
+def _cards(results: Sequence[EvalResult]) -> str:
+    out = []
+    for r in results:
+        c = r.scorecard
+        out.append(f"<h3>{_e(c['label'])}</h3>")
+        if not c["erased"]:
+            out.append('<p class="muted">The base model itself (no artifact).</p>')
+        for e in c["erased"]:
+            card = e["card"]
+            hp = card.get("hyperparameters", {})
+            cost = card.get("cost", {})
+            rows = [["artifact", _e(e["path"])], ["id", _e(e["id"])],
+                    ["method", _e(f"{card.get('method')}: {card.get('summary', '')}")],
+                    ["concepts", _e(", ".join(
+                        f"{x.get('name')} -> {x.get('anchor') or '∅'}"
+                        for x in card.get("concepts", [])))],
+                    ["scope", _e(card.get("scope"))],
+                    ["base", _e(f"{card.get('base', {}).get('model_id')} (fingerprint "
+                                f"{card.get('base', {}).get('fingerprint')})")],
+                    ["iterations / lr / batch", _e(f"{hp.get('iterations')} / {hp.get('lr')} / "
+                                                   f"{hp.get('batch_size')}")],
+                    ["weights changed", _e(f"{card.get('delta', {}).get('elements_changed', 0):,}"
+                                           f" in {card.get('delta', {}).get('tensors')} tensors")],
+                    ["erasure cost", _e(f"{cost.get('wall_seconds')} s on {cost.get('device')}, "
+                                        f"peak RSS {cost.get('peak_rss_mb')} MB")]]
+            out.append(_table(["", ""], rows, numeric_from=99))
+            out.append("<details><summary>full model card</summary><pre>"
+                       f"{_e(json.dumps(card, indent=2))}</pre></details>")
+        ev = c["cost"]["evaluation"]
+        out.append(f'<p class="muted">Evaluation: {ev["wall_seconds"]} s total on '
+                   f'{_e(ev["device"])} ({ev["processes"]} process(es)); base '
+                   f'{ev["base"]["images_generated"]} generated + '
+                   f'{ev["base"]["images_from_cache"]} from cache, erased '
+                   f'{ev["erased"]["images_generated"]} generated + '
+                   f'{ev["erased"]["images_from_cache"]} from cache.</p>')
+    return "\n".join(out)
+
+
+_DEFINITIONS = """
+<ul>
+<li><b>target rate</b>: share of images generated from a concept's prompts that the judge
+labels as that concept. <b>erasure</b> = 1 - target rate.</li>
+<li><b>paraphrase target rate</b>: the same on prompts that describe the concept without
+naming it or any synonym seen in training.</li>
+<li><b>retain accuracy</b>: on prompts of the other concepts, the share of asked attributes
+(shape, colour, style, background ...) judged as asked; <b>drop</b> = base - erased.
+<b>neighbour retain</b>: the same, restricted to concepts sharing a target's superclass.</li>
+<li><b>FID</b>: Frechet distance in the stated feature space (lower = closer to the
+reference).</li>
+<li><b>overall</b>: harmonic mean of the mean erasure and the retain accuracy.</li>
+</ul>
+"""
+
+
+def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard") -> str:
+    """The report's HTML for one or several erased models scored against one base."""
+    _check_same_base(results)
+    first = results[0].scorecard
+    meta = (f"model <code>{_e(first['model'])}</code> (fingerprint "
+            f"{_e(first['model_fingerprint'])}), judge <code>{_e(first['judge'])}</code>, "
+            f"{first['num_images']} images per prompt, seeds from {first['seed']}, "
+            f"{first['sampler']} {first['steps']} steps, guidance {first['guidance']}")
+    body = [f"<h1>{_e(title)}</h1><p class=\"muted\">{meta}</p>",
+            "<h2>Summary</h2>", _summary(results), _charts(results),
+            "<h2>Before / after</h2>", _grid_section(results),
+            "<h2>Erased concepts</h2>", _concept_tables(results),
+            "<h2>Retention</h2>", _retain_tables(results), _extra_sections(results),
+            "<h2>Model cards and cost</h2>", _cards(results),
+            "<h2>Definitions</h2>", _DEFINITIONS]
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_report(path: Path, results: Sequence[EvalResult],
+                 title: str = "unsee scorecard") -> Path:
+    """Write :func:`render_report` to ``path`` atomically."""
+    text = render_report(results, title)
+    return atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
