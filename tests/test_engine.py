@@ -73,7 +73,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     r = subprocess.run([*UNSEE, *args, "--out", str(straight)], env=env, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
-    a, b = load_file(str(killed / "delta.safetensors")), load_file(str(straight / "delta.safetensors"))
+    a = load_file(str(killed / "delta.safetensors"))
+    b = load_file(str(straight / "delta.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
