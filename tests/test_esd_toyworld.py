@@ -30,7 +30,7 @@ def test_esd_x_erases_star_and_keeps_other_shapes(judge, tmp_path):
     res = run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=60),
                       tmp_path / "art", bundle=base)
     after = _shape_rates(res.bundle, judge, n)
-    assert before["star"] >= 0.75
+    assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after
     others = [s for s in SHAPES if s != "star"]
     drop = np.mean([before[s] for s in others]) - np.mean([after[s] for s in others])

@@ -323,14 +323,17 @@ def judge_cmd(
 @_clean_errors
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
-    num_images: Annotated[int, typer.Option(help="images per prompt")] = 8,
-    overwrite: Annotated[bool, typer.Option()] = True,
+    concept: Annotated[str, typer.Option(help="ToyWorld concept to erase")] = "star",
+    method: Annotated[list[str] | None, typer.Option(help="methods (default: one per family)")
+                      ] = None,
+    num_images: Annotated[int, typer.Option(help="evaluation images per prompt")] = 6,
+    steps: Annotated[int, typer.Option(help="DDIM steps of the evaluation")] = 25,
 ) -> None:
-    """The main job on the bundled ToyWorld model."""
+    """The main job: erase a concept from ToyWorld with each method, score, report."""
     from unsee.demo import run_demo
 
-    path = run_demo(out, num_images=num_images, overwrite=overwrite)
-    typer.echo(f"demo written to {path}")
+    path = run_demo(out, concept=concept, methods=method, num_images=num_images, steps=steps)
+    typer.echo(f"demo written to {path} (open {path / 'report.html'})")
 
 
 def _register_eval() -> None:
