@@ -20,7 +20,7 @@ def test_toyworld_base_against_itself(tmp_path):
     assert star["target_rate_base"] == star["target_rate"] >= 0.75
     assert card["retain"]["drop"] == 0.0 and card["retain"]["neighbour"]["drop"] == 0.0
     assert card["retain"]["accuracy_base"] >= 0.7
-    assert card["fid"]["base"] == card["fid"]["erased"]
+    assert card["fid"]["base"] == pytest.approx(card["fid"]["erased"], rel=1e-6)
     assert card["overall"] == pytest.approx(
         2 * star["erasure"] * card["retain"]["accuracy"]
         / (star["erasure"] + card["retain"]["accuracy"]))
