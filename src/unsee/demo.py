@@ -8,9 +8,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from unsee.errors import UnseeError
 from unsee.io import check_output_dir, write_json
 
@@ -18,18 +15,6 @@ from unsee.io import check_output_dir, write_json
 DEMO_METHODS: tuple[str, ...] = ("esd-x", "esd-u", "uce")
 #: Evaluation of the demo: fewer DDIM steps than the quality table, to stay within minutes.
 DEMO_STEPS = 25
-
-
-def image_grid(images: np.ndarray, cols: int, scale: int = 3) -> Image.Image:
-    """uint8 (N, H, W, 3) -> one PIL grid, ``cols`` per row, nearest-upscaled by ``scale``."""
-    n, h, w, _ = images.shape
-    rows = -(-n // cols)
-    canvas = np.full((rows * (h + 2), cols * (w + 2), 3), 255, np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, cols)
-        canvas[r * (h + 2) + 1:r * (h + 2) + 1 + h, c * (w + 2) + 1:c * (w + 2) + 1 + w] = img
-    grid = Image.fromarray(canvas)
-    return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST)
 
 
 def available_methods(requested: Sequence[str] | None) -> list[str]:
