@@ -201,6 +201,11 @@ def erase_cmd(
                   ] = None,
     param: Annotated[list[str] | None, typer.Option("--set", help="method parameter KEY=VALUE")
                      ] = None,
+    task: Annotated[str | None, typer.Option(
+        help="kscu: object, style, nudity or instance (same as --set task=...)")] = None,
+    variant: Annotated[str | None, typer.Option(
+        help="mim-mu: off-policy, on-policy or conditional (same as --set variant=...)")
+                    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (keys of EraseConfig)")
                       ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
@@ -218,6 +223,9 @@ def erase_cmd(
             raise UnseeError(f"--set needs KEY=VALUE (got {item!r})")
         k, v = item.split("=", 1)
         params[k.strip()] = _parse_value(v.strip())
+    for key, value in (("task", task), ("variant", variant)):
+        if value is not None:
+            params[key] = value
     overrides = {"method": method, "concepts": concept or None, "model": model,
                  "anchors": anchor or None, "iterations": iterations, "lr": lr,
                  "batch_size": batch_size, "scope": scope, "seed": seed,
@@ -276,7 +284,7 @@ def methods_cmd() -> None:
     get_method("esd-x")
     for name, cls in sorted(REGISTRY.items()):
         params = ", ".join(f"{f.name}={f.default}" for f in dataclasses.fields(cls.Params))
-        typer.echo(f"{name:14s} scope={cls.scope:8s} {cls.summary}  [{params}]")
+        typer.echo(f"{name:14s} scope={cls.scope:14s} {cls.summary}  [{params}]")
 
 
 def _load_with_artifacts(model: str, erased: list[Path], device: str):

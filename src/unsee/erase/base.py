@@ -19,6 +19,7 @@ from unsee.errors import UnseeError
 if TYPE_CHECKING:
     from unsee.erase.masks import MaskPolicy
 
+    from unsee.concepts import Concept
     from unsee.erase.engine import ErasureContext
 
 
@@ -41,6 +42,14 @@ class Method:
         self.p = params
         self.ctx = ctx
         self.mask: MaskPolicy | None = None
+
+    @classmethod
+    def plan_defaults(cls, params: Any, family: str, concepts: list[Concept]) -> dict[str, Any]:
+        """Defaults for iterations, lr, batch_size, lr_schedule and scope on a model
+        ``family`` ("toyworld" or "sd"). Methods whose defaults depend on their parameters
+        or on the concepts (KSCU's task presets) override this; it runs before any model is
+        loaded, so it is also where such choices are validated."""
+        return dict(cls.defaults.get(family, {}))
 
     def start_round(self, round_index: int) -> None:
         """Called before the first step of each round (one round unless sequential)."""

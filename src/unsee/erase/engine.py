@@ -129,14 +129,13 @@ def validate(cfg: EraseConfig) -> Plan:
     params = build_params(cls, dict(cfg.params or {}))
     if not cfg.concepts:
         raise UnseeError("give at least one --concept")
-    vocab = _vocabulary(cfg.model)
-    for i, c in enumerate(cfg.concepts):
-        anchor = cfg.anchors[i] if cfg.anchors else None
-        resolve_concept(c, vocab, anchor)
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
+    vocab = _vocabulary(cfg.model)
+    concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
+                for i, c in enumerate(cfg.concepts)]
     family = "toyworld" if vocab == "toyworld" else "sd"
-    d = cls.defaults.get(family, {})
+    d = cls.plan_defaults(params, family, concepts)
     iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
     lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
     batch = cfg.batch_size if cfg.batch_size is not None else d.get("batch_size", 1)
@@ -151,7 +150,7 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError("checkpoint_every must be positive")
     if sched not in LR_SCHEDULES:
         raise UnseeError(f"unknown lr_schedule {sched!r}; use one of {', '.join(LR_SCHEDULES)}")
-    scope = cfg.scope or cls.scope
+    scope = cfg.scope or d.get("scope", cls.scope)
     if scope not in PRESETS and not scope.startswith("re:"):
         raise UnseeError(f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or "
                          "'re:<regex>'")
@@ -240,13 +239,16 @@ class ErasureContext:
     # -- x_t sources -----------------------------------------------------------------
     @torch.no_grad()
     def trajectory(self, prompts: list[str], stop_at: int, seeds: list[int], guidance: float,
-                   steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``.
+                   steps: int, latents: torch.Tensor | None = None,
+                   start_at: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``,
+        or from ``latents`` at index ``start_at`` (continuing an earlier trajectory).
 
         Returns (x_t (B, C, h, w), t (B,)).
         """
         x, t = ddim_sample(self.bundle, prompts, seeds, steps=steps, guidance=guidance,
-                           stop_at=stop_at, unet=self.raw_unet)
+                           stop_at=stop_at, unet=self.raw_unet, latents=latents,
+                           start_at=start_at)
         return x, torch.full((len(prompts),), t, device=self.device, dtype=torch.long)
 
     def noised(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

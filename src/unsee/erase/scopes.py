@@ -18,6 +18,9 @@ PRESETS: dict[str, tuple[str, str | None]] = {
     "xattn": (r"attn2\.", None),
     # everything but cross-attention, the time embedding and the output layer: ESD-u
     "noxattn": (r".", r"attn2\.|time_embedding|time_proj|conv_norm_out|conv_out"),
+    # KSCU's selection: every Linear/Conv2d weight and bias outside cross-attention, time
+    # embedding and output layer included (normalisation layers are not Linear/Conv2d)
+    "noxattn-linear": (r".", r"attn2\.|norm"),
     # cross-attention keys and values: ESD-x-strict, UCE
     "kv": (r"attn2\.to_[kv]\.", None),
     "full": (r".", None),

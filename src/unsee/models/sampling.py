@@ -61,14 +61,17 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
                 guidance: float | None = None, negative_prompts: Sequence[str] | None = None,
                 stop_at: int | None = None, unet: torch.nn.Module | None = None,
                 latents: torch.Tensor | None = None, guidance_rescale: float = 0.0,
-                progress: str | None = None) -> tuple[torch.Tensor, int]:
+                start_at: int = 0) -> tuple[torch.Tensor, int]:
     """DDIM (eta=0) with CFG from noise; returns ``(x, t)``.
 
     With ``stop_at=s`` the loop stops *before* DDIM index ``s`` (0 = noisiest) and returns
     x_t at that index and its training timestep ``t`` (partial sampling for ESD, KSCU).
     Without it, returns the final latents (B, C, h, w) and t = 0.
-    ``guidance`` 1 or less skips the unconditional pass.
+    ``start_at=r`` with ``latents`` (x at index r) resumes a trajectory instead of starting
+    from noise (KSCU's trajectory reuse). ``guidance`` 1 or less skips the unconditional pass.
     """
+    if start_at and latents is None:
+        raise ValueError("start_at needs the latents reached at that index")
     unet = bundle.unet if unet is None else unet
     g = bundle.default_guidance if guidance is None else guidance
     sched = bundle.scheduler()
@@ -79,7 +82,7 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
                                    else [""] * len(prompts))
     n_steps = steps if stop_at is None else stop_at
     timesteps = sched.timesteps
-    for i in range(n_steps):
+    for i in range(start_at, n_steps):
         t = timesteps[i]
         if g > 1.0:
             out = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample

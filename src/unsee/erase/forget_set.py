@@ -1,0 +1,91 @@
+"""Forget sets: images of a concept (and of its anchor) drawn by the model being edited.
+
+The dataset-based methods (MiM-MU off-policy, and Sculpting Memory and SalUn) train on
+noised images of the concept rather than on self-sampled trajectories. Like the released
+code they generate those images with the base model itself; ``negative`` lets anchor images
+be drawn with the concept as negative prompt (so an image of "a shape" is not the erased
+star). Images are kept as final
+*latents* (B, C, h, w) so latent models need no VAE round trip, and cached on disk keyed by
+the model's fingerprint and every generation setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from unsee.io import atomic_write
+from unsee.models.bundle import Bundle
+from unsee.models.sampling import ddim_sample
+from unsee.progress import progress_bar
+
+
+def default_forget_cache() -> Path:
+    """``$UNSEE_CACHE/forget-sets``, else ``~/.cache/unsee/forget-sets``."""
+    root = os.environ.get("UNSEE_CACHE") or Path.home() / ".cache" / "unsee"
+    return Path(root) / "forget-sets"
+
+
+@dataclass
+class ForgetSet:
+    """``latents`` (N, C, h, w) final DDIM latents; ``prompts`` and ``seeds`` per image."""
+
+    latents: torch.Tensor
+    prompts: list[str]
+    seeds: list[int]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def _key(model_fp: str, prompts: list[str], seeds: list[int], negative: str, steps: int,
+         guidance: float) -> str:
+    raw = json.dumps([model_fp, prompts, seeds, negative, steps, float(guidance)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def generate_set(bundle: Bundle, prompts: list[str], seeds: list[int], *, negative: str = "",
+                 steps: int = 50, guidance: float | None = None, batch_size: int = 32,
+                 cache_dir: Path | None = None, description: str = "forget set") -> ForgetSet:
+    """Generate (or load from ``cache_dir``) one image latent per (prompt, seed)."""
+    from unsee.evaluate.cache import model_fingerprint
+
+    g = bundle.default_guidance if guidance is None else guidance
+    path = None
+    if cache_dir is not None:
+        key = _key(model_fingerprint(bundle), prompts, seeds, negative, steps, g)
+        path = Path(cache_dir) / f"{key}.safetensors"
+        if path.is_file():
+            try:
+                return ForgetSet(load_file(path)["latents"].to(bundle.device), prompts, seeds)
+            except Exception:  # a damaged cache entry is regenerated
+                pass
+    out = []
+    with progress_bar(len(prompts), description) as bar:
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i:i + batch_size]
+            x, _ = ddim_sample(bundle, chunk, seeds[i:i + batch_size], steps=steps,
+                               guidance=g, negative_prompts=[negative] * len(chunk))
+            out.append(x.float())
+            bar.advance(len(chunk))
+    latents = torch.cat(out)
+    if path is not None:
+        meta = {"prompts": json.dumps(prompts), "seeds": json.dumps(seeds),
+                "negative": negative, "steps": str(steps), "guidance": str(g)}
+        atomic_write(path, lambda p: save_file({"latents": latents.cpu().contiguous()},
+                                               str(p), metadata=meta))
+    return ForgetSet(latents, prompts, seeds)
+
+
+def forget_set(bundle: Bundle, name: str, prompts: list[str], n: int, seed: int, *,
+               steps: int = 50, cache_dir: Path | None = None) -> ForgetSet:
+    """``n`` images of concept ``name``, cycling through ``prompts``; seeds ``seed..seed+n-1``."""
+    cycled = [prompts[i % len(prompts)] for i in range(n)]
+    return generate_set(bundle, cycled, list(range(seed, seed + n)), steps=steps,
+                        cache_dir=cache_dir, description=f"forget set: {name}")

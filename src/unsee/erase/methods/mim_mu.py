@@ -1,0 +1,139 @@
+"""MiM-MU: compensation-free unlearning by minimising mutual information
+(Cheng et al., arXiv 2603.00992; methods.md §3; docs/methods.md has the derivation).
+
+No official code exists; this is the reconstruction of methods.md §3.3, every piece of which
+is marked there as published or inferred. To make the concept carry no information about
+the image, the edited model's *conditional* prediction for the concept is pulled onto the
+frozen pre-trained model's *unconditional* prediction on the same noisy image,
+
+    L = E_{x0 in D_f, eps, t} w(t) || e_theta(x_t, c_f, t) - sg[e_0(x_t, "", t)] ||^2,
+
+the term that differentiates through the sampling distribution (the U-Net Jacobian) is
+dropped, only cross-attention is trained, and there is *no* retain or preservation term:
+nothing in the loss looks at another concept. Variants (``variant``):
+
+* ``off-policy`` (default): x_t is a forget-set image (drawn by the base model from the
+  concept's prompts, :mod:`unsee.erase.forget_set`) noised at t ~ U{0..T-1};
+* ``on-policy``: x_t from partial DDIM sampling of the model being edited, as in ESD (this
+  variant is ESD with eta = 0);
+* ``conditional``: conditional MI I(X; C | Y) for compositional prompts: the target is the
+  frozen prediction for the prompt with the concept's words removed ("a striped star" ->
+  "a star") instead of the empty prompt. On a bare object prompt it reduces to off-policy.
+
+``weighting``: ``uniform`` (w = 1, the default) or ``score-matching``, the weight
+beta_t / (1 - alphabar_t) of the KL bound, normalised to mean 1 over t.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from unsee.erase.base import Method, register
+from unsee.erase.engine import ErasureContext
+from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set
+from unsee.errors import UnseeError
+
+VARIANTS = ("off-policy", "on-policy", "conditional")
+WEIGHTINGS = ("uniform", "score-matching")
+
+
+@dataclass
+class MiMParams:
+    variant: str = "off-policy"  # off-policy | on-policy | conditional
+    weighting: str = "uniform"  # uniform | score-matching
+    forget_images: int = 32  # images per concept in the forget set (off-policy, conditional)
+    forget_steps: int = 50  # DDIM steps used to draw them
+    ddim_steps: int = 50  # on-policy: trajectory length
+    start_guidance: float = 3.0  # on-policy: CFG of the partial sampling
+    cache: bool = True  # keep forget sets on disk ($UNSEE_CACHE/forget-sets)
+    # ';'-separated templates ({} = a concept prompt) that make the forget prompts
+    # compositional, e.g. "a painting of a house in {} style" for the conditional variant
+    templates: str = "{}"
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise UnseeError(f"mim-mu.variant must be one of {', '.join(VARIANTS)} "
+                             f"(got {self.variant!r})")
+        if self.weighting not in WEIGHTINGS:
+            raise UnseeError(f"mim-mu.weighting must be one of {', '.join(WEIGHTINGS)} "
+                             f"(got {self.weighting!r})")
+        if self.forget_images < 1 or self.forget_steps < 1 or self.ddim_steps < 1:
+            raise UnseeError("mim-mu.forget_images, forget_steps and ddim_steps must be >= 1")
+        if not all("{}" in t for t in self.template_list()):
+            raise UnseeError(f"mim-mu.templates must each contain {{}} (got {self.templates!r})")
+
+    def template_list(self) -> list[str]:
+        return [t.strip() for t in self.templates.split(";") if t.strip()]
+
+
+def strip_concept(prompt: str, words: str) -> str:
+    """``prompt`` without the concept's words, articles fixed ("an orange star" -> "a star")."""
+    out = re.sub(rf"\b{re.escape(words)}\b", " ", prompt, flags=re.IGNORECASE)
+    out = " ".join(out.split())
+    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiouAEIOU" else "a ")
+                  + m.group(2), out, flags=re.IGNORECASE)
+
+
+def score_matching_weights(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """w(t) = beta_t / (1 - alphabar_t) (g^2 / 2 sigma^2 up to a constant), mean 1; (T,)."""
+    ab = alphas_cumprod.double()
+    beta = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
+    w = beta / (1 - ab).clamp_min(1e-12)
+    return (w / w.mean()).float()
+
+
+@register("mim-mu")
+class MiMMU(Method):
+    scope = "xattn"
+    Params = MiMParams
+    summary = ("compensation-free unlearning: concept prediction aligned to the frozen "
+               "unconditional one, no retain term (MiM-MU, reconstructed)")
+    # SD: "small lr", 30 epochs of a ~60-image set at batch 4 (methods.md §3.4, inferred);
+    # ToyWorld: tuned here (docs/methods.md).
+    defaults: ClassVar[dict[str, dict[str, Any]]] = {
+        "sd": {"iterations": 450, "lr": 1e-5, "batch_size": 4},
+        "toyworld": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
+    }
+
+    def __init__(self, params: MiMParams, ctx: ErasureContext) -> None:
+        super().__init__(params, ctx)
+        self.prompts = {c.name: [t.format(q) for q in c.prompts for t in params.template_list()]
+                        for c in ctx.concepts}
+        self.sets: dict[str, ForgetSet] = {}
+        if params.variant != "on-policy":
+            cache = default_forget_cache() if params.cache else None
+            for c in ctx.concepts:
+                self.sets[c.name] = forget_set(ctx.bundle, c.name, self.prompts[c.name],
+                                               params.forget_images, ctx.plan.cfg.seed,
+                                               steps=params.forget_steps, cache_dir=cache)
+        self.weights = (score_matching_weights(ctx.alphas_cumprod).to(ctx.device)
+                        if params.weighting == "score-matching" else None)
+
+    def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        concept = ctx.concept_for(step)
+        if p.variant == "on-policy":
+            pool = self.prompts[concept.name]
+            prompts = [pool[int(i)] for i in rng.integers(len(pool), size=b)]
+            seeds = [int(s) for s in rng.integers(0, 2**31 - 1, b)]
+            x_t, t = ctx.trajectory(prompts, int(rng.integers(0, p.ddim_steps)), seeds,
+                                    p.start_guidance, p.ddim_steps)
+        else:
+            fs = self.sets[concept.name]
+            idx = rng.integers(len(fs), size=b)
+            prompts = [fs.prompts[int(i)] for i in idx]
+            t = torch.from_numpy(rng.integers(0, ctx.num_train_timesteps, b)).to(ctx.device)
+            g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            noise = torch.randn(fs.latents[idx].shape, generator=g).to(ctx.device)
+            x_t = ctx.noised(fs.latents[idx].to(ctx.device), t, noise)
+        rest = [strip_concept(q, concept.name) if p.variant == "conditional" else ""
+                for q in prompts]
+        target = ctx.frozen_eps(x_t, t, ctx.encode(rest))
+        err = (ctx.eps(x_t, t, ctx.encode(prompts)) - target).pow(2).mean(dim=(1, 2, 3))
+        w = self.weights[t] if self.weights is not None else torch.ones_like(err)
+        return (w * err).mean(), {"t": float(t.float().mean())}
