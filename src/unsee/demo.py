@@ -12,7 +12,7 @@ from unsee.errors import UnseeError
 from unsee.io import check_output_dir, write_json
 
 #: One row per method family that exists (ESD's two main variants; see docs/methods.md).
-DEMO_METHODS: tuple[str, ...] = ("esd-x", "esd-u", "uce")
+DEMO_METHODS: tuple[str, ...] = ("esd-x", "esd-u", "uce", "kscu", "mim-mu")
 #: Evaluation of the demo: fewer DDIM steps than the quality table, to stay within minutes.
 DEMO_STEPS = 25
 

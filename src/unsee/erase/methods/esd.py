@@ -5,7 +5,9 @@ Choices: x_t from partial DDIM sampling of the model being edited (concept promp
 index's timestep; target = frozen negative guidance
 ``eps0(x_t, base) - eta * (eps0(x_t, c) - eps0(x_t, base))`` where ``base`` is the empty
 prompt (or the anchor, when one is given explicitly: the "erase from" variant);
-no gradient mask. The four variants differ only in scope:
+no gradient mask. ``retain`` adds a compensation term (used by the compensation benchmark
+against MiM-MU): the edited model's predictions for those prompts on the same x_t are held
+at the frozen model's. The four variants differ only in scope:
 esd-x (cross-attention), esd-u (all but cross-attention, time embedding and output layer),
 esd-all (every UNet parameter), esd-x-strict (cross-attention keys and values).
 """
@@ -27,6 +29,13 @@ class ESDParams:
     eta: float = 1.0  # negative guidance scale
     start_guidance: float = 3.0  # CFG used to sample x_t with the edited model
     ddim_steps: int = 50  # length of the sampling trajectory x_t is drawn from
+    # Compensation (off by default, not part of ESD): ';'-separated prompts whose frozen
+    # predictions on the same x_t are kept, weighted by retain_weight.
+    retain: str = ""
+    retain_weight: float = 1.0
+
+    def retain_list(self) -> list[str]:
+        return [r.strip() for r in self.retain.split(";") if r.strip()]
 
 
 @register("esd-x", "esd-u", "esd-all", "esd-x-strict",
@@ -57,4 +66,10 @@ class ESD(Method):
         e_base = ctx.frozen_eps(x_t, t, u)
         e_c = ctx.frozen_eps(x_t, t, c)
         target = e_base - p.eta * (e_c - e_base)
-        return mse(ctx.eps(x_t, t, c), target), {"t": float(t[0])}
+        loss = mse(ctx.eps(x_t, t, c), target)
+        kept = p.retain_list()
+        if not kept:
+            return loss, {"t": float(t[0])}
+        r = ctx.encode([kept[int(i)] for i in rng.integers(len(kept), size=b)])
+        retain = mse(ctx.eps(x_t, t, r), ctx.frozen_eps(x_t, t, r))
+        return loss + p.retain_weight * retain, {"t": float(t[0]), "retain": retain.item()}
