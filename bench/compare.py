@@ -8,7 +8,8 @@ each). Variants (``--variants``, default every one whose method exists):
 * ``uce``: closed form;
 * ``kscu``: key steps with its task preset and trajectory reuse; ``kscu-noreuse``: the same
   table re-sampling every x_s from noise (the paper-era code), to measure what reuse saves;
-  ``kscu@esd``: KSCU at ESD's iteration budget;
+  ``kscu@esd``: KSCU at ESD's iteration budget; ``kscu-all-steps`` and
+  ``kscu-early-steps`` (DDIM indices 0-14, high noise): the key-step ablation;
 * ``mim-mu``, ``mim-mu-on``, ``mim-mu-cond``: the three MiM-MU variants;
 
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
@@ -62,6 +63,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kscu", "kscu"),
     Variant("kscu-noreuse", "kscu", {"trajectory_reuse": False}),
     Variant("kscu@esd", "kscu", iterations=120),
+    # the paper's key-step ablation at KSCU's budget: every step, and early steps only
+    Variant("kscu-all-steps", "kscu", {"start": 0, "max_start": 0}),
+    Variant("kscu-early-steps", "kscu", {"start": 0, "max_start": 0, "end": 15}),
     Variant("mim-mu", "mim-mu"),
     Variant("mim-mu-on", "mim-mu", {"variant": "on-policy"}),
     Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"}),

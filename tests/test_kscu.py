@@ -69,6 +69,8 @@ def test_task_presets_choose_scope_and_budget():
         validate(EraseConfig(method="kscu", concepts=["star"], params={"task": "shape"}))
     with pytest.raises(UnseeError, match="below ddim_steps"):
         validate(EraseConfig(method="kscu", concepts=["star"], params={"start": 50}))
+    with pytest.raises(UnseeError, match="are empty"):  # preset S = 14 >= end
+        validate(EraseConfig(method="kscu", concepts=["star"], params={"end": 10}))
 
 
 def _cfg(sd, **kw):

@@ -67,6 +67,50 @@ def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, mon
     assert set(seen) == allowed, set(seen)
 
 
+def _context(sd, **params):
+    """A MiM-MU method on a tiny SD model, as the engine builds it (no training)."""
+    from accelerate import Accelerator
+
+    from unsee.concepts import resolve_concept
+    from unsee.erase.engine import ErasureContext
+    from unsee.erase.scopes import select_parameters
+
+    plan = validate(EraseConfig(method="mim-mu", concepts=["cat"], model=str(sd), batch_size=2,
+                                params={"forget_images": 2, "forget_steps": 3, "cache": False,
+                                        **params}))
+    bundle = load_bundle(sd)
+    ctx = ErasureContext(plan, bundle, Accelerator(cpu=True), [resolve_concept("cat", None)],
+                         select_parameters(bundle.unet, plan.scope))
+    return MiMMU(plan.params, ctx), bundle
+
+
+def test_loss_is_zero_when_the_model_already_ignores_the_concept(tiny_sd):
+    method, _ = _context(tiny_sd)
+    assert method.loss(0, np.random.default_rng(0))[0].item() > 1e-6
+    method, bundle = _context(tiny_sd)
+    # zero cross-attention values: predictions no longer depend on the text, so the
+    # concept's prediction already equals the unconditional teacher's
+    with torch.no_grad():
+        for name, p in bundle.unet.named_parameters():
+            if "attn2.to_v" in name:
+                p.zero_()
+    method.ctx.start_values = {n: p.detach().clone() for n, p in method.ctx.params.items()}
+    for step in range(3):
+        assert method.loss(step, np.random.default_rng(step))[0].item() < 1e-10
+
+
+def test_gradient_touches_only_cross_attention(tiny_sd, tmp_path):
+    from unsee.artifacts import read_delta
+
+    cfg = EraseConfig(method="mim-mu", concepts=["cat"], model=str(tiny_sd), iterations=2,
+                      batch_size=1, params={"forget_images": 2, "forget_steps": 3,
+                                            "cache": False})
+    run_erasure(cfg, tmp_path / "art")
+    delta, _ = read_delta(tmp_path / "art")
+    assert delta and all(".attn2." in n for n in delta)
+    assert any(float(d.abs().max()) > 0 for d in delta.values())
+
+
 def test_forget_set_is_cached_and_a_damaged_entry_is_redrawn(tiny_sd, tmp_path):
     bundle = load_bundle(tiny_sd)
     a = generate_set(bundle, ["cat", "cat"], [1, 2], steps=3, cache_dir=tmp_path)

@@ -76,6 +76,7 @@ class KSCUParams:
     version: str = "quick"  # quick (2026 code) | paper (2025 code): leakage weights, S, S_max
     start: int = -1  # first key step S (DDIM index); -1: the task preset scaled to ddim_steps
     max_start: int = -1  # last value S may shift to; -1: the version's (quick 0.9 E, paper E-1)
+    end: int = -1  # one past the last key step; -1: ddim_steps (ablations: early steps only)
     loops_before_shift: int = 8  # traversals of [S, E) before S moves one step later
     ddim_steps: int = 50  # E, the length of the DDIM trajectory the key steps index
     eta: float = 1.0  # negative guidance g of the main term
@@ -96,6 +97,8 @@ class KSCUParams:
         if self.start >= self.ddim_steps or self.max_start >= self.ddim_steps:
             raise UnseeError(f"kscu.start and kscu.max_start must be below ddim_steps "
                              f"({self.ddim_steps})")
+        if self.end > self.ddim_steps or self.end == 0 or 0 <= self.end <= self.start:
+            raise UnseeError(f"kscu.end must be -1 or in (start, ddim_steps] (got {self.end})")
         if self.loops_before_shift < 1:
             raise UnseeError("kscu.loops_before_shift must be at least 1")
         if not 0 <= self.augment_fraction <= 1:
@@ -110,6 +113,14 @@ def resolve_task(task: str, concepts: list[Concept]) -> str:
         raise UnseeError(f"the concepts mix tasks ({', '.join(sorted(tasks))}); choose one "
                          "with -p task=object|style|nudity|instance")
     return tasks.pop()
+
+
+def key_start(p: KSCUParams, preset: TaskPreset) -> int:
+    """S: the explicit ``start``, else the task preset's (given at 50 steps) scaled to E."""
+    if p.start >= 0:
+        return p.start
+    start50 = preset.start[1 if p.version == "quick" else 0]
+    return min(p.ddim_steps - 1, round(start50 * p.ddim_steps / 50))
 
 
 def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
@@ -171,6 +182,9 @@ class KSCU(Method):
     def plan_defaults(cls, params: KSCUParams, family: str,
                       concepts: list[Concept]) -> dict[str, Any]:
         preset = TASKS[resolve_task(params.task, concepts)]
+        start = key_start(params, preset)
+        if params.end > 0 and start >= params.end:
+            raise UnseeError(f"kscu: the key steps [{start}, {params.end}) are empty")
         return {**cls.defaults[family], "iterations": preset.iterations[family],
                 "scope": preset.scope}
 
@@ -179,11 +193,12 @@ class KSCU(Method):
         p, e = params, params.ddim_steps
         self.task = resolve_task(p.task, ctx.concepts)
         quick = p.version == "quick"
-        start50 = TASKS[self.task].start[1 if quick else 0]
-        self.start = p.start if p.start >= 0 else min(e - 1, round(start50 * e / 50))
+        self.start = key_start(p, TASKS[self.task])
+        self.end = p.end if p.end > 0 else e
         default_max = math.ceil(0.9 * e) - 1 if quick else e - 1
-        self.max_start = max(self.start, p.max_start if p.max_start >= 0 else default_max)
-        self.table = build_schedule(self.start, e, ctx.total_steps, len(ctx.concepts),
+        self.max_start = min(self.end - 1, max(self.start, p.max_start if p.max_start >= 0
+                                               else default_max))
+        self.table = build_schedule(self.start, self.end, ctx.total_steps, len(ctx.concepts),
                                     p.loops_before_shift, self.max_start)
         self.timesteps = ddim_timesteps(ctx.bundle, e)
         self.augment_from = math.ceil((1 - p.augment_fraction) * ctx.total_steps)
