@@ -175,7 +175,7 @@ class KSCU(Method):
     summary = "ESD target trained only at the late key steps of the trajectory (KSCU)"
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"lr": 1e-5, "batch_size": 1},
-        "toyworld": {"lr": 3e-4, "batch_size": 4},
+        "toyworld": {"lr": 5e-5, "batch_size": 4},
     }
 
     @classmethod
