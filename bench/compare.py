@@ -73,15 +73,19 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 def summarise(card: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the table shows, from one scorecard (fractions, not percentages)."""
+    """The numbers the tables show, from one scorecard (fractions, not percentages)."""
     concepts = list(card["concepts"].values())
     para = [c["paraphrase"]["target_rate"] for c in concepts if c["paraphrase"]]
+    para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
     retain, fid = card["retain"], card["fid"]
     neighbour = retain["neighbour"] or {}
-    return {"erasure": card["erasure"],
+    return {"target_images": card["num_images"] * len(concepts[0]["prompts"]),
+            "retain_images": card["num_images"] * len(retain["prompts"]),
+            "erasure": card["erasure"],
             "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
             "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
             "paraphrase_rate": sum(para) / len(para) if para else None,
+            "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
             "retain_accuracy": retain["accuracy"], "retain_base": retain["accuracy_base"],
             "neighbour_accuracy": neighbour.get("accuracy"),
             "neighbour_base": neighbour.get("accuracy_base"),

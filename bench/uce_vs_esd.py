@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from compare import summarise  # bench/ is the script's directory
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.toyworld import vocab
@@ -78,26 +79,6 @@ def erase(variant: Variant, concepts: tuple[str, ...], arts: dict[str, Path], wo
             "own_seconds": cost["wall_seconds"],
             "fit_seconds": cost.get("fit_seconds"),
             "parameters_changed": cost["parameters_changed"]}
-
-
-def summarise(card: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the table shows, from one scorecard (fractions, not percentages)."""
-    concepts = card["concepts"].values()
-    para = [c["paraphrase"]["target_rate"] for c in concepts if c["paraphrase"]]
-    para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
-    retain, fid = card["retain"], card["fid"]
-    neighbour = retain["neighbour"] or {}
-    return {"target_images": card["num_images"] * len(next(iter(concepts))["prompts"]),
-            "retain_images": card["num_images"] * len(retain["prompts"]),
-            "erasure": card["erasure"],
-            "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
-            "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
-            "paraphrase_rate": sum(para) / len(para) if para else None,
-            "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
-            "retain_accuracy": retain["accuracy"], "retain_base": retain["accuracy_base"],
-            "neighbour_accuracy": neighbour.get("accuracy"),
-            "neighbour_base": neighbour.get("accuracy_base"),
-            "fid": fid["erased"], "fid_base": fid["base"], "overall": card["overall"]}
 
 
 def run_scenario(concepts: tuple[str, ...], settings: EvalSettings, work: Path, model: str,

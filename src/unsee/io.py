@@ -64,3 +64,8 @@ def check_output_dir(path: Path, overwrite: bool) -> None:
         raise UnseeError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UnseeError(f"{path} exists and is not empty (pass --overwrite to replace it)")
+
+
+def cache_root() -> Path:
+    """Where unsee caches generated images: ``$UNSEE_CACHE``, else ``~/.cache/unsee``."""
+    return Path(os.environ.get("UNSEE_CACHE") or Path.home() / ".cache" / "unsee")

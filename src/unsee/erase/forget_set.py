@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from unsee.io import atomic_write
+from unsee.io import atomic_write, cache_root
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import ddim_sample
 from unsee.progress import progress_bar
@@ -28,8 +27,7 @@ from unsee.progress import progress_bar
 
 def default_forget_cache() -> Path:
     """``$UNSEE_CACHE/forget-sets``, else ``~/.cache/unsee/forget-sets``."""
-    root = os.environ.get("UNSEE_CACHE") or Path.home() / ".cache" / "unsee"
-    return Path(root) / "forget-sets"
+    return cache_root() / "forget-sets"
 
 
 @dataclass

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from unsee.io import atomic_write
+from unsee.io import atomic_write, cache_root
 
 
 def default_cache_dir() -> Path:
     """``$UNSEE_CACHE/eval-images``, else ``~/.cache/unsee/eval-images``."""
-    root = os.environ.get("UNSEE_CACHE") or Path.home() / ".cache" / "unsee"
-    return Path(root) / "eval-images"
+    return cache_root() / "eval-images"
 
 
 def model_fingerprint(bundle) -> str:
