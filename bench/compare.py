@@ -120,7 +120,7 @@ def run_scenario(name: str, variants: list[Variant], settings: EvalSettings, wor
             "evaluation_seconds": round(time.time() - t0, 1)}
 
 
-def _f(x: float | None, digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
@@ -141,15 +141,15 @@ def markdown(report: dict[str, Any]) -> str:
         how = "one round each, in order" if sc["sequential"] else "at once"
         lines += [f"## {sc['scenario']}: erase {', '.join(sc['concepts'])} ({how})", "",
                   f"Base model (`{sc['model_fingerprint']}`): erasure "
-                  f"{_f(first['erasure_base'])}, retain {_f(first['retain_base'])}, neighbour "
-                  f"{_f(first['neighbour_base'])}, FID {_f(first['fid_base'], 2)}.", "",
+                  f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])}, neighbour "
+                  f"{fmt(first['neighbour_base'])}, FID {fmt(first['fid_base'], 2)}.", "",
                   "| variant | erasure | paraphrase rate | retain | neighbour | FID | overall "
                   "| seconds | peak RSS MB | steps | weights changed |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in rows.items():
-            lines.append(f"| {label} | {_f(r['erasure'])} | {_f(r['paraphrase_rate'])} | "
-                         f"{_f(r['retain_accuracy'])} | {_f(r['neighbour_accuracy'])} | "
-                         f"{_f(r['fid'], 2)} | {_f(r['overall'])} | {r['seconds']:.1f} | "
+            lines.append(f"| {label} | {fmt(r['erasure'])} | {fmt(r['paraphrase_rate'])} | "
+                         f"{fmt(r['retain_accuracy'])} | {fmt(r['neighbour_accuracy'])} | "
+                         f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
                          f"{r['parameters_changed']:,} |")
         lines.append("")

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from compare import summarise  # bench/ is the script's directory
+from compare import fmt, summarise  # bench/ is the script's directory
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.toyworld import vocab
@@ -101,10 +101,6 @@ def run_scenario(concepts: tuple[str, ...], settings: EvalSettings, work: Path, 
             "evaluation_seconds": round(time.time() - t0, 1)}
 
 
-def _f(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     lines = ["# UCE vs ESD-x on ToyWorld", "",
@@ -121,9 +117,9 @@ def markdown(report: dict[str, Any]) -> str:
         first = next(iter(rows.values()))
         lines += [f"## erase {', '.join(sc['concepts'])}", "",
                   f"Base model (fingerprint `{sc['model_fingerprint']}`): erasure "
-                  f"{_f(first['erasure_base'])}, retain "
-                  f"{_f(first['retain_base'])}, neighbour {_f(first['neighbour_base'])}, FID "
-                  f"{_f(first['fid_base'], 2)}. Images per model: {first['target_images']} per "
+                  f"{fmt(first['erasure_base'])}, retain "
+                  f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, FID "
+                  f"{fmt(first['fid_base'], 2)}. Images per model: {first['target_images']} per "
                   f"target concept, {first['retain_images']} retain; one target image moves "
                   f"erasure by {1 / first['target_images']:.3f}.", "",
                   "| variant | erasure | paraphrase rate | retain acc | neighbour acc | FID | "
@@ -132,9 +128,9 @@ def markdown(report: dict[str, Any]) -> str:
         for label, r in rows.items():
             secs = f"{r['seconds']:.1f}" + (f" (fit {r['fit_seconds']:.2f})"
                                             if r["fit_seconds"] is not None else "")
-            lines.append(f"| {label} | {_f(r['erasure'])} | {_f(r['paraphrase_rate'])} | "
-                         f"{_f(r['retain_accuracy'])} | {_f(r['neighbour_accuracy'])} | "
-                         f"{_f(r['fid'], 2)} | {_f(r['overall'])} | {secs} | "
+            lines.append(f"| {label} | {fmt(r['erasure'])} | {fmt(r['paraphrase_rate'])} | "
+                         f"{fmt(r['retain_accuracy'])} | {fmt(r['neighbour_accuracy'])} | "
+                         f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {secs} | "
                          f"{r['parameters_changed']:,} |")
         combo = rows["uce+esd-x"]["overall"]
         alone = max(rows["uce"]["overall"], rows["esd-x"]["overall"])

@@ -4,33 +4,21 @@ and the other shapes as before."""
 import numpy as np
 import pytest
 
+from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.models.bundle import load_bundle
-from unsee.models.sampling import generate
-from unsee.toyworld.judge import predict
 from unsee.toyworld.vocab import SHAPES
-
-STEPS = 20
-
-
-def _shape_rates(bundle, judge, n):
-    prompts = [f"a {s}" for s in SHAPES for _ in range(n)]
-    seeds = [1000 + k for _ in SHAPES for k in range(n)]
-    labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
-                                                          steps=STEPS))["shape"]]
-    return {s: np.mean([lab == s for lab in labels[i * n:(i + 1) * n]])
-            for i, s in enumerate(SHAPES)}
 
 
 @pytest.mark.slow
 def test_esd_x_erases_star_and_keeps_other_shapes(judge, tmp_path):
     n = 8
     base = load_bundle("toyworld")
-    before = _shape_rates(base, judge, n)
+    before = shape_rates(base, judge, n)
     # A 20-step trajectory instead of 50 keeps the test within a minute or two on 2 cores.
     res = run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=40,
                                   params={"ddim_steps": 20}), tmp_path / "art", bundle=base)
-    after = _shape_rates(res.bundle, judge, n)
+    after = shape_rates(res.bundle, judge, n)
     assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after
     others = [s for s in SHAPES if s != "star"]

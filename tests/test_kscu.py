@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.methods.kscu import KSCU, augmented_prompts, build_schedule
 from unsee.errors import UnseeError
@@ -108,25 +109,13 @@ def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_s
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
-def _shape_rates(bundle, judge, n, steps=20):
-    from unsee.models.sampling import generate
-    from unsee.toyworld.judge import predict
-
-    prompts = [f"a {s}" for s in SHAPES for _ in range(n)]
-    seeds = [1000 + k for _ in SHAPES for k in range(n)]
-    labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
-                                                          steps=steps))["shape"]]
-    return {s: np.mean([lab == s for lab in labels[i * n:(i + 1) * n]])
-            for i, s in enumerate(SHAPES)}
-
-
 @pytest.mark.slow
 def test_kscu_erases_star_at_key_steps_and_keeps_other_shapes(judge, tmp_path):
     base = load_bundle("toyworld")
-    before = _shape_rates(base, judge, 8)
+    before = shape_rates(base, judge, 8)
     res = run_erasure(EraseConfig(method="kscu", concepts=["star"]), tmp_path / "art",
                       bundle=base)
-    after = _shape_rates(res.bundle, judge, 8)
+    after = shape_rates(res.bundle, judge, 8)
     assert res.card["hyperparameters"]["iterations"] < 120  # fewer than ESD's default
     assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.forget_set import generate_set
 from unsee.erase.methods.mim_mu import MiMMU, score_matching_weights, strip_concept
@@ -127,22 +128,11 @@ def test_forget_set_is_cached_and_a_damaged_entry_is_redrawn(tiny_sd, tmp_path):
 
 @pytest.mark.slow
 def test_mim_mu_erases_star_and_keeps_other_shapes(judge, tmp_path):
-    from unsee.models.sampling import generate
-    from unsee.toyworld.judge import predict
-
-    def rates(bundle, n=8):
-        prompts = [f"a {s}" for s in SHAPES for _ in range(n)]
-        seeds = [1000 + k for _ in SHAPES for k in range(n)]
-        labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
-                                                              steps=20))["shape"]]
-        return {s: np.mean([lab == s for lab in labels[i * n:(i + 1) * n]])
-                for i, s in enumerate(SHAPES)}
-
     base = load_bundle("toyworld")
-    before = rates(base)
+    before = shape_rates(base, judge, 8)
     res = run_erasure(EraseConfig(method="mim-mu", concepts=["star"],
                                   params={"forget_steps": 20}), tmp_path / "art", bundle=base)
-    after = rates(res.bundle)
+    after = shape_rates(res.bundle, judge, 8)
     assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after
     others = [s for s in SHAPES if s != "star"]

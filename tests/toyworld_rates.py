@@ -1,0 +1,19 @@
+"""Shared by the ToyWorld erasure tests: how often the judge sees each shape."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unsee.models.sampling import generate
+from unsee.toyworld.judge import predict
+from unsee.toyworld.vocab import SHAPES
+
+
+def shape_rates(bundle, judge, n: int, steps: int = 20) -> dict[str, float]:
+    """Share of the ``n`` images of "a {shape}" (seeds 1000..) judged as that shape."""
+    prompts = [f"a {s}" for s in SHAPES for _ in range(n)]
+    seeds = [1000 + k for _ in SHAPES for k in range(n)]
+    labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
+                                                          steps=steps))["shape"]]
+    return {s: float(np.mean([lab == s for lab in labels[i * n:(i + 1) * n]]))
+            for i, s in enumerate(SHAPES)}
