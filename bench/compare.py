@@ -185,8 +185,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="toyworld", help="a ToyWorld-vocabulary model")
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), default=None,
-                    help="repeatable; default every scenario. Scenarios already in --out with "
-                         "the same settings are kept.")
+                    help="repeatable; default every scenario. Results already in --out with "
+                         "the same model and settings are kept; rows of the variants run "
+                         "now are replaced.")
     ap.add_argument("--variants", default=None,
                     help="comma-separated labels (default: every variant whose method exists)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compare"))
@@ -216,11 +217,17 @@ def main() -> None:
     if out_json.exists():
         old = json.loads(out_json.read_text())
         if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
-            report["scenarios"] = [sc for sc in old["scenarios"] if sc["scenario"] not in todo]
+            report["scenarios"] = old["scenarios"]
     args.out.mkdir(parents=True, exist_ok=True)
     for name in todo:  # results are rewritten after each scenario
-        report["scenarios"].append(run_scenario(name, variants, settings, args.work,
-                                                args.model))
+        fresh = run_scenario(name, variants, settings, args.work, args.model)
+        kept = [sc for sc in report["scenarios"] if sc["scenario"] == name]
+        if kept and kept[0]["model_fingerprint"] == fresh["model_fingerprint"]:
+            # rows of variants not re-run this time stay (same model, seeds and settings)
+            fresh["rows"] = {**{k: v for k, v in kept[0]["rows"].items()
+                                if k not in fresh["rows"]}, **fresh["rows"]}
+        report["scenarios"] = [sc for sc in report["scenarios"] if sc["scenario"] != name]
+        report["scenarios"].append(fresh)
         report["scenarios"].sort(key=lambda sc: list(SCENARIOS).index(sc["scenario"]))
         out_json.write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "compare.md").write_text(markdown(report))
