@@ -110,7 +110,8 @@ def score(bundle, judge: ToyWorldJudge, sets: dict[str, list[EvalPrompt]], targe
     return out
 
 
-def run_target(target: str, n: int, steps: int, seed: int, work: Path) -> dict[str, Any]:
+def run_target(target: str, n: int, steps: int, seed: int, work: Path,
+               labels: list[str] | None = None) -> dict[str, Any]:
     sets = groups(target)
     attr = "shape" if vocab.concept_kind(target) == "shape" else "style"
     judge = ToyWorldJudge()
@@ -123,6 +124,8 @@ def run_target(target: str, n: int, steps: int, seed: int, work: Path) -> dict[s
     if vocab.concept_kind(target) == "style":
         variants["mim-mu-cond"] = ("mim-mu", {"variant": "conditional"})
     for label, (method, params) in variants.items():
+        if labels is not None and label not in labels:
+            continue
         res = run_erasure(EraseConfig(method=method, concepts=[target], params=params),
                           work / target / label, overwrite=True, bundle=load_bundle("toyworld"))
         rows[label] = {**score(res.bundle, judge, sets, attr, n, steps, seed, real),
@@ -161,6 +164,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", action="append", default=None, help="default: star, striped")
+    ap.add_argument("--variants", default=None,
+                    help="comma-separated subset of esd-x, esd-x+retain, mim-mu, mim-mu-cond "
+                         "(default: all; mim-mu-cond only for styles)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compensation"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
@@ -171,8 +177,9 @@ def main() -> None:
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     for target in args.target or ["star", "striped"]:
-        report["targets"].append(run_target(target, args.num_images, args.steps, args.seed,
-                                            args.work))
+        report["targets"].append(run_target(
+            target, args.num_images, args.steps, args.seed, args.work,
+            args.variants.split(",") if args.variants else None))
         report["wall_seconds"] = round(time.time() - t0, 1)
         (args.out / "compensation.json").write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "compensation.md").write_text(markdown(report))
