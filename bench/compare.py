@@ -1,16 +1,21 @@
 """Every method, side by side on ToyWorld scenarios, in one run with the same seeds.
 
 Scenarios (``--scenario``): ``star`` (single object), ``striped`` (style), ``three``
-(star, circle and square at once), ``sequential`` (star, circle, square, heart, one round
-each). Variants (``--variants``, default every one whose method exists):
+(star, circle and square at once), ``sequential`` (star, heart, hexagon, arrow: four shapes
+of different superclasses, one round each; issue 5). Variants (``--variants``, default every
+one whose method exists):
 
-* ``esd-x``, ``esd-u``: ESD with its ToyWorld defaults (120 iterations);
+* ``esd-x``, ``esd-u``: ESD with its ToyWorld defaults (120 iterations); ``esd-x@25``:
+  ESD-x drawing its x_t from 25-step instead of 50-step trajectories (the demo's setting);
 * ``uce``: closed form;
 * ``kscu``: key steps with its task preset and trajectory reuse; ``kscu-noreuse``: the same
   table re-sampling every x_s from noise (the paper-era code), to measure what reuse saves;
   ``kscu@esd``: KSCU at ESD's iteration budget; ``kscu-all-steps`` and
   ``kscu-early-steps`` (DDIM indices 0-14, high noise): the key-step ablation;
 * ``mim-mu``, ``mim-mu-on``, ``mim-mu-cond``: the three MiM-MU variants;
+* ``sculpt`` (dynamic mask, KD as described) and its ablations ``sculpt-static`` (the
+  warm-up mask kept all round), ``sculpt-nomask``, ``sculpt-nokd`` and ``sculpt-kd-released``
+  (the released code's inert KD); ``salun``; ``ca`` (Concept Ablation);
 
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
 base images. Columns: erasure, paraphrase target rate, retain and neighbour accuracy,
@@ -44,7 +49,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "star": {"concepts": ["star"]},
     "striped": {"concepts": ["striped"]},
     "three": {"concepts": ["star", "circle", "square"]},
-    "sequential": {"concepts": ["star", "circle", "square", "heart"], "sequential": True},
+    "sequential": {"concepts": ["star", "heart", "hexagon", "arrow"], "sequential": True},
 }
 
 
@@ -58,6 +63,8 @@ class Variant:
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("esd-x", "esd-x"),
+    # the demo's setting: 25-step trajectories, half ESD's sampling cost per iteration
+    Variant("esd-x@25", "esd-x", {"ddim_steps": 25}),
     Variant("esd-u", "esd-u"),
     Variant("uce", "uce"),
     Variant("kscu", "kscu"),
@@ -69,6 +76,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("mim-mu", "mim-mu"),
     Variant("mim-mu-on", "mim-mu", {"variant": "on-policy"}),
     Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"}),
+    Variant("sculpt", "sculpt"),
+    Variant("sculpt-static", "sculpt", {"mask": "static"}),
+    Variant("sculpt-nomask", "sculpt", {"mask": "none"}),
+    Variant("sculpt-nokd", "sculpt", {"kd": "off"}),
+    Variant("sculpt-kd-released", "sculpt", {"kd": "released"}),
+    Variant("salun", "salun"),
+    Variant("ca", "ca"),
 )
 
 
@@ -152,6 +166,13 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {r['seconds']:.1f} | "
                          f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
                          f"{r['parameters_changed']:,} |")
+        if len(sc["concepts"]) > 1:
+            lines += ["", "Erasure per concept (after the last round when sequential):", "",
+                      "| variant | " + " | ".join(sc["concepts"]) + " |",
+                      "|---|" + "---|" * len(sc["concepts"])]
+            lines += [f"| {label} | " + " | ".join(fmt(r["per_concept_erasure"][c])
+                                                 for c in sc["concepts"]) + " |"
+                      for label, r in rows.items()]
         lines.append("")
     return "\n".join(lines)
 

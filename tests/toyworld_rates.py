@@ -9,11 +9,13 @@ from unsee.toyworld.judge import predict
 from unsee.toyworld.vocab import SHAPES
 
 
-def shape_rates(bundle, judge, n: int, steps: int = 20) -> dict[str, float]:
-    """Share of the ``n`` images of "a {shape}" (seeds 1000..) judged as that shape."""
-    prompts = [f"a {s}" for s in SHAPES for _ in range(n)]
-    seeds = [1000 + k for _ in SHAPES for k in range(n)]
+def shape_rates(bundle, judge, n: int, steps: int = 20,
+                shapes: tuple[str, ...] = SHAPES) -> dict[str, float]:
+    """Share of the ``n`` images of "a {shape}" (seeds 1000..) judged as that shape, for
+    every shape of ``shapes``."""
+    prompts = [f"a {s}" for s in shapes for _ in range(n)]
+    seeds = [1000 + k for _ in shapes for k in range(n)]
     labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
                                                           steps=steps))["shape"]]
     return {s: float(np.mean([lab == s for lab in labels[i * n:(i + 1) * n]]))
-            for i, s in enumerate(SHAPES)}
+            for i, s in enumerate(shapes)}

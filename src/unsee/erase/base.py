@@ -3,7 +3,8 @@
 A method subclasses :class:`Method`, sets its default ``scope`` and ``Params`` dataclass,
 and implements :meth:`Method.loss` with the engine's :class:`ErasureContext` helpers
 (x_t sources, frozen and trainable predictions). Optional hooks: ``mask`` (a gradient mask
-policy), ``start_round`` (sequential rounds) and ``state_dict`` (for checkpoints).
+policy), ``start_round`` / ``end_round`` (rounds; one unless sequential) and ``state_dict``
+(for checkpoints).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import torch
 from unsee.errors import UnseeError
 
 if TYPE_CHECKING:
-    from unsee.erase.masks import MaskPolicy
-
     from unsee.concepts import Concept
     from unsee.erase.engine import ErasureContext
+    from unsee.erase.masks import MaskPolicy
 
 
 @dataclasses.dataclass
@@ -53,6 +53,12 @@ class Method:
 
     def start_round(self, round_index: int) -> None:
         """Called before the first step of each round (one round unless sequential)."""
+
+    def end_round(self, round_index: int) -> dict[str, Any]:
+        """Called after the last step of each round, before the next round starts or the
+        artifact is written; may change the parameters (e.g. restore a round's best
+        checkpoint). Returns what the model card records for this round."""
+        return {}
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Scalar loss for global step ``step`` and its logged parts."""

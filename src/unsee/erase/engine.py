@@ -223,11 +223,13 @@ class ErasureContext:
             return self._eps(self.unet, x_t, t, context)
 
     @torch.no_grad()
-    def frozen_eps(self, x_t: torch.Tensor, t: torch.Tensor,
-                   context: torch.Tensor) -> torch.Tensor:
-        """Epsilon prediction of the model as it was when this run started."""
+    def frozen_eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                   values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Epsilon prediction of the model as it was when this run started, or with the
+        trainable tensors set to ``values`` (e.g. a teacher snapshot taken at a round's start)."""
         with self.accelerator.autocast():
-            return self._eps(self.raw_unet, x_t, t, context, self.start_values)
+            return self._eps(self.raw_unet, x_t, t, context,
+                             self.start_values if values is None else values)
 
     @torch.no_grad()
     def current_eps(self, x_t: torch.Tensor, t: torch.Tensor,
@@ -340,9 +342,10 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(plan.lr_schedule, total))
     ctx.unet, opt = accelerator.prepare(bundle.unet, opt)
     if method.mask is not None:
-        method.mask.attach(params)
+        method.mask.attach(params, opt)
 
     step, wall_before, updates = 0, 0.0, 0
+    rounds: list[dict[str, Any]] = []  # per-round provenance for the card
     if resume:
         state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
         if state["plan"] != json.loads(json.dumps(plan.as_dict())):
@@ -355,12 +358,13 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         sched.load_state_dict(state["sched"])
         method.load_state_dict(state["method"])
         step, wall_before, updates = state["step"], state["wall_seconds"], state["updates"]
+        rounds = state["rounds"]
 
     def save_checkpoint() -> None:
         state = {"step": step, "plan": json.loads(json.dumps(plan.as_dict())),
                  "params": {n: p.detach().cpu().clone() for n, p in params.items()},
                  "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "method": method.state_dict(), "updates": updates,
+                 "method": method.state_dict(), "updates": updates, "rounds": rounds,
                  "wall_seconds": wall_before + time.time() - t_start}
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
@@ -381,8 +385,13 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             r = ctx.round_of(step)
             if step == r * plan.iterations:  # a round starts (resumed rounds restore state)
                 if plan.lr_schedule == "onecycle" and step:
+                    # a fresh optimiser per round (Sculpting Memory's sequential code): new
+                    # Adam moments and a new OneCycle
+                    opt.state.clear()
                     sched = torch.optim.lr_scheduler.OneCycleLR(
                         opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos")
+                if method.mask is not None:
+                    method.mask.start_round(r)
                 method.start_round(r)
             rng = np.random.default_rng([cfg.seed, step])
             loss, parts = method.loss(step, rng)
@@ -398,11 +407,17 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             if method.mask is not None:
                 method.mask.after_step(step)
             step += 1
+            if step % plan.iterations == 0:  # the round's last step is done
+                names = [concepts[r].name] if cfg.sequential else [c.name for c in concepts]
+                rounds.append({"round": r, "concepts": names, "iterations": plan.iterations,
+                               **method.end_round(r)})
             losses.append(loss.item())
             bar.advance(loss=float(np.mean(losses[-20:])), **parts)
             if step % cfg.checkpoint_every == 0 and step < total:
                 save_checkpoint()
 
+    if method.mask is not None:
+        method.mask.detach()
     wall = wall_before + time.time() - t_start
     delta = compute_delta(bundle.unet, ctx.start_values)
     for n, d in prior_delta.items():
@@ -428,6 +443,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
                  "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
                  "final_loss": float(np.mean(losses[-20:])) if losses else None,
                  **closed_form_cost},
+        "rounds": rounds,
         "ledger": [*(e for c in prior_cards for e in c.get("ledger", [])),
                    *(ledger_entry(c) for c in prior_cards)],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

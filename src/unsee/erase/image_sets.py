@@ -1,0 +1,121 @@
+"""What the relabelling methods (Sculpting Memory, SalUn, Concept Ablation) share: their
+image-set parameters, the concept's and its anchor's images drawn by the base model
+(:mod:`unsee.erase.forget_set`, anchor images with the concept as negative prompt), an
+epoch order over a set, and noised batches.
+
+Shapes: latents (B, C, h, w); timesteps (B,) integers in [0, T).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from unsee.concepts import Concept
+from unsee.erase.engine import ErasureContext
+from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set, generate_set
+from unsee.errors import UnseeError
+
+#: images per set when ``forget_images`` is 0: Sculpting Memory's 100 on Stable Diffusion
+#: (methods.md §1.7), fewer on ToyWorld (tuned, docs/methods.md).
+DEFAULT_IMAGES = {"sd": 100, "toyworld": 16}
+#: offset between the seeds of a concept's images and of its anchor's images
+ANCHOR_SEED_OFFSET = 1_000_000
+
+
+@dataclass
+class ImageSetParams:
+    forget_images: int = 0  # images per concept and per anchor; 0: 100 on SD, 16 on ToyWorld
+    forget_steps: int = 50  # DDIM steps used to draw them
+    cache: bool = True  # keep the sets on disk ($UNSEE_CACHE/forget-sets)
+    # applied to every concept and anchor prompt; Sculpting Memory's Imagenette runs used
+    # "a photo of {}"
+    template: str = "{}"
+
+    def check_sets(self, method: str) -> None:
+        """Validation shared by the subclasses' ``__post_init__``."""
+        if self.forget_images < 0 or self.forget_steps < 1:
+            raise UnseeError(f"{method}.forget_images must be >= 0 (0: the model family's "
+                             f"default) and {method}.forget_steps >= 1")
+        if "{}" not in self.template:
+            raise UnseeError(f"{method}.template must contain {{}} (got {self.template!r})")
+
+
+def family(ctx: ErasureContext) -> str:
+    return "toyworld" if ctx.bundle.vocabulary == "toyworld" else "sd"
+
+
+def set_size(p: ImageSetParams, ctx: ErasureContext) -> int:
+    return p.forget_images or DEFAULT_IMAGES[family(ctx)]
+
+
+def require_anchors(method: str, concepts: list[Concept]) -> None:
+    """Refuse (before loading) concepts that have no anchor to be mapped onto."""
+    missing = [c.name for c in concepts if not c.anchor]
+    if missing:
+        raise UnseeError(f"{method} maps each concept onto its anchor (superclass), but "
+                         f"{', '.join(missing)} has none; give one with --anchor")
+
+
+def anchor_of(p: ImageSetParams, concept: Concept) -> dict[str, str]:
+    """Concept prompt -> the anchor prompt that replaces it (paired by position)."""
+    return {p.template.format(c): p.template.format(a)
+            for c, a in zip(concept.prompts, concept.anchor_prompts, strict=False)}
+
+
+def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
+    """``set_size`` images of the concept, cycling through its (templated) prompts."""
+    cache = default_forget_cache() if p.cache else None
+    return forget_set(ctx.bundle, concept.name, [p.template.format(q) for q in concept.prompts],
+                      set_size(p, ctx), ctx.plan.cfg.seed, steps=p.forget_steps,
+                      cache_dir=cache)
+
+
+def prompt_images(ctx: ErasureContext, p: ImageSetParams, name: str,
+                  prompts: list[str]) -> ForgetSet:
+    """``set_size`` images cycling through ``prompts`` (already templated)."""
+    cache = default_forget_cache() if p.cache else None
+    return forget_set(ctx.bundle, name, prompts, set_size(p, ctx), ctx.plan.cfg.seed,
+                      steps=p.forget_steps, cache_dir=cache)
+
+
+def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
+    """``set_size`` images of the anchor, each drawn with the concept prompt it replaces as
+    negative prompt (so a "symbol" image is not a star), cycling through the pairs."""
+    cache = default_forget_cache() if p.cache else None
+    pairs = list(anchor_of(p, concept).items())
+    n, seed = set_size(p, ctx), ctx.plan.cfg.seed + ANCHOR_SEED_OFFSET
+    parts = []
+    for k, (c_prompt, a_prompt) in enumerate(pairs):
+        seeds = [seed + i for i in range(k, n, len(pairs))]
+        if seeds:
+            parts.append(generate_set(ctx.bundle, [a_prompt] * len(seeds), seeds,
+                                      negative=c_prompt, steps=p.forget_steps,
+                                      cache_dir=cache, description=f"anchor set: {concept.anchor}"))
+    return ForgetSet(torch.cat([s.latents for s in parts]),
+                     [q for s in parts for q in s.prompts], [v for s in parts for v in s.seeds])
+
+
+def epoch_indices(seed: int, stream: int, epoch: int, n: int, batch: int,
+                  position: int) -> np.ndarray:
+    """Indices (batch,) of batch ``position`` of ``epoch`` in a fresh permutation of ``n``
+    items per (seed, stream, epoch), wrapping around when ``batch`` does not divide ``n``;
+    resumable because it depends on nothing but its arguments."""
+    order = np.random.default_rng([seed, stream, epoch]).permutation(n)
+    return order[(position * batch + np.arange(batch)) % n]
+
+
+def noised_batch(ctx: ErasureContext, images: ForgetSet, idx: np.ndarray, t: torch.Tensor,
+                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(x_t, noise, prompts) for images ``idx`` noised at ``t`` with fresh noise from ``rng``."""
+    x0 = images.latents[torch.from_numpy(idx).to(images.latents.device)].to(ctx.device)
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    noise = torch.randn(x0.shape, generator=g).to(ctx.device)
+    return ctx.noised(x0, t, noise), noise, [images.prompts[int(i)] for i in idx]
+
+
+def random_timesteps(ctx: ErasureContext, rng: np.random.Generator, b: int) -> torch.Tensor:
+    """(b,) training timesteps drawn uniformly from {0..T-1}."""
+    return torch.from_numpy(rng.integers(0, ctx.num_train_timesteps, b)).to(ctx.device)
