@@ -12,7 +12,8 @@ import torch
 
 os.environ.setdefault("UNSEE_PROGRESS", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if "OMP_NUM_THREADS" not in os.environ:  # an explicit thread count (shared machines) wins
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -43,11 +43,18 @@ def eval_cmd(
                          ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not cache images")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+    attacks: Annotated[str | None, typer.Option(
+        help="comma-separated attacks on the erased model: paraphrase, unlearndiffatk, "
+             "inversion, resurgence")] = None,
+    attack_budget: Annotated[list[str] | None, typer.Option(
+        help="ATTACK.FIELD=VALUE budget override (repeatable), e.g. "
+             "unlearndiffatk.iterations=40 or resurgence.lr=1e-4")] = None,
 ) -> None:
     """Score erased models: target rate, erasure, retain accuracy, FID, overall; writes
     scorecard.json and report.html (runs sharded under `accelerate launch`)."""
     from accelerate import PartialState
 
+    from unsee.evaluate.attacks import parse_budget
     from unsee.evaluate.cache import default_cache_dir
     from unsee.evaluate.scorecard import EvalSettings, evaluate
     from unsee.io import atomic_dir, check_output_dir, write_json
@@ -58,7 +65,9 @@ def eval_cmd(
         num_images=num_images, seed=seed, steps=steps, guidance=guidance,
         batch_size=batch_size, prompts_file=prompts, limit=limit, judge=judge, clip=clip,
         retain=tuple(retain or ()), nudenet_threshold=nudenet_threshold,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), device=device)
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), device=device,
+        attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()),
+        attack_budget=parse_budget(attack_budget or []))
     result = evaluate(model, erased or [], concept, settings)
     if not PartialState().is_main_process:
         return
@@ -76,4 +85,8 @@ def eval_cmd(
                 f"; retain {100 * ret['accuracy_base']:.0f}% -> {100 * ret['accuracy']:.0f}%; "
                 f"overall {100 * card['overall']:.0f}%")
     typer.echo(f"target rate {rates}{retain_s}")
+    for c, by_attack in card.get("attacks", {}).items():
+        typer.echo(f"attacks on {c}: " + ", ".join(
+            f"{n} {100 * a['target_rate_before']:.0f}% -> {100 * a['target_rate_after']:.0f}% "
+            f"({a['seconds']:.0f} s)" for n, a in by_attack.items()))
     typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from unsee.erase.forget_set import ForgetSet
 from unsee.errors import UnseeError
+from unsee.evaluate import attacks as atk
 from unsee.evaluate import metrics
 from unsee.evaluate.cache import ImageCache, default_cache_dir, model_fingerprint
 from unsee.evaluate.judges import ClipModel, FeatureJudge, Judge, make_judge
@@ -49,7 +51,10 @@ class EvalSettings:
     ``nudenet`` for nudity) or any :class:`~unsee.evaluate.judges.Judge`. ``clip``: a CLIP
     folder or hub id for the CLIP score.
     ``retain``: retain concepts for Stable Diffusion models (ToyWorld picks its own).
-    ``cache_dir``: image cache (None: no cache). ``device``: auto, cpu or cuda."""
+    ``cache_dir``: image cache (None: no cache). ``device``: auto, cpu or cuda.
+    ``attacks``: names from :data:`~unsee.evaluate.attacks.ATTACKS`; ``attack_budget``:
+    overrides ``"attack.field" -> value`` of their budgets
+    (:func:`~unsee.evaluate.attacks.plan_attacks`)."""
 
     num_images: int = 8
     seed: int = 0
@@ -64,6 +69,8 @@ class EvalSettings:
     nudenet_threshold: float = 0.6
     cache_dir: Path | None = dataclasses.field(default_factory=default_cache_dir)
     device: str = "auto"
+    attacks: tuple[str, ...] = ()
+    attack_budget: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +95,25 @@ class Grid:
 
 
 @dataclasses.dataclass
+class AttackGrid:
+    """One attack's images for the report: rows = target prompts, columns = seeds.
+    ``before``: the erased model unattacked; ``after``: attacked (uint8 (rows, cols, H, W,
+    3)); ``prompts``: what the attack generated (soft tokens as ``<nearest tokens>``)."""
+
+    title: str
+    prompts: list[str]
+    seeds: list[list[int]]
+    before: np.ndarray
+    after: np.ndarray
+
+
+@dataclasses.dataclass
 class EvalResult:
-    """A scorecard (JSON-ready dict) and the grids the report shows."""
+    """A scorecard (JSON-ready dict), the grids the report shows and the attacks' images."""
 
     scorecard: dict[str, Any]
     grids: list[Grid]
+    attack_grids: list[AttackGrid] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -125,6 +146,7 @@ class _Context:
     concepts: dict[str, tuple[str, frozenset[str]]]
     feature_source: str | None
     real_features: np.ndarray | None
+    attacks: atk.AttackPlan
 
 
 # ----------------------------------------------------------------------------- public API
@@ -154,6 +176,7 @@ def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
     t0 = time.time()
     s = settings or EvalSettings()
     _check_settings(s, concepts)
+    plan = atk.plan_attacks(s.attacks, s.attack_budget)
     if model == "toyworld":  # refuse unknown concepts before loading anything
         toyworld_prompt_set(concepts)
     cards = {lab: [read_card(Path(a)) for a in arts] for lab, arts in erased.items()}
@@ -164,20 +187,26 @@ def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
     state = PartialState(cpu=s.device == "cpu" or not torch.cuda.is_available())
     device = torch.device("cpu") if s.device == "cpu" else state.device
     bundle = model if isinstance(model, Bundle) else load_bundle(model, device=device)
-    ctx = _build_context(bundle, list(concepts), file_rows, s, str(device))
+    ctx = _build_context(bundle, list(concepts), file_rows, s, str(device), plan)
     for arts in erased.values():  # fail on a mismatched artifact before any generation
         with _applied(bundle, [Path(a) for a in arts]):
             pass
     base = _run_model(ctx, model_fingerprint(bundle), "base")
     base_fp = fingerprint(bundle.unet)  # what artifact cards record as their base
+    with state.split_between_processes(_attack_jobs(ctx)) as mine:
+        jobs = _attack_data(ctx, list(mine))  # base weights: the attacks' training images
     results = []
     for lab, arts in erased.items():
         with _applied(bundle, [Path(a) for a in arts]):
             out = _run_model(ctx, model_fingerprint(bundle), lab)
+            outcomes = _run_attacks(ctx, jobs)
         card = _scorecard(ctx, base, out, lab, [Path(a) for a in arts], cards[lab], base_fp)
+        if plan.names:
+            card["attacks"] = _attack_section(ctx, card, out, outcomes)
         card["cost"] = _cost(cards[lab], base, out, time.time() - t0, state.num_processes,
                              str(device))
-        results.append(EvalResult(card, _grids(ctx, base, out)))
+        results.append(EvalResult(card, _grids(ctx, base, out),
+                                  _attack_grids(ctx, out, outcomes)))
     return results
 
 
@@ -218,7 +247,7 @@ def _default_judge(bundle: Bundle, concepts: Sequence[str]) -> str:
 
 
 def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalPrompt],
-                   s: EvalSettings, device: str) -> _Context:
+                   s: EvalSettings, device: str, plan: atk.AttackPlan) -> _Context:
     if bundle.vocabulary == "toyworld":
         pset = toyworld_prompt_set(concepts)
         if s.retain:
@@ -235,6 +264,11 @@ def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalProm
         raise UnseeError(f"judge {judge.name} cannot see the ToyWorld attributes "
                          f"({', '.join(ATTRIBUTES)}); use --judge toyworld")
     resolved = {c: judge.concept_labels(c) for c in concepts}
+    if "paraphrase" in plan.names and not all(pset.paraphrases[c] for c in concepts):
+        raise UnseeError("the paraphrase attack needs paraphrase prompts, which only the "
+                         "ToyWorld prompt sets have; drop it from --attacks")
+    if "resurgence" in plan.names and not pset.retain:
+        raise UnseeError("the resurgence attack fine-tunes on other concepts: give --retain")
     clip = ClipModel(s.clip, device=device) if s.clip else None
     items: list[Item] = []
     grid: set[int] = set()
@@ -259,7 +293,7 @@ def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalProm
     if bundle.vocabulary == "toyworld" and isinstance(judge, FeatureJudge) and pset.retain:
         real = _real_features(judge, [i.prompt for i in items if i.section == "retain"])
     return _Context(bundle, judge, clip, pset, file_rows, items, frozenset(grid), s, guidance,
-                    ImageCache(s.cache_dir), resolved, feature_source, real)
+                    ImageCache(s.cache_dir), resolved, feature_source, real, plan)
 
 
 def _real_features(judge: FeatureJudge, prompts: Sequence[EvalPrompt]) -> np.ndarray:
@@ -377,6 +411,118 @@ def _merge(parts: Sequence[_Outputs]) -> _Outputs:
         generated=sum(p.generated for p in parts), cached=sum(p.cached for p in parts),
         generate_seconds=max(p.generate_seconds for p in parts),
         judge_seconds=max(p.judge_seconds for p in parts))
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+@dataclasses.dataclass
+class _AttackJob:
+    """One (concept, attack) run: what it attacks, its budget, its training images (drawn
+    by the base model) and the seconds they took (0 when the cache had them)."""
+
+    name: str
+    target: atk.Target
+    budget: atk.Budget
+    data: ForgetSet
+    data_seconds: float
+
+
+def _attack_jobs(ctx: _Context) -> list[tuple[str, str]]:
+    """(concept, attack) pairs that run models; processes share them out."""
+    return [(c, n) for c in ctx.concepts for n in ctx.attacks.names if n in atk.RUNNERS]
+
+
+def _generation(ctx: _Context) -> atk.Generation:
+    return atk.Generation(ctx.settings.steps, ctx.guidance, ctx.settings.batch_size)
+
+
+def _attack_target(ctx: _Context, concept: str) -> atk.Target:
+    """The concept's target prompts and seeds exactly as the scorecard drew them, so an
+    attack's rate compares with the erased model's unattacked one image for image."""
+    seeds: dict[str, list[int]] = {}
+    for i in _rows(ctx, "target", concept):
+        seeds.setdefault(ctx.items[i].prompt.prompt, []).append(ctx.items[i].seed)
+    attr, ok = ctx.concepts[concept]
+    return atk.Target(concept, attr, ok, list(seeds), list(seeds.values()))
+
+
+def _attack_data(ctx: _Context, jobs: list[tuple[str, str]]) -> list[_AttackJob]:
+    """Draw (or read from the cache) each job's training images; call with base weights.
+    Resurgence learns from the retain prompts (other concepts), the others from the
+    concept's target prompts."""
+    family = "toyworld" if ctx.bundle.vocabulary == "toyworld" else "sd"
+    cache = None if ctx.settings.cache_dir is None else Path(ctx.settings.cache_dir) / "attacks"
+    out = []
+    for concept, name in jobs:
+        budget = ctx.attacks.budget(name, family)
+        target = _attack_target(ctx, concept)
+        prompts = ([p.prompt for p in ctx.prompt_set.retain] if name == "resurgence"
+                   else target.prompts)
+        t0 = time.time()
+        data = atk.training_set(ctx.bundle, prompts, budget.images, _generation(ctx), cache,
+                                f"attack images ({name}: {concept})")
+        out.append(_AttackJob(name, target, budget, data, time.time() - t0))
+    return out
+
+
+def _run_attacks(ctx: _Context, jobs: list[_AttackJob]) -> list[atk.Outcome]:
+    """Run this process's jobs on the bundle's current (erased) weights; returns every
+    process's outcomes, in job order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    mine = []
+    for j in jobs:
+        o = atk.RUNNERS[j.name](ctx.bundle, ctx.judge, j.target, j.data, j.budget,
+                                _generation(ctx), seed=ctx.settings.seed)
+        o.settings["training_images_seconds"] = round(j.data_seconds, 2)
+        mine.append(o)
+    if PartialState().num_processes == 1:
+        return mine
+    return gather_object(mine)
+
+
+def _attack_section(ctx: _Context, card: dict[str, Any], out: _Outputs,
+                    outcomes: list[atk.Outcome]) -> dict[str, Any]:
+    """Per concept, per attack: the target rate of the erased model unattacked (the
+    scorecard's own, same prompts and seeds) and attacked, seconds and settings."""
+    section: dict[str, dict[str, Any]] = {c: {} for c in ctx.concepts}
+    for o in outcomes:
+        section[o.concept][o.name] = {
+            "target_rate_before": card["concepts"][o.concept]["target_rate"],
+            "target_rate_after": o.target_rate, "seconds": round(o.seconds, 2),
+            "prompts": o.prompts, "settings": o.settings}
+    if "paraphrase" in ctx.attacks.names:
+        # The scorecard drew the paraphrase images already; its cost is their share of the
+        # erased model's generation and judging time.
+        per_item = (out.generate_seconds + out.judge_seconds) / len(ctx.items)
+        for c, entry in card["concepts"].items():
+            rows = _rows(ctx, "paraphrase", c)
+            section[c]["paraphrase"] = {
+                "target_rate_before": entry["target_rate"],
+                "target_rate_after": entry["paraphrase"]["target_rate"],
+                "seconds": round(per_item * len(rows), 2),
+                "prompts": entry["paraphrase"]["prompts"],
+                "settings": {"images": len(rows), "shared_with": "concepts.paraphrase"}}
+    return {c: {n: v[n] for n in ctx.attacks.names} for c, v in section.items()}
+
+
+def _attack_grids(ctx: _Context, out: _Outputs, outcomes: list[atk.Outcome]
+                  ) -> list[AttackGrid]:
+    """Unattacked vs attacked images of each attack (the paraphrase images are already in
+    the before/after grids)."""
+    grids = []
+    for o in outcomes:
+        target = _attack_target(ctx, o.concept)
+        cols = min(GRID_SEEDS, len(target.seeds[0]))
+        rows = _rows(ctx, "target", o.concept)
+        before = [[out.images[i] for i in rows if ctx.items[i].prompt.prompt == p][:cols]
+                  for p in target.prompts]
+        grids.append(AttackGrid(f"{o.concept}: {o.name}", o.prompts,
+                                [s[:cols] for s in target.seeds], np.array(before),
+                                o.images[:, :cols]))
+    return grids
 
 
 # ----------------------------------------------------------------------------- scoring

@@ -61,7 +61,8 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
                 guidance: float | None = None, negative_prompts: Sequence[str] | None = None,
                 stop_at: int | None = None, unet: torch.nn.Module | None = None,
                 latents: torch.Tensor | None = None, guidance_rescale: float = 0.0,
-                start_at: int = 0) -> tuple[torch.Tensor, int]:
+                start_at: int = 0, context: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, int]:
     """DDIM (eta=0) with CFG from noise; returns ``(x, t)``.
 
     With ``stop_at=s`` the loop stops *before* DDIM index ``s`` (0 = noisiest) and returns
@@ -69,6 +70,8 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     Without it, returns the final latents (B, C, h, w) and t = 0.
     ``start_at=r`` with ``latents`` (x at index r) resumes a trajectory instead of starting
     from noise (KSCU's trajectory reuse). ``guidance`` 1 or less skips the unconditional pass.
+    ``context`` (B, L, D) is the conditional context to use instead of encoding ``prompts``
+    (soft prompts of the attacks; ``prompts`` then only count the images).
     """
     if start_at and latents is None:
         raise ValueError("start_at needs the latents reached at that index")
@@ -77,7 +80,8 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     sched = bundle.scheduler()
     sched.set_timesteps(steps)
     x = initial_noise(bundle, seeds) if latents is None else latents
-    cond = bundle.encode_prompts(list(prompts))
+    cond = bundle.encode_prompts(list(prompts)) if context is None else context.to(
+        bundle.device, bundle.dtype)
     uncond = bundle.encode_prompts(list(negative_prompts) if negative_prompts is not None
                                    else [""] * len(prompts))
     n_steps = steps if stop_at is None else stop_at
@@ -113,8 +117,10 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def generate(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
              guidance: float | None = None, batch_size: int = 64,
              unet: torch.nn.Module | None = None, description: str = "generate",
-             negative_prompts: Sequence[str] | None = None) -> np.ndarray:
-    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3)."""
+             negative_prompts: Sequence[str] | None = None,
+             contexts: torch.Tensor | None = None) -> np.ndarray:
+    """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3).
+    ``contexts`` (N, L, D): conditional contexts used instead of encoding ``prompts``."""
     if len(prompts) != len(seeds):
         raise ValueError("prompts and seeds must have the same length")
     out = []
@@ -123,7 +129,9 @@ def generate(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps
             neg = None if negative_prompts is None else negative_prompts[i:i + batch_size]
             lat, _ = ddim_sample(bundle, prompts[i:i + batch_size], seeds[i:i + batch_size],
                                  steps=steps, guidance=guidance, unet=unet,
-                                 negative_prompts=neg)
+                                 negative_prompts=neg,
+                                 context=None if contexts is None
+                                 else contexts[i:i + batch_size])
             out.append(to_uint8(bundle.decode(lat)))
             bar.advance(len(lat))
     return np.concatenate(out)

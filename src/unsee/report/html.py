@@ -226,6 +226,42 @@ def _grid_section(results: Sequence[EvalResult]) -> str:
     return "\n".join(out)
 
 
+def _attack_section(results: Sequence[EvalResult]) -> str:
+    """Attacks table (target rate of each erased model unattacked and attacked, cost) and
+    the images each attack drew beside the unattacked ones."""
+    if not any(r.scorecard.get("attacks") for r in results):
+        return ""
+    rows = []
+    for r in results:
+        for concept, by_attack in r.scorecard.get("attacks", {}).items():
+            for name, a in by_attack.items():
+                rows.append([_e(r.scorecard["label"]), _e(concept), _e(name),
+                             _pct(a["target_rate_before"]),
+                             _pct(a["target_rate_after"])
+                             + _delta(a["target_rate_before"], a["target_rate_after"], True),
+                             f"{a['seconds']:.1f} s",
+                             _e(", ".join(f"{k} {v:.4g}" for k, v in a["settings"].items()
+                                          if isinstance(v, (int, float))))])
+    out = ["<h2>Attacks</h2>",
+           '<p class="muted">Target rate of the erased model on its target prompts and seeds, '
+           "unattacked and attacked (higher after = the attack brought the concept back).</p>",
+           _table(["model", "concept", "attack", "unattacked", "attacked", "cost",
+                   "settings"], rows, numeric_from=3)]
+    for r in results:
+        for grid in r.attack_grids:
+            cells = []
+            for i, prompt in enumerate(grid.prompts):
+                seeds = grid.seeds[i]
+                cells.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
+                             f'{seeds[-1]}</span></td><td class="strip">'
+                             f'{_strip(grid.before[i], f"unattacked: {prompt}")}</td>'
+                             f'<td class="strip">{_strip(grid.after[i], prompt)}</td></tr>')
+            out.append(f"<h3>{_e(r.scorecard['label'])}: {_e(grid.title)}</h3>"
+                       '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
+                       f"</th><th>attacked</th></tr>{''.join(cells)}</table>")
+    return "\n".join(out)
+
+
 def _concept_tables(results: Sequence[EvalResult]) -> str:
     first = results[0].scorecard
     out = []
@@ -358,6 +394,11 @@ naming it or any synonym seen in training.</li>
 <li><b>FID</b>: Frechet distance in the stated feature space (lower = closer to the
 reference).</li>
 <li><b>overall</b>: harmonic mean of the mean erasure and the retain accuracy.</li>
+<li><b>attacks</b>: <i>paraphrase</i> = the paraphrase prompts; <i>unlearndiffatk</i> = soft
+prefix tokens optimised against the erased model as its own diffusion classifier;
+<i>inversion</i> = one token embedding learnt on base-model images against the erased model;
+<i>resurgence</i> = the erased model fine-tuned briefly on other concepts. Soft tokens are
+written as their nearest vocabulary tokens in &lt;...&gt;.</li>
 </ul>
 """
 
@@ -374,7 +415,8 @@ def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard")
             "<h2>Summary</h2>", _summary(results), _charts(results),
             "<h2>Before / after</h2>", _grid_section(results),
             "<h2>Erased concepts</h2>", _concept_tables(results),
-            "<h2>Retention</h2>", _retain_tables(results), _extra_sections(results),
+            "<h2>Retention</h2>", _retain_tables(results), _attack_section(results),
+            _extra_sections(results),
             "<h2>Model cards and cost</h2>", _cards(results),
             "<h2>Definitions</h2>", _DEFINITIONS]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

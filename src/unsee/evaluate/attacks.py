@@ -1,0 +1,423 @@
+"""Adversarial-robustness attacks on an erased model (``methods.md`` §5.7): how much of the
+erased concept an attacker gets back. Each attack ends with images of the concept's target
+prompts at the scorecard's seeds, judged like the scorecard's own, so its
+``target_rate_after`` compares directly with the erased model's unattacked target rate.
+
+- ``unlearndiffatk`` (Zhang et al., ECCV 2024): per target prompt, ``k`` soft prefix tokens
+  are optimised in the text encoder's input-embedding space so that the *erased* model, used
+  as its own diffusion classifier, denoises base-model images of the prompt well:
+  ``min_c' E_t,eps || eps_erased(x_t, [c'; prompt], t) - eps ||^2``; then the prefixed
+  prompts are generated.
+- ``inversion`` (concept inversion, Pham et al., ICLR 2024): one new token embedding, put
+  where the concept word stood in the target prompts, learnt with the same loss on the same
+  kind of base-model images (textual inversion against the erased model).
+- ``resurgence``: a copy of the erased UNet is fine-tuned briefly (plain denoising loss) on
+  base-model images of the *other* concepts (the retain prompts), then the target prompts
+  are generated with it.
+- ``paraphrase``: the scorecard's paraphrase prompts (no concept word); it needs no code
+  here, :mod:`unsee.evaluate.scorecard` reports it from the images it already has.
+
+Training images ("base-model images") come from :func:`unsee.erase.forget_set.generate_set`
+with seeds from :data:`TRAIN_SEED` on, disjoint from the evaluation seeds, so an attack is
+never scored on the noise it was fitted to. Latents are (N, C, h, w); token embeddings
+(n, D_tok) live in the text encoder's input space; contexts (P, L, D) are what the UNet's
+cross-attention reads. Rates are fractions in [0, 1]; seconds are wall-clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unsee.erase.forget_set import ForgetSet, generate_set
+from unsee.errors import UnseeError
+from unsee.evaluate import metrics
+from unsee.evaluate.judges import Judge
+from unsee.models.bundle import Bundle
+from unsee.models.sampling import generate, predict_eps
+from unsee.models.text import SlotTokens
+
+#: Attack names, in the order the scorecard and the report list them.
+ATTACKS = ("paraphrase", "unlearndiffatk", "inversion", "resurgence")
+#: First seed of the base-model training images (evaluation seeds start at ``--seed``).
+TRAIN_SEED = 500_000
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixBudget:
+    """UnlearnDiffAtk, per target prompt: ``tokens`` soft prefix tokens, ``iterations``
+    AdamW steps (``lr``, ``weight_decay``) on ``images`` base-model images of the prompt.
+    Defaults: the spec's (k = 5, 40 iterations, lr 0.01, weight decay 0.1)."""
+
+    tokens: int = 5
+    iterations: int = 40
+    lr: float = 0.01
+    weight_decay: float = 0.1
+    images: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionBudget:
+    """Concept inversion: one token embedding, ``iterations`` Adam steps at ``lr`` on
+    ``images`` base-model images per target prompt (all prompts in every step)."""
+
+    iterations: int = 500
+    lr: float = 5e-3
+    images: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ResurgenceBudget:
+    """Resurgence: ``iterations`` Adam steps at ``lr`` over the whole UNet copy, batches of
+    ``batch_size`` drawn from ``images`` base-model images per retain prompt."""
+
+    iterations: int = 200
+    lr: float = 1e-5
+    batch_size: int = 4
+    images: int = 4
+
+
+Budget = PrefixBudget | InversionBudget | ResurgenceBudget
+BUDGETS: dict[str, type[Budget]] = {"unlearndiffatk": PrefixBudget,
+                                    "inversion": InversionBudget,
+                                    "resurgence": ResurgenceBudget}
+#: ToyWorld-tuned budgets (docs/evaluation.md says what was measured); Stable Diffusion
+#: models use the dataclass defaults.
+TOYWORLD_BUDGETS: dict[str, dict[str, Any]] = {
+    "unlearndiffatk": {"iterations": 20},
+    "inversion": {"iterations": 60, "lr": 0.02},
+    "resurgence": {"iterations": 60, "lr": 1e-4},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackPlan:
+    """Validated attacks and budget overrides (``{"inversion": {"lr": 0.01}}``)."""
+
+    names: tuple[str, ...]
+    overrides: Mapping[str, Mapping[str, Any]]
+
+    def budget(self, name: str, family: str) -> Budget:
+        """The budget of attack ``name`` for a model ``family`` ("toyworld" or "sd")."""
+        base = TOYWORLD_BUDGETS.get(name, {}) if family == "toyworld" else {}
+        return BUDGETS[name](**{**base, **self.overrides.get(name, {})})
+
+
+def plan_attacks(names: Sequence[str], budget: Mapping[str, object] | None = None
+                 ) -> AttackPlan:
+    """Check attack ``names`` and ``budget`` overrides (``"attack.field" -> value``; values
+    may be strings, as the CLI gives them) before any model runs; raises
+    :class:`UnseeError` naming what is wrong."""
+    unknown = [n for n in names if n not in ATTACKS]
+    if unknown:
+        raise UnseeError(f"unknown attack(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(ATTACKS)}")
+    chosen = tuple(dict.fromkeys(names))
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, raw in (budget or {}).items():
+        name, _, field = key.partition(".")
+        if name not in BUDGETS or not field:
+            raise UnseeError(f"attack budget key {key!r}: use ATTACK.FIELD with ATTACK one of "
+                             f"{', '.join(BUDGETS)}")
+        if name not in chosen:
+            raise UnseeError(f"attack budget {key!r} is for {name}, which --attacks does not "
+                             "run")
+        defaults = BUDGETS[name]()
+        if field not in {f.name for f in dataclasses.fields(defaults)}:
+            known = ", ".join(f.name for f in dataclasses.fields(defaults))
+            raise UnseeError(f"{name} has no budget field {field!r}; known: {known}")
+        overrides.setdefault(name, {})[field] = _budget_value(key, raw,
+                                                              type(getattr(defaults, field)))
+    return AttackPlan(chosen, overrides)
+
+
+def parse_budget(pairs: Sequence[str]) -> dict[str, str]:
+    """``["inversion.lr=0.01", ...]`` (the CLI's ``--attack-budget``) -> a budget mapping for
+    :func:`plan_attacks`."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UnseeError(f"--attack-budget {pair!r}: write ATTACK.FIELD=VALUE, e.g. "
+                             "unlearndiffatk.iterations=40")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _budget_value(key: str, raw: object, kind: type) -> int | float:
+    """``raw`` as ``kind`` (int or float), positive (weight decay: non-negative)."""
+    what = "an integer" if kind is int else "a number"
+    try:
+        if isinstance(raw, bool) or (kind is int and isinstance(raw, float)):
+            raise ValueError
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise UnseeError(f"attack budget {key} must be {what} (got {raw!r})") from None
+    zero_ok = key.endswith(".weight_decay")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        sign = "non-negative" if zero_ok else "positive"
+        raise UnseeError(f"attack budget {key} must be {sign} (got {raw!r})")
+    return value
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """How attacked images are drawn and judged: DDIM ``steps``, CFG ``guidance``,
+    ``batch_size`` (images per generation and judge batch)."""
+
+    steps: int
+    guidance: float
+    batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One erased concept as the scorecard scores it: image ``k`` of ``prompts[p]`` uses seed
+    ``seeds[p][k]``; an image counts as the concept when the judge's ``attribute`` label is
+    in ``labels``."""
+
+    concept: str
+    attribute: str
+    labels: frozenset[str]
+    prompts: list[str]
+    seeds: list[list[int]]
+
+
+@dataclasses.dataclass
+class Outcome:
+    """An attack on one concept. ``target_rate``: share of ``images`` (uint8 (P, K, H, W, 3),
+    prompt p, seed k of the target) judged as the concept; ``prompts``: what was generated
+    (soft tokens written as ``<...>``); ``seconds``: wall-clock of the attack (optimisation,
+    generation, judging; not the training images); ``losses``: the objective per
+    optimisation step (averaged over prompts where each has its own run)."""
+
+    name: str
+    concept: str
+    target_rate: float
+    prompts: list[str]
+    images: np.ndarray
+    seconds: float
+    settings: dict[str, Any]
+    losses: list[float]
+
+
+def training_set(bundle: Bundle, prompts: Sequence[str], per_prompt: int, gen: Generation,
+                 cache_dir: Path | None, description: str) -> ForgetSet:
+    """Images the attack learns from, drawn by ``bundle`` (call it with the *base* weights):
+    ``per_prompt`` latents per prompt, prompt-major ((P * per_prompt, C, h, w)), seeds
+    ``TRAIN_SEED + k``; cached on disk like forget sets."""
+    cycled = [p for p in prompts for _ in range(per_prompt)]
+    seeds = [TRAIN_SEED + k for _ in prompts for k in range(per_prompt)]
+    return generate_set(bundle, cycled, seeds, steps=gen.steps, guidance=gen.guidance,
+                        batch_size=gen.batch_size, cache_dir=cache_dir, description=description)
+
+
+def denoising_loss(bundle: Bundle, unet: torch.nn.Module, x0: torch.Tensor,
+                   context: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared epsilon error of ``unet`` on ``x0`` (B, C, h, w) noised with ``noise``
+    at integer timesteps ``t`` (B,), under ``context`` (B, L, D): the diffusion-classifier
+    loss of UnlearnDiffAtk and the plain training loss of inversion and resurgence."""
+    ab = bundle.alphas_cumprod()[t].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    eps = predict_eps(bundle, unet, x_t.to(bundle.dtype), t, context)
+    return torch.nn.functional.mse_loss(eps.float(), noise.float())
+
+
+def _draw(bundle: Bundle, x0: torch.Tensor, rng: torch.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform training timesteps (B,) and standard noise like ``x0``, from ``rng``."""
+    steps = int(bundle.scheduler_config.get("num_train_timesteps", 1000))
+    t = torch.randint(0, steps, (len(x0),), generator=rng)
+    noise = torch.randn(x0.shape, generator=rng)
+    return t.to(bundle.device), noise.to(bundle.device, torch.float32)
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module) -> Iterator[None]:
+    """No parameter gradients for the block (only the soft tokens learn), flags restored."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def optimise_slots(bundle: Bundle, slots: SlotTokens, init: torch.Tensor, x0: torch.Tensor,
+                   prompt_of: torch.Tensor, iterations: int, lr: float, weight_decay: float,
+                   seed: int) -> tuple[torch.Tensor, list[float]]:
+    """Learn slot embeddings (n, D_tok), starting at ``init``, that minimise
+    :func:`denoising_loss` of the bundle's current UNet on ``x0`` (N, C, h, w), image ``i``
+    conditioned on slot prompt ``prompt_of[i]`` (N,). Every image is used in every step,
+    with fresh (t, eps) from ``seed``. Nothing but the slots changes. Returns the slots and
+    the loss of each step."""
+    values = init.detach().float().clone().requires_grad_(True)
+    opt = torch.optim.AdamW([values], lr=lr, weight_decay=weight_decay)
+    rng = torch.Generator().manual_seed(seed)
+    x0 = x0.to(bundle.device, torch.float32)
+    losses = []
+    with _frozen(bundle.unet):
+        for _ in range(iterations):
+            t, noise = _draw(bundle, x0, rng)
+            context = bundle.text.encode_slots(slots, values)
+            context = context[prompt_of.to(context.device)].to(bundle.device, bundle.dtype)
+            loss = denoising_loss(bundle, bundle.unet, x0, context, t, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return values.detach(), losses
+
+
+def _render(bundle: Bundle, target: Target, gen: Generation, name: str,
+            contexts: torch.Tensor | None = None, unet: torch.nn.Module | None = None,
+            prompts: Sequence[str] | None = None) -> np.ndarray:
+    """Images of every (target prompt, seed): uint8 (P, K, H, W, 3). ``contexts`` (P, L, D)
+    replace the prompts' encodings (soft prompts); ``unet`` replaces the bundle's."""
+    texts = list(prompts or target.prompts)
+    flat = [p for p, seeds in zip(texts, target.seeds, strict=True) for _ in seeds]
+    seeds = [s for row in target.seeds for s in row]
+    ctx = None
+    if contexts is not None:
+        ctx = torch.cat([c[None].expand(len(row), -1, -1)
+                         for c, row in zip(contexts, target.seeds, strict=True)])
+    images = generate(bundle, flat, seeds, steps=gen.steps, guidance=gen.guidance,
+                      batch_size=gen.batch_size, unet=unet, description=f"attack ({name})",
+                      contexts=ctx)
+    return images.reshape(len(texts), len(target.seeds[0]), *images.shape[1:])
+
+
+def _outcome(name: str, target: Target, judge: Judge, gen: Generation, images: np.ndarray,
+             prompts: list[str], t0: float, settings: dict[str, Any],
+             losses: list[float]) -> Outcome:
+    """Judge ``images`` (P, K, H, W, 3) and package the attack's result."""
+    flat = images.reshape(-1, *images.shape[2:])
+    labels: list[str] = []
+    for i in range(0, len(flat), gen.batch_size):
+        labels += judge(flat[i:i + gen.batch_size]).labels[target.attribute]
+    if losses:
+        w = max(1, len(losses) // 10)
+        settings = {**settings, "loss_start": float(np.mean(losses[:w])),
+                    "loss_end": float(np.mean(losses[-w:]))}
+    return Outcome(name, target.concept, metrics.target_rate(labels, target.labels), prompts,
+                   images, time.time() - t0, settings, losses)
+
+
+def _soft(values: torch.Tensor, bundle: Bundle) -> str:
+    """How a soft-token run is written in prompts: its nearest vocabulary tokens."""
+    return "<" + " ".join(bundle.text.nearest_tokens(values)) + ">"
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
+                   budget: PrefixBudget, gen: Generation, seed: int = 0) -> Outcome:
+    """UnlearnDiffAtk against the bundle's current (erased) UNet.
+
+    ``data``: base-model images of the target prompts, ``budget.images`` per prompt in
+    prompt order (:func:`training_set`). Per prompt, ``budget.tokens`` prefix embeddings
+    (initialised at random vocabulary tokens) are optimised with :func:`optimise_slots`; the
+    prompt's images are then drawn from ``[prefix; prompt]`` at the target's seeds.
+    """
+    t0 = time.time()
+    text = bundle.text
+    rng = torch.Generator().manual_seed(seed)
+    contexts, prompts, runs = [], [], []
+    for p, prompt in enumerate(target.prompts):
+        slots = text.slot_tokens(["{} " + prompt], budget.tokens)
+        ids = torch.randint(0, text.vocab_size, (budget.tokens,), generator=rng)
+        init = text.token_embedding.weight[ids.to(text.token_embedding.weight.device)]
+        x0 = data.latents[p * budget.images:(p + 1) * budget.images]
+        values, losses = optimise_slots(bundle, slots, init, x0,
+                                        torch.zeros(len(x0), dtype=torch.long),
+                                        budget.iterations, budget.lr, budget.weight_decay,
+                                        seed + p)
+        with torch.no_grad():
+            contexts.append(text.encode_slots(slots, values)[0])
+        prompts.append(f"{_soft(values, bundle)} {prompt}")
+        runs.append(losses)
+    images = _render(bundle, target, gen, "unlearndiffatk", torch.stack(contexts),
+                     prompts=prompts)
+    return _outcome("unlearndiffatk", target, judge, gen, images, prompts, t0,
+                    dataclasses.asdict(budget), np.mean(runs, axis=0).tolist())
+
+
+def slot_template(prompt: str, concept: str) -> str:
+    """``prompt`` with its first mention of ``concept`` (whole words, any case) made the slot
+    ``{}``; a prompt that does not name the concept gets the slot in front."""
+    pattern = re.compile(rf"\b{re.escape(concept)}\b", re.IGNORECASE)
+    return pattern.sub("{}", prompt, count=1) if pattern.search(prompt) else "{} " + prompt
+
+
+def concept_inversion(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
+                      budget: InversionBudget, gen: Generation, seed: int = 0) -> Outcome:
+    """Concept inversion against the bundle's current (erased) UNet.
+
+    One token embedding (initialised at the concept word's, the mean of its word pieces)
+    replaces the concept word in every target prompt (:func:`slot_template`) and is learnt
+    on ``data`` (``budget.images`` base-model images per target prompt, prompt order) with
+    :func:`optimise_slots`, no weight decay; the target prompts are then drawn with it.
+    """
+    t0 = time.time()
+    text = bundle.text
+    slots = text.slot_tokens([slot_template(p, target.concept) for p in target.prompts], 1)
+    ids = text.tokenizer(target.concept, add_special_tokens=False)["input_ids"]
+    table = text.token_embedding.weight
+    init = table[torch.tensor(ids, device=table.device)].mean(0, keepdim=True)
+    prompt_of = torch.arange(len(target.prompts)).repeat_interleave(budget.images)
+    values, losses = optimise_slots(bundle, slots, init, data.latents, prompt_of,
+                                    budget.iterations, budget.lr, 0.0, seed)
+    with torch.no_grad():
+        contexts = text.encode_slots(slots, values)
+    token = _soft(values, bundle)
+    prompts = [slot_template(p, target.concept).replace("{}", token) for p in target.prompts]
+    images = _render(bundle, target, gen, "inversion", contexts, prompts=prompts)
+    return _outcome("inversion", target, judge, gen, images, prompts, t0,
+                    dataclasses.asdict(budget), losses)
+
+
+def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
+               budget: ResurgenceBudget, gen: Generation, seed: int = 0) -> Outcome:
+    """Fine-tune a copy of the bundle's current (erased) UNet, every parameter, with the
+    plain denoising loss on ``data`` (base-model images of *other* concepts with their
+    prompts), then draw the target prompts with the copy. The bundle is not changed."""
+    t0 = time.time()
+    unet = copy.deepcopy(bundle.unet).requires_grad_(True)
+    opt = torch.optim.Adam(unet.parameters(), lr=budget.lr)
+    rng = torch.Generator().manual_seed(seed)
+    x_all = data.latents.to(bundle.device, torch.float32)
+    contexts = bundle.encode_prompts(data.prompts)
+    losses = []
+    for _ in range(budget.iterations):
+        idx = torch.randperm(len(x_all), generator=rng)[:budget.batch_size].to(bundle.device)
+        t, noise = _draw(bundle, x_all[idx], rng)
+        loss = denoising_loss(bundle, unet, x_all[idx], contexts[idx], t, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    unet.requires_grad_(False)
+    images = _render(bundle, target, gen, "resurgence", unet=unet)
+    settings = {**dataclasses.asdict(budget), "fine_tuned_on": sorted(set(data.prompts))}
+    return _outcome("resurgence", target, judge, gen, images, list(target.prompts), t0,
+                    settings, losses)
+
+
+#: The attacks that run models, by name (paraphrase reuses the scorecard's images).
+RUNNERS: dict[str, Callable[..., Outcome]] = {
+    "unlearndiffatk": unlearndiffatk, "inversion": concept_inversion, "resurgence": resurgence}

@@ -1,0 +1,196 @@
+"""The attack suite: each attack, on a small budget, brings `star` back on a weakly erased
+ToyWorld model (slow); and, fast: bad attack settings are refused before any model runs,
+soft tokens touch nothing but their slots, the UnlearnDiffAtk objective goes down, and the
+scorecard, CLI and report carry the attacks."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from evaluate_fixtures import build_tiny_clip
+from unsee.artifacts import fingerprint
+from unsee.cli import app
+from unsee.errors import UnseeError
+from unsee.evaluate import attacks as atk
+from unsee.evaluate.judges import ToyWorldJudge
+from unsee.evaluate.prompt_sets import toyworld_prompt_set
+from unsee.evaluate.scorecard import EvalSettings, evaluate
+from unsee.models.bundle import load_bundle
+from unsee.report.html import render_report
+
+CONCEPT, RETAIN = "tench", ("church", "golf ball")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+
+
+# ----------------------------------------------------------------------------- fast
+
+
+def test_unknown_attack_is_refused_before_any_model_loads(tmp_path):
+    # The model does not exist: only a check made before loading can answer first.
+    settings = EvalSettings(attacks=("unlearndiffatk", "dragonfire"), cache_dir=None)
+    with pytest.raises(UnseeError, match=r"unknown attack.*'dragonfire'"):
+        evaluate(str(tmp_path / "no-such-model"), [], ["star"], settings)
+
+
+@pytest.mark.parametrize(("extra", "expect"), [
+    (["--attacks", "paraphrase,jailbreak"], "unknown attack(s) 'jailbreak'"),
+    (["--attacks", "inversion", "--attack-budget", "inversion.steps=3"],
+     "inversion has no budget field 'steps'"),
+    (["--attacks", "inversion", "--attack-budget", "resurgence.lr=1e-4"],
+     "which --attacks does not run"),
+    (["--attacks", "inversion", "--attack-budget", "inversion.iterations=0"], "positive"),
+    (["--attacks", "inversion", "--attack-budget", "inversion.iterations=2.5"],
+     "must be an integer"),
+    (["--attacks", "inversion", "--attack-budget", "inversion.lr"], "ATTACK.FIELD=VALUE"),
+    (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
+])
+def test_eval_cli_bad_attack_settings_fail_with_one_line(extra, expect, tiny_sd, tmp_path):
+    args = ["eval", "--model", str(tiny_sd), "--concept", "nudity", "--out",
+            str(tmp_path / "o"), "--no-cache", *extra]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
+    assert not (tmp_path / "o").exists()
+
+
+def test_soft_prefix_changes_only_the_prefix_embeddings(tiny_sd):
+    text = load_bundle(tiny_sd).text
+    k, prompt = 3, "a b"
+    slots = text.slot_tokens(["{} " + prompt], k)
+    values = torch.randn(k, text.hidden_size, generator=torch.Generator().manual_seed(0))
+    spliced = text.input_embeddings(slots, values)[0]
+    plain = text.token_embedding(text.tokenize([prompt])["input_ids"])[0]
+    n_text = len(text.tokenizer(prompt)["input_ids"])  # start + words + end
+    assert torch.equal(spliced[0], plain[0])  # the start token stays first
+    assert torch.equal(spliced[1:1 + k], values)
+    assert torch.equal(spliced[1 + k:n_text + k], plain[1:n_text])  # the prompt, shifted
+    # Filling a slot with a word's own embedding gives exactly the plain prompt's context.
+    word = text.tokenizer("a", add_special_tokens=False)["input_ids"]
+    own = text.encode_slots(text.slot_tokens(["{} b"], 1), text.token_embedding.weight[word])
+    assert torch.equal(own, text.encode([prompt]))
+
+
+def _tiny_attack_data(tiny_sd: Path):
+    bundle = load_bundle(tiny_sd)
+    gen = atk.Generation(steps=3, guidance=bundle.default_guidance, batch_size=8)
+    data = atk.training_set(bundle, ["a b"], 4, gen, None, "test")
+    return bundle, data
+
+
+def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
+    bundle, data = _tiny_attack_data(tiny_sd)
+    unet_fp, text_fp = fingerprint(bundle.unet), fingerprint(bundle.text.model)
+    flags = [p.requires_grad for p in bundle.unet.parameters()]
+    slots = bundle.text.slot_tokens(["{} a b"], 5)
+    init = bundle.text.token_embedding.weight[torch.arange(10, 15)]
+    which = torch.zeros(len(data), dtype=torch.long)
+    learnt, losses = atk.optimise_slots(bundle, slots, init, data.latents, which,
+                                        iterations=40, lr=0.05, weight_decay=0.1, seed=0)
+    assert len(losses) == 40
+
+    def objective(values: torch.Tensor) -> float:
+        # the same 64 (t, eps) draws for both: the random timesteps of training would
+        # otherwise hide the change in their noise
+        rng = torch.Generator().manual_seed(123)
+        x0 = data.latents.repeat(16, 1, 1, 1)
+        t = torch.randint(0, 1000, (len(x0),), generator=rng)
+        noise = torch.randn(x0.shape, generator=rng)
+        with torch.no_grad():
+            context = bundle.text.encode_slots(slots, values).expand(len(x0), -1, -1)
+            return float(atk.denoising_loss(bundle, bundle.unet, x0, context, t, noise))
+
+    assert objective(learnt) < objective(init)
+    assert fingerprint(bundle.unet) == unet_fp and fingerprint(bundle.text.model) == text_fp
+    assert [p.requires_grad for p in bundle.unet.parameters()] == flags
+
+
+def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path):
+    out = tmp_path / "out"
+    budget = ["unlearndiffatk.iterations=2", "unlearndiffatk.images=1",
+              "inversion.iterations=2", "inversion.images=1", "resurgence.iterations=2",
+              "resurgence.images=1"]
+    res = CliRunner().invoke(app, [
+        "eval", "--model", str(tiny_sd), "--concept", CONCEPT, "--retain", RETAIN[0],
+        "--retain", RETAIN[1], "--judge", f"clip:{tiny_clip}", "--num-images", "2",
+        "--steps", "2", "--no-cache", "--out", str(out),
+        "--attacks", "unlearndiffatk,inversion,resurgence",
+        *[a for b in budget for a in ("--attack-budget", b)]])
+    assert res.exit_code == 0, res.output
+    card = json.loads((out / "scorecard.json").read_text())
+    attacks = card["attacks"][CONCEPT]
+    assert list(attacks) == ["unlearndiffatk", "inversion", "resurgence"]
+    for name, a in attacks.items():
+        # "before" is the scorecard's own unattacked rate (same prompts and seeds)
+        assert a["target_rate_before"] == card["concepts"][CONCEPT]["target_rate"]
+        assert 0.0 <= a["target_rate_after"] <= 1.0 and a["seconds"] > 0
+        assert a["settings"]["iterations"] == 2 and a["settings"]["images"] == 1, name
+        assert len(a["prompts"]) == len(card["concepts"][CONCEPT]["prompts"])
+    assert attacks["unlearndiffatk"]["settings"]["tokens"] == 5  # the spec's k
+    assert all(p.startswith("<") for p in attacks["unlearndiffatk"]["prompts"])
+    assert "attacks on tench: unlearndiffatk" in res.output
+    html = (out / "report.html").read_text()
+    assert "<h2>Attacks</h2>" in html and "tench: inversion" in html
+
+
+def test_paraphrase_attack_reports_the_scorecards_paraphrase_rate(toyworld):
+    settings = EvalSettings(num_images=1, steps=3, cache_dir=None, attacks=("paraphrase",))
+    r = evaluate(toyworld, [], ["star"], settings)
+    entry = r.scorecard["concepts"]["star"]
+    para = r.scorecard["attacks"]["star"]["paraphrase"]
+    assert para["target_rate_before"] == entry["target_rate"]
+    assert para["target_rate_after"] == entry["paraphrase"]["target_rate"]
+    assert para["prompts"] == entry["paraphrase"]["prompts"]
+    assert para["settings"]["images"] == len(entry["paraphrase"]["prompts"])
+    assert r.attack_grids == []  # its images are in the scorecard's paraphrase grid
+    assert "paraphrase" in render_report([r])
+
+
+# ----------------------------------------------------------------------------- slow
+
+N_IMAGES = 8  # per target prompt: 4 prompts x 8 seeds judged before and after each attack
+GEN = atk.Generation(steps=20, guidance=3.0, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def weak_star(tmp_path_factory):
+    """`star` weakly erased from ToyWorld (ESD-x, 15 iterations: the target rate drops, not
+    to zero), base-model star images to attack with, and the unattacked rate."""
+    from unsee.erase.engine import EraseConfig, run_erasure
+    from unsee.evaluate.metrics import target_rate
+    from unsee.models.sampling import generate
+
+    bundle = load_bundle("toyworld")
+    pset = toyworld_prompt_set(["star"])
+    prompts = [p.prompt for p in pset.targets["star"]]
+    target = atk.Target("star", "shape", frozenset({"star"}), prompts,
+                        [list(range(N_IMAGES))] * len(prompts))
+    data = atk.training_set(bundle, prompts, 4, GEN, None, "star")
+    run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=15,
+                            params={"ddim_steps": 20}),
+                tmp_path_factory.mktemp("weak") / "art", bundle=bundle)
+    judge = ToyWorldJudge()
+    flat = generate(bundle, [p for p in prompts for _ in range(N_IMAGES)],
+                    [s for row in target.seeds for s in row], steps=GEN.steps,
+                    guidance=GEN.guidance)
+    before = target_rate(judge(flat).labels["shape"], {"star"})
+    assert 0.2 <= before <= 0.9, before  # weak: erased somewhat, room to come back
+    return bundle, judge, target, data, before
+
+
+@pytest.mark.slow
+# Resurgence is not asserted: on ToyWorld, fine-tuning the weakly erased model on the other
+# shapes lowered the star rate further at every budget tried (docs/evaluation.md, Attacks).
+@pytest.mark.parametrize("name", ["unlearndiffatk", "inversion"])
+def test_attack_raises_the_target_rate_of_a_weakly_erased_model(name, weak_star):
+    bundle, judge, target, data, before = weak_star
+    budget = atk.plan_attacks([name]).budget(name, "toyworld")
+    outcome = atk.RUNNERS[name](bundle, judge, target, data, budget, GEN)
+    assert outcome.target_rate > before, (name, before, outcome.target_rate)
