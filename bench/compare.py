@@ -157,6 +157,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"Base model (`{sc['model_fingerprint']}`): erasure "
                   f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])}, neighbour "
                   f"{fmt(first['neighbour_base'])}, FID {fmt(first['fid_base'], 2)}.", "",
+                  f"Reproduce: `{sc['command']}`", "",
                   "| variant | erasure | paraphrase rate | retain | neighbour | FID | overall "
                   "| seconds | peak RSS MB | steps | weights changed |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -247,6 +248,10 @@ def main() -> None:
             # rows of variants not re-run this time stay (same model, seeds and settings)
             fresh["rows"] = {**{k: v for k, v in kept[0]["rows"].items()
                                 if k not in fresh["rows"]}, **fresh["rows"]}
+        fresh["command"] = (f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario "
+                            f"{name} --variants {','.join(fresh['rows'])} "
+                            f"--num-images {args.num_images} --steps {args.steps} "
+                            f"--seed {args.seed}")
         report["scenarios"] = [sc for sc in report["scenarios"] if sc["scenario"] != name]
         report["scenarios"].append(fresh)
         report["scenarios"].sort(key=lambda sc: list(SCENARIOS).index(sc["scenario"]))
