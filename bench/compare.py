@@ -12,7 +12,8 @@ one whose method exists):
   table re-sampling every x_s from noise (the paper-era code), to measure what reuse saves;
   ``kscu@esd``: KSCU at ESD's iteration budget; ``kscu-all-steps`` and
   ``kscu-early-steps`` (DDIM indices 0-14, high noise): the key-step ablation;
-* ``mim-mu``, ``mim-mu-on``, ``mim-mu-cond``: the three MiM-MU variants;
+* ``mim-mu``, ``mim-mu-on``, ``mim-mu-cond``: the three MiM-MU variants; ``mim-mu@360``:
+  three times MiM-MU's budget (for the three-concept scenario);
 * ``sculpt`` (dynamic mask, KD as described) and its ablations ``sculpt-static`` (the
   warm-up mask kept all round), ``sculpt-nomask``, ``sculpt-nokd`` and ``sculpt-kd-released``
   (the released code's inert KD); ``salun``; ``ca`` (Concept Ablation);
@@ -74,6 +75,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kscu-all-steps", "kscu", {"start": 0, "max_start": 0}),
     Variant("kscu-early-steps", "kscu", {"start": 0, "max_start": 0, "end": 15}),
     Variant("mim-mu", "mim-mu"),
+    # three times MiM-MU's budget, for several concepts at once (each gets a third of it)
+    Variant("mim-mu@360", "mim-mu", iterations=360),
     Variant("mim-mu-on", "mim-mu", {"variant": "on-policy"}),
     Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"}),
     Variant("sculpt", "sculpt"),
