@@ -60,6 +60,7 @@ class Variant:
     method: str
     params: dict[str, Any] = field(default_factory=dict)
     iterations: int | None = None
+    lr: float | None = None
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -71,6 +72,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kscu", "kscu"),
     Variant("kscu-noreuse", "kscu", {"trajectory_reuse": False}),
     Variant("kscu@esd", "kscu", iterations=120),
+    # the style preset trains cross-attention only; ESD-x's lr on the same scope
+    Variant("kscu@lr3e-4", "kscu", lr=3e-4),
     # the paper's key-step ablation at KSCU's budget: every step, and early steps only
     Variant("kscu-all-steps", "kscu", {"start": 0, "max_start": 0}),
     Variant("kscu-early-steps", "kscu", {"start": 0, "max_start": 0, "end": 15}),
@@ -117,7 +120,7 @@ def run_scenario(name: str, variants: list[Variant], settings: EvalSettings, wor
     for v in variants:
         out = work / name / v.label
         cfg = EraseConfig(method=v.method, concepts=list(sc["concepts"]), model=model,
-                          params=dict(v.params), iterations=v.iterations,
+                          params=dict(v.params), iterations=v.iterations, lr=v.lr,
                           sequential=sc.get("sequential", False))
         card = run_erasure(cfg, out, overwrite=True).card
         cost = card["cost"]
