@@ -163,7 +163,7 @@ def markdown(report: dict[str, Any]) -> str:
                   f"Base model (`{sc['model_fingerprint']}`): erasure "
                   f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])}, neighbour "
                   f"{fmt(first['neighbour_base'])}, FID {fmt(first['fid_base'], 2)}.", "",
-                  f"Reproduce: `{sc['command']}`", "",
+                  *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else []),
                   "| variant | erasure | paraphrase rate | retain | neighbour | FID | overall "
                   "| seconds | peak RSS MB | steps | weights changed |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -61,6 +61,9 @@ def test_task_presets_choose_scope_and_budget():
     obj = validate(EraseConfig(method="kscu", concepts=["star"]))
     style = validate(EraseConfig(method="kscu", concepts=["striped"]))
     assert obj.scope == "noxattn-linear" and style.scope == "xattn"
+    # the style preset trains the smaller cross-attention scope at ESD-x's ToyWorld lr
+    assert (obj.lr, style.lr) == (5e-5, 3e-4)
+    assert validate(EraseConfig(method="kscu", concepts=["striped"], lr=1e-4)).lr == 1e-4
     sd = validate(EraseConfig(method="kscu", concepts=["nudity"], model="some/hub-id",
                               params={"task": "nudity"}))
     assert (sd.iterations, sd.lr, sd.batch_size) == (750, 1e-5, 1)

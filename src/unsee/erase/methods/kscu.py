@@ -43,6 +43,7 @@ class TaskPreset:
     start: tuple[int, int]  # first key step S at 50 DDIM steps: (paper-era, quick) code
     iterations: dict[str, int]  # model family -> iteration budget
     scope: str
+    lr: dict[str, float] | None = None  # model family -> lr, where it differs from the method's
 
 
 #: The Key Step Table presets (methods.md §2.4). ToyWorld budgets are tuned here
@@ -50,8 +51,9 @@ class TaskPreset:
 TASKS: dict[str, TaskPreset] = {
     "nudity": TaskPreset((15, 14), {"sd": 750, "toyworld": 60}, "noxattn-linear"),
     "object": TaskPreset((15, 14), {"sd": 750, "toyworld": 60}, "noxattn-linear"),
-    "style": TaskPreset((24, 24), {"sd": 500, "toyworld": 60}, "xattn"),
-    "instance": TaskPreset((40, 40), {"sd": 200, "toyworld": 60}, "xattn"),
+    # cross-attention only: on ToyWorld ESD-x's lr for that scope (5e-5 left `striped` intact)
+    "style": TaskPreset((24, 24), {"sd": 500, "toyworld": 60}, "xattn", {"toyworld": 3e-4}),
+    "instance": TaskPreset((40, 40), {"sd": 200, "toyworld": 60}, "xattn", {"toyworld": 3e-4}),
 }
 #: concept kind -> task, for ``task=auto`` (ToyWorld: shapes are objects, styles and
 #: colours are styles).
@@ -185,8 +187,9 @@ class KSCU(Method):
         start = key_start(params, preset)
         if params.end > 0 and start >= params.end:
             raise UnseeError(f"kscu: the key steps [{start}, {params.end}) are empty")
-        return {**cls.defaults[family], "iterations": preset.iterations[family],
-                "scope": preset.scope}
+        return {**cls.defaults[family], **({"lr": preset.lr[family]}
+                                            if preset.lr and family in preset.lr else {}),
+                "iterations": preset.iterations[family], "scope": preset.scope}
 
     def __init__(self, params: KSCUParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
