@@ -90,7 +90,7 @@ class Sculpt(Method):
     # ToyWorld: tuned here (docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 500, "lr": 3e-6, "batch_size": 2, "lr_schedule": "onecycle"},
-        "toyworld": {"iterations": 80, "lr": 3e-4, "batch_size": 4,
+        "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4,
                      "lr_schedule": "onecycle"},
     }
 
