@@ -103,6 +103,7 @@ class Plan:
     batch_size: int
     lr_schedule: str
     scope: str
+    family: str  # "toyworld" or "sd": which per-family defaults applied
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.cfg)
@@ -160,7 +161,7 @@ def validate(cfg: EraseConfig) -> Plan:
         read_card(Path(art))
     if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise UnseeError(f"unknown model {cfg.model!r}")
-    return Plan(cfg, cls, params, iterations, float(lr), batch, sched, scope)
+    return Plan(cfg, cls, params, iterations, float(lr), batch, sched, scope, family)
 
 
 class ErasureContext:

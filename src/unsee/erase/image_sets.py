@@ -43,12 +43,8 @@ class ImageSetParams:
             raise UnseeError(f"{method}.template must contain {{}} (got {self.template!r})")
 
 
-def family(ctx: ErasureContext) -> str:
-    return "toyworld" if ctx.bundle.vocabulary == "toyworld" else "sd"
-
-
 def set_size(p: ImageSetParams, ctx: ErasureContext) -> int:
-    return p.forget_images or DEFAULT_IMAGES[family(ctx)]
+    return p.forget_images or DEFAULT_IMAGES[ctx.plan.family]
 
 
 def require_anchors(method: str, concepts: list[Concept]) -> None:
@@ -67,10 +63,7 @@ def anchor_of(p: ImageSetParams, concept: Concept) -> dict[str, str]:
 
 def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
     """``set_size`` images of the concept, cycling through its (templated) prompts."""
-    cache = default_forget_cache() if p.cache else None
-    return forget_set(ctx.bundle, concept.name, [p.template.format(q) for q in concept.prompts],
-                      set_size(p, ctx), ctx.plan.cfg.seed, steps=p.forget_steps,
-                      cache_dir=cache)
+    return prompt_images(ctx, p, concept.name, [p.template.format(q) for q in concept.prompts])
 
 
 def prompt_images(ctx: ErasureContext, p: ImageSetParams, name: str,

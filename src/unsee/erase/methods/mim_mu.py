@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from unsee.erase import image_sets as sets
 from unsee.erase.base import Method, register
 from unsee.erase.engine import ErasureContext
 from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set
@@ -126,11 +127,8 @@ class MiMMU(Method):
         else:
             fs = self.sets[concept.name]
             idx = rng.integers(len(fs), size=b)
-            prompts = [fs.prompts[int(i)] for i in idx]
-            t = torch.from_numpy(rng.integers(0, ctx.num_train_timesteps, b)).to(ctx.device)
-            g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            noise = torch.randn(fs.latents[idx].shape, generator=g).to(ctx.device)
-            x_t = ctx.noised(fs.latents[idx].to(ctx.device), t, noise)
+            t = sets.random_timesteps(ctx, rng, b)
+            x_t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         rest = [strip_concept(q, concept.name) if p.variant == "conditional" else ""
                 for q in prompts]
         target = ctx.frozen_eps(x_t, t, ctx.encode(rest))

@@ -109,7 +109,7 @@ class SalUn(Method):
 
     def __init__(self, params: SalUnParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        fam, erased = sets.family(ctx), [c.name for c in ctx.concepts]
+        fam, erased = ctx.plan.family, [c.name for c in ctx.concepts]
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
         self.relabel = {c.name: {params.template.format(q): params.template.format(o)
                                  for q, o in zip(c.prompts, replacement(c, erased, fam),

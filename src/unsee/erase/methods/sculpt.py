@@ -103,7 +103,7 @@ class Sculpt(Method):
     def __init__(self, params: SculptParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
         plan = ctx.plan
-        warmup, interval = SCHEDULE[sets.family(ctx)]
+        warmup, interval = SCHEDULE[ctx.plan.family]
         self.warmup = 0 if params.mask == "none" else params.warmup or warmup
         if self.warmup >= plan.iterations:
             raise UnseeError(f"sculpt.warmup ({self.warmup}) must be below the iterations "
