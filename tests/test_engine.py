@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from artifact_checks import assert_same_delta
 from unsee.artifacts import apply_artifacts, export_merged, fingerprint, read_delta
 from unsee.cli import app
 from unsee.erase.engine import EraseConfig, run_erasure
@@ -73,11 +74,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     r = subprocess.run([*UNSEE, *args, "--out", str(straight)], env=env, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
-    a = load_file(str(killed / "delta.safetensors"))
-    b = load_file(str(straight / "delta.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert_same_delta(killed, straight)
 
 
 def test_export_loads_in_plain_diffusers_and_matches(tiny_sd, tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
+from artifact_checks import assert_same_delta
 from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.methods.kscu import KSCU, augmented_prompts, build_schedule
@@ -105,11 +105,7 @@ def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_s
     # 4 key steps (2..5) per traversal: one sample from noise for steps 0-3
     assert ckpt["step"] == 3 and ckpt["method"]["resampled"] == 1
     run_erasure(_cfg(tiny_sd), tmp_path / "killed", resume=True)
-    a = load_file(str(tmp_path / "killed" / "delta.safetensors"))
-    b = load_file(str(tmp_path / "straight" / "delta.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert_same_delta(tmp_path / "killed", tmp_path / "straight")
 
 
 @pytest.mark.slow

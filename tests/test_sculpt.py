@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from artifact_checks import assert_same_delta
 from toyworld_rates import shape_rates
 from unsee.concepts import resolve_concept
 from unsee.erase.engine import EraseConfig, run_erasure, validate
@@ -233,7 +234,6 @@ def _sequential(sd, **kw):
 
 def test_sequential_resume_is_exact_and_the_card_records_rounds(tiny_sd, tmp_path,
                                                                  monkeypatch):
-    from safetensors.torch import load_file
 
     from unsee.erase.methods.sculpt import Sculpt
 
@@ -254,11 +254,7 @@ def test_sequential_resume_is_exact_and_the_card_records_rounds(tiny_sd, tmp_pat
     monkeypatch.setattr(Sculpt, "loss", real_loss)
     resumed = run_erasure(_sequential(tiny_sd), tmp_path / "killed", resume=True)
     assert resumed.card["rounds"] == rounds
-    a = load_file(str(tmp_path / "killed" / "delta.safetensors"))
-    b = load_file(str(tmp_path / "straight" / "delta.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert_same_delta(tmp_path / "killed", tmp_path / "straight")
 
 
 @pytest.mark.slow

@@ -1,0 +1,17 @@
+"""Shared by the resume tests: two artifacts carry the same weight delta."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+
+def assert_same_delta(a_dir: Path, b_dir: Path, atol: float = 1e-6) -> None:
+    """The delta tensors in ``a_dir`` and ``b_dir`` have the same names and agree to ``atol``."""
+    a = load_file(str(Path(a_dir) / "delta.safetensors"))
+    b = load_file(str(Path(b_dir) / "delta.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=atol), k
