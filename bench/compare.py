@@ -20,21 +20,29 @@ one whose method exists):
   iterations per round), all at lr 3e-4; ``salun``; ``ca`` (Concept Ablation);
 
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
-base images. Columns: erasure, paraphrase target rate, retain and neighbour accuracy,
-judge-feature FID, overall (harmonic mean of erasure and retain), erasure seconds, peak RSS,
-optimiser steps and weights changed. Writes ``bench/results/compare.{md,json}`` and a Pareto
-plot of erasure vs retain (``compare_pareto.png``).
+base images, with the attacks of ``--attacks`` (default UnlearnDiffAtk at its ToyWorld
+budget) run on every concept. Columns: erasure, paraphrase erasure, post-attack erasure
+(1 - the attacked target rate, mean over concepts; the worst attack when several run),
+retain and neighbour accuracy, judge-feature FID, overall (harmonic mean of erasure and
+retain), erasure seconds, attack seconds, peak RSS, optimiser steps and weights changed.
+``--iterations`` overrides every variant's budget (reduced runs: the test suite's).
+Each row is merged into ``bench/results/compare.{md,json}`` (and the Pareto plot of erasure
+vs retain, ``compare_pareto.png``) as soon as it is scored, under a lock, so several
+processes may fill one table and an interrupted run keeps its finished rows.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/compare.py --scenario star --num-images 8
+    OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star --num-images 4
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +52,9 @@ import torch
 from unsee.artifacts import library_versions
 from unsee.erase.base import REGISTRY, get_method
 from unsee.erase.engine import EraseConfig, run_erasure
+from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
+from unsee.evaluate.attacks import parse_budget, plan_attacks
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -97,8 +107,17 @@ VARIANTS: tuple[Variant, ...] = (
 
 
 def summarise(card: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the tables show, from one scorecard (fractions, not percentages)."""
+    """The numbers the tables show, from one scorecard (fractions, not percentages).
+    ``post_attack_erasure``: per concept 1 - the highest attacked target rate over the
+    attacks that ran (models, not the paraphrase probe), averaged over concepts; None when
+    no attack ran."""
     concepts = list(card["concepts"].values())
+    attacked = {c: max(a["target_rate_after"] for n, a in v.items() if n != "paraphrase")
+                for c, v in card.get("attacks", {}).items()
+                if any(n != "paraphrase" for n in v)}
+    attack_seconds = sum(a["seconds"] + a["settings"].get("training_images_seconds", 0)
+                         for v in card.get("attacks", {}).values()
+                         for n, a in v.items() if n != "paraphrase")
     para = [c["paraphrase"]["target_rate"] for c in concepts if c["paraphrase"]]
     para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
     retain, fid = card["retain"], card["fid"]
@@ -109,6 +128,10 @@ def summarise(card: dict[str, Any]) -> dict[str, Any]:
             "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
             "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
             "paraphrase_rate": sum(para) / len(para) if para else None,
+            "post_attack_erasure": (sum(1 - r for r in attacked.values()) / len(attacked)
+                                    if attacked else None),
+            "per_concept_post_attack": {c: 1 - r for c, r in attacked.items()},
+            "attack_seconds": round(attack_seconds, 1) if attacked else None,
             "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
             "retain_accuracy": retain["accuracy"], "retain_base": retain["accuracy_base"],
             "neighbour_accuracy": neighbour.get("accuracy"),
@@ -116,32 +139,25 @@ def summarise(card: dict[str, Any]) -> dict[str, Any]:
             "fid": fid["erased"], "fid_base": fid["base"], "overall": card["overall"]}
 
 
-def run_scenario(name: str, variants: list[Variant], settings: EvalSettings, work: Path,
-                 model: str) -> dict[str, Any]:
+def run_variant(name: str, v: Variant, settings: EvalSettings, work: Path, model: str,
+                iterations: int | None = None) -> tuple[str, dict[str, Any]]:
+    """Erase scenario ``name``'s concepts with variant ``v``, score it; returns the base
+    model's fingerprint and the row."""
     sc = SCENARIOS[name]
-    rows: dict[str, dict[str, Any]] = {}
-    arts: dict[str, list[Path]] = {}
-    for v in variants:
-        out = work / name / v.label
-        cfg = EraseConfig(method=v.method, concepts=list(sc["concepts"]), model=model,
-                          params=dict(v.params), iterations=v.iterations, lr=v.lr,
-                          sequential=sc.get("sequential", False))
-        card = run_erasure(cfg, out, overwrite=True).card
-        cost = card["cost"]
-        arts[v.label] = [out]
-        rows[v.label] = {"method": v.method, "params": card["hyperparameters"]["params"],
-                         "iterations": cost["iterations"],
-                         "optimizer_steps": cost["optimizer_steps"],
-                         "seconds": cost["wall_seconds"], "peak_rss_mb": cost["peak_rss_mb"],
-                         "parameters_changed": cost["parameters_changed"]}
+    out = work / name / v.label
+    cfg = EraseConfig(method=v.method, concepts=list(sc["concepts"]), model=model,
+                      params=dict(v.params), iterations=iterations or v.iterations, lr=v.lr,
+                      sequential=sc.get("sequential", False))
+    card = run_erasure(cfg, out, overwrite=True).card
+    cost = card["cost"]
     t0 = time.time()
-    results = evaluate_models(model, arts, list(sc["concepts"]), settings)
-    for label, res in zip(rows, results, strict=True):
-        rows[label].update(summarise(res.scorecard))
-    return {"scenario": name, "concepts": sc["concepts"],
-            "sequential": sc.get("sequential", False), "rows": rows,
-            "model_fingerprint": results[0].scorecard["model_fingerprint"],
-            "evaluation_seconds": round(time.time() - t0, 1)}
+    (res,) = evaluate_models(model, {v.label: [out]}, list(sc["concepts"]), settings)
+    return res.scorecard["model_fingerprint"], {
+        "method": v.method, "params": card["hyperparameters"]["params"],
+        "iterations": cost["iterations"], "optimizer_steps": cost["optimizer_steps"],
+        "seconds": cost["wall_seconds"], "peak_rss_mb": cost["peak_rss_mb"],
+        "parameters_changed": cost["parameters_changed"],
+        "evaluation_seconds": round(time.time() - t0, 1), **summarise(res.scorecard)}
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -150,40 +166,54 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
+    attacks = ", ".join(s.get("attacks", [])) or "none"
     lines = ["# Method comparison on ToyWorld", "",
              f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-             f"{report['machine']}; {report['versions']}.",
+             f"attacks: {attacks} at the ToyWorld budget"
+             + (f" with {s['attack_budget']}" if s.get("attack_budget") else "")
+             + f"; {report['machine']}; {report['versions']}.",
              "erasure = 1 - share of target images judged as the concept (mean over concepts); "
-             "paraphrase = target rate on prompts without the concept word; retain / neighbour "
-             "= share of asked attributes judged as asked on the other concepts' prompts / on "
-             "the target's superclass siblings; FID in judge-feature space against renders; "
-             "overall = harmonic mean of erasure and retain; seconds = erasure wall time "
-             "(model load included); steps = optimiser steps.", ""]
+             "paraphrase = the same on prompts without the concept word; post-attack = the "
+             "same on the attacked prompts (the strongest attack per concept); retain / "
+             "neighbour = share of asked attributes judged as asked on the other concepts' "
+             "prompts / on the target's superclass siblings; FID in judge-feature space "
+             "against renders; overall = harmonic mean of erasure and retain; seconds = "
+             "erasure wall time (model load included), attack s = the attacks' wall time "
+             "(their base-model training images included); steps = optimiser steps.", ""]
     for sc in report["scenarios"]:
         rows = sc["rows"]
         first = next(iter(rows.values()))
         how = "one round each, in order" if sc["sequential"] else "at once"
+        para_base = first["paraphrase_base"]
         lines += [f"## {sc['scenario']}: erase {', '.join(sc['concepts'])} ({how})", "",
                   f"Base model (`{sc['model_fingerprint']}`): erasure "
-                  f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])}, neighbour "
-                  f"{fmt(first['neighbour_base'])}, FID {fmt(first['fid_base'], 2)}.", "",
+                  f"{fmt(first['erasure_base'])}, paraphrase erasure "
+                  f"{fmt(None if para_base is None else 1 - para_base)}, retain "
+                  f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
+                  f"FID {fmt(first['fid_base'], 2)}.", "",
                   *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else []),
-                  "| variant | erasure | paraphrase rate | retain | neighbour | FID | overall "
-                  "| seconds | peak RSS MB | steps | weights changed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| variant | erasure | paraphrase | post-attack | retain | neighbour | FID "
+                  "| overall | seconds | attack s | peak RSS MB | steps | weights changed |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, r in rows.items():
-            lines.append(f"| {label} | {fmt(r['erasure'])} | {fmt(r['paraphrase_rate'])} | "
-                         f"{fmt(r['retain_accuracy'])} | {fmt(r['neighbour_accuracy'])} | "
-                         f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {r['seconds']:.1f} | "
-                         f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
-                         f"{r['parameters_changed']:,} |")
+            para = r["paraphrase_rate"]
+            lines.append(
+                f"| {label} | {fmt(r['erasure'])} | {fmt(None if para is None else 1 - para)} "
+                f"| {fmt(r.get('post_attack_erasure'))} | {fmt(r['retain_accuracy'])} | "
+                f"{fmt(r['neighbour_accuracy'])} | {fmt(r['fid'], 2)} | {fmt(r['overall'])} | "
+                f"{r['seconds']:.1f} | {fmt(r.get('attack_seconds'), 1)} | "
+                f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
+                f"{r['parameters_changed']:,} |")
         if len(sc["concepts"]) > 1:
-            lines += ["", "Erasure per concept (after the last round when sequential):", "",
+            lines += ["", "Erasure per concept (after the last round when sequential), "
+                      "post-attack in brackets:", "",
                       "| variant | " + " | ".join(sc["concepts"]) + " |",
                       "|---|" + "---|" * len(sc["concepts"])]
-            lines += [f"| {label} | " + " | ".join(fmt(r["per_concept_erasure"][c])
-                                                 for c in sc["concepts"]) + " |"
-                      for label, r in rows.items()]
+            lines += [f"| {label} | " + " | ".join(
+                fmt(r["per_concept_erasure"][c])
+                + (f" ({fmt(r['per_concept_post_attack'][c])})"
+                   if c in r.get("per_concept_post_attack", {}) else "")
+                for c in sc["concepts"]) + " |" for label, r in rows.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -210,7 +240,54 @@ def pareto_plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Several bench processes may share ``--out``: each row is merged under a lock."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".compare.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label: str,
+           row: dict[str, Any], command: str) -> dict[str, Any]:
+    """Merge one row into ``out/compare.json`` (rows of the same model, settings and base
+    fingerprint are kept; a row of the same label is replaced) and rewrite the markdown and
+    the plot. Returns the merged report."""
+    out_json = out / "compare.json"
+    with _locked(out):
+        merged = dict(report, scenarios=[])
+        if out_json.exists():
+            old = json.loads(out_json.read_text())
+            if (old.get("model"), old.get("settings")) == (report["model"],
+                                                           report["settings"]):
+                merged["scenarios"] = old["scenarios"]
+        sc = next((x for x in merged["scenarios"] if x["scenario"] == name), None)
+        if sc is None or sc["model_fingerprint"] != fingerprint:
+            sc = {"scenario": name, "concepts": SCENARIOS[name]["concepts"],
+                  "sequential": SCENARIOS[name].get("sequential", False), "rows": {},
+                  "model_fingerprint": fingerprint}
+        sc["rows"] = {**sc["rows"], label: row}
+        sc["command"] = command.replace("{variants}", ",".join(sc["rows"]))
+        merged["scenarios"] = sorted(
+            [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],
+            key=lambda x: list(SCENARIOS).index(x["scenario"]))
+        _write(out_json, json.dumps(merged, indent=2) + "\n")
+        _write(out / "compare.md", markdown(merged))
+        pareto_plot(merged, out / "compare_pareto.png")
+    return merged
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--num-images", type=int, default=8, help="images per prompt")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
@@ -219,12 +296,19 @@ def main() -> None:
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), default=None,
                     help="repeatable; default every scenario. Results already in --out with "
                          "the same model and settings are kept; rows of the variants run "
-                         "now are replaced.")
+                         "now are replaced, one by one as they finish.")
     ap.add_argument("--variants", default=None,
                     help="comma-separated labels (default: every variant whose method exists)")
+    ap.add_argument("--attacks", default="unlearndiffatk",
+                    help="comma-separated attacks run on every concept of every row ('' for "
+                         "none); the paraphrase probe always runs")
+    ap.add_argument("--attack-budget", action="append", default=[], metavar="ATTACK.FIELD=V",
+                    help="override an attack's ToyWorld budget (repeatable)")
+    ap.add_argument("--iterations", type=int, default=None,
+                    help="override every variant's iterations (reduced runs)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compare"))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     get_method("esd-x")  # fills the registry
     by_label = {v.label: v for v in VARIANTS}
     labels = args.variants.split(",") if args.variants else \
@@ -232,43 +316,38 @@ def main() -> None:
     unknown = [lab for lab in labels if lab not in by_label]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(by_label)}")
-    variants = [by_label[lab] for lab in labels]
+    attacks = tuple(a for a in args.attacks.split(",") if a)
+    try:  # checked before any model runs
+        budget = parse_budget(args.attack_budget)
+        plan_attacks(("paraphrase", *attacks), budget)
+    except UnseeError as err:
+        ap.error(str(err))
     settings = EvalSettings(num_images=args.num_images, steps=args.steps, seed=args.seed,
-                            cache_dir=args.work / "image-cache")
+                            cache_dir=args.work / "image-cache",
+                            attacks=("paraphrase", *attacks), attack_budget=budget)
     versions = library_versions()
     report: dict[str, Any] = {
         "model": args.model,
-        "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed},
+        "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed,
+                     "attacks": list(attacks), "attack_budget": budget,
+                     "iterations": args.iterations},
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
                    + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "scenarios": []}
-    todo = args.scenario or list(SCENARIOS)
-    out_json = args.out / "compare.json"
-    if out_json.exists():
-        old = json.loads(out_json.read_text())
-        if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
-            report["scenarios"] = old["scenarios"]
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name in todo:  # results are rewritten after each scenario
-        fresh = run_scenario(name, variants, settings, args.work, args.model)
-        kept = [sc for sc in report["scenarios"] if sc["scenario"] == name]
-        if kept and kept[0]["model_fingerprint"] == fresh["model_fingerprint"]:
-            # rows of variants not re-run this time stay (same model, seeds and settings)
-            fresh["rows"] = {**{k: v for k, v in kept[0]["rows"].items()
-                                if k not in fresh["rows"]}, **fresh["rows"]}
-        fresh["command"] = (f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario "
-                            f"{name} --variants {','.join(fresh['rows'])} "
-                            f"--num-images {args.num_images} --steps {args.steps} "
-                            f"--seed {args.seed}")
-        report["scenarios"] = [sc for sc in report["scenarios"] if sc["scenario"] != name]
-        report["scenarios"].append(fresh)
-        report["scenarios"].sort(key=lambda sc: list(SCENARIOS).index(sc["scenario"]))
-        out_json.write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "compare.md").write_text(markdown(report))
-        pareto_plot(report, args.out / "compare_pareto.png")
-        print(markdown(report), flush=True)
+    extra = "".join([f" --attacks {args.attacks}" if args.attacks != "unlearndiffatk" else "",
+                     *(f" --attack-budget {b}" for b in args.attack_budget),
+                     f" --iterations {args.iterations}" if args.iterations else ""])
+    for name in args.scenario or list(SCENARIOS):
+        command = (f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario {name} "
+                   f"--variants {{variants}} --num-images {args.num_images} --steps "
+                   f"{args.steps} --seed {args.seed}{extra}")
+        for label in labels:
+            fingerprint, row = run_variant(name, by_label[label], settings, args.work,
+                                           args.model, args.iterations)
+            merged = record(args.out, report, name, fingerprint, label, row, command)
+        print(markdown(merged), flush=True)
 
 
 if __name__ == "__main__":

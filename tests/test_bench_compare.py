@@ -1,0 +1,74 @@
+"""The method comparison benchmark (``bench/compare.py``) runs end to end on a reduced
+scenario: it erases, scores and attacks every variant it is given, merges each row into one
+table as it finishes, and names the command that reproduces the table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("bench_compare", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def reduced(tmp: Path, variants: str) -> list[str]:
+    """Star, 1 image per prompt, DDIM-6, 3 erasure iterations, a 3-iteration attack."""
+    return ["--scenario", "star", "--variants", variants, "--iterations", "3",
+            "--num-images", "1", "--steps", "6",
+            "--attack-budget", "unlearndiffatk.iterations=3",
+            "--attack-budget", "unlearndiffatk.images=1",
+            "--work", str(tmp / "work"), "--out", str(tmp / "out")]
+
+
+@pytest.mark.slow
+def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
+    compare.main(reduced(tmp_path, "uce,esd-x"))
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    (sc,) = report["scenarios"]
+    assert sc["scenario"] == "star" and list(sc["rows"]) == ["uce", "esd-x"]
+    for label, row in sc["rows"].items():
+        for key in ("erasure", "paraphrase_rate", "post_attack_erasure", "retain_accuracy",
+                    "neighbour_accuracy", "overall"):
+            assert 0.0 <= row[key] <= 1.0, (label, key, row[key])
+        assert row["fid"] > 0 and row["seconds"] > 0 and row["attack_seconds"] > 0
+        assert row["peak_rss_mb"] > 0 and row["parameters_changed"] > 0
+    # UCE's closed form erases star even in this reduced run; the base model draws it
+    assert sc["rows"]["uce"]["erasure"] > sc["rows"]["uce"]["erasure_base"]
+    assert sc["rows"]["esd-x"]["optimizer_steps"] == 3
+    assert report["settings"]["attacks"] == ["unlearndiffatk"]
+
+    # a later run of one variant replaces its row and keeps the other's
+    before = sc["rows"]["uce"]
+    compare.main(reduced(tmp_path, "esd-x"))
+    report = json.loads((tmp_path / "out" / "compare.json").read_text())
+    (sc,) = report["scenarios"]
+    assert sc["rows"]["uce"] == before and set(sc["rows"]) == {"uce", "esd-x"}
+
+    md = (tmp_path / "out" / "compare.md").read_text()
+    assert "| uce |" in md and "| esd-x |" in md and "post-attack" in md
+    # the named command reproduces the whole table: both variants, the reduced budgets
+    assert ("Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star "
+            "--variants uce,esd-x --num-images 1 --steps 6 --seed 0") in md
+    assert "--attack-budget unlearndiffatk.iterations=3" in md and "--iterations 3" in md
+    assert (tmp_path / "out" / "compare_pareto.png").stat().st_size > 0
+
+
+def test_bad_variant_or_attack_budget_stops_before_any_model_runs(compare, tmp_path):
+    with pytest.raises(SystemExit):
+        compare.main(reduced(tmp_path, "uce,no-such-method"))
+    with pytest.raises(SystemExit):
+        compare.main([*reduced(tmp_path, "uce"), "--attack-budget", "inversion.lr=0.1"])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
