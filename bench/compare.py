@@ -22,7 +22,8 @@ one whose method exists):
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
 base images, with the attacks of ``--attacks`` (default UnlearnDiffAtk at its ToyWorld
 budget) run on every concept. Columns: erasure, paraphrase erasure, post-attack erasure
-(1 - the attacked target rate, mean over concepts; the worst attack when several run),
+(1 - the target rate the strongest attack reaches, or the unattacked rate when that is
+higher; mean over concepts),
 retain and neighbour accuracy, judge-feature FID, overall (harmonic mean of erasure and
 retain), erasure seconds, attack seconds, peak RSS, optimiser steps and weights changed.
 ``--iterations`` overrides every variant's budget (reduced runs: the test suite's).
@@ -108,13 +109,17 @@ VARIANTS: tuple[Variant, ...] = (
 
 def summarise(card: dict[str, Any]) -> dict[str, Any]:
     """The numbers the tables show, from one scorecard (fractions, not percentages).
-    ``post_attack_erasure``: per concept 1 - the highest attacked target rate over the
+    ``post_attack_erasure``: per concept 1 - the highest target rate an attacker gets,
+    unattacked prompts included (an attack that makes things worse is not used), over the
     attacks that ran (models, not the paraphrase probe), averaged over concepts; None when
     no attack ran."""
     concepts = list(card["concepts"].values())
-    attacked = {c: max(a["target_rate_after"] for n, a in v.items() if n != "paraphrase")
-                for c, v in card.get("attacks", {}).items()
-                if any(n != "paraphrase" for n in v)}
+    attacked: dict[str, float] = {}
+    for c, by_attack in card.get("attacks", {}).items():
+        runs = [a for n, a in by_attack.items() if n != "paraphrase"]
+        if runs:
+            attacked[c] = max([runs[0]["target_rate_before"]]
+                              + [a["target_rate_after"] for a in runs])
     attack_seconds = sum(a["seconds"] + a["settings"].get("training_images_seconds", 0)
                          for v in card.get("attacks", {}).values()
                          for n, a in v.items() if n != "paraphrase")
@@ -174,7 +179,8 @@ def markdown(report: dict[str, Any]) -> str:
              + f"; {report['machine']}; {report['versions']}.",
              "erasure = 1 - share of target images judged as the concept (mean over concepts); "
              "paraphrase = the same on prompts without the concept word; post-attack = the "
-             "same on the attacked prompts (the strongest attack per concept); retain / "
+             "same on the attacked prompts (the strongest attack per concept, the unattacked "
+             "prompts when they do better); retain / "
              "neighbour = share of asked attributes judged as asked on the other concepts' "
              "prompts / on the target's superclass siblings; FID in judge-feature space "
              "against renders; overall = harmonic mean of erasure and retain; seconds = "
