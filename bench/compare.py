@@ -56,6 +56,7 @@ from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.attacks import parse_budget, plan_attacks
+from unsee.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -242,7 +243,7 @@ def pareto_plot(report: dict[str, Any], path: Path) -> None:
     ax.set_title("erasure vs retain (up and right is better)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, format="png")  # path may be a temporary name
     plt.close(fig)
 
 
@@ -256,12 +257,6 @@ def _locked(out: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label: str,
@@ -287,9 +282,10 @@ def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label
         merged["scenarios"] = sorted(
             [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],
             key=lambda x: list(SCENARIOS).index(x["scenario"]))
-        _write(out_json, json.dumps(merged, indent=2) + "\n")
-        _write(out / "compare.md", markdown(merged))
-        pareto_plot(merged, out / "compare_pareto.png")
+        text = json.dumps(merged, indent=2) + "\n"
+        atomic_write(out_json, lambda tmp: tmp.write_text(text))
+        atomic_write(out / "compare.md", lambda tmp: tmp.write_text(markdown(merged)))
+        atomic_write(out / "compare_pareto.png", lambda tmp: pareto_plot(merged, tmp))
     return merged
 
 
