@@ -60,16 +60,18 @@ def main() -> None:
     arts = dict(a.split("=", 1) for a in args.artifact)
     shapes = args.shapes.split(",")
     judge = load_judge()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     rows = {}
     for label, path in {"base": None, **arts}.items():
-        bundle = load_bundle("toyworld")
+        bundle = load_bundle("toyworld", device=device)
         if path is not None:
             apply_artifacts(bundle, [Path(path)])
         rows[label] = measure(bundle, judge, shapes, args.per_shape, args.steps)
         print(label, rows[label], flush=True)
     cpu = platform.processor() or platform.machine()
     report = {"shapes": shapes, "per_shape": args.per_shape, "steps": args.steps,
-              "artifacts": arts, "machine": f"{cpu}, {torch.get_num_threads()} torch threads",
+              "artifacts": arts, "machine": f"{cpu}, {torch.get_num_threads()} torch threads, "
+              + (torch.cuda.get_device_name(0) if device == "cuda" else "no GPU"),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "attribute_drift.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -17,7 +17,9 @@ one whose method exists):
 * ``sculpt`` (dynamic mask, KD as described) and its ablations ``sculpt-static`` (the
   warm-up mask kept all round), ``sculpt-nomask``, ``sculpt-nokd`` and ``sculpt-kd-released``
   (the released code's inert KD), ``sculpt@lr3e-4`` and ``sculpt@160`` (twice the
-  iterations per round), all at lr 3e-4; ``salun``; ``ca`` (Concept Ablation);
+  iterations per round), all at lr 3e-4; ``sculpt-frozen``, ``sculpt-align1``,
+  ``sculpt-frozen-align1`` and ``sculpt-frozen@160`` (lr 5e-4): attempts at sculpt's FID
+  rise; ``salun``; ``ca`` (Concept Ablation);
 
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
 base images, with the attacks of ``--attacks`` (default UnlearnDiffAtk at its ToyWorld
@@ -103,6 +105,12 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("sculpt-nomask", "sculpt", {"mask": "none"}, lr=3e-4),
     Variant("sculpt-nokd", "sculpt", {"kd": "off"}, lr=3e-4),
     Variant("sculpt-kd-released", "sculpt", {"kd": "released"}, lr=3e-4),
+    # attempts at sculpt's FID rise (issue 5, docs/methods.md): a target that does not move
+    # with the edit, a heavier superclass term, and a smaller lr over twice the iterations
+    Variant("sculpt-frozen", "sculpt", {"target": "frozen"}),
+    Variant("sculpt-align1", "sculpt", {"align_weight": 1.0}),
+    Variant("sculpt-frozen-align1", "sculpt", {"target": "frozen", "align_weight": 1.0}),
+    Variant("sculpt-frozen@160", "sculpt", {"target": "frozen"}, iterations=160, lr=5e-4),
     Variant("salun", "salun"),
     Variant("ca", "ca"),
 )
@@ -310,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="override every variant's iterations (reduced runs)")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compare"))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--machine-note", default="",
+                    help="appended to the machine line, e.g. how many runs shared it")
     args = ap.parse_args(argv)
     get_method("esd-x")  # fills the registry
     by_label = {v.label: v for v in VARIANTS}
@@ -335,7 +345,8 @@ def main(argv: list[str] | None = None) -> None:
                      "iterations": args.iterations},
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"),
+                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+                   + (f" ({args.machine_note})" if args.machine_note else ""),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "scenarios": []}
     extra = "".join([f" --attacks {args.attacks}" if args.attacks != "unlearndiffatk" else "",
