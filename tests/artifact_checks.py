@@ -15,3 +15,10 @@ def assert_same_delta(a_dir: Path, b_dir: Path, atol: float = 1e-6) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=atol), k
+
+
+def max_gap(a_dir: Path, b_dir: Path) -> float:
+    """Largest absolute difference between the delta tensors of two artifacts."""
+    a = load_file(str(Path(a_dir) / "delta.safetensors"))
+    b = load_file(str(Path(b_dir) / "delta.safetensors"))
+    return max(float((a[k] - b[k]).abs().max()) for k in a)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from devices import DEVICE
 from evaluate_fixtures import build_tiny_clip
 from unsee.artifacts import fingerprint
 from unsee.cli import app
@@ -49,6 +50,8 @@ def test_unknown_attack_is_refused_before_any_model_loads(tmp_path):
     (["--attacks", "inversion", "--attack-budget", "inversion.iterations=2.5"],
      "must be an integer"),
     (["--attacks", "inversion", "--attack-budget", "inversion.lr"], "ATTACK.FIELD=VALUE"),
+    (["--attacks", "resurgence", "--attack-budget", "resurgence.scope=everything"],
+     "resurgence.scope must be one of"),
     (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
 ])
 def test_eval_cli_bad_attack_settings_fail_with_one_line(extra, expect, tiny_sd, tmp_path):
@@ -162,17 +165,20 @@ GEN = atk.Generation(steps=20, guidance=3.0, batch_size=64)
 @pytest.fixture(scope="module")
 def weak_star(tmp_path_factory):
     """`star` weakly erased from ToyWorld (ESD-x, 15 iterations: the target rate drops, not
-    to zero), base-model star images to attack with, and the unattacked rate."""
+    to zero), base-model images to attack with (of star for the prompt attacks, of the
+    other concepts for resurgence), and the unattacked rate."""
     from unsee.erase.engine import EraseConfig, run_erasure
     from unsee.evaluate.metrics import target_rate
     from unsee.models.sampling import generate
 
-    bundle = load_bundle("toyworld")
+    bundle = load_bundle("toyworld", device=DEVICE)
     pset = toyworld_prompt_set(["star"])
     prompts = [p.prompt for p in pset.targets["star"]]
     target = atk.Target("star", "shape", frozenset({"star"}), prompts,
                         [list(range(N_IMAGES))] * len(prompts))
-    data = atk.training_set(bundle, prompts, 4, GEN, None, "star")
+    data = {"star": atk.training_set(bundle, prompts, 4, GEN, None, "star"),
+            "retain": atk.training_set(bundle, [p.prompt for p in pset.retain], 4, GEN, None,
+                                       "retain")}
     run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=15,
                             params={"ddim_steps": 20}),
                 tmp_path_factory.mktemp("weak") / "art", bundle=bundle)
@@ -186,11 +192,10 @@ def weak_star(tmp_path_factory):
 
 
 @pytest.mark.slow
-# Resurgence is not asserted: on ToyWorld, fine-tuning the weakly erased model on the other
-# shapes lowered the star rate further at every budget tried (docs/evaluation.md, Attacks).
-@pytest.mark.parametrize("name", ["unlearndiffatk", "inversion"])
+@pytest.mark.parametrize("name", ["unlearndiffatk", "inversion", "resurgence"])
 def test_attack_raises_the_target_rate_of_a_weakly_erased_model(name, weak_star):
     bundle, judge, target, data, before = weak_star
     budget = atk.plan_attacks([name]).budget(name, "toyworld")
-    outcome = atk.RUNNERS[name](bundle, judge, target, data, budget, GEN)
+    images = data["retain" if name == "resurgence" else "star"]
+    outcome = atk.RUNNERS[name](bundle, judge, target, images, budget, GEN)
     assert outcome.target_rate > before, (name, before, outcome.target_rate)

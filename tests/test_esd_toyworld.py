@@ -4,6 +4,7 @@ and the other shapes as before."""
 import numpy as np
 import pytest
 
+from devices import DEVICE
 from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.models.bundle import load_bundle
@@ -13,7 +14,7 @@ from unsee.toyworld.vocab import SHAPES
 @pytest.mark.slow
 def test_esd_x_erases_star_and_keeps_other_shapes(judge, tmp_path):
     n = 8
-    base = load_bundle("toyworld")
+    base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, n)
     # A 20-step trajectory instead of 50 keeps the test within a minute or two on 2 cores.
     res = run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=40,

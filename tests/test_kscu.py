@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from artifact_checks import assert_same_delta
+from devices import DEVICE
 from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.methods.kscu import KSCU, augmented_prompts, build_schedule
@@ -110,7 +111,7 @@ def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_s
 
 @pytest.mark.slow
 def test_kscu_erases_star_at_key_steps_and_keeps_other_shapes(judge, tmp_path):
-    base = load_bundle("toyworld")
+    base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, 8)
     res = run_erasure(EraseConfig(method="kscu", concepts=["star"]), tmp_path / "art",
                       bundle=base)

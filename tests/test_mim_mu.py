@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from devices import DEVICE, make_accelerator
 from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.forget_set import generate_set
@@ -70,7 +71,6 @@ def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, mon
 
 def _context(sd, **params):
     """A MiM-MU method on a tiny SD model, as the engine builds it (no training)."""
-    from accelerate import Accelerator
 
     from unsee.concepts import resolve_concept
     from unsee.erase.engine import ErasureContext
@@ -79,8 +79,9 @@ def _context(sd, **params):
     plan = validate(EraseConfig(method="mim-mu", concepts=["cat"], model=str(sd), batch_size=2,
                                 params={"forget_images": 2, "forget_steps": 3, "cache": False,
                                         **params}))
-    bundle = load_bundle(sd)
-    ctx = ErasureContext(plan, bundle, Accelerator(cpu=True), [resolve_concept("cat", None)],
+    accelerator = make_accelerator()
+    bundle = load_bundle(sd, device=accelerator.device)
+    ctx = ErasureContext(plan, bundle, accelerator, [resolve_concept("cat", None)],
                          select_parameters(bundle.unet, plan.scope))
     return MiMMU(plan.params, ctx), bundle
 
@@ -128,7 +129,7 @@ def test_forget_set_is_cached_and_a_damaged_entry_is_redrawn(tiny_sd, tmp_path):
 
 @pytest.mark.slow
 def test_mim_mu_erases_star_and_keeps_other_shapes(judge, tmp_path):
-    base = load_bundle("toyworld")
+    base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, 8)
     res = run_erasure(EraseConfig(method="mim-mu", concepts=["star"],
                                   params={"forget_steps": 20}), tmp_path / "art", bundle=base)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from artifact_checks import assert_same_delta
+from devices import DEVICE, make_accelerator, same
 from toyworld_rates import shape_rates
 from unsee.concepts import resolve_concept
 from unsee.erase.engine import EraseConfig, run_erasure, validate
@@ -114,7 +115,6 @@ def test_static_mask_threshold_is_global():
 
 def _method(sd, method, concepts=("cat", "dog"), **params):
     """A method on a tiny SD model as the engine builds it (no training loop)."""
-    from accelerate import Accelerator
 
     from unsee.erase.engine import ErasureContext
     from unsee.erase.scopes import select_parameters
@@ -124,8 +124,9 @@ def _method(sd, method, concepts=("cat", "dog"), **params):
                                 batch_size=2, iterations=4, sequential=True,
                                 params={"forget_images": 2, "forget_steps": 2, "cache": False,
                                         **params}))
-    bundle = load_bundle(sd)
-    ctx = ErasureContext(plan, bundle, Accelerator(cpu=True),
+    accelerator = make_accelerator()
+    bundle = load_bundle(sd, device=accelerator.device)
+    ctx = ErasureContext(plan, bundle, accelerator,
                          [resolve_concept(c, None, "animal") for c in concepts],
                          select_parameters(bundle.unet, plan.scope))
     return plan.method_cls(plan.params, ctx)
@@ -160,13 +161,13 @@ def test_kd_acts_only_when_earlier_concepts_exist(tiny_sd):
     g = _gradients(tiny_sd)
     (off0, _), (described0, parts0) = g["off", 0], g["described", 0]
     assert "kd" not in parts0
-    assert all(torch.equal(off0[n], described0[n]) for n in off0)
+    assert all(same(off0[n], described0[n]) for n in off0)
     (off1, _), (described1, parts1) = g["off", 1], g["described", 1]
     assert parts1["kd"] > 0
     assert any(not torch.allclose(off1[n], described1[n]) for n in off1)
     released1, parts_r = g["released", 1]
     assert parts_r["kd_inert"] > 0  # computed as released ...
-    assert all(torch.equal(off1[n], released1[n]) for n in off1)  # ... and never applied
+    assert all(same(off1[n], released1[n]) for n in off1)  # ... and never applied
 
 
 def test_ca_reads_concept_and_anchor_and_targets_the_frozen_anchor(tiny_sd):
@@ -259,7 +260,7 @@ def test_sequential_resume_is_exact_and_the_card_records_rounds(tiny_sd, tmp_pat
 
 @pytest.mark.slow
 def test_sequential_sculpt_forgets_both_shapes(judge, tmp_path):
-    base = load_bundle("toyworld")
+    base = load_bundle("toyworld", device=DEVICE)
     shapes = ("star", "hexagon")
     before = shape_rates(base, judge, 8, shapes=shapes)
     cfg = EraseConfig(method="sculpt", concepts=list(shapes), sequential=True, iterations=50,

@@ -79,8 +79,8 @@ def _check_edit(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
 
 
 def _kv(bundle) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in select_parameters(bundle.unet, "kv").items()
-            if n.endswith(".weight")}
+    return {n: p.detach().cpu().clone()
+            for n, p in select_parameters(bundle.unet, "kv").items() if n.endswith(".weight")}
 
 
 def test_transform_is_identity_without_erasure():
@@ -198,7 +198,7 @@ def test_stacks_with_a_fine_tuned_artifact(tiny_sd, tmp_path):
     apply_artifacts(fresh, [tmp_path / "uce"])
     stacked = dict(res.bundle.unet.named_parameters())
     for n, p in fresh.unet.named_parameters():
-        assert torch.allclose(p, stacked[n], atol=1e-5), n
+        assert torch.allclose(p, stacked[n].cpu(), atol=1e-5), n
     # and the other way round: a short ESD polish on the UCE artifact
     polish = run_erasure(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd),
                                      iterations=2, params={"ddim_steps": 4},

@@ -309,9 +309,17 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     if not resume:
         check_output_dir(out, overwrite)
     device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    if device == "auto":  # a model handed in is erased where it already lives
+        device = bundle.device.type if bundle is not None else \
+            "cuda" if torch.cuda.is_available() else "cpu"
+    if bundle is not None and bundle.device.type != torch.device(device).type:
+        raise UnseeError(f"the model passed in is on {bundle.device.type} but the run asks "
+                         f"for device {device!r}: move it first or use device='auto'")
+    try:
+        accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
+    except ValueError as err:  # accelerate keeps one device per process
+        raise UnseeError(f"cannot run on {device} in this process: {err.args[0].split(',')[0]}"
+                         "; start a new process for the other device") from err
     t_start = time.time()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()

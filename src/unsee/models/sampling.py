@@ -79,7 +79,8 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     g = bundle.default_guidance if guidance is None else guidance
     sched = bundle.scheduler()
     sched.set_timesteps(steps)
-    x = initial_noise(bundle, seeds) if latents is None else latents
+    # latents restored from a checkpoint arrive on the CPU
+    x = initial_noise(bundle, seeds) if latents is None else latents.to(bundle.device)
     cond = bundle.encode_prompts(list(prompts)) if context is None else context.to(
         bundle.device, bundle.dtype)
     uncond = bundle.encode_prompts(list(negative_prompts) if negative_prompts is not None

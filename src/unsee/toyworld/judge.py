@@ -152,12 +152,14 @@ def load_judge(path: Path = WEIGHTS_DIR) -> ToyJudge:
 @torch.no_grad()
 def predict_probs(model: ToyJudge, images: np.ndarray | torch.Tensor,
                   batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """Softmax probabilities per head: {attribute: (B, n_classes)}."""
+    """Softmax probabilities per head: {attribute: (B, n_classes)}, on the CPU; ``images``
+    may live on any device."""
+    device = next(model.parameters()).device
     x = to_tensor(images)
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in ATTRIBUTES}
     for i in range(0, len(x), batch_size):
-        for k, logits in model(x[i:i + batch_size]).items():
-            outs[k].append(logits.softmax(-1))
+        for k, logits in model(x[i:i + batch_size].to(device)).items():
+            outs[k].append(logits.softmax(-1).cpu())
     return {k: torch.cat(v) for k, v in outs.items()}
 
 
