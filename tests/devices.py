@@ -4,6 +4,7 @@ clash with the engine's on a GPU machine), else the CPU."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from accelerate import Accelerator
 
@@ -20,4 +21,9 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
     adds in backward passes make two identical computations differ in the last bits)."""
     if a.device.type == "cpu":
         return torch.equal(a, b)
-    return torch.allclose(a, b, rtol=1e-4, atol=1e-8)
+    return bool((a - b).abs().max() <= 1e-3 * b.abs().max() + 1e-12)
+
+
+#: bit-exact resume holds on the CPU; on CUDA two identical runs already differ slightly
+CPU_EXACT = pytest.mark.skipif(DEVICE != "cpu", reason="CUDA kernels are not reproducible "
+                               "run to run, so resume cannot be bit-exact there")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from artifact_checks import assert_same_delta
-from devices import DEVICE
+from devices import CPU_EXACT, DEVICE
 from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.methods.kscu import KSCU, augmented_prompts, build_schedule
@@ -85,6 +85,7 @@ def _cfg(sd, **kw):
     return EraseConfig(**base)
 
 
+@CPU_EXACT
 def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_sd, tmp_path,
                                                                          monkeypatch):
     straight = run_erasure(_cfg(tiny_sd), tmp_path / "straight")
