@@ -5,8 +5,9 @@ Scenarios (``--scenario``): ``star`` (single object), ``striped`` (style), ``thr
 of different superclasses, one round each; issue 5). Variants (``--variants``, default every
 one whose method exists):
 
-* ``esd-x``, ``esd-u``: ESD with its ToyWorld defaults (120 iterations); ``esd-x@25``:
-  ESD-x drawing its x_t from 25-step instead of 50-step trajectories (the demo's setting);
+* ``esd-x``, ``esd-u``, ``esd-all``, ``esd-x-strict``: ESD with its ToyWorld defaults (120
+  iterations), on cross-attention, everything but cross-attention, every parameter, the
+  cross-attention keys and values; ``esd-x@25``: ESD-x drawing its x_t from 25-step instead of 50-step trajectories (the demo's setting);
 * ``uce``: closed form;
 * ``kscu``: key steps with its task preset and trajectory reuse; ``kscu-noreuse``: the same
   table re-sampling every x_s from noise (the paper-era code), to measure what reuse saves;
@@ -83,6 +84,8 @@ VARIANTS: tuple[Variant, ...] = (
     # the demo's setting: 25-step trajectories, half ESD's sampling cost per iteration
     Variant("esd-x@25", "esd-x", {"ddim_steps": 25}),
     Variant("esd-u", "esd-u"),
+    Variant("esd-all", "esd-all"),
+    Variant("esd-x-strict", "esd-x-strict"),
     Variant("uce", "uce"),
     Variant("kscu", "kscu"),
     Variant("kscu-noreuse", "kscu", {"trajectory_reuse": False}),
@@ -178,6 +181,17 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _runs_on(report: dict[str, Any]) -> list[str]:
+    """The distinct machines (and library versions) the report's rows ran on."""
+    return list(dict.fromkeys(r["run_on"] for sc in report["scenarios"]
+                              for r in sc["rows"].values() if "run_on" in r))
+
+
+def _where(report: dict[str, Any]) -> str:
+    runs = _runs_on(report) or [f"{report['machine']}; {report['versions']}"]
+    return runs[0] if len(runs) == 1 else "rows ran on several machines (below each table)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     attacks = ", ".join(s.get("attacks", [])) or "none"
@@ -185,7 +199,7 @@ def markdown(report: dict[str, Any]) -> str:
              f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
              f"attacks: {attacks} at the ToyWorld budget"
              + (f" with {s['attack_budget']}" if s.get("attack_budget") else "")
-             + f"; {report['machine']}; {report['versions']}.",
+             + f"; {_where(report)}.",
              "erasure = 1 - share of target images judged as the concept (mean over concepts); "
              "paraphrase = the same on prompts without the concept word; post-attack = the "
              "same on the attacked prompts (the strongest attack per concept, the unattacked "
@@ -219,6 +233,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['seconds']:.1f} | {fmt(r.get('attack_seconds'), 1)} | "
                 f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
                 f"{r['parameters_changed']:,} |")
+        by_machine: dict[str, list[str]] = {}
+        for label, r in rows.items():
+            by_machine.setdefault(r.get("run_on", _where(report)), []).append(label)
+        if len(_runs_on(report)) > 1:  # rows filled in by runs on different machines
+            lines += [""] + [f"Run on {m}: {', '.join(labels)}."
+                             for m, labels in by_machine.items()]
         if len(sc["concepts"]) > 1:
             lines += ["", "Erasure per concept (after the last round when sequential), "
                       "post-attack in brackets:", "",
@@ -280,12 +300,16 @@ def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label
             if (old.get("model"), old.get("settings")) == (report["model"],
                                                            report["settings"]):
                 merged["scenarios"] = old["scenarios"]
+                for old_sc in merged["scenarios"]:  # rows from before rows said where
+                    for r in old_sc["rows"].values():
+                        r.setdefault("run_on", f"{old['machine']}; {old['versions']}")
         sc = next((x for x in merged["scenarios"] if x["scenario"] == name), None)
         if sc is None or sc["model_fingerprint"] != fingerprint:
             sc = {"scenario": name, "concepts": SCENARIOS[name]["concepts"],
                   "sequential": SCENARIOS[name].get("sequential", False), "rows": {},
                   "model_fingerprint": fingerprint}
-        sc["rows"] = {**sc["rows"], label: row}
+        run_on = f"{report['machine']}; {report['versions']}"
+        sc["rows"] = {**sc["rows"], label: {**row, "run_on": run_on}}
         sc["command"] = command.replace("{variants}", ",".join(sc["rows"]))
         merged["scenarios"] = sorted(
             [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],
