@@ -7,7 +7,8 @@ one whose method exists):
 
 * ``esd-x``, ``esd-u``, ``esd-all``, ``esd-x-strict``: ESD with its ToyWorld defaults (120
   iterations), on cross-attention, everything but cross-attention, every parameter, the
-  cross-attention keys and values; ``esd-x@25``: ESD-x drawing its x_t from 25-step instead of 50-step trajectories (the demo's setting);
+  cross-attention keys and values; ``esd-x@25``: ESD-x drawing its x_t from 25-step
+  instead of 50-step trajectories (the demo's setting);
 * ``uce``: closed form;
 * ``kscu``: key steps with its task preset and trajectory reuse; ``kscu-noreuse``: the same
   table re-sampling every x_s from noise (the paper-era code), to measure what reuse saves;
