@@ -50,15 +50,21 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     assert sc["rows"]["esd-x"]["optimizer_steps"] == 3
     assert report["settings"]["attacks"] == ["unlearndiffatk"]
 
-    # a later run of one variant replaces its row and keeps the other's
+    # a later run of one variant, on "another machine", replaces its row and keeps the other's
     before = sc["rows"]["uce"]
-    compare.main(reduced(tmp_path, "esd-x"))
+    compare.main([*reduced(tmp_path, "esd-x"), "--machine-note", "the second machine"])
     report = json.loads((tmp_path / "out" / "compare.json").read_text())
     (sc,) = report["scenarios"]
     assert sc["rows"]["uce"] == before and set(sc["rows"]) == {"uce", "esd-x"}
+    assert "(the second machine)" in sc["rows"]["esd-x"]["run_on"]
+    assert "(the second machine)" not in sc["rows"]["uce"]["run_on"]
 
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| uce |" in md and "| esd-x |" in md and "post-attack" in md
+    # each row says where it ran once rows come from different machines
+    assert "rows ran on several machines" in md
+    where = [ln for ln in md.splitlines() if ln.startswith("Run on ")]
+    assert len(where) == 2 and where[1].endswith(": esd-x.") and "second machine" in where[1]
     # the named command reproduces the whole table: both variants, the reduced budgets
     assert ("Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star "
             "--variants uce,esd-x --num-images 1 --steps 6 --seed 0") in md
