@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from unsee.artifacts import apply_artifacts
+from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
 from unsee.models.sampling import generate
 from unsee.toyworld.judge import load_judge, predict
@@ -74,7 +75,8 @@ def main() -> None:
               + (torch.cuda.get_device_name(0) if device == "cuda" else "no GPU"),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "attribute_drift.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(args.out / "attribute_drift.json", lambda tmp: tmp.write_text(text))
     cols = [(a, v) for a, vs in OPEN.items() for v in vs]
     lines = ["# Unasked attributes after erasure", "",
              f"\"a {{shape}}\" for {', '.join(shapes)}, {args.per_shape} seeds each, "
@@ -85,7 +87,8 @@ def main() -> None:
     for label, r in rows.items():
         lines.append(f"| {label} | {r['shape_accuracy']:.3f} | "
                      + " | ".join(f"{r[a][v]:.2f}" for a, v in cols) + " |")
-    (args.out / "attribute_drift.md").write_text("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    atomic_write(args.out / "attribute_drift.md", lambda tmp: tmp.write_text(table))
     print("\n".join(lines))
 
 

@@ -182,25 +182,27 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def _run_on(report: dict[str, Any]) -> str:
+    """Where a report's run happened: machine and library versions."""
+    return f"{report['machine']}; {report['versions']}"
+
+
 def _runs_on(report: dict[str, Any]) -> list[str]:
     """The distinct machines (and library versions) the report's rows ran on."""
-    return list(dict.fromkeys(r["run_on"] for sc in report["scenarios"]
-                              for r in sc["rows"].values() if "run_on" in r))
-
-
-def _where(report: dict[str, Any]) -> str:
-    runs = _runs_on(report) or [f"{report['machine']}; {report['versions']}"]
-    return runs[0] if len(runs) == 1 else "rows ran on several machines (below each table)"
+    return list(dict.fromkeys(r.get("run_on", _run_on(report)) for sc in report["scenarios"]
+                              for r in sc["rows"].values()))
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     attacks = ", ".join(s.get("attacks", [])) or "none"
+    runs = _runs_on(report) or [_run_on(report)]
     lines = ["# Method comparison on ToyWorld", "",
              f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
              f"attacks: {attacks} at the ToyWorld budget"
              + (f" with {s['attack_budget']}" if s.get("attack_budget") else "")
-             + f"; {_where(report)}.",
+             + "; " + (runs[0] if len(runs) == 1 else
+                       "rows ran on several machines (below each table)") + ".",
              "erasure = 1 - share of target images judged as the concept (mean over concepts); "
              "paraphrase = the same on prompts without the concept word; post-attack = the "
              "same on the attacked prompts (the strongest attack per concept, the unattacked "
@@ -236,8 +238,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['parameters_changed']:,} |")
         by_machine: dict[str, list[str]] = {}
         for label, r in rows.items():
-            by_machine.setdefault(r.get("run_on", _where(report)), []).append(label)
-        if len(_runs_on(report)) > 1:  # rows filled in by runs on different machines
+            by_machine.setdefault(r.get("run_on", _run_on(report)), []).append(label)
+        if len(runs) > 1:  # rows filled in by runs on different machines
             lines += [""] + [f"Run on {m}: {', '.join(labels)}."
                              for m, labels in by_machine.items()]
         if len(sc["concepts"]) > 1:
@@ -277,7 +279,7 @@ def pareto_plot(report: dict[str, Any], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(out: Path) -> Iterator[None]:
+def locked(out: Path) -> Iterator[None]:
     """Several bench processes may share ``--out``: each row is merged under a lock."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".compare.lock", "w") as fh:
@@ -294,7 +296,7 @@ def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label
     fingerprint are kept; a row of the same label is replaced) and rewrite the markdown and
     the plot. Returns the merged report."""
     out_json = out / "compare.json"
-    with _locked(out):
+    with locked(out):
         merged = dict(report, scenarios=[])
         if out_json.exists():
             old = json.loads(out_json.read_text())
@@ -303,14 +305,13 @@ def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label
                 merged["scenarios"] = old["scenarios"]
                 for old_sc in merged["scenarios"]:  # rows from before rows said where
                     for r in old_sc["rows"].values():
-                        r.setdefault("run_on", f"{old['machine']}; {old['versions']}")
+                        r.setdefault("run_on", _run_on(old))
         sc = next((x for x in merged["scenarios"] if x["scenario"] == name), None)
         if sc is None or sc["model_fingerprint"] != fingerprint:
             sc = {"scenario": name, "concepts": SCENARIOS[name]["concepts"],
                   "sequential": SCENARIOS[name].get("sequential", False), "rows": {},
                   "model_fingerprint": fingerprint}
-        run_on = f"{report['machine']}; {report['versions']}"
-        sc["rows"] = {**sc["rows"], label: {**row, "run_on": run_on}}
+        sc["rows"] = {**sc["rows"], label: {**row, "run_on": _run_on(report)}}
         sc["command"] = command.replace("{variants}", ",".join(sc["rows"]))
         merged["scenarios"] = sorted(
             [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],

@@ -30,6 +30,7 @@ import torch
 from unsee.artifacts import library_versions
 from unsee.concepts import toyworld_concept
 from unsee.erase.methods.mim_mu import strip_concept
+from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
 from unsee.models.sampling import generate
 from unsee.toyworld.judge import load_judge, predict
@@ -85,7 +86,8 @@ def main() -> None:
               "machine": f"{cpu}, {torch.get_num_threads()} torch threads",
               "versions": library_versions(), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "mi_optimum.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = json.dumps(report, indent=2) + "\n"
+    atomic_write(args.out / "mi_optimum.json", lambda tmp: tmp.write_text(text))
     heads = list(rows[0]["rates"])
     lines = ["# MiM-MU's best possible erasure on ToyWorld", "",
              f"Base model, {args.images} images per rate, DDIM-{args.steps}, seeds from "
@@ -100,7 +102,8 @@ def main() -> None:
         v = list(r["rates"].values())
         lines.append(f"| {r['concept']} | " + " | ".join(f"{x:.3f}" for x in v)
                      + f" | {1 - v[0]:.3f} | {1 - v[1]:.3f} |")
-    (args.out / "mi_optimum.md").write_text("\n".join(lines) + "\n")
+    table = "\n".join(lines) + "\n"
+    atomic_write(args.out / "mi_optimum.md", lambda tmp: tmp.write_text(table))
     print("\n".join(lines))
 
 

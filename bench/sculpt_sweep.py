@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import attribute_drift
 import compare
 from unsee.artifacts import apply_artifacts
 from unsee.evaluate import EvalSettings
+from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
 from unsee.toyworld.judge import load_judge
 
@@ -75,15 +77,15 @@ def main() -> None:
     apply_artifacts(bundle, [work / "sequential" / args.label])
     row["drift"] = attribute_drift.measure(bundle, load_judge(), KEPT, 24, 25)
     entry = {**row, "params": params, "iterations_per_round": iterations, "lr": lr,
-             "run_on": f"{compare.platform.machine()}, "
+             "run_on": f"{platform.machine()}, "
                        + (torch.cuda.get_device_name(0) if device == "cuda" else "CPU")}
-    with compare._locked(args.out):
+    with compare.locked(args.out):
         path = args.out / "sculpt_sweep.json"
         rows = json.loads(path.read_text()) if path.exists() else {}
         rows[args.label] = entry
         text = json.dumps(rows, indent=1) + "\n"
-        compare.atomic_write(path, lambda tmp: tmp.write_text(text))
-        compare.atomic_write(args.out / "sculpt_sweep.md",
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+        atomic_write(args.out / "sculpt_sweep.md",
                              lambda tmp: tmp.write_text(markdown(rows)))
     print(markdown({args.label: entry}), flush=True)
 

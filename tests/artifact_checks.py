@@ -8,10 +8,13 @@ import torch
 from safetensors.torch import load_file
 
 
+def _delta(art: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(Path(art) / "delta.safetensors"))
+
+
 def assert_same_delta(a_dir: Path, b_dir: Path, atol: float = 1e-6) -> None:
     """The delta tensors in ``a_dir`` and ``b_dir`` have the same names and agree to ``atol``."""
-    a = load_file(str(Path(a_dir) / "delta.safetensors"))
-    b = load_file(str(Path(b_dir) / "delta.safetensors"))
+    a, b = _delta(a_dir), _delta(b_dir)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], atol=atol), k
@@ -19,6 +22,5 @@ def assert_same_delta(a_dir: Path, b_dir: Path, atol: float = 1e-6) -> None:
 
 def max_gap(a_dir: Path, b_dir: Path) -> float:
     """Largest absolute difference between the delta tensors of two artifacts."""
-    a = load_file(str(Path(a_dir) / "delta.safetensors"))
-    b = load_file(str(Path(b_dir) / "delta.safetensors"))
+    a, b = _delta(a_dir), _delta(b_dir)
     return max(float((a[k] - b[k]).abs().max()) for k in a)

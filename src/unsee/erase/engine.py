@@ -34,7 +34,7 @@ from unsee.artifacts import (
 )
 from unsee.concepts import Concept, resolve_concept
 from unsee.erase.base import ClosedFormMethod, Method, build_params, get_method
-from unsee.erase.scopes import PRESETS, describe_scope, select_parameters
+from unsee.erase.scopes import PRESETS, describe_scope, train_only
 from unsee.errors import UnseeError
 from unsee.io import atomic_write, check_output_dir
 from unsee.models.bundle import Bundle, load_bundle
@@ -334,10 +334,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     vocab = bundle.vocabulary
     concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
                 for i, c in enumerate(cfg.concepts)]
-    params = select_parameters(bundle.unet, plan.scope)
-    bundle.unet.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
+    params = train_only(bundle.unet, plan.scope)
     if cfg.gradient_checkpointing:
         bundle.unet.enable_gradient_checkpointing()
     ctx = ErasureContext(plan, bundle, accelerator, concepts, params)

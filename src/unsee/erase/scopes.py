@@ -56,3 +56,13 @@ def select_parameters(unet: torch.nn.Module, scope: str) -> dict[str, torch.nn.P
     if not chosen:
         raise UnseeError(f"scope {scope!r} matches no parameter of this UNet")
     return chosen
+
+
+def train_only(unet: torch.nn.Module, scope: str) -> dict[str, torch.nn.Parameter]:
+    """Freeze every parameter of ``unet`` but those in ``scope``; returns those
+    (:func:`select_parameters`)."""
+    params = select_parameters(unet, scope)
+    unet.requires_grad_(False)
+    for p in params.values():
+        p.requires_grad_(True)
+    return params

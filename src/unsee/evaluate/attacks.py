@@ -405,16 +405,15 @@ def concept_inversion(bundle: Bundle, judge: Judge, target: Target, data: Forget
 
 def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
                budget: ResurgenceBudget, gen: Generation, seed: int = 0) -> Outcome:
-    """Fine-tune a copy of the bundle's current (erased) UNet, every parameter, with the
-    plain denoising loss on ``data`` (base-model images of *other* concepts with their
-    prompts), then draw the target prompts with the copy. The bundle is not changed."""
-    from unsee.erase.scopes import select_parameters
+    """Fine-tune a copy of the bundle's current (erased) UNet, its parameters in
+    ``budget.scope``, with the plain denoising loss on ``data`` (base-model images of
+    *other* concepts with their prompts), then draw the target prompts with the copy. The
+    bundle is not changed."""
+    from unsee.erase.scopes import train_only
 
     t0 = time.time()
-    unet = copy.deepcopy(bundle.unet).requires_grad_(False)
-    params = select_parameters(unet, budget.scope)
-    for p in params.values():
-        p.requires_grad_(True)
+    unet = copy.deepcopy(bundle.unet)
+    params = train_only(unet, budget.scope)
     opt = torch.optim.Adam(params.values(), lr=budget.lr)
     rng = torch.Generator().manual_seed(seed)
     x_all = data.latents.to(bundle.device, torch.float32)
