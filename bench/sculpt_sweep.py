@@ -40,6 +40,34 @@ GRID: dict[str, tuple[dict, int, float]] = {
     "current-align1-160": ({"align_weight": 1.0}, 160, 1e-3),
     "frozen-nomask-lr1e-3-160": ({"target": "frozen", "mask": "none"}, 160, 1e-3),
     "frozen-kd1-lr1e-3-160": ({"target": "frozen", "kd_weight": 1.0}, 160, 1e-3),
+    "current-lr1e-3-80": ({}, 80, 1e-3),
+    "current-align0-80": ({"align_weight": 0.0}, 80, 1e-3),
+    "current-align0-lr5e-4-160": ({"align_weight": 0.0}, 160, 5e-4),
+    "current-n64-80": ({"forget_images": 64}, 80, 1e-3),
+    "current-n64-240": ({"forget_images": 64}, 240, 1e-3),
+    "current-n100-160": ({"forget_images": 100}, 160, 1e-3),
+    "frozen-n64-160": ({"target": "frozen", "forget_images": 64}, 160, 1e-3),
+    "current-g1.5-80": ({"set_guidance": 1.5}, 80, 1e-3),
+    "g1.5-lr1e-3-120": ({"set_guidance": 1.5}, 120, 1e-3),
+    "g1.5-lr1e-3-160": ({"set_guidance": 1.5}, 160, 1e-3),
+    "g1.5-lr2e-3-80": ({"set_guidance": 1.5}, 80, 2e-3),
+    "g1-lr1e-3-160": ({"set_guidance": 1.0}, 160, 1e-3),
+    "g2-lr1e-3-80": ({"set_guidance": 2.0}, 80, 1e-3),
+    "g2-lr1e-3-120": ({"set_guidance": 2.0}, 120, 1e-3),
+    "g1.5-kd1-lr1e-3-160": ({"set_guidance": 1.5, "kd_weight": 1.0}, 160, 1e-3),
+    "g1.5-n64-lr1e-3-240": ({"set_guidance": 1.5, "forget_images": 64}, 240, 1e-3),
+    "g1.5-lr1e-3-200": ({"set_guidance": 1.5}, 200, 1e-3),
+    "g1.5-lr1e-3-240": ({"set_guidance": 1.5}, 240, 1e-3),
+    "g1.5-lr1.5e-3-120": ({"set_guidance": 1.5}, 120, 1.5e-3),
+    "g1.5-lr1.5e-3-160": ({"set_guidance": 1.5}, 160, 1.5e-3),
+    "g1.75-lr1e-3-120": ({"set_guidance": 1.75}, 120, 1e-3),
+    "g1.75-lr1e-3-160": ({"set_guidance": 1.75}, 160, 1e-3),
+    "g1.5-align0.5-lr1e-3-160": ({"set_guidance": 1.5, "align_weight": 0.5}, 160, 1e-3),
+    "g1.5-nomask-lr1e-3-160": ({"set_guidance": 1.5, "mask": "none"}, 160, 1e-3),
+    "g1.5-anchor3-lr1e-3-160": ({"set_guidance": 1.5, "anchor_guidance": 3.0}, 160, 1e-3),
+    "g3-anchor1.5-lr1e-3-160": ({"set_guidance": 3.0, "anchor_guidance": 1.5}, 160, 1e-3),
+    "align0.1-lr1e-3-80": ({"align_weight": 0.1}, 80, 1e-3),
+    "align0.1-lr1e-3-160": ({"align_weight": 0.1}, 160, 1e-3),
 }
 KEPT = ["square", "triangle", "circle", "crescent", "cross"]
 
@@ -48,8 +76,10 @@ def markdown(rows: dict[str, dict]) -> str:
     lines = ["# Sculpt settings on the sequential scenario (star, heart, hexagon, arrow)", "",
              "4 images per prompt, DDIM 25, seed 0, paraphrase probe only; shape acc. = "
              '"a {shape}" for the five kept shapes, 24 seeds each (base 0.983); base FID '
-             "347. Command: `python bench/sculpt_sweep.py LABEL`; machine: "
-             + ", ".join(sorted({r["run_on"] for r in rows.values()})) + ".", "",
+             "347, measured on the benchmark's 20 retain images (its seed noise: "
+             "`fid_noise.md`). Command: `python bench/sculpt_sweep.py LABEL`; machines: "
+             + " / ".join(sorted({r["run_on"] for r in rows.values()}))
+             + " (labels ending in `@cpu` ran on the CPU).", "",
              "| setting | params | it/round | lr | erasure (star, heart, hexagon, arrow) | "
              "retain | FID | shape acc. |", "|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
@@ -82,7 +112,8 @@ def main() -> None:
     with compare.locked(args.out):
         path = args.out / "sculpt_sweep.json"
         rows = json.loads(path.read_text()) if path.exists() else {}
-        rows[args.label] = entry
+        # a CPU row keeps its own key: sampling on a GPU is not bit-identical to the CPU's
+        rows[args.label + ("" if device == "cuda" else "@cpu")] = entry
         text = json.dumps(rows, indent=1) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
         atomic_write(args.out / "sculpt_sweep.md",

@@ -207,12 +207,29 @@ def test_salun_mask_is_a_global_top_half_of_the_saliency(tiny_sd):
     ("sculpt", {"target": "anchor"}, r"sculpt\.target"),
     ("sculpt", {"density": 0}, r"sculpt\.density"),
     ("sculpt", {"template": "a photo"}, r"sculpt\.template"),
+    ("sculpt", {"set_guidance": -1.0}, r"sculpt\.set_guidance"),
+    ("salun", {"anchor_guidance": -1.0}, r"salun\.anchor_guidance"),
     ("salun", {"mask_fraction": 1.5}, r"salun\.mask_fraction"),
     ("ca", {"target": "frozen"}, r"ca\.target"),
 ])
 def test_bad_params_are_refused_before_loading(method, params, message):
     with pytest.raises(UnseeError, match=message):
         validate(EraseConfig(method=method, concepts=["star"], params=params))
+
+
+def test_image_sets_are_drawn_at_their_guidance(tiny_sd):
+    from unsee.models.sampling import ddim_sample
+
+    m = _method(tiny_sd, "sculpt", mask="none", set_guidance=1.0, anchor_guidance=2.0)
+    bundle, fs, an = m.ctx.bundle, m.forget["cat"], m.anchor["cat"]
+    assert bundle.default_guidance not in (1.0, 2.0)
+    concept, _ = ddim_sample(bundle, fs.prompts, fs.seeds, steps=2, guidance=1.0)
+    assert same(fs.latents, concept)
+    assert not same(fs.latents, ddim_sample(bundle, fs.prompts, fs.seeds, steps=2)[0])
+    # anchor images keep the concept as negative prompt at their own scale
+    anchor, _ = ddim_sample(bundle, an.prompts, an.seeds, steps=2, guidance=2.0,
+                            negative_prompts=["cat"] * len(an))
+    assert same(an.latents, anchor)
 
 
 def test_anchors_superclass_map_and_overrides():

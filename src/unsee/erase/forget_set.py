@@ -82,8 +82,9 @@ def generate_set(bundle: Bundle, prompts: list[str], seeds: list[int], *, negati
 
 
 def forget_set(bundle: Bundle, name: str, prompts: list[str], n: int, seed: int, *,
-               steps: int = 50, cache_dir: Path | None = None) -> ForgetSet:
+               steps: int = 50, guidance: float | None = None,
+               cache_dir: Path | None = None) -> ForgetSet:
     """``n`` images of concept ``name``, cycling through ``prompts``; seeds ``seed..seed+n-1``."""
     cycled = [prompts[i % len(prompts)] for i in range(n)]
     return generate_set(bundle, cycled, list(range(seed, seed + n)), steps=steps,
-                        cache_dir=cache_dir, description=f"forget set: {name}")
+                        guidance=guidance, cache_dir=cache_dir, description=f"forget set: {name}")

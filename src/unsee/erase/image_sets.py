@@ -29,6 +29,8 @@ ANCHOR_SEED_OFFSET = 1_000_000
 class ImageSetParams:
     forget_images: int = 0  # images per concept and per anchor; 0: 100 on SD, 16 on ToyWorld
     forget_steps: int = 50  # DDIM steps used to draw them
+    set_guidance: float = 0.0  # CFG scale used to draw them; 0: the model's default
+    anchor_guidance: float = 0.0  # CFG scale of the anchor sets; 0: as set_guidance
     cache: bool = True  # keep the sets on disk ($UNSEE_CACHE/forget-sets)
     # applied to every concept and anchor prompt; Sculpting Memory's Imagenette runs used
     # "a photo of {}"
@@ -36,9 +38,11 @@ class ImageSetParams:
 
     def check_sets(self, method: str) -> None:
         """Validation shared by the subclasses' ``__post_init__``."""
-        if self.forget_images < 0 or self.forget_steps < 1:
-            raise UnseeError(f"{method}.forget_images must be >= 0 (0: the model family's "
-                             f"default) and {method}.forget_steps >= 1")
+        if min(self.forget_images, self.set_guidance, self.anchor_guidance) < 0 \
+                or self.forget_steps < 1:
+            raise UnseeError(f"{method}.forget_images, {method}.set_guidance and "
+                             f"{method}.anchor_guidance must be >= 0 (0: the default) and "
+                             f"{method}.forget_steps >= 1")
         if "{}" not in self.template:
             raise UnseeError(f"{method}.template must contain {{}} (got {self.template!r})")
 
@@ -71,7 +75,7 @@ def prompt_images(ctx: ErasureContext, p: ImageSetParams, name: str,
     """``set_size`` images cycling through ``prompts`` (already templated)."""
     cache = default_forget_cache() if p.cache else None
     return forget_set(ctx.bundle, name, prompts, set_size(p, ctx), ctx.plan.cfg.seed,
-                      steps=p.forget_steps, cache_dir=cache)
+                      steps=p.forget_steps, guidance=p.set_guidance or None, cache_dir=cache)
 
 
 def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
@@ -86,6 +90,7 @@ def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> F
         if seeds:
             parts.append(generate_set(ctx.bundle, [a_prompt] * len(seeds), seeds,
                                       negative=c_prompt, steps=p.forget_steps,
+                                      guidance=p.anchor_guidance or p.set_guidance or None,
                                       cache_dir=cache, description=f"anchor set: {concept.anchor}"))
     return ForgetSet(torch.cat([s.latents for s in parts]),
                      [q for s in parts for q in s.prompts], [v for s in parts for v in s.seeds])

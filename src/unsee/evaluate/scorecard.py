@@ -291,12 +291,13 @@ def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalProm
                       else f"CLIP image embeddings ({clip.source})" if clip else None)
     real = None
     if bundle.vocabulary == "toyworld" and isinstance(judge, FeatureJudge) and pset.retain:
-        real = _real_features(judge, [i.prompt for i in items if i.section == "retain"])
+        real = toyworld_reference_features(
+            judge, [i.prompt for i in items if i.section == "retain"])
     return _Context(bundle, judge, clip, pset, file_rows, items, frozenset(grid), s, guidance,
                     ImageCache(s.cache_dir), resolved, feature_source, real, plan)
 
 
-def _real_features(judge: FeatureJudge, prompts: Sequence[EvalPrompt]) -> np.ndarray:
+def toyworld_reference_features(judge: FeatureJudge, prompts: Sequence[EvalPrompt]) -> np.ndarray:
     """Judge features of ToyWorld renders drawn with the attributes the retain prompts ask
     (cycled to at least :data:`MIN_REAL_IMAGES`): the "real images" of the Frechet distance."""
     from unsee.toyworld.render import render_dataset
