@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import compare
 from unsee.artifacts import apply_artifacts
 from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
@@ -69,11 +69,8 @@ def main() -> None:
             apply_artifacts(bundle, [Path(path)])
         rows[label] = measure(bundle, judge, shapes, args.per_shape, args.steps)
         print(label, rows[label], flush=True)
-    cpu = platform.processor() or platform.machine()
     report = {"shapes": shapes, "per_shape": args.per_shape, "steps": args.steps,
-              "artifacts": arts, "machine": f"{cpu}, {torch.get_num_threads()} torch threads, "
-              + (torch.cuda.get_device_name(0) if device == "cuda" else "no GPU"),
-              "rows": rows}
+              "artifacts": arts, "machine": compare.machine(), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
     atomic_write(args.out / "attribute_drift.json", lambda tmp: tmp.write_text(text))

@@ -178,6 +178,13 @@ def run_variant(name: str, v: Variant, settings: EvalSettings, work: Path, model
         "evaluation_seconds": round(time.time() - t0, 1), **summarise(res.scorecard)}
 
 
+def machine() -> str:
+    """This machine for a results table: CPU, torch threads, GPU."""
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}"
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+import compare
 from unsee.artifacts import library_versions
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.models.bundle import load_bundle
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}"
 
 
 def main() -> None:
@@ -52,7 +46,7 @@ def main() -> None:
                      "seconds_per_concept": round(wall, 1),
                      "peak_rss_mb": cost["peak_rss_mb"],
                      "parameters_changed": cost["parameters_changed"]})
-    meta = {"machine": machine(), "versions": library_versions(), "model": args.model}
+    meta = {"machine": compare.machine(), "versions": library_versions(), "model": args.model}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "esd_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [f"ESD speed on `{args.model}` ({meta['machine']}; torch {torch.__version__}).", "",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -76,6 +75,13 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rows_measured_with(path: Path, settings: dict) -> dict:
+    """The rows of the results file at ``path`` if it was measured with ``settings`` (rows
+    measured otherwise do not compare), else none. Call under ``compare.locked``."""
+    report = json.loads(path.read_text()) if path.exists() else {}
+    return report["rows"] if all(report.get(k) == v for k, v in settings.items()) else {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--artifact", action="append", default=[], metavar="LABEL=PATH",
@@ -97,13 +103,9 @@ def main() -> None:
     settings = {"scenario": args.scenario, "per_prompt": args.per_prompt, "group": args.group,
                 "steps": args.steps}
     with compare.locked(args.out):
-        report = json.loads(path.read_text()) if path.exists() else {"rows": {}}
-    if any(report.get(k) != v for k, v in settings.items()):
-        report = {"rows": {}}  # rows measured with other settings do not compare
-    machine = (f"{platform.machine()}, {torch.get_num_threads()} torch threads, "
-               + (torch.cuda.get_device_name(0) if device == "cuda" else "no GPU"))
+        report = {"rows": _rows_measured_with(path, settings)}
     report.update(settings, prompts=len(prompts), reference_images=len(reference),
-                  machine=machine)
+                  machine=compare.machine())
     # the base row is measured once per settings: it is what every artifact compares with
     todo = ({} if "base" in report["rows"] else {"base": None}) | arts
     for label, art in todo.items():
@@ -115,10 +117,7 @@ def main() -> None:
         print(label, {k: v for k, v in report["rows"][label].items() if k != "group_fid"},
               flush=True)
     with compare.locked(args.out):  # merge with rows other processes wrote meanwhile
-        if path.exists():
-            current = json.loads(path.read_text())
-            if all(current.get(k) == v for k, v in settings.items()):
-                report["rows"] = current["rows"] | report["rows"]
+        report["rows"] = _rows_measured_with(path, settings) | report["rows"]
         text = json.dumps(report, indent=1) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
         atomic_write(args.out / "fid_noise.md", lambda tmp: tmp.write_text(markdown(report)))

@@ -116,8 +116,7 @@ def main() -> None:
         rows[args.label + ("" if device == "cuda" else "@cpu")] = entry
         text = json.dumps(rows, indent=1) + "\n"
         atomic_write(path, lambda tmp: tmp.write_text(text))
-        atomic_write(args.out / "sculpt_sweep.md",
-                             lambda tmp: tmp.write_text(markdown(rows)))
+        atomic_write(args.out / "sculpt_sweep.md", lambda tmp: tmp.write_text(markdown(rows)))
     print(markdown({args.label: entry}), flush=True)
 
 
