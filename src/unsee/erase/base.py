@@ -2,7 +2,8 @@
 
 A method subclasses :class:`Method`, sets its default ``scope`` and ``Params`` dataclass,
 and implements :meth:`Method.loss` with the engine's :class:`ErasureContext` helpers
-(x_t sources, frozen and trainable predictions). Optional hooks: ``mask`` (a gradient mask
+(x_t sources, frozen and trainable predictions and denoising targets, all in the run's loss
+space: the model's native prediction or epsilon). Optional hooks: ``mask`` (a gradient mask
 policy), ``start_round`` / ``end_round`` (rounds; one unless sequential) and ``state_dict``
 (for checkpoints).
 """
@@ -44,10 +45,12 @@ class Method:
         self.mask: MaskPolicy | None = None
 
     @classmethod
-    def plan_defaults(cls, params: Any, family: str, concepts: list[Concept]) -> dict[str, Any]:
-        """Defaults for iterations, lr, batch_size, lr_schedule and scope on a model
-        ``family`` ("toyworld" or "sd"). Methods whose defaults depend on their parameters
-        or on the concepts (KSCU's task presets) override this; it runs before any model is
+    def plan_defaults(cls, params: Any, family: str, concepts: list[Concept],
+                      sequential: bool = False) -> dict[str, Any]:
+        """Defaults for iterations (per round), lr, batch_size, lr_schedule and scope on a
+        model ``family`` ("toyworld" or "sd"); ``sequential``: one round per concept.
+        Methods whose defaults depend on their parameters or on the concepts (KSCU's task
+        presets and per-concept budgets) override this; it runs before any model is
         loaded, so it is also where such choices are validated."""
         return dict(cls.defaults.get(family, {}))
 

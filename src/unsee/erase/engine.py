@@ -38,7 +38,14 @@ from unsee.erase.scopes import PRESETS, describe_scope, train_only
 from unsee.errors import UnseeError
 from unsee.io import atomic_write, check_output_dir
 from unsee.models.bundle import Bundle, load_bundle
-from unsee.models.sampling import ddim_sample, initial_noise, to_eps
+from unsee.models.sampling import (
+    LOSS_SPACES,
+    ddim_sample,
+    denoising_target,
+    eps_error_scale,
+    initial_noise,
+    to_loss_space,
+)
 from unsee.progress import progress_bar
 
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
@@ -64,6 +71,9 @@ class EraseConfig:
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 25
+    # native: losses compare the model's own predictions (v on v-models); epsilon: the
+    # epsilon predictions (reproduces runs made before issue 19)
+    loss_space: str = "native"
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -136,7 +146,7 @@ def validate(cfg: EraseConfig) -> Plan:
     concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
                 for i, c in enumerate(cfg.concepts)]
     family = "toyworld" if vocab == "toyworld" else "sd"
-    d = cls.plan_defaults(params, family, concepts)
+    d = cls.plan_defaults(params, family, concepts, cfg.sequential)
     iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
     lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
     batch = cfg.batch_size if cfg.batch_size is not None else d.get("batch_size", 1)
@@ -157,6 +167,9 @@ def validate(cfg: EraseConfig) -> Plan:
                          "'re:<regex>'")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise UnseeError("mixed_precision must be no, fp16 or bf16")
+    if cfg.loss_space not in LOSS_SPACES:
+        raise UnseeError(f"loss_space must be one of {', '.join(LOSS_SPACES)} "
+                         f"(got {cfg.loss_space!r})")
     for art in cfg.on:
         read_card(Path(art))
     if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
@@ -168,7 +181,10 @@ class ErasureContext:
     """What a method sees: the model, its frozen start, concepts and x_t sources.
 
     Shapes: ``x_t`` (B, C, h, w) latents; ``t`` (B,) integer timesteps; text contexts
-    (B, L, D). Predictions are always epsilon, whatever the model predicts.
+    (B, L, D). Predictions and targets are in the run's loss space (``cfg.loss_space``):
+    the model's own output (``native``: v on v-prediction models) or epsilon
+    (:mod:`unsee.models.sampling`). A target combining predictions at the same x_t with
+    weights summing to one is the same combination in either space.
     """
 
     def __init__(self, plan: Plan, bundle: Bundle, accelerator, concepts: list[Concept],
@@ -209,35 +225,55 @@ class ErasureContext:
     def encode(self, prompts: list[str]) -> torch.Tensor:
         return self.bundle.encode_prompts(prompts)
 
-    def _eps(self, unet, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-             params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    @property
+    def loss_space(self) -> str:
+        """``native`` or ``epsilon``: the space predictions and targets are compared in."""
+        return self.plan.cfg.loss_space
+
+    def _pred(self, unet, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+              params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         if params is None:
             out = unet(x_t, t, context).sample
         else:
             out = torch.func.functional_call(unet, params, (x_t, t, context)).sample
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return to_eps(out.float(), x_t.float(), ab, self.bundle.prediction_type)
+        return to_loss_space(out.float(), x_t.float(), ab, self.bundle.prediction_type,
+                             self.loss_space)
 
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Trainable epsilon prediction of the model being edited (gradients flow)."""
+    def pred(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Trainable prediction of the model being edited (gradients flow), in the loss space."""
         with self.accelerator.autocast():
-            return self._eps(self.unet, x_t, t, context)
-
-    @torch.no_grad()
-    def frozen_eps(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                   values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Epsilon prediction of the model as it was when this run started, or with the
-        trainable tensors set to ``values`` (e.g. a teacher snapshot taken at a round's start)."""
-        with self.accelerator.autocast():
-            return self._eps(self.raw_unet, x_t, t, context,
-                             self.start_values if values is None else values)
+            return self._pred(self.unet, x_t, t, context)
 
     @torch.no_grad()
-    def current_eps(self, x_t: torch.Tensor, t: torch.Tensor,
-                    context: torch.Tensor) -> torch.Tensor:
-        """Epsilon prediction of the model being edited, without gradients."""
+    def frozen_pred(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                    values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Prediction of the model as it was when this run started, or with the trainable
+        tensors set to ``values`` (e.g. a teacher snapshot taken at a round's start)."""
         with self.accelerator.autocast():
-            return self._eps(self.raw_unet, x_t, t, context)
+            return self._pred(self.raw_unet, x_t, t, context,
+                              self.start_values if values is None else values)
+
+    @torch.no_grad()
+    def current_pred(self, x_t: torch.Tensor, t: torch.Tensor,
+                     context: torch.Tensor) -> torch.Tensor:
+        """Prediction of the model being edited, without gradients."""
+        with self.accelerator.autocast():
+            return self._pred(self.raw_unet, x_t, t, context)
+
+    def denoising_target(self, x0: torch.Tensor, noise: torch.Tensor,
+                         t: torch.Tensor) -> torch.Tensor:
+        """The loss-space target (B, C, h, w) of x_t = :meth:`noised` (x0, t, noise): the
+        noise in epsilon space, v = sqrt(a) noise - sqrt(1-a) x0 natively on v-models."""
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return denoising_target(x0.float(), noise.float(), ab, self.bundle.prediction_type,
+                                self.loss_space)
+
+    def eps_error_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """(B,) factors c(t): a squared epsilon error is c(t) times the loss-space one
+        (:func:`unsee.models.sampling.eps_error_scale`)."""
+        return eps_error_scale(self.alphas_cumprod[t], self.bundle.prediction_type,
+                               self.loss_space)
 
     # -- x_t sources -----------------------------------------------------------------
     @torch.no_grad()

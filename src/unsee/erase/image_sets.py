@@ -107,11 +107,14 @@ def epoch_indices(seed: int, stream: int, epoch: int, n: int, batch: int,
 
 def noised_batch(ctx: ErasureContext, images: ForgetSet, idx: np.ndarray, t: torch.Tensor,
                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(x_t, noise, prompts) for images ``idx`` noised at ``t`` with fresh noise from ``rng``."""
+    """(x_t, target, prompts) for images ``idx`` noised at ``t`` with fresh noise from
+    ``rng``; ``target`` is the denoising target in the run's loss space (the noise, or v
+    natively on v-prediction models: :meth:`ErasureContext.denoising_target`)."""
     x0 = images.latents[torch.from_numpy(idx).to(images.latents.device)].to(ctx.device)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     noise = torch.randn(x0.shape, generator=g).to(ctx.device)
-    return ctx.noised(x0, t, noise), noise, [images.prompts[int(i)] for i in idx]
+    return (ctx.noised(x0, t, noise), ctx.denoising_target(x0, noise, t),
+            [images.prompts[int(i)] for i in idx])
 
 
 def random_timesteps(ctx: ErasureContext, rng: np.random.Generator, b: int) -> torch.Tensor:

@@ -6,8 +6,9 @@ prompts at the scorecard's seeds, judged like the scorecard's own, so its
 - ``unlearndiffatk`` (Zhang et al., ECCV 2024): per target prompt, ``k`` soft prefix tokens
   are optimised in the text encoder's input-embedding space so that the *erased* model, used
   as its own diffusion classifier, denoises base-model images of the prompt well:
-  ``min_c' E_t,eps || eps_erased(x_t, [c'; prompt], t) - eps ||^2``; then the prefixed
-  prompts are generated.
+  ``min_c' E_t,eps || f_erased(x_t, [c'; prompt], t) - f*(x0, eps, t) ||^2`` in the model's
+  native prediction space (f* = eps, or v on v-prediction models; :func:`denoising_target`);
+  then the prefixed prompts are generated.
 - ``inversion`` (concept inversion, Pham et al., ICLR 2024): one new token embedding, put
   where the concept word stood in the target prompts, learnt with the same loss on the same
   kind of base-model images (textual inversion against the erased model).
@@ -44,7 +45,7 @@ from unsee.errors import UnseeError
 from unsee.evaluate import metrics
 from unsee.evaluate.judges import Judge
 from unsee.models.bundle import Bundle
-from unsee.models.sampling import generate, predict_eps
+from unsee.models.sampling import denoising_target, generate, predict
 from unsee.models.text import SlotTokens
 
 #: Attack names, in the order the scorecard and the report list them.
@@ -238,14 +239,19 @@ def training_set(bundle: Bundle, prompts: Sequence[str], per_prompt: int, gen: G
 
 
 def denoising_loss(bundle: Bundle, unet: torch.nn.Module, x0: torch.Tensor,
-                   context: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared epsilon error of ``unet`` on ``x0`` (B, C, h, w) noised with ``noise``
-    at integer timesteps ``t`` (B,), under ``context`` (B, L, D): the diffusion-classifier
-    loss of UnlearnDiffAtk and the plain training loss of inversion and resurgence."""
+                   context: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                   space: str = "native") -> torch.Tensor:
+    """Mean squared error of ``unet``'s prediction on ``x0`` (B, C, h, w) noised with
+    ``noise`` at integer timesteps ``t`` (B,), under ``context`` (B, L, D), against the
+    denoising target: the diffusion-classifier loss of UnlearnDiffAtk and the plain training
+    loss of inversion and resurgence. ``space``: ``native`` (the model's own target, as the
+    official scripts train: v on v-prediction models) or ``epsilon`` (epsilon errors, which
+    weigh a v-model's errors by alphabar_t; :mod:`unsee.models.sampling`)."""
     ab = bundle.alphas_cumprod()[t].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    eps = predict_eps(bundle, unet, x_t.to(bundle.dtype), t, context)
-    return torch.nn.functional.mse_loss(eps.float(), noise.float())
+    pred = predict(bundle, unet, x_t.to(bundle.dtype), t, context, space)
+    target = denoising_target(x0, noise, ab, bundle.prediction_type, space)
+    return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
 def _draw(bundle: Bundle, x0: torch.Tensor, rng: torch.Generator

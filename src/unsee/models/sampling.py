@@ -1,7 +1,15 @@
-"""DDIM sampling with classifier-free guidance, and the prediction-type conversions.
+"""DDIM sampling with classifier-free guidance, and the prediction spaces losses compare in.
 
-Every method forms its targets in epsilon space whatever the model predicts, so
-v-prediction models (SD 2.x, ToyWorld) go through :func:`to_eps` first.
+Erasure methods and attacks compare predictions in a *loss space* (:data:`LOSS_SPACES`):
+``native`` is the model's own output (epsilon on SD 1.x, v on SD 2.x and ToyWorld, x0 for
+``sample`` models), ``epsilon`` converts every output to an epsilon prediction first
+(:func:`to_eps`). At a fixed x_t the conversion is affine in the output, so a target made of
+predictions at the same x_t with weights summing to one (negative guidance, an anchor's
+prediction) is the same combination in either space; a data target (the noise drawn for a
+training image) has its own form in each space (:func:`denoising_target`). The spaces differ
+in how errors are weighted over t: an epsilon-space error is ``sqrt(eps_error_scale)`` times
+the native one (:func:`eps_error_scale`), e.g. ``sqrt(alphabar_t)`` for v-prediction, which
+is 0 at a zero-terminal-SNR model's last step.
 Noise for image ``i`` comes from its own seed, so an image does not depend on the batch
 it was drawn in: the same (prompt, seed) always gives the same image.
 """
@@ -33,13 +41,59 @@ def to_eps(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
     raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
-def predict_eps(bundle: Bundle, unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor,
-                context: torch.Tensor) -> torch.Tensor:
-    """Epsilon prediction of ``unet`` at integer timesteps ``t`` (B,) under ``context``."""
+#: ``native``: compare the model's own outputs; ``epsilon``: convert them to epsilon first.
+LOSS_SPACES = ("native", "epsilon")
+
+
+def to_loss_space(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
+                  prediction_type: str, space: str) -> torch.Tensor:
+    """A UNet ``output`` (B, C, h, w) as a prediction in loss ``space``: itself (native) or
+    its epsilon prediction (:func:`to_eps`; ``alpha_bar`` broadcastable to ``x_t``)."""
+    if space == "native":
+        return output
+    if space == "epsilon":
+        return to_eps(output, x_t, alpha_bar, prediction_type)
+    raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(LOSS_SPACES)}")
+
+
+def denoising_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
+                     prediction_type: str, space: str) -> torch.Tensor:
+    """What a perfect model predicts in loss ``space`` for x_t = sqrt(a) x0 + sqrt(1-a) noise:
+    ``noise`` in epsilon space (and for epsilon models), v = sqrt(a) noise - sqrt(1-a) x0 for
+    v-prediction, ``x0`` for sample prediction. Shapes as ``x0``; ``alpha_bar`` broadcastable."""
+    if space not in LOSS_SPACES:
+        raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(LOSS_SPACES)}")
+    if space == "epsilon" or prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0
+    if prediction_type == "sample":
+        return x0
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def eps_error_scale(alpha_bar: torch.Tensor, prediction_type: str, space: str) -> torch.Tensor:
+    """c(t) with ``|eps error|^2 = c(t) |error in loss space|^2`` at a fixed x_t, same shape
+    as ``alpha_bar``: 1 in epsilon space and for epsilon models, alphabar for v-prediction,
+    alphabar / (1 - alphabar) for sample prediction. Weights defined on epsilon errors (the
+    KL bound's) are multiplied by it to weigh the same errors in the native space."""
+    if space == "epsilon" or prediction_type == "epsilon":
+        return torch.ones_like(alpha_bar)
+    if prediction_type == "v_prediction":
+        return alpha_bar
+    if prediction_type == "sample":
+        return alpha_bar / (1 - alpha_bar)
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def predict(bundle: Bundle, unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor,
+            context: torch.Tensor, space: str = "native") -> torch.Tensor:
+    """Prediction (B, C, h, w) of ``unet`` at integer timesteps ``t`` (B,) under ``context``,
+    in loss ``space`` (:data:`LOSS_SPACES`)."""
     t = t.to(x_t.device).expand(x_t.shape[0]) if t.ndim == 0 else t.to(x_t.device)
     out = unet(x_t, t, context).sample
     ab = bundle.alphas_cumprod()[t].view(-1, *([1] * (x_t.ndim - 1)))
-    return to_eps(out, x_t, ab, bundle.prediction_type)
+    return to_loss_space(out, x_t, ab, bundle.prediction_type, space)
 
 
 def initial_noise(bundle: Bundle, seeds: Sequence[int]) -> torch.Tensor:

@@ -6,10 +6,12 @@ other relabelling methods here do), noised at t ~ U{0..T-1}, and the edited mode
 prediction *for the concept prompt* ``c`` on them is trained towards
 
 * ``target=model`` (default): ``sg[e_0(x*_t, c*, t)]``, the frozen model's anchor prediction;
-* ``target=noise``: the noise ``eps`` itself (plain denoising of anchor images under ``c``).
+* ``target=noise``: the denoising target itself (plain denoising of anchor images under
+  ``c``: the noise ``eps``, or v natively on v-prediction models).
 
 ``prior_weight`` > 0 adds prior preservation, the denoising loss on the same anchor images
-under their own prompts: ``prior_weight || e(x*_t, c*, t) - eps ||^2``. Scope: cross-
+under their own prompts: ``prior_weight || e(x*_t, c*, t) - eps ||^2``. Predictions and
+targets are in the run's loss space (``e`` is the model's native output by default). Scope: cross-
 attention keys and values (``kv``); the paper's nudity setting trains all attention
 (``--scope re:attn[12]\\.``).
 """
@@ -57,10 +59,10 @@ class ConceptAblation(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: CAParams, family: str,
-                      concepts: list[Concept]) -> dict[str, Any]:
+    def plan_defaults(cls, params: CAParams, family: str, concepts: list[Concept],
+                      sequential: bool = False) -> dict[str, Any]:
         sets.require_anchors("ca", concepts)
-        return super().plan_defaults(params, family, concepts)
+        return super().plan_defaults(params, family, concepts, sequential)
 
     def __init__(self, params: CAParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
@@ -74,13 +76,13 @@ class ConceptAblation(Method):
         concept = ctx.concept_for(step)
         an = self.anchor[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
-        x, noise, prompts = sets.noised_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
+        x, data_target, prompts = sets.noised_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
         c = ctx.encode([self.concept_prompt[concept.name][q] for q in prompts])
         c_anchor = ctx.encode(prompts)
-        target = ctx.frozen_eps(x, t, c_anchor) if p.target == "model" else noise
+        target = ctx.frozen_pred(x, t, c_anchor) if p.target == "model" else data_target
         if not p.prior_weight:
-            return mse(ctx.eps(x, t, c), target), {}
-        pred, pred_prior = ctx.eps(torch.cat([x, x]), torch.cat([t, t]),
+            return mse(ctx.pred(x, t, c), target), {}
+        pred, pred_prior = ctx.pred(torch.cat([x, x]), torch.cat([t, t]),
                                    torch.cat([c, c_anchor])).chunk(2)
-        prior = mse(pred_prior, noise)
+        prior = mse(pred_prior, data_target)
         return mse(pred, target) + p.prior_weight * prior, {"prior": prior.item()}

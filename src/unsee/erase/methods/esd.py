@@ -5,11 +5,13 @@ Choices: x_t from partial DDIM sampling of the model being edited (concept promp
 index's timestep; target = frozen negative guidance
 ``eps0(x_t, base) - eta * (eps0(x_t, c) - eps0(x_t, base))`` where ``base`` is the empty
 prompt (or the anchor, when one is given explicitly: the "erase from" variant);
-no gradient mask. ``retain`` adds a compensation term (used by the compensation benchmark
-against MiM-MU): the edited model's predictions for those prompts on the same x_t are held
-at the frozen model's. The four variants differ only in scope:
-esd-x (cross-attention), esd-u (all but cross-attention, time embedding and output layer),
-esd-all (every UNet parameter), esd-x-strict (cross-attention keys and values).
+no gradient mask. Predictions are compared in the run's loss space (the model's native
+output by default; the target is the same combination of native predictions). ``retain``
+adds a compensation term (used by the compensation benchmark against MiM-MU): the edited
+model's predictions for those prompts on the same x_t are held at the frozen model's. The
+four variants differ only in scope: esd-x (cross-attention), esd-u (all but cross-attention,
+time embedding and output layer), esd-all (every UNet parameter), esd-x-strict
+(cross-attention keys and values).
 """
 
 from __future__ import annotations
@@ -63,13 +65,13 @@ class ESD(Method):
         c = ctx.encode([prompt] * b)
         base_prompt = concept.anchor_prompts[0] if ctx.explicit_anchors else ""
         u = ctx.encode([base_prompt] * b)
-        e_base = ctx.frozen_eps(x_t, t, u)
-        e_c = ctx.frozen_eps(x_t, t, c)
+        e_base = ctx.frozen_pred(x_t, t, u)
+        e_c = ctx.frozen_pred(x_t, t, c)
         target = e_base - p.eta * (e_c - e_base)
-        loss = mse(ctx.eps(x_t, t, c), target)
+        loss = mse(ctx.pred(x_t, t, c), target)
         kept = p.retain_list()
         if not kept:
             return loss, {"t": float(t[0])}
         r = ctx.encode([kept[int(i)] for i in rng.integers(len(kept), size=b)])
-        retain = mse(ctx.eps(x_t, t, r), ctx.frozen_eps(x_t, t, r))
+        retain = mse(ctx.pred(x_t, t, r), ctx.frozen_pred(x_t, t, r))
         return loss + p.retain_weight * retain, {"t": float(t[0]), "retain": retain.item()}

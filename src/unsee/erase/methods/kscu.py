@@ -181,8 +181,8 @@ class KSCU(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: KSCUParams, family: str,
-                      concepts: list[Concept]) -> dict[str, Any]:
+    def plan_defaults(cls, params: KSCUParams, family: str, concepts: list[Concept],
+                      sequential: bool = False) -> dict[str, Any]:
         preset = TASKS[resolve_task(params.task, concepts)]
         start = key_start(params, preset)
         if params.end > 0 and start >= params.end:
@@ -249,7 +249,7 @@ class KSCU(Method):
         t_int = self.timesteps[s]
         t = torch.full((b,), t_int, device=ctx.device, dtype=torch.long)
         c, u = ctx.encode(prompts), ctx.encode([""] * b)
-        e_c, e_u = ctx.frozen_eps(x, t, c), ctx.frozen_eps(x, t, u)
+        e_c, e_u = ctx.frozen_pred(x, t, c), ctx.frozen_pred(x, t, u)
         read = c
         if p.augment and step >= self.augment_from:
             pool = self.aug_pool[concept.name]
@@ -258,7 +258,7 @@ class KSCU(Method):
             read = ctx.encode(aug)
             read = read + p.embedding_noise * torch.randn(read.shape, generator=g).to(read)
         # one forward for the concept and the unconditional branch of the edited model
-        e_read, e_uncond = ctx.eps(torch.cat([x, x]), torch.cat([t, t]),
+        e_read, e_uncond = ctx.pred(torch.cat([x, x]), torch.cat([t, t]),
                                    torch.cat([read, u])).chunk(2)
         main = mse(e_read, e_u - p.eta * (e_c - e_u))
         if p.version == "quick":

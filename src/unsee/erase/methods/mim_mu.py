@@ -21,7 +21,9 @@ nothing in the loss looks at another concept. Variants (``variant``):
   "a star") instead of the empty prompt. On a bare object prompt it reduces to off-policy.
 
 ``weighting``: ``uniform`` (w = 1, the default) or ``score-matching``, the weight
-beta_t / (1 - alphabar_t) of the KL bound, normalised to mean 1 over t.
+beta_t / (1 - alphabar_t) of the KL bound on epsilon errors (carried to the run's loss
+space: times alphabar_t for native v-prediction), normalised to mean 1 over t. Predictions
+are compared in the run's loss space (the model's native output by default).
 """
 
 from __future__ import annotations
@@ -80,11 +82,17 @@ def strip_concept(prompt: str, words: str) -> str:
                   + m.group(2), out, flags=re.IGNORECASE)
 
 
-def score_matching_weights(alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """w(t) = beta_t / (1 - alphabar_t) (g^2 / 2 sigma^2 up to a constant), mean 1; (T,)."""
+def score_matching_weights(alphas_cumprod: torch.Tensor,
+                           eps_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """w(t) = beta_t / (1 - alphabar_t) (g^2 / 2 sigma^2 up to a constant) on squared epsilon
+    errors, times ``eps_scale`` (T,) (the factor from loss-space to epsilon errors,
+    :meth:`ErasureContext.eps_error_scale`) so it weighs the same errors in the loss space;
+    normalised to mean 1; (T,)."""
     ab = alphas_cumprod.double()
     beta = 1 - ab / torch.cat([ab.new_ones(1), ab[:-1]])
     w = beta / (1 - ab).clamp_min(1e-12)
+    if eps_scale is not None:
+        w = w * eps_scale.to(w)
     return (w / w.mean()).float()
 
 
@@ -112,7 +120,9 @@ class MiMMU(Method):
                 self.sets[c.name] = forget_set(ctx.bundle, c.name, self.prompts[c.name],
                                                params.forget_images, ctx.plan.cfg.seed,
                                                steps=params.forget_steps, cache_dir=cache)
-        self.weights = (score_matching_weights(ctx.alphas_cumprod).to(ctx.device)
+        every_t = torch.arange(len(ctx.alphas_cumprod), device=ctx.device)
+        self.weights = (score_matching_weights(ctx.alphas_cumprod,
+                                               ctx.eps_error_scale(every_t)).to(ctx.device)
                         if params.weighting == "score-matching" else None)
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
@@ -131,7 +141,7 @@ class MiMMU(Method):
             x_t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         rest = [strip_concept(q, concept.name) if p.variant == "conditional" else ""
                 for q in prompts]
-        target = ctx.frozen_eps(x_t, t, ctx.encode(rest))
-        err = (ctx.eps(x_t, t, ctx.encode(prompts)) - target).pow(2).mean(dim=(1, 2, 3))
+        target = ctx.frozen_pred(x_t, t, ctx.encode(rest))
+        err = (ctx.pred(x_t, t, ctx.encode(prompts)) - target).pow(2).mean(dim=(1, 2, 3))
         w = self.weights[t] if self.weights is not None else torch.ones_like(err)
         return (w * err).mean(), {"t": float(t.float().mean())}

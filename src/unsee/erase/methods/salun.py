@@ -15,6 +15,8 @@ erased (star -> cross); on Stable Diffusion the next Imagenette class not being 
 (SalUn's ``(k+1) mod 10``), else the concept's anchor (nudity -> "fully dressed"). Retain
 images ``x^r`` are drawn by the base model from ``retain`` (default: every other class of
 the attribute not being erased; on SD the other Imagenette classes, else ``c'``).
+Predictions ``e`` and the data target ``eps`` are in the run's loss space (by default the
+model's native output: v and the velocity target on v-prediction models).
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ class SalUn(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: SalUnParams, family: str,
-                      concepts: list[Concept]) -> dict[str, Any]:
+    def plan_defaults(cls, params: SalUnParams, family: str, concepts: list[Concept],
+                      sequential: bool = False) -> dict[str, Any]:
         for c in concepts:
             replacement(c, [o.name for o in concepts], family)
-        return super().plan_defaults(params, family, concepts)
+        return super().plan_defaults(params, family, concepts, sequential)
 
     def __init__(self, params: SalUnParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
@@ -132,11 +134,11 @@ class SalUn(Method):
             for start in range(0, len(fs), b):
                 idx = np.arange(start, min(start + b, len(fs)))
                 t = sets.random_timesteps(ctx, rng, len(idx))
-                x_t, noise, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
+                x_t, data_target, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
                 c, u = ctx.encode(prompts), ctx.encode([""] * len(idx))
-                e_c, e_u = ctx.eps(torch.cat([x_t, x_t]), torch.cat([t, t]),
+                e_c, e_u = ctx.pred(torch.cat([x_t, x_t]), torch.cat([t, t]),
                                    torch.cat([c, u])).chunk(2)
-                ctx.accelerator.backward(-mse(noise, (1 + w) * e_c - w * e_u))
+                ctx.accelerator.backward(-mse(data_target, (1 + w) * e_c - w * e_u))
         self.mask.fix(p.mask_fraction)
         for prm in ctx.params.values():  # the saliency pass must not reach the first step
             prm.grad = None
@@ -148,12 +150,12 @@ class SalUn(Method):
         t = sets.random_timesteps(ctx, rng, b)
         x_f, _, prompts = sets.noised_batch(ctx, fs, rng.integers(len(fs), size=b), t, rng)
         c_f = ctx.encode(prompts)
-        target = ctx.current_eps(x_f, t, ctx.encode([self.relabel[concept.name][q]
+        target = ctx.current_pred(x_f, t, ctx.encode([self.relabel[concept.name][q]
                                                      for q in prompts]))
-        x_r, noise_r, prompts_r = sets.noised_batch(
+        x_r, target_r, prompts_r = sets.noised_batch(
             ctx, self.retain, rng.integers(len(self.retain), size=b), t, rng)
-        pred_f, pred_r = ctx.eps(torch.cat([x_f, x_r]), torch.cat([t, t]),
+        pred_f, pred_r = ctx.pred(torch.cat([x_f, x_r]), torch.cat([t, t]),
                                  torch.cat([c_f, ctx.encode(prompts_r)])).chunk(2)
-        forget, retain = mse(pred_f, target), mse(pred_r, noise_r)
+        forget, retain = mse(pred_f, target), mse(pred_r, target_r)
         return forget + p.retain_weight * retain, {"forget": forget.item(),
                                                    "retain": retain.item()}

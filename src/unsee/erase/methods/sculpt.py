@@ -20,7 +20,9 @@ overwrites it: the value is logged, the gradient is exactly ``kd=off``'s.
 iterations of a round are plain denoising on the forget images with no optimiser step,
 only to accumulate mask gradients), ``static`` (the warm-up mask kept all round) or
 ``none`` (no warm-up, every entry trained). Each round keeps the parameters of the epoch
-with the lowest mean forget term and restores them at its end (as released).
+with the lowest mean forget term and restores them at its end (as released). Predictions
+``e`` and the data target ``eps'`` are in the run's loss space (by default the model's native
+output: v and the velocity target on v-prediction models).
 """
 
 from __future__ import annotations
@@ -95,10 +97,10 @@ class Sculpt(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: SculptParams, family: str,
-                      concepts: list[Concept]) -> dict[str, Any]:
+    def plan_defaults(cls, params: SculptParams, family: str, concepts: list[Concept],
+                      sequential: bool = False) -> dict[str, Any]:
         sets.require_anchors("sculpt", concepts)
-        return super().plan_defaults(params, family, concepts)
+        return super().plan_defaults(params, family, concepts, sequential)
 
     def __init__(self, params: SculptParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
@@ -173,32 +175,32 @@ class Sculpt(Method):
         fs, an = self.forget[concept.name], self.anchor[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
         idx = sets.epoch_indices(ctx.plan.cfg.seed, 2 * k, epoch, len(fs), b, position)
-        x_f, noise_f, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
+        x_f, target_f, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         c_f = ctx.encode(prompts)
         if local < self.warmup:
-            return mse(ctx.eps(x_f, t, c_f), noise_f), {"warmup": 1.0}
+            return mse(ctx.pred(x_f, t, c_f), target_f), {"warmup": 1.0}
         c_s = ctx.encode([self.superclass[concept.name][q] for q in prompts])
-        target = (ctx.current_eps if p.target == "current" else ctx.frozen_eps)(x_f, t, c_s)
+        target = (ctx.current_pred if p.target == "current" else ctx.frozen_pred)(x_f, t, c_s)
         idx_s = sets.epoch_indices(ctx.plan.cfg.seed, 2 * k + 1, epoch, len(an), b, position)
-        x_s, noise_s, prompts_s = sets.noised_batch(ctx, an, idx_s, t, rng)
+        x_s, target_s, prompts_s = sets.noised_batch(ctx, an, idx_s, t, rng)
         xs, ts, cs = [x_f, x_s], [t, t], [c_f, ctx.encode(prompts_s)]
         kd_batch = (self._kd_batch(r, t, rng) if p.kd == "described" and self.teacher is not None
                     else None)
         if kd_batch is not None:
             xs, ts, cs = [*xs, kd_batch[0]], [*ts, t], [*cs, kd_batch[1]]
         # one forward for the forget, superclass (and KD) batches
-        preds = ctx.eps(torch.cat(xs), torch.cat(ts), torch.cat(cs)).split(b)
-        forget, align = mse(preds[0], target), mse(preds[1], noise_s)
+        preds = ctx.pred(torch.cat(xs), torch.cat(ts), torch.cat(cs)).split(b)
+        forget, align = mse(preds[0], target), mse(preds[1], target_s)
         self.epoch_losses.append(forget.item())
         loss = forget + p.align_weight * align
         parts = {"forget": forget.item(), "align": align.item()}
         if kd_batch is not None:
-            kd = mse(preds[2], ctx.frozen_eps(kd_batch[0], t, kd_batch[1], values=self.teacher))
+            kd = mse(preds[2], ctx.frozen_pred(kd_batch[0], t, kd_batch[1], values=self.teacher))
             loss = loss + p.kd_weight * kd
             parts["kd"] = kd.item()
         elif p.kd == "released":
             # computed as the released code does, then dropped from the loss (methods.md §1.3)
-            parts["kd_inert"] = mse(preds[1].detach(), ctx.frozen_eps(
+            parts["kd_inert"] = mse(preds[1].detach(), ctx.frozen_pred(
                 x_s, t, cs[1], values=self.teacher)).item()
         return loss, parts
 
