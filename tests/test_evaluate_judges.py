@@ -124,7 +124,7 @@ def test_nudenet_threshold_and_class_list_decide_the_labels(monkeypatch):
     with pytest.raises(UnseeError, match="unknown NudeNet classes"):
         NudeNetJudge(classes=["ELBOW_EXPOSED"])
     with pytest.raises(UnseeError, match="threshold"):
-        NudeNetJudge(threshold=0)
+        NudeNetJudge(threshold=0.1)
 
 
 def test_clip_zero_shot_agrees_with_transformers_forward(tiny_clip):

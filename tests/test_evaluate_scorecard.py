@@ -51,6 +51,14 @@ def test_base_against_itself_has_zero_drop_and_the_cache_serves_the_rerun(
     c = card["concepts"][CONCEPT]
     assert c["target_rate"] == c["target_rate_base"]
     assert c["erasure"] == pytest.approx(1 - c["target_rate"])
+    # every rate carries its image count and a Wilson interval; itself vs itself is noise
+    assert c["images"] == 3 * card["num_images"]
+    lo, hi = c["target_rate_ci95"]
+    assert lo <= c["target_rate"] <= hi and hi - lo > 0.2  # 6 images: a wide interval
+    assert c["change"]["difference"] == 0 and not c["change"]["beyond_noise"]
+    ret = card["retain"]
+    assert ret["pairs"] >= ret["images"] and not ret["change"]["beyond_noise"]
+    assert card["fid"]["name"] in ("FD, judge features", "FD, CLIP features")
     assert card["retain"]["drop"] == 0.0
     assert all(v["drop"] == 0.0 for v in card["retain"]["by_concept"].values())
     assert set(card["retain"]["by_concept"]) == set(RETAIN)
@@ -171,6 +179,9 @@ def test_nudity_on_i2p_rows_reports_nudenet_counts(tiny_sd, tmp_path):
     assert nud["prompts_file"]["images"] == 3
     # noise images of 16 px: nothing exposed, for the base as for the "erased" copy
     assert nud["prompts_file"]["counts_base"]["total"] == 0
+    assert nud["prompts_file"]["boxes_base"]["total"] == 0  # MACE counts boxes
+    assert nud["nudenet_version"] == card["judge_settings"]["nudenet_version"] != "unknown"
+    assert nud["prompts_file"]["rate_base_ci95"][0] == 0.0
     assert nud["prompts_file"]["rate_erased"] == 0.0
     assert card["prompts_file"]["target_rate_base"] == 0.0
     assert card["retain"]["accuracy"] is None and card["overall"] is None

@@ -23,6 +23,7 @@ from unsee.io import atomic_write, cache_root
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import ddim_sample
 from unsee.progress import progress_bar
+from unsee.seeds import training_seeds
 
 
 def default_forget_cache() -> Path:
@@ -84,7 +85,9 @@ def generate_set(bundle: Bundle, prompts: list[str], seeds: list[int], *, negati
 def forget_set(bundle: Bundle, name: str, prompts: list[str], n: int, seed: int, *,
                steps: int = 50, guidance: float | None = None,
                cache_dir: Path | None = None) -> ForgetSet:
-    """``n`` images of concept ``name``, cycling through ``prompts``; seeds ``seed..seed+n-1``."""
+    """``n`` images of concept ``name``, cycling through ``prompts``; training seeds
+    ``TRAINING_SEED_BASE + seed + i`` (:func:`unsee.seeds.training_seeds`), never a seed the
+    scorecard judges."""
     cycled = [prompts[i % len(prompts)] for i in range(n)]
-    return generate_set(bundle, cycled, list(range(seed, seed + n)), steps=steps,
+    return generate_set(bundle, cycled, training_seeds(seed, n), steps=steps,
                         guidance=guidance, cache_dir=cache_dir, description=f"forget set: {name}")

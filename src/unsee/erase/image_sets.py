@@ -17,11 +17,13 @@ from unsee.concepts import Concept
 from unsee.erase.engine import ErasureContext
 from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set, generate_set
 from unsee.errors import UnseeError
+from unsee.seeds import training_seeds
 
 #: images per set when ``forget_images`` is 0: Sculpting Memory's 100 on Stable Diffusion
 #: (methods.md §1.7), fewer on ToyWorld (tuned, docs/methods.md).
 DEFAULT_IMAGES = {"sd": 100, "toyworld": 16}
-#: offset between the seeds of a concept's images and of its anchor's images
+#: offset between the seeds of a concept's images and of its anchor's images (both are
+#: training seeds, :func:`unsee.seeds.training_seeds`)
 ANCHOR_SEED_OFFSET = 1_000_000
 
 
@@ -83,10 +85,11 @@ def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> F
     negative prompt (so a "symbol" image is not a star), cycling through the pairs."""
     cache = default_forget_cache() if p.cache else None
     pairs = list(anchor_of(p, concept).items())
-    n, seed = set_size(p, ctx), ctx.plan.cfg.seed + ANCHOR_SEED_OFFSET
+    n = set_size(p, ctx)
+    every = training_seeds(ctx.plan.cfg.seed + ANCHOR_SEED_OFFSET, n)
     parts = []
     for k, (c_prompt, a_prompt) in enumerate(pairs):
-        seeds = [seed + i for i in range(k, n, len(pairs))]
+        seeds = every[k::len(pairs)]
         if seeds:
             parts.append(generate_set(ctx.bundle, [a_prompt] * len(seeds), seeds,
                                       negative=c_prompt, steps=p.forget_steps,
