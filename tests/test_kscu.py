@@ -13,6 +13,7 @@ from toyworld_rates import shape_rates
 from unsee.erase.engine import EraseConfig, run_erasure, validate
 from unsee.erase.methods.kscu import KSCU, augmented_prompts, build_schedule
 from unsee.errors import UnseeError
+from unsee.io import load_state
 from unsee.models.bundle import load_bundle
 from unsee.models.sampling import ddim_sample
 from unsee.toyworld.vocab import SHAPES
@@ -103,7 +104,7 @@ def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_s
     monkeypatch.setattr(KSCU, "loss", crash_at_4)
     with pytest.raises(KeyboardInterrupt):
         run_erasure(_cfg(tiny_sd), tmp_path / "killed")
-    ckpt = torch.load(tmp_path / ".killed.ckpt" / "checkpoint.pt", weights_only=False)
+    ckpt = load_state(tmp_path / ".killed.ckpt" / "checkpoint.safetensors")
     # 4 key steps (2..5) per traversal: one sample from noise for steps 0-3
     assert ckpt["step"] == 3 and ckpt["method"]["resampled"] == 1
     run_erasure(_cfg(tiny_sd), tmp_path / "killed", resume=True)

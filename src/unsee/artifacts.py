@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from unsee.errors import UnseeError
-from unsee.io import atomic_dir, write_json
+from unsee.io import atomic_dir, json_text, write_json
 
 FORMAT = "unsee-delta"
 FORMAT_VERSION = "1"
@@ -64,66 +64,109 @@ def compute_delta(unet: torch.nn.Module, base: dict[str, torch.Tensor]) -> dict[
     return out
 
 
+#: Largest |delta| element accepted. Diffusion UNet weights are O(1) (SD's largest are a
+#: few tens); an edit a thousand times larger is a damaged or hostile file, and would
+#: overflow fp16 inference into NaN images.
+MAX_ABS_DELTA = 1e4
+
+
+def check_delta_values(delta: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse a delta with a non-finite or implausibly large entry (one clear line)."""
+    for name, d in delta.items():
+        if not torch.isfinite(d).all():
+            bad = int((~torch.isfinite(d)).sum())
+            raise UnseeError(f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or "
+                             "infinity); the delta is damaged")
+        peak = float(d.abs().max()) if d.numel() else 0.0
+        if peak > MAX_ABS_DELTA:
+            raise UnseeError(f"{where}: tensor {name!r} changes a weight by {peak:.3g} (more "
+                             f"than {MAX_ABS_DELTA:g}); the delta is damaged")
+
+
+def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes that depend only on the tensors and metadata: the library writes
+    metadata in hash order, which changes the bytes (and the artifact id) run to run."""
+    from safetensors.torch import save
+
+    raw = save(tensors, metadata=metadata)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= n  # the same content, only reordered
+    return raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:]
+
+
 def write_artifact(out_dir: Path, delta: dict[str, torch.Tensor], card: dict[str, Any],
                    overwrite: bool = False) -> Path:
-    """Write the artifact folder atomically; ``card`` gets ``id`` and ``delta`` fields."""
+    """Write the artifact folder atomically; ``card`` gets ``id`` and ``delta`` fields.
+
+    The id is the hash of ``delta.safetensors``, whose bytes depend only on the tensors and
+    the base fingerprint: the same config and seed give the same bytes and the same id.
+    """
     if not delta:
         raise UnseeError("the erasure changed no parameter; nothing to write")
+    check_delta_values(delta, "refusing to write the artifact")
+    meta = {"format": FORMAT, "version": FORMAT_VERSION,
+            "base_fingerprint": card["base"]["fingerprint"]}
+    data = canonical_safetensors({n: d.contiguous() for n, d in sorted(delta.items())}, meta)
+    card["id"] = hashlib.sha256(data).hexdigest()[:16]
+    card["delta"] = {"tensors": len(delta),
+                     "elements_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
+                     "bytes": len(data)}
+    card_text = json_text(card)
 
     def build(tmp: Path) -> None:
-        meta = {"format": FORMAT, "version": FORMAT_VERSION,
-                "base_fingerprint": card["base"]["fingerprint"]}
-        save_file(delta, str(tmp / "delta.safetensors"), metadata=meta)
-        digest = hashlib.sha256((tmp / "delta.safetensors").read_bytes()).hexdigest()[:16]
-        card["id"] = digest
-        card["delta"] = {"tensors": len(delta),
-                         "elements_changed": int(sum(torch.count_nonzero(d) for d in
-                                                     delta.values())),
-                         "bytes": (tmp / "delta.safetensors").stat().st_size}
-        write_json(tmp / "model_card.json", card)
+        (tmp / "delta.safetensors").write_bytes(data)
+        (tmp / "model_card.json").write_text(card_text)
         (tmp / "README.md").write_text(_readme(card))
 
-    return atomic_dir(Path(out_dir), build, overwrite=overwrite)
+    return atomic_dir(Path(out_dir), build, "artifact", overwrite=overwrite)
 
 
 def _readme(card: dict[str, Any]) -> str:
-    concepts = ", ".join(c["name"] for c in card.get("concepts", []))
-    lines = [f"# unsee erasure: {concepts} ({card['method']})", "",
-             f"Base model `{card['base']['model_id']}` (fingerprint "
-             f"`{card['base']['fingerprint']}`). Changed {card['delta']['elements_changed']:,} "
-             f"weights in {card['delta']['tensors']} tensors (scope `{card.get('scope')}`).", ""]
-    if card.get("ledger"):
-        lines += ["Stacks on: " + " -> ".join(f"{e['method']}({', '.join(e['concepts'])})"
-                                             for e in card["ledger"]), ""]
-    cost = card.get("cost", {})
-    if cost:
-        lines += [f"Cost: {cost.get('wall_seconds', 0):.1f} s, peak RSS "
-                  f"{cost.get('peak_rss_mb', 0):.0f} MB.", ""]
-    lines += ["Use it:", "", "```bash",
-              f"unsee generate --model {card['base']['model_id']} --erased <this folder> "
-              "--prompt '...' --out images/",
-              f"unsee export <this folder> --model {card['base']['model_id']} --out merged/",
-              "```", "", "Every hyper-parameter is in `model_card.json`.", ""]
-    return "\n".join(lines)
+    """The artifact's ``README.md``: a Hugging Face model card (YAML metadata block, what
+    was erased, intended use, limitations, how to load it with unsee or plain diffusers)."""
+    from unsee.cards import artifact_readme
+
+    return artifact_readme(card)
 
 
 def read_card(art: Path) -> dict[str, Any]:
+    """The model card of artifact folder ``art``, checked to be a card: a JSON object with an
+    ``id``, a ``method`` and a ``base`` holding the fingerprint."""
     art = Path(art)
     if not (art / "model_card.json").is_file() or not (art / "delta.safetensors").is_file():
         raise UnseeError(f"{art} is not an unsee artifact (needs delta.safetensors and "
                          "model_card.json)")
     try:
-        return json.loads((art / "model_card.json").read_text())
-    except json.JSONDecodeError as exc:
+        card = json.loads((art / "model_card.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UnseeError(f"{art}/model_card.json is not valid JSON: {exc}") from exc
+    except OSError as exc:
+        raise UnseeError(f"cannot read {art}/model_card.json: {exc.strerror or exc}") from exc
+    if not isinstance(card, dict):
+        raise UnseeError(f"{art}/model_card.json is not a model card (not a JSON object)")
+    base = card.get("base")
+    if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
+        raise UnseeError(f"{art}/model_card.json is not a model card (no base fingerprint)")
+    if not isinstance(card.get("id"), str) or not isinstance(card.get("method"), str):
+        raise UnseeError(f"{art}/model_card.json is not a model card (no id or method)")
+    return card
 
 
 def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Load and validate ``delta.safetensors``; returns (tensors, metadata)."""
+    """Load and validate ``delta.safetensors``; returns (tensors, metadata).
+
+    Refuses a file that is not an unsee delta, whose values are non-finite or implausibly
+    large, or that does not belong to the folder's model card (id and base fingerprint).
+    """
     path = Path(art) / "delta.safetensors"
+    card = read_card(art)
     try:
         from safetensors import safe_open
 
+        data = path.read_bytes()
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
@@ -132,41 +175,62 @@ def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if meta.get("format") != FORMAT:
         raise UnseeError(f"{path} is not an unsee delta (metadata format="
                          f"{meta.get('format')!r})")
+    if hashlib.sha256(data).hexdigest()[:16] != card["id"] or \
+            meta.get("base_fingerprint") != card["base"]["fingerprint"]:
+        raise UnseeError(f"{art}: model_card.json does not belong to delta.safetensors (id or "
+                         "base fingerprint differ)")
+    check_delta_values(tensors, str(path))
     return tensors, meta
+
+
+def read_artifacts(arts: list[Path]) -> list[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
+    """Cards and deltas of ``arts``, validated, refusing the same artifact twice (by id: a
+    copy in another folder is the same artifact) and one that another already includes."""
+    loaded = []
+    seen: dict[str, Path] = {}
+    for art in arts:
+        delta, _ = read_delta(art)
+        card = read_card(art)
+        if card["id"] in seen:
+            raise UnseeError(f"{art} is the same artifact as {seen[card['id']]} (id "
+                             f"{card['id']}); applying it twice would double the edit")
+        seen[card["id"]] = Path(art)
+        loaded.append((card, delta))
+    ids = set(seen)
+    for art, (card, _) in zip(arts, loaded, strict=True):
+        ledger = card.get("ledger") or []
+        included = {e.get("id") for e in ledger if isinstance(e, dict)}
+        if included & ids:
+            raise UnseeError(f"{art} already includes another artifact given (its ledger "
+                             "lists it); pass only the last one")
+    return loaded
 
 
 def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
     """Add the deltas of ``arts`` to ``bundle.unet`` in place; returns their cards.
 
-    Every artifact must have been made for this base (same fingerprint), and none may be
-    listed in another's ledger (its change is already included there).
+    Every artifact must have been made for this base (same fingerprint), appear once, and
+    none may be listed in another's ledger (its change is already included there).
     """
+    loaded = read_artifacts(arts)
     base_fp = fingerprint(bundle.unet)
-    cards, deltas = [], []
-    for art in arts:
-        card = read_card(art)
-        delta, meta = read_delta(art)
-        if meta.get("base_fingerprint") != base_fp:
+    for art, (card, _) in zip(arts, loaded, strict=True):
+        if card["base"]["fingerprint"] != base_fp:
             raise UnseeError(f"{art} was made for a different base model (fingerprint "
-                             f"{meta.get('base_fingerprint')}, this model is {base_fp})")
-        cards.append(card)
-        deltas.append(delta)
-    ids = {c.get("id") for c in cards}
-    for art, card in zip(arts, cards, strict=True):
-        included = {e.get("id") for e in card.get("ledger", [])}
-        if included & ids:
-            raise UnseeError(f"{art} already includes another artifact given (its ledger "
-                             "lists it); pass only the last one")
+                             f"{card['base']['fingerprint']}, this model is {base_fp})")
     params = dict(bundle.unet.named_parameters())
-    for art, delta in zip(arts, deltas, strict=True):
+    for art, (_, delta) in zip(arts, loaded, strict=True):
         for name, d in delta.items():
             if name not in params or params[name].shape != d.shape:
                 raise UnseeError(f"{art}: tensor {name!r} does not fit this UNet")
+            if not torch.isfinite(d.to(params[name].dtype)).all():
+                raise UnseeError(f"{art}: tensor {name!r} overflows the model's "
+                                 f"{params[name].dtype}")
     with torch.no_grad():
-        for delta in deltas:
+        for _, delta in loaded:
             for name, d in delta.items():
                 params[name].add_(d.to(params[name].device, params[name].dtype))
-    return cards
+    return [card for card, _ in loaded]
 
 
 def ledger_entry(card: dict[str, Any]) -> dict[str, Any]:
@@ -175,25 +239,70 @@ def ledger_entry(card: dict[str, Any]) -> dict[str, Any]:
             "created": card.get("created")}
 
 
-def export_merged(bundle, out_dir: Path, overwrite: bool = False) -> Path:
+def _base_safety_checker(model_id: str) -> tuple[Any, Any, bool] | None:
+    """(safety checker, feature extractor, requires_safety_checker) of a Stable Diffusion
+    base whose ``model_index.json`` lists a safety checker, else None.
+
+    Raises :class:`UnseeError` when the base has one that cannot be loaded: an export must
+    not drop it silently.
+    """
+    from diffusers import DiffusionPipeline
+
+    path = Path(model_id).expanduser()
+    local = path.is_dir()
+    src = str(path) if local else model_id
+    try:
+        index = dict(DiffusionPipeline.load_config(src, local_files_only=local))
+    except (OSError, ValueError):
+        return None
+    entry = index.get("safety_checker")
+    if not isinstance(entry, (list, tuple)) or not entry or entry[0] is None:
+        return None
+    try:
+        from diffusers.pipelines.stable_diffusion.safety_checker import (
+            StableDiffusionSafetyChecker,
+        )
+        from transformers import AutoImageProcessor
+
+        checker = StableDiffusionSafetyChecker.from_pretrained(
+            src, subfolder="safety_checker", local_files_only=local)
+        extractor = AutoImageProcessor.from_pretrained(src, subfolder="feature_extractor",
+                                                       local_files_only=local)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnseeError(f"the base model {model_id!r} has a safety checker, which could not "
+                         f"be loaded to keep it in the export: {first}") from exc
+    return checker, extractor, bool(index.get("requires_safety_checker", True))
+
+
+def export_merged(bundle, out_dir: Path, overwrite: bool = False,
+                  cards: list[dict[str, Any]] | None = None) -> Path:
     """Write a merged diffusers folder that plain diffusers loads without unsee.
 
-    Stable Diffusion bundles become a ``StableDiffusionPipeline`` folder; pixel-space
-    ToyWorld bundles a folder with ``unet/``, ``scheduler/``, ``text_encoder/`` and
-    ``tokenizer/`` (the MiniLM the model was trained with) and ``unsee_model.json``.
+    Stable Diffusion bundles become a ``StableDiffusionPipeline`` folder, keeping the
+    base's safety checker and feature extractor when it had them; pixel-space ToyWorld
+    bundles a folder with ``unet/``, ``scheduler/``, ``text_encoder/`` and ``tokenizer/``
+    (the MiniLM the model was trained with) and ``unsee_model.json``. ``cards`` (the
+    applied artifacts' model cards) make a Hugging Face ``README.md`` (see
+    :mod:`unsee.cards`).
     """
     from diffusers import DDIMScheduler
+
+    from unsee.cards import merged_readme
+
+    safety = _base_safety_checker(str(bundle.model_id)) if bundle.vae is not None else None
 
     def build(tmp: Path) -> None:
         sched = DDIMScheduler.from_config(bundle.scheduler_config)
         if bundle.vae is not None:
             from diffusers import StableDiffusionPipeline
 
+            checker, extractor, requires = safety or (None, None, False)
             pipe = StableDiffusionPipeline(vae=bundle.vae, text_encoder=bundle.text.model,
                                            tokenizer=bundle.text.tokenizer, unet=bundle.unet,
-                                           scheduler=sched, safety_checker=None,
-                                           feature_extractor=None,
-                                           requires_safety_checker=False)
+                                           scheduler=sched, safety_checker=checker,
+                                           feature_extractor=extractor,
+                                           requires_safety_checker=requires)
             pipe.save_pretrained(tmp, safe_serialization=True)
         else:
             bundle.unet.save_pretrained(tmp / "unet", safe_serialization=True)
@@ -201,5 +310,8 @@ def export_merged(bundle, out_dir: Path, overwrite: bool = False) -> Path:
             bundle.text.model.save_pretrained(tmp / "text_encoder")
             bundle.text.tokenizer.save_pretrained(tmp / "tokenizer")
             write_json(tmp / "unsee_model.json", bundle.info)
+        (tmp / "README.md").write_text(merged_readme(cards or [], str(bundle.model_id),
+                                                     pipeline=bundle.vae is not None,
+                                                     safety_checker=safety is not None))
 
-    return atomic_dir(Path(out_dir), build, overwrite=overwrite)
+    return atomic_dir(Path(out_dir), build, "export", overwrite=overwrite)

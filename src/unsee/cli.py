@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,8 +51,8 @@ def toyworld_render(
     from unsee.toyworld.render import write_dataset
 
     _positive("--n", n)
-    check_output_dir(out, overwrite)
-    atomic_dir(out, lambda tmp: write_dataset(n, seed, tmp), overwrite=True)
+    check_output_dir(out, overwrite, "renders")
+    atomic_dir(out, lambda tmp: write_dataset(n, seed, tmp), "renders", overwrite=True)
     typer.echo(f"wrote {n} images and labels.jsonl to {out}")
 
 
@@ -65,7 +66,8 @@ def toyworld_train_model(
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option()] = 5e-4,
     seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option(help="continue from work_dir/checkpoint.pt")] = True,
+    resume: Annotated[bool, typer.Option(
+        help="continue from work_dir/checkpoint.safetensors")] = True,
 ) -> None:
     """Train the ToyWorld UNet (resumable; checkpoints every 200 steps)."""
     from unsee.toyworld.model import TrainConfig, train_model
@@ -93,6 +95,97 @@ def toyworld_train_judge(
     _positive("--epochs", epochs)
     acc = train_judge(out, n_train=images, epochs=epochs, seed=seed)
     typer.echo(json.dumps({"accuracy_clean_renders": acc}))
+
+
+_SD_RUNS = Path("runs/toyworld-sd")
+
+
+@toyworld_app.command("train-vae")
+@_clean_errors
+def toyworld_train_vae(
+    work_dir: Annotated[Path, typer.Option(help="checkpoint")] = _SD_RUNS / "vae",
+    data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
+    export: Annotated[Path, typer.Option(help="folded AutoencoderKL folder")] = _SD_RUNS / "vae"
+    / "export",
+    steps: Annotated[int, typer.Option(help="optimiser steps (raise it to continue)")] = 5000,
+    batch_size: Annotated[int, typer.Option(help="images per step")] = 32,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="data and step seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 100,
+) -> None:
+    """ToyWorld-SD: train the AutoencoderKL (32 px -> 8x8x4), resumable after a kill."""
+    from unsee.toyworld.sd.vae import VAEConfig, train_vae
+
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
+                    ("--checkpoint-every", checkpoint_every)):
+        _positive(name, v)
+    train_vae(work_dir, VAEConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                  checkpoint_every=checkpoint_every),
+              export_dir=export, data_dir=data_dir)
+    typer.echo(f"VAE written to {export}")
+
+
+@toyworld_app.command("train-clip")
+@_clean_errors
+def toyworld_train_clip(
+    work_dir: Annotated[Path, typer.Option(help="checkpoint")] = _SD_RUNS / "clip",
+    data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
+    export: Annotated[Path, typer.Option(help="CLIPModel + tokenizer folder")] = _SD_RUNS
+    / "clip" / "export",
+    steps: Annotated[int, typer.Option(help="contrastive steps (raise it to continue)")] = 3000,
+    distil_steps: Annotated[int, typer.Option(help="MiniLM distillation steps first")] = 0,
+    distil_corpus: Annotated[Path | None, typer.Option(
+        help="CSV (column 'prompt') or text file of captions to distil MiniLM on")] = None,
+    batch_size: Annotated[int, typer.Option(help="image-caption pairs per step")] = 128,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="data and step seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 50,
+) -> None:
+    """ToyWorld-SD: train the CLIP model (contrastive, optional MiniLM distillation first)."""
+    from unsee.toyworld.sd.clip import CLIPTrainConfig, train_clip
+
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
+                    ("--checkpoint-every", checkpoint_every)):
+        _positive(name, v)
+    if distil_steps < 0:
+        raise UnseeError("--distil-steps must be >= 0")
+    if distil_steps and distil_corpus is None:
+        raise UnseeError("--distil-steps needs --distil-corpus")
+    train_clip(work_dir, CLIPTrainConfig(
+        steps=steps, distil_steps=distil_steps, batch_size=batch_size, lr=lr, seed=seed,
+        checkpoint_every=checkpoint_every,
+        distil_corpus=str(distil_corpus) if distil_corpus else None),
+        export_dir=export, data_dir=data_dir)
+    typer.echo(f"CLIP written to {export}")
+
+
+@toyworld_app.command("train-sd")
+@_clean_errors
+def toyworld_train_sd(
+    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS / "vae"
+    / "export",
+    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS / "clip"
+    / "export",
+    work_dir: Annotated[Path, typer.Option(help="checkpoint and caches")] = _SD_RUNS / "unet",
+    data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
+    out: Annotated[Path, typer.Option(help="the StableDiffusionPipeline folder")] = _SD_RUNS
+    / "pipeline",
+    steps: Annotated[int, typer.Option(help="optimiser steps (raise it to continue)")] = 10_000,
+    batch_size: Annotated[int, typer.Option(help="latents per step")] = 32,
+    lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 5e-4,
+    seed: Annotated[int, typer.Option(help="data and step seed")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 100,
+) -> None:
+    """ToyWorld-SD: train the epsilon UNet on frozen CLIP states; assemble the pipeline."""
+    from unsee.toyworld.sd.unet import UNetTrainConfig, train_unet
+
+    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
+                    ("--checkpoint-every", checkpoint_every)):
+        _positive(name, v)
+    train_unet(work_dir, UNetTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                         checkpoint_every=checkpoint_every),
+               vae_dir=vae, clip_dir=clip, out_dir=out, data_dir=data_dir)
+    typer.echo(f"StableDiffusionPipeline folder written to {out}")
 
 
 @toyworld_app.command("quality")
@@ -156,7 +249,7 @@ def generate_cmd(
     rows = [PromptRow(p) for p in prompt] if prompt else read_prompts(prompts)  # type: ignore[arg-type]
     if any(not r.prompt.strip() for r in rows):
         raise UnseeError("empty prompt")
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, "images")
     bundle = _load_with_artifacts(model, erased or [], device)
     texts, seeds = expand_seeds(rows, num_images, seed)
     images = generate(bundle, texts, seeds, steps=steps, guidance=guidance,
@@ -173,7 +266,7 @@ def generate_cmd(
                                         if guidance is None else guidance,
                                         "images": index})
 
-    atomic_dir(out, build, overwrite=True)
+    atomic_dir(out, build, "images", overwrite=True)
     typer.echo(f"wrote {len(images)} images to {out}")
 
 
@@ -255,23 +348,77 @@ def _parse_value(v: str) -> Any:
         return v
 
 
+class ExportFormat(str, Enum):
+    """What ``unsee export`` writes."""
+
+    merged = "merged"
+    lora = "lora"
+    kohya = "kohya"
+
+
 @app.command("export")
 @_clean_errors
 def export_cmd(
-    artifact: Annotated[list[Path], typer.Argument(help="artifact folder(s) to merge")],
-    out: Annotated[Path, typer.Option(help="merged diffusers folder to write")],
+    artifact: Annotated[list[Path], typer.Argument(help="artifact folder(s) to export; "
+                                                         "several are applied together")],
+    out: Annotated[Path, typer.Option(help="folder to write")],
     model: Annotated[str | None, typer.Option(help="base model (default: the card's)")] = None,
-    overwrite: Annotated[bool, typer.Option()] = False,
+    fmt: Annotated[ExportFormat, typer.Option(
+        "--format", help="merged: a diffusers folder with the edit merged in; lora: a "
+        "diffusers/peft LoRA for pipe.load_lora_weights(folder); kohya: one .safetensors "
+        "for A1111 and ComfyUI (lora_down/lora_up/alpha, .diff/.diff_b)")] = ExportFormat.merged,
+    rank: Annotated[int | None, typer.Option(
+        help="lora/kohya: at most this rank per tensor (default: no cap)")] = None,
+    energy: Annotated[float | None, typer.Option(
+        help="lora/kohya: smallest rank per tensor keeping this fraction of the squared "
+        "singular values; 1 = exact (default 0.999 without --rank)")] = None,
+    dtype: Annotated[str, typer.Option(help="lora/kohya: fp32, fp16 or bf16 factors")] = "fp32",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing export folder")] = False,
 ) -> None:
-    """Write a merged diffusers folder that plain diffusers loads without unsee."""
-    from unsee.artifacts import export_merged, read_card
+    """Export an erasure: a merged diffusers folder (default), or a LoRA (``--format lora``
+    or ``kohya``) by truncated SVD, with its residual against the full delta reported.
 
+    Examples: ``unsee export ART --out merged/``;
+    ``unsee export ART --format lora --rank 8 --out lora/``;
+    ``unsee export ART --format kohya --energy 0.99 --dtype fp16 --out kohya/``.
+    """
+    from unsee.artifacts import apply_artifacts, export_merged, read_artifacts, read_card
+    from unsee.io import check_output_dir
+    from unsee.models.bundle import load_bundle
+
+    fmt_s = fmt.value if isinstance(fmt, ExportFormat) else str(fmt)
+    if fmt_s == "merged" and (rank is not None or energy is not None or dtype != "fp32"):
+        raise UnseeError("--rank, --energy and --dtype apply to --format lora and kohya only")
+    if fmt_s != "merged":
+        from unsee.lora import DEFAULT_ENERGY, DTYPES, check_rank_rule
+
+        if dtype not in DTYPES:
+            raise UnseeError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        if rank is None and energy is None:
+            energy = DEFAULT_ENERGY
+        check_rank_rule(rank, energy)
     base = model or read_card(artifact[0])["base"]["model_id"]
-    if out.exists() and not overwrite:
-        raise UnseeError(f"{out} already exists (pass --overwrite to replace it)")
-    bundle = _load_with_artifacts(base, artifact, "cpu")
-    export_merged(bundle, out, overwrite=overwrite)
-    typer.echo(f"merged model written to {out}")
+    check_output_dir(out, overwrite, "export")
+    bundle = load_bundle(base, device="cpu")
+    if fmt_s == "merged":
+        cards = apply_artifacts(bundle, artifact)
+        export_merged(bundle, out, overwrite=overwrite, cards=cards)
+        typer.echo(f"merged model written to {out}")
+        return
+    import torch
+
+    from unsee.lora import combined_delta, export_lora, summary_line
+
+    delta = combined_delta([d for _, d in read_artifacts(artifact)])
+    params = dict(bundle.unet.named_parameters())
+    saved = {n: params[n].detach().clone() for n in delta if n in params}
+    cards = apply_artifacts(bundle, artifact)  # fingerprint, ledger and shape checks
+    with torch.no_grad():
+        for n, v in saved.items():
+            params[n].copy_(v)
+    report = export_lora(bundle, cards, delta, out, fmt_s, rank=rank, energy=energy,
+                         dtype=dtype, overwrite=overwrite)
+    typer.echo(summary_line(out, report))
 
 
 @app.command("methods")

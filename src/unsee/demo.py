@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unsee.errors import UnseeError
-from unsee.io import check_output_dir, write_json
+from unsee.io import MARKER, check_output_dir, write_json
 
 #: One row per method family (ESD by esd-x; `--method esd-u` etc. add variants).
 DEMO_METHODS: tuple[str, ...] = ("esd-x", "uce", "kscu", "mim-mu")
@@ -40,8 +40,9 @@ def run_demo(out: Path, concept: str = "star", methods: Sequence[str] | None = N
     names = available_methods(methods)
     if num_images <= 0 or steps <= 0:
         raise UnseeError("--num-images and --steps must be positive")
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, "demo")
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / MARKER, {"kind": "demo"})  # the folder is unsee's from now on
     t0 = time.time()
     artifacts = {}
     for m in names:

@@ -3,3 +3,19 @@
 
 class UnseeError(Exception):
     """Bad input or configuration: the message says what is wrong and what to do."""
+
+
+def validation_error(exc: Exception, where: str) -> UnseeError:
+    """One line from a pydantic ``ValidationError``: each bad field, what it needs and what it
+    got, e.g. ``config: seed must be a valid integer, ... (got 'abc')``."""
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return UnseeError(f"{where}: {exc}")
+    parts = []
+    for err in errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "value"
+        msg = str(err.get("msg", "is invalid")).replace("Input should", "must")
+        got = err.get("input")
+        parts.append(f"{loc} {msg} (got {got!r})" if err.get("type") != "missing"
+                     else f"{loc} is required")
+    return UnseeError(f"{where}: " + "; ".join(parts))

@@ -15,12 +15,13 @@ import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from pydantic import Field, TypeAdapter, ValidationError
 
 from unsee.artifacts import (
     apply_artifacts,
@@ -28,6 +29,7 @@ from unsee.artifacts import (
     fingerprint,
     ledger_entry,
     library_versions,
+    read_artifacts,
     read_card,
     read_delta,
     write_artifact,
@@ -35,9 +37,9 @@ from unsee.artifacts import (
 from unsee.concepts import Concept, resolve_concept
 from unsee.erase.base import ClosedFormMethod, Method, build_params, get_method
 from unsee.erase.scopes import PRESETS, describe_scope, train_only
-from unsee.errors import UnseeError
-from unsee.io import atomic_write, check_output_dir
-from unsee.models.bundle import Bundle, load_bundle
+from unsee.errors import UnseeError, validation_error
+from unsee.io import check_output_dir, load_state, save_state
+from unsee.models.bundle import Bundle, check_device, load_bundle
 from unsee.models.sampling import (
     LOSS_SPACES,
     ddim_sample,
@@ -49,56 +51,82 @@ from unsee.models.sampling import (
 from unsee.progress import progress_bar
 
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+#: the card's ``final_loss`` is the mean of the last this many step losses
+FINAL_LOSS_WINDOW = 20
+
+
+Positive = Annotated[int, Field(gt=0)]
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+#: seeds feed numpy's SeedSequence, which takes non-negative integers
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
 
 @dataclasses.dataclass
 class EraseConfig:
-    """Everything that defines an erasure run (also the keys of a ``--config`` YAML)."""
+    """Everything that defines an erasure run (also the keys of a ``--config`` YAML).
+
+    Types and ranges are checked by :func:`check_config` (pydantic): numbers are read the way
+    YAML users write them (``1e-5`` is a float, ``"5"`` an integer), anything else is one
+    clear error naming the field.
+    """
 
     method: str
     concepts: list[str]
     model: str = "toyworld"
     anchors: list[str] = dataclasses.field(default_factory=list)
-    iterations: int | None = None
-    lr: float | None = None
-    batch_size: int | None = None
-    lr_schedule: str | None = None
-    seed: int = 0
+    iterations: Positive | None = None
+    lr: PositiveFinite | None = None
+    batch_size: Positive | None = None
+    lr_schedule: Literal["constant", "cosine", "onecycle"] | None = None
+    seed: Seed = 0
     scope: str | None = None
     sequential: bool = False
     on: list[str] = dataclasses.field(default_factory=list)
     device: str = "auto"
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     gradient_checkpointing: bool = False
-    checkpoint_every: int = 25
+    checkpoint_every: Positive = 25
     # native: losses compare the model's own predictions (v on v-models); epsilon: the
     # epsilon predictions (reproduces runs made before issue 19)
     loss_space: str = "native"
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def config_from_yaml(path: Path, overrides: dict[str, Any]) -> EraseConfig:
-    """Read a YAML config; ``overrides`` (from the command line, None = unset) win."""
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UnseeError(f"cannot read config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UnseeError(f"config {path} must be a mapping of keys to values")
+def check_config(data: dict[str, Any], where: str = "config") -> EraseConfig:
+    """An :class:`EraseConfig` from a mapping, every field type- and range-checked."""
     known = {f.name for f in dataclasses.fields(EraseConfig)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UnseeError(f"unknown key(s) in {path}: {', '.join(unknown)}; "
+        raise UnseeError(f"unknown key(s) in {where}: {', '.join(unknown)}; "
                          f"known: {', '.join(sorted(known))}")
+    for required in ("method", "concepts"):
+        if required not in data:
+            raise UnseeError(f"{where} needs '{required}'")
+    data = dict(data)
+    if isinstance(data.get("concepts"), str):
+        data["concepts"] = [data["concepts"]]
+    try:
+        return _CONFIG.validate_python(data)
+    except ValidationError as exc:
+        raise validation_error(exc, where) from None
+
+
+def config_from_yaml(path: Path, overrides: dict[str, Any]) -> EraseConfig:
+    """Read a YAML config; ``overrides`` (from the command line, None = unset) win."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnseeError(f"cannot read config {path}: {first}") from exc
+    if not isinstance(data, dict):
+        raise UnseeError(f"config {path} must be a mapping of keys to values")
     for k, v in overrides.items():
         if v is not None and v != [] and v != {}:
             data[k] = v
-    for required in ("method", "concepts"):
-        if required not in data:
-            raise UnseeError(f"config needs '{required}'")
-    if isinstance(data.get("concepts"), str):
-        data["concepts"] = [data["concepts"]]
-    return EraseConfig(**data)
+    return check_config(data, f"config {path}")
+
+
+_CONFIG = TypeAdapter(EraseConfig)
 
 
 @dataclasses.dataclass
@@ -136,6 +164,8 @@ def _vocabulary(model: str) -> str | None:
 
 def validate(cfg: EraseConfig) -> Plan:
     """Check a config before any model is loaded; raises :class:`UnseeError`."""
+    cfg = check_config(dataclasses.asdict(cfg))
+    check_device(cfg.device)
     cls = get_method(cfg.method)
     params = build_params(cls, dict(cfg.params or {}))
     if not cfg.concepts:
@@ -157,21 +187,16 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError(f"learning rate must be a positive finite number (got {lr})")
     if not isinstance(batch, int) or batch <= 0:
         raise UnseeError(f"batch size must be a positive integer (got {batch})")
-    if cfg.checkpoint_every <= 0:
-        raise UnseeError("checkpoint_every must be positive")
     if sched not in LR_SCHEDULES:
         raise UnseeError(f"unknown lr_schedule {sched!r}; use one of {', '.join(LR_SCHEDULES)}")
     scope = cfg.scope or d.get("scope", cls.scope)
     if scope not in PRESETS and not scope.startswith("re:"):
         raise UnseeError(f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or "
                          "'re:<regex>'")
-    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
-        raise UnseeError("mixed_precision must be no, fp16 or bf16")
     if cfg.loss_space not in LOSS_SPACES:
         raise UnseeError(f"loss_space must be one of {', '.join(LOSS_SPACES)} "
                          f"(got {cfg.loss_space!r})")
-    for art in cfg.on:
-        read_card(Path(art))
+    read_artifacts([Path(a) for a in cfg.on])  # damaged, foreign or repeated: refused now
     if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise UnseeError(f"unknown model {cfg.model!r}")
     return Plan(cfg, cls, params, iterations, float(lr), batch, sched, scope, family)
@@ -337,17 +362,19 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     from accelerate import Accelerator
 
     plan = validate(cfg)
+    cfg = plan.cfg
     out = Path(out)
     ckpt_dir = _checkpoint_dir(out)
-    ckpt_path = ckpt_dir / "checkpoint.pt"
+    ckpt_path = ckpt_dir / "checkpoint.safetensors"
     if resume and not ckpt_path.exists():
-        raise UnseeError(f"nothing to resume: {ckpt_path} does not exist")
-    if not resume:
-        check_output_dir(out, overwrite)
-    device = cfg.device
-    if device == "auto":  # a model handed in is erased where it already lives
-        device = bundle.device.type if bundle is not None else \
-            "cuda" if torch.cuda.is_available() else "cpu"
+        legacy = ckpt_dir / "checkpoint.pt"
+        raise UnseeError(f"nothing to resume: {ckpt_path} does not exist" + (
+            f" ({legacy} is a pickle from an older unsee and is never loaded; start over)"
+            if legacy.exists() else ""))
+    check_output_dir(out, overwrite or resume, "artifact")
+    device = check_device(cfg.device)
+    if cfg.device == "auto" and bundle is not None:  # a model handed in is erased in place
+        device = bundle.device.type
     if bundle is not None and bundle.device.type != torch.device(device).type:
         raise UnseeError(f"the model passed in is on {bundle.device.type} but the run asks "
                          f"for device {device!r}: move it first or use device='auto'")
@@ -388,29 +415,35 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
 
     step, wall_before, updates = 0, 0.0, 0
     rounds: list[dict[str, Any]] = []  # per-round provenance for the card
+    losses: list[float] = []
     if resume:
-        state = torch.load(ckpt_path, weights_only=False, map_location="cpu")
-        if state["plan"] != json.loads(json.dumps(plan.as_dict())):
+        state = load_state(ckpt_path)
+        if state.get("plan") != json.loads(json.dumps(plan.as_dict())):
             raise UnseeError("the checkpoint was made with a different configuration; "
                              "run without --resume (and with --overwrite) to start over")
-        with torch.no_grad():
-            for n, p in params.items():
-                p.copy_(state["params"][n].to(p.device, p.dtype))
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        method.load_state_dict(state["method"])
-        step, wall_before, updates = state["step"], state["wall_seconds"], state["updates"]
-        rounds = state["rounds"]
+        try:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(state["params"][n].to(p.device, p.dtype))
+            opt.load_state_dict(state["opt"])
+            sched.load_state_dict(state["sched"])
+            method.load_state_dict(state["method"])
+            step, wall_before, updates = state["step"], state["wall_seconds"], state["updates"]
+            rounds, losses = state["rounds"], state["recent_losses"]
+        except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+            raise UnseeError(f"checkpoint {ckpt_path} is damaged ({type(exc).__name__}: {exc}); "
+                             "run without --resume (and with --overwrite) to start over") from exc
 
     def save_checkpoint() -> None:
-        state = {"step": step, "plan": json.loads(json.dumps(plan.as_dict())),
-                 "params": {n: p.detach().cpu().clone() for n, p in params.items()},
-                 "opt": opt.state_dict(), "sched": sched.state_dict(),
-                 "method": method.state_dict(), "updates": updates, "rounds": rounds,
-                 "wall_seconds": wall_before + time.time() - t_start}
-        atomic_write(ckpt_path, lambda p: torch.save(state, p))
+        # safetensors + JSON: resuming never unpickles anything
+        save_state(ckpt_path, {
+            "step": step, "plan": json.loads(json.dumps(plan.as_dict())),
+            "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+            "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "method": method.state_dict(), "updates": updates, "rounds": rounds,
+            "recent_losses": losses[-FINAL_LOSS_WINDOW:],
+            "wall_seconds": wall_before + time.time() - t_start})
 
-    losses: list[float] = []
     if isinstance(method, ClosedFormMethod):
         t_fit = time.time()
         solution = method.fit()
@@ -438,8 +471,11 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             rng = np.random.default_rng([cfg.seed, step])
             loss, parts = method.loss(step, rng)
             if not torch.isfinite(loss):
-                raise UnseeError(f"the loss became {loss.item()} at step {step}; stopped. The last "
-                                 f"good checkpoint is kept in {ckpt_dir} (try a lower --lr)")
+                kept = (f"the last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists()
+                        else "no checkpoint was written yet")
+                raise UnseeError(f"the loss became {loss.item()} at step {step}; stopped ({kept}); "
+                                 "the learning rate may be too high for this model (try a lower "
+                                 "--lr)")
             accelerator.backward(loss)
             if method.mask is None or method.mask.should_step(step):
                 opt.step()
@@ -454,7 +490,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
                 rounds.append({"round": r, "concepts": names, "iterations": plan.iterations,
                                **method.end_round(r)})
             losses.append(loss.item())
-            bar.advance(loss=float(np.mean(losses[-20:])), **parts)
+            bar.advance(loss=float(np.mean(losses[-FINAL_LOSS_WINDOW:])), **parts)
             if step % cfg.checkpoint_every == 0 and step < total:
                 save_checkpoint()
 
@@ -483,7 +519,7 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
                  "device": str(accelerator.device), "processes": accelerator.num_processes,
                  "iterations": total, "optimizer_steps": updates,
                  "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
-                 "final_loss": float(np.mean(losses[-20:])) if losses else None,
+                 "final_loss": float(np.mean(losses[-FINAL_LOSS_WINDOW:])) if losses else None,
                  **closed_form_cost},
         "rounds": rounds,
         "ledger": [*(e for c in prior_cards for e in c.get("ledger", [])),

@@ -60,7 +60,7 @@ def eval_cmd(
     from unsee.io import atomic_dir, check_output_dir, write_json
     from unsee.report.html import write_report
 
-    check_output_dir(out, overwrite)
+    check_output_dir(out, overwrite, "scorecard")
     settings = EvalSettings(
         num_images=num_images, seed=seed, steps=steps, guidance=guidance,
         batch_size=batch_size, prompts_file=prompts, limit=limit, judge=judge, clip=clip,
@@ -76,7 +76,7 @@ def eval_cmd(
         write_json(tmp / "scorecard.json", result.scorecard)
         write_report(tmp / "report.html", [result])
 
-    atomic_dir(out, build, overwrite=True)
+    atomic_dir(out, build, "scorecard", overwrite=True)
     card = result.scorecard
     rates = ", ".join(f"{c} {100 * v['target_rate_base']:.0f}% -> {100 * v['target_rate']:.0f}%"
                       for c, v in card["concepts"].items())

@@ -101,6 +101,33 @@ class Bundle:
         return self
 
 
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else one clear :class:`UnseeError`: an unknown
+    name, or a GPU that is asked for and missing, is never silently run on the CPU.
+    ``auto`` is the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UnseeError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cpu":
+        return "cpu"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnseeError(f"device {device!r} asks for a GPU but torch sees none (torch "
+                             f"{torch.__version__}); run with --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UnseeError(f"device {device!r}: this machine has "
+                             f"{torch.cuda.device_count()} GPU(s)")
+        return device
+    if dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UnseeError(f"device {device!r} is not available here; run with --device cpu")
+        return device
+    raise UnseeError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+
+
 def _quiet_loaders() -> None:
     """Weight-loading bars of transformers/diffusers would bury unsee's own progress and
     its one-line errors."""

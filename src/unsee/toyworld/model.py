@@ -29,12 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsee.io import atomic_write, write_json
+from unsee.io import atomic_write, load_state, save_state, write_json
 from unsee.progress import progress_bar
 from unsee.toyworld.render import render_dataset
 from unsee.toyworld.vocab import ATTRIBUTES, Attributes, all_training_captions, sample_caption
 
 TEXT_MAX_LENGTH = 24
+#: training checkpoint (safetensors + JSON: resuming never unpickles anything)
+CHECKPOINT = "checkpoint.safetensors"
 UNET_CONFIG: dict = {
     "sample_size": 32,
     "in_channels": 3,
@@ -116,7 +118,8 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
                 resume: bool = True, max_minutes: float | None = None) -> Path:
     """Train (or resume training) the ToyWorld UNet in ``work_dir``.
 
-    ``work_dir/checkpoint.pt`` is rewritten atomically every ``cfg.checkpoint_every`` steps;
+    ``work_dir/checkpoint.safetensors`` (tensors + JSON, no pickle) is rewritten atomically
+    every ``cfg.checkpoint_every`` steps;
     a killed run resumes from it with the same data order (batch ``k`` is drawn from
     ``(seed, k)``). At the end the EMA weights are exported to ``export_dir``.
     """
@@ -142,15 +145,15 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
 
     captions = all_training_captions()
     cap_index = {c: i for i, c in enumerate(captions)}
-    emb_path = work_dir / "caption_states.pt"
+    emb_path = work_dir / "caption_states.safetensors"
     if emb_path.exists():
-        cap_states = torch.load(emb_path)
+        cap_states = load_state(emb_path)["states"]
     else:
         enc = load_minilm(TEXT_MAX_LENGTH)
         cap_states = torch.cat([enc.encode(captions[i:i + 512])
                                 for i in range(0, len(captions), 512)])
         cap_states = torch.cat([cap_states, enc.encode([""])])  # last row: the empty prompt
-        atomic_write(emb_path, lambda p: torch.save(cap_states, p))
+        save_state(emb_path, {"states": cap_states})
     empty_row = cap_states.shape[0] - 1
 
     unet = build_unet()
@@ -159,9 +162,9 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True,
                    power=2 / 3)
     step, log = 0, []
-    ckpt_path = work_dir / "checkpoint.pt"
+    ckpt_path = work_dir / CHECKPOINT
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, weights_only=False)
+        ck = load_state(ckpt_path)
         unet.load_state_dict(ck["unet"])
         opt.load_state_dict(ck["opt"])
         ema.load_state_dict(ck["ema"])
@@ -171,7 +174,7 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     def save() -> None:
         state = {"unet": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
                  "step": step, "log": log, "config": asdict(cfg)}
-        atomic_write(ckpt_path, lambda p: torch.save(state, p))
+        save_state(ckpt_path, state)
 
     alphas = sched.alphas_cumprod
     t0 = time.time()
@@ -226,7 +229,7 @@ def export_ema(work_dir: Path, export_dir: Path) -> Path:
     """Export the EMA weights of the current checkpoint (e.g. to evaluate mid-training)."""
     from diffusers.training_utils import EMAModel
 
-    ck = torch.load(work_dir / "checkpoint.pt", weights_only=False)
+    ck = load_state(work_dir / CHECKPOINT)
     unet = build_unet()
     unet.load_state_dict(ck["unet"])
     ema = EMAModel(unet.parameters())
