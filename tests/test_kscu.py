@@ -60,8 +60,9 @@ def test_augmented_prompts_are_deterministic_and_keep_the_concept():
 
 
 def test_task_presets_choose_scope_and_budget():
-    obj = validate(EraseConfig(method="kscu", concepts=["star"]))
-    style = validate(EraseConfig(method="kscu", concepts=["striped"]))
+    official = {"preset": "official"}
+    obj = validate(EraseConfig(method="kscu", concepts=["star"], params=official))
+    style = validate(EraseConfig(method="kscu", concepts=["striped"], params=official))
     assert obj.scope == "noxattn-linear" and style.scope == "xattn"
     # the style preset trains the smaller cross-attention scope at ESD-x's ToyWorld lr
     assert (obj.lr, style.lr) == (5e-5, 3e-4)
@@ -76,7 +77,8 @@ def test_task_presets_choose_scope_and_budget():
     with pytest.raises(UnseeError, match="below ddim_steps"):
         validate(EraseConfig(method="kscu", concepts=["star"], params={"start": 50}))
     with pytest.raises(UnseeError, match="are empty"):  # preset S = 14 >= end
-        validate(EraseConfig(method="kscu", concepts=["star"], params={"end": 10}))
+        validate(EraseConfig(method="kscu", concepts=["star"],
+                             params={"end": 10, "levels": "index"}))
 
 
 def _cfg(sd, **kw):

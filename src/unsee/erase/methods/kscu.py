@@ -14,7 +14,22 @@ traversals, so the latest steps get the most updates. Choices:
   ``lam2 * || e(x, "") - (e0(x, "") - lam1 (e0(x, c) - e0(x, ""))) ||^2`` with
   ``version=quick``: lam2 = 1e-4, lam1 = (1000 - t) 2e-5 (t = training timestep);
   ``version=paper``: lam2 = 2e-5, lam1 = s / 10000 (s = DDIM index).
-* scope per task: ``noxattn-linear`` for object and nudity, ``xattn`` for style and instance.
+* scope and lr (``preset``): ``official``, the task's scope in the official code
+  (``noxattn-linear`` for object and nudity, ``xattn`` for style and instance); ``matched``,
+  the scope and lr of the comparator ESD-x (cross-attention, ESD-x's lr on the model
+  family), so KSCU and ESD differ only in where and how often they train; ``auto`` (the
+  default): official on Stable Diffusion, matched on ToyWorld (issue 19: the official object
+  scope at ToyWorld's tuned lr left star 0.69 where the matched one erases it).
+* budget: the task's iterations are *per concept* (the official budget, for one concept):
+  with several concepts at once the run has that many per concept and every concept gets
+  its own Key Step Table, traversals interleaved concept by concept; with ``--sequential``
+  each round trains its concept on its own table.
+* noise levels (``levels``): the presets' key-step starts are SD 1.x DDIM indices (at 50
+  steps); ``noise`` (default) maps them to the model's DDIM grid by log-SNR
+  (:mod:`unsee.erase.timesteps`: on ToyWorld at 50 steps the object start 14 becomes 9),
+  and evaluates the leakage weight at the SD 1.x timestep / index of the same noise level;
+  ``index`` scales the indices to ``ddim_steps`` and uses the model's own t and s (the
+  behaviour before issue 19). Both are the identity on SD 1.x's schedule at 50 steps.
 * prompt augmentation in the last ``augment_fraction`` of iterations: the edited model reads
   one of 10 deterministic variants of the prompt (template, then word shuffle / deletion /
   alphanumeric prefix / suffix) plus Gaussian noise in embedding space.
@@ -34,15 +49,17 @@ import torch
 from unsee.concepts import Concept
 from unsee.erase.base import Method, register
 from unsee.erase.engine import ErasureContext, mse
+from unsee.erase.methods.esd import ESD
+from unsee.erase.timesteps import NoiseLevel, model_level
 from unsee.errors import UnseeError
 from unsee.models.sampling import ddim_timesteps
 
 
 @dataclass(frozen=True)
 class TaskPreset:
-    start: tuple[int, int]  # first key step S at 50 DDIM steps: (paper-era, quick) code
-    iterations: dict[str, int]  # model family -> iteration budget
-    scope: str
+    start: tuple[int, int]  # first key step S, SD 1.x DDIM index at 50 steps: (paper, quick)
+    iterations: dict[str, int]  # model family -> iteration budget per concept
+    scope: str  # the official code's scope for the task
     lr: dict[str, float] | None = None  # model family -> lr, where it differs from the method's
 
 
@@ -70,6 +87,10 @@ TEMPLATES["instance"] = ("{}", "a portrait of {}", "a photo of {}", "a picture o
                          "{} smiling", "a close-up of {}", "{} in a room", "an image of {}",
                          "a headshot of {}", "{} outdoors")
 VERSIONS = ("quick", "paper")
+PRESETS = ("auto", "matched", "official")
+LEVELS = ("noise", "index")
+#: S_max of the quick code: ceil(0.9 E) - 1, an SD 1.x DDIM index at E = 50
+QUICK_MAX_START = 44
 
 
 @dataclass
@@ -87,6 +108,8 @@ class KSCUParams:
     augment: bool = True  # prompt augmentation in the last augment_fraction of iterations
     augment_fraction: float = 0.05
     embedding_noise: float = 1e-5  # std of the noise added to augmented prompt states
+    preset: str = "auto"  # matched (ESD-x's scope and lr) | official (the task's) | auto
+    levels: str = "noise"  # noise: SD 1.x indices mapped by log-SNR | index: scaled indices
 
     def __post_init__(self) -> None:
         if self.task != "auto" and self.task not in TASKS:
@@ -94,6 +117,11 @@ class KSCUParams:
                              f"(got {self.task!r})")
         if self.version not in VERSIONS:
             raise UnseeError(f"kscu.version must be quick or paper (got {self.version!r})")
+        if self.preset not in PRESETS:
+            raise UnseeError(f"kscu.preset must be one of {', '.join(PRESETS)} "
+                             f"(got {self.preset!r})")
+        if self.levels not in LEVELS:
+            raise UnseeError(f"kscu.levels must be noise or index (got {self.levels!r})")
         if self.ddim_steps < 2:
             raise UnseeError("kscu.ddim_steps must be at least 2")
         if self.start >= self.ddim_steps or self.max_start >= self.ddim_steps:
@@ -107,6 +135,13 @@ class KSCUParams:
             raise UnseeError("kscu.augment_fraction must be in [0, 1]")
 
 
+def resolved_preset(p: KSCUParams, family: str) -> str:
+    """``preset=auto``: official on Stable Diffusion, matched on ToyWorld."""
+    if p.preset != "auto":
+        return p.preset
+    return "official" if family == "sd" else "matched"
+
+
 def resolve_task(task: str, concepts: list[Concept]) -> str:
     if task != "auto":
         return task
@@ -117,12 +152,23 @@ def resolve_task(task: str, concepts: list[Concept]) -> str:
     return tasks.pop()
 
 
-def key_start(p: KSCUParams, preset: TaskPreset) -> int:
-    """S: the explicit ``start``, else the task preset's (given at 50 steps) scaled to E."""
+def map_index(index50: int, p: KSCUParams, grid: list[int] | None,
+              alphas_cumprod: torch.Tensor | None) -> int:
+    """An SD 1.x DDIM index at 50 steps on the model's ``p.ddim_steps``-step grid: by noise
+    level (``levels=noise``; ``grid`` the model's DDIM timesteps, noisiest first) or scaled
+    (``levels=index``; no model needed)."""
+    if p.levels == "index" or grid is None or alphas_cumprod is None:
+        return min(p.ddim_steps - 1, round(index50 * p.ddim_steps / 50))
+    return NoiseLevel.from_sd1_ddim_index(index50, 50).ddim_index(grid, alphas_cumprod)
+
+
+def key_start(p: KSCUParams, preset: TaskPreset, grid: list[int] | None = None,
+              alphas_cumprod: torch.Tensor | None = None) -> int:
+    """S: the explicit ``start`` (a model index), else the task preset's, mapped
+    (:func:`map_index`; without a model, as ``levels=index``)."""
     if p.start >= 0:
         return p.start
-    start50 = preset.start[1 if p.version == "quick" else 0]
-    return min(p.ddim_steps - 1, round(start50 * p.ddim_steps / 50))
+    return map_index(preset.start[1 if p.version == "quick" else 0], p, grid, alphas_cumprod)
 
 
 def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
@@ -143,6 +189,36 @@ def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
         if completed == loops_before_shift:
             start, completed = min(start + 1, max_start), 0
     return table[:iterations]
+
+
+def build_table(start: int, end: int, budgets: list[int], loops_before_shift: int = 8,
+                max_start: int | None = None) -> list[tuple[int, int, int]]:
+    """Entries (concept k, DDIM index s, j) for several concepts at once: concept k gets its
+    own single-concept Key Step Table of ``budgets[k]`` entries (j: the entry's position in
+    it), and the tables' traversals are interleaved concept by concept, as the official
+    multi-concept table walks them. With equal budgets of whole traversals this is the
+    official table of ``sum(budgets)`` entries; otherwise each concept's own last traversal
+    is cut at its budget, where the official table cuts the last concepts short."""
+    traversals = []
+    for n in budgets:
+        own = build_schedule(start, end, n, 1, loops_before_shift, max_start)
+        runs: list[list[tuple[int, int]]] = []
+        for j, (_, s) in enumerate(own):
+            if not runs or s != runs[-1][-1][1] + 1:
+                runs.append([])
+            runs[-1].append((j, s))
+        traversals.append(runs)
+    table = []
+    for i in range(max(len(r) for r in traversals)):
+        for k, runs in enumerate(traversals):
+            if i < len(runs):
+                table += [(k, s, j) for j, s in runs[i]]
+    return table
+
+
+def split_budget(total: int, n: int) -> list[int]:
+    """``total`` iterations shared by ``n`` concepts as evenly as possible (first ones +1)."""
+    return [total // n + (k < total % n) for k in range(n)]
 
 
 def augmented_prompts(prompt: str, concept_words: str, task: str, seed: int,
@@ -175,6 +251,7 @@ class KSCU(Method):
     scope = "noxattn-linear"
     Params = KSCUParams
     summary = "ESD target trained only at the late key steps of the trajectory (KSCU)"
+    #: the official preset's lr (SD: the official code's; ToyWorld: tuned here)
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"lr": 1e-5, "batch_size": 1},
         "toyworld": {"lr": 5e-5, "batch_size": 4},
@@ -183,28 +260,40 @@ class KSCU(Method):
     @classmethod
     def plan_defaults(cls, params: KSCUParams, family: str, concepts: list[Concept],
                       sequential: bool = False) -> dict[str, Any]:
+        """Iterations per round: the task's per-concept budget, times the number of concepts
+        unless sequential (one concept per round); scope and lr of the ``preset``."""
         preset = TASKS[resolve_task(params.task, concepts)]
-        start = key_start(params, preset)
-        if params.end > 0 and start >= params.end:
-            raise UnseeError(f"kscu: the key steps [{start}, {params.end}) are empty")
-        return {**cls.defaults[family], **({"lr": preset.lr[family]}
-                                            if preset.lr and family in preset.lr else {}),
-                "iterations": preset.iterations[family], "scope": preset.scope}
+        if params.end > 0 and (params.start >= 0 or params.levels == "index") \
+                and key_start(params, preset) >= params.end:
+            raise UnseeError(f"kscu: the key steps [{key_start(params, preset)}, "
+                             f"{params.end}) are empty")
+        per_round = preset.iterations[family] * (1 if sequential else len(concepts))
+        out = {**cls.defaults[family], "iterations": per_round}
+        if resolved_preset(params, family) == "matched":
+            return {**out, "scope": ESD.scope, "lr": ESD.defaults[family]["lr"]}
+        return {**out, **({"lr": preset.lr[family]} if preset.lr and family in preset.lr
+                          else {}), "scope": preset.scope}
 
     def __init__(self, params: KSCUParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
         p, e = params, params.ddim_steps
         self.task = resolve_task(p.task, ctx.concepts)
-        quick = p.version == "quick"
-        self.start = key_start(p, TASKS[self.task])
+        self.timesteps = ddim_timesteps(ctx.bundle, e)
+        ab = ctx.alphas_cumprod
+        self.start = key_start(p, TASKS[self.task], self.timesteps, ab)
         self.end = p.end if p.end > 0 else e
-        default_max = math.ceil(0.9 * e) - 1 if quick else e - 1
+        if self.start >= self.end:
+            raise UnseeError(f"kscu: the key steps [{self.start}, {self.end}) are empty")
+        default_max = (map_index(QUICK_MAX_START, p, self.timesteps, ab)
+                       if p.version == "quick" else e - 1)
         self.max_start = min(self.end - 1, max(self.start, p.max_start if p.max_start >= 0
                                                else default_max))
-        self.table = build_schedule(self.start, self.end, ctx.total_steps, len(ctx.concepts),
-                                    p.loops_before_shift, self.max_start)
-        self.timesteps = ddim_timesteps(ctx.bundle, e)
-        self.augment_from = math.ceil((1 - p.augment_fraction) * ctx.total_steps)
+        self.table = self._table()
+        #: per concept, the number of its entries and the position its augmentation starts
+        counts = [sum(k == c for k, _, _ in self.table) for c in range(len(ctx.concepts))]
+        if ctx.plan.cfg.sequential:
+            counts = [ctx.plan.iterations] * len(ctx.concepts)
+        self.augment_from = [math.ceil((1 - p.augment_fraction) * n) for n in counts]
         self.aug_pool = {c.name: [a for k, prompt in enumerate(c.prompts)
                                   for a in augmented_prompts(prompt, c.name, self.task,
                                                              ctx.plan.cfg.seed + k)]
@@ -212,6 +301,31 @@ class KSCU(Method):
         # the trajectory being walked: (step it was made for, prompts, latents)
         self.walk: tuple[int, list[str], torch.Tensor] | None = None
         self.resampled = 0  # trajectories sampled from noise (the cost reuse saves)
+
+    def _table(self) -> list[tuple[int, int, int]]:
+        """The run's table, one entry (concept, DDIM index, position in the concept's own
+        table) per step: sequential, one single-concept table per round; otherwise every
+        concept's table of an even share of the iterations, interleaved (:func:`build_table`)."""
+        ctx, p = self.ctx, self.p
+        n, it = len(ctx.concepts), ctx.plan.iterations
+        if ctx.plan.cfg.sequential:
+            own = build_schedule(self.start, self.end, it, 1, p.loops_before_shift,
+                                 self.max_start)
+            return [(r, s, j) for r in range(n) for j, (_, s) in enumerate(own)]
+        if it < n:
+            raise UnseeError(f"kscu needs at least one iteration per concept ({n}); got {it}")
+        return build_table(self.start, self.end, split_budget(it, n), p.loops_before_shift,
+                           self.max_start)
+
+    def leakage_lambda(self, t_int: int, s: int) -> tuple[float, float]:
+        """(lam2, lam1) of the leakage term at training timestep ``t_int`` / DDIM index ``s``,
+        read at the SD 1.x timestep or index of the same noise level (``levels=noise``)."""
+        if self.p.levels == "noise":
+            level = model_level(t_int, self.ctx.alphas_cumprod)
+            t_int, s = level.sd1_timestep(), level.sd1_ddim_index(50)
+        if self.p.version == "quick":
+            return 1e-4, (1000 - t_int) * 2e-5
+        return 2e-5, s / 10000
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "walk": self.walk, "resampled": self.resampled}
@@ -225,7 +339,7 @@ class KSCU(Method):
         """x at DDIM index s for this step's table entry, continuing the previous entry's
         trajectory when it is the same concept one index earlier."""
         ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
-        prev = self.table[step - 1] if step else None
+        prev = self.table[step - 1][:2] if step else None
         if (p.trajectory_reuse and self.walk is not None and self.walk[0] == step - 1
                 and prev == (self.table[step][0], s - 1)):
             prompts = self.walk[1]
@@ -242,7 +356,7 @@ class KSCU(Method):
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ctx, p = self.ctx, self.p
-        k, s = self.table[step]
+        k, s, j = self.table[step]
         concept = ctx.concepts[k]
         x, prompts = self.x_s(step, concept, s, rng)
         b = x.shape[0]
@@ -251,7 +365,7 @@ class KSCU(Method):
         c, u = ctx.encode(prompts), ctx.encode([""] * b)
         e_c, e_u = ctx.frozen_pred(x, t, c), ctx.frozen_pred(x, t, u)
         read = c
-        if p.augment and step >= self.augment_from:
+        if p.augment and j >= self.augment_from[k]:
             pool = self.aug_pool[concept.name]
             aug = [pool[int(i)] for i in rng.integers(len(pool), size=b)]
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -261,9 +375,6 @@ class KSCU(Method):
         e_read, e_uncond = ctx.pred(torch.cat([x, x]), torch.cat([t, t]),
                                    torch.cat([read, u])).chunk(2)
         main = mse(e_read, e_u - p.eta * (e_c - e_u))
-        if p.version == "quick":
-            lam2, lam1 = 1e-4, (1000 - t_int) * 2e-5
-        else:
-            lam2, lam1 = 2e-5, s / 10000
+        lam2, lam1 = self.leakage_lambda(t_int, s)
         leakage = mse(e_uncond, e_u - lam1 * (e_c - e_u))
         return main + lam2 * leakage, {"s": float(s), "leak": leakage.item()}

@@ -13,12 +13,22 @@ dropped, only cross-attention is trained, and there is *no* retain or preservati
 nothing in the loss looks at another concept. Variants (``variant``):
 
 * ``off-policy`` (default): x_t is a forget-set image (drawn by the base model from the
-  concept's prompts, :mod:`unsee.erase.forget_set`) noised at t ~ U{0..T-1};
+  concept's prompts, :mod:`unsee.erase.forget_set`) noised at t drawn uniformly from the
+  timestep range;
 * ``on-policy``: x_t from partial DDIM sampling of the model being edited, as in ESD (this
-  variant is ESD with eta = 0);
+  variant is ESD with eta = 0), stopping at a DDIM index drawn uniformly among those whose
+  timestep is in the range;
 * ``conditional``: conditional MI I(X; C | Y) for compositional prompts: the target is the
   frozen prediction for the prompt with the concept's words removed ("a striped star" ->
   "a star") instead of the empty prompt. On a bare object prompt it reduces to off-policy.
+
+Timestep range (``t_min``, ``t_max``): the paper's noise levels are not published (one
+summary says the method is "sensitive to the choice of noise levels"), so the range is a
+parameter, given in SD 1.x training timesteps (inclusive) and mapped to the model's schedule
+by log-SNR (:func:`unsee.erase.timesteps.map_sd1_range`; 0 and 999 are the schedule's ends).
+The default, 0..999, is every timestep (uniform t, the inference of methods.md §3.3);
+``t_min=455`` is ToyWorld's t >= 600, which took ``striped`` from 0.19 to 0.75 in the seed
+review (``docs/methods.md``).
 
 ``weighting``: ``uniform`` (w = 1, the default) or ``score-matching``, the weight
 beta_t / (1 - alphabar_t) of the KL bound on epsilon errors (carried to the run's loss
@@ -39,7 +49,9 @@ from unsee.erase import image_sets as sets
 from unsee.erase.base import Method, register
 from unsee.erase.engine import ErasureContext
 from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set
+from unsee.erase.timesteps import map_sd1_range
 from unsee.errors import UnseeError
+from unsee.models.sampling import ddim_timesteps
 
 VARIANTS = ("off-policy", "on-policy", "conditional")
 WEIGHTINGS = ("uniform", "score-matching")
@@ -57,6 +69,9 @@ class MiMParams:
     # ';'-separated templates ({} = a concept prompt) that make the forget prompts
     # compositional, e.g. "a painting of a house in {} style" for the conditional variant
     templates: str = "{}"
+    # timestep range, SD 1.x training timesteps (inclusive), mapped by noise level
+    t_min: int = 0
+    t_max: int = 999
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -67,6 +82,9 @@ class MiMParams:
                              f"(got {self.weighting!r})")
         if self.forget_images < 1 or self.forget_steps < 1 or self.ddim_steps < 1:
             raise UnseeError("mim-mu.forget_images, forget_steps and ddim_steps must be >= 1")
+        if not 0 <= self.t_min <= self.t_max <= 999:
+            raise UnseeError(f"mim-mu needs 0 <= t_min <= t_max <= 999 (SD 1.x timesteps; got "
+                             f"{self.t_min}, {self.t_max})")
         if not all("{}" in t for t in self.template_list()):
             raise UnseeError(f"mim-mu.templates must each contain {{}} (got {self.templates!r})")
 
@@ -120,6 +138,14 @@ class MiMMU(Method):
                 self.sets[c.name] = forget_set(ctx.bundle, c.name, self.prompts[c.name],
                                                params.forget_images, ctx.plan.cfg.seed,
                                                steps=params.forget_steps, cache_dir=cache)
+        #: the range on the model's schedule (inclusive) and, on-policy, the DDIM indices in it
+        self.t_range = map_sd1_range(params.t_min, params.t_max, ctx.alphas_cumprod)
+        lo, hi = self.t_range
+        self.indices = [i for i, t in enumerate(ddim_timesteps(ctx.bundle, params.ddim_steps))
+                        if lo <= t <= hi]
+        if not self.indices:
+            raise UnseeError(f"mim-mu: no DDIM step of {params.ddim_steps} falls in the "
+                             f"timestep range {lo}..{hi} of this model")
         every_t = torch.arange(len(ctx.alphas_cumprod), device=ctx.device)
         self.weights = (score_matching_weights(ctx.alphas_cumprod,
                                                ctx.eps_error_scale(every_t)).to(ctx.device)
@@ -132,12 +158,13 @@ class MiMMU(Method):
             pool = self.prompts[concept.name]
             prompts = [pool[int(i)] for i in rng.integers(len(pool), size=b)]
             seeds = [int(s) for s in rng.integers(0, 2**31 - 1, b)]
-            x_t, t = ctx.trajectory(prompts, int(rng.integers(0, p.ddim_steps)), seeds,
-                                    p.start_guidance, p.ddim_steps)
+            stop_at = self.indices[int(rng.integers(0, len(self.indices)))]
+            x_t, t = ctx.trajectory(prompts, stop_at, seeds, p.start_guidance, p.ddim_steps)
         else:
             fs = self.sets[concept.name]
             idx = rng.integers(len(fs), size=b)
-            t = sets.random_timesteps(ctx, rng, b)
+            lo, hi = self.t_range
+            t = torch.from_numpy(rng.integers(lo, hi + 1, b)).to(ctx.device)
             x_t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         rest = [strip_concept(q, concept.name) if p.variant == "conditional" else ""
                 for q in prompts]
