@@ -6,14 +6,14 @@ import numpy as np
 
 from unsee.models.sampling import generate
 from unsee.toyworld.judge import predict
-from unsee.toyworld.vocab import SHAPES
+from unsee.toyworld.vocab import SHAPES, compose_caption
 
 
 def shape_rates(bundle, judge, n: int, steps: int = 20,
                 shapes: tuple[str, ...] = SHAPES) -> dict[str, float]:
-    """Share of the ``n`` images of "a {shape}" (seeds 1000..) judged as that shape, for
-    every shape of ``shapes``."""
-    prompts = [f"a {s}" for s in shapes for _ in range(n)]
+    """Share of the ``n`` images of "a {shape}" ("an arrow": the caption grammar; seeds
+    1000..) judged as that shape, for every shape of ``shapes``."""
+    prompts = [compose_caption(s) for s in shapes for _ in range(n)]
     seeds = [1000 + k for _ in shapes for k in range(n)]
     labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
                                                           steps=steps))["shape"]]

@@ -32,11 +32,9 @@ class Concept:
     anchor_prompts: tuple[str, ...]
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def toyworld_concept(name: str, anchor: str | None = None) -> Concept:
+    """A ToyWorld concept; its prompts and anchor prompts follow the caption grammar
+    (:func:`unsee.toyworld.vocab.compose_caption`: "an arrow", "an orange star")."""
     name = name.strip()
     try:
         kind = vocab.concept_kind(name)
@@ -45,21 +43,22 @@ def toyworld_concept(name: str, anchor: str | None = None) -> Concept:
         raise UnseeError(f"unknown ToyWorld concept {name!r}; known: {known}") from None
     if kind == "shape":
         anchor = anchor if anchor is not None else vocab.SUPERCLASS_OF[name]
-        return Concept(name, "object", (f"a {name}",), anchor,
-                       (f"{_article(anchor)} {anchor}",) if anchor else ("",))
+        return Concept(name, "object", (vocab.compose_caption(name),), anchor,
+                       (vocab.compose_caption(anchor),) if anchor else ("",))
     if kind == "style":
         anchor = anchor if anchor is not None else "solid"
         # A style is erased from every shape: prompts name it with each superclass word.
-        prompts = tuple(f"a {name} {s}" for s in vocab.SHAPES)
-        anchor_prompts = tuple(f"a {anchor} {s}" if anchor else f"a {s}" for s in vocab.SHAPES)
+        prompts = tuple(vocab.compose_caption(s, style_word=name) for s in vocab.SHAPES)
+        anchor_prompts = tuple(vocab.compose_caption(s, style_word=anchor or None)
+                               for s in vocab.SHAPES)
         return Concept(name, "style", prompts, anchor, anchor_prompts)
     if kind == "colour":
         anchor = anchor or ""
-        prompts = tuple(f"{_article(name)} {name} {s}" for s in vocab.SHAPES)
+        prompts = tuple(vocab.compose_caption(s, colour=name) for s in vocab.SHAPES)
         return Concept(name, "colour", prompts, anchor,
-                       tuple(f"a {s}" for s in vocab.SHAPES))
+                       tuple(vocab.compose_caption(s) for s in vocab.SHAPES))
     if kind == "superclass":
-        return Concept(name, "superclass", (f"{_article(name)} {name}",), anchor or "", ("",))
+        return Concept(name, "superclass", (vocab.compose_caption(name),), anchor or "", ("",))
     raise UnseeError(f"{name!r} ({kind}) cannot be erased")
 
 
