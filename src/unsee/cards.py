@@ -222,6 +222,11 @@ def lora_readme(cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name:
                   f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
                   "pipe.load_lora_weights('<this folder>')",
                   "image = pipe('a photo').images[0]", "```", ""]
+        if not s.get("fuse_lora_works", True):
+            lines += ["Bias changes ride in peft's `lora_B.bias`, so `pipe.fuse_lora()` "
+                      "fails on layers without a bias; export with `--no-lora-bias` to fuse "
+                      "(the biases are then left out, and the table says how much that is).",
+                      ""]
         if base == "toyworld":
             lines += ["ToyWorld has no diffusers pipeline; load into its UNet with "
                       "`unet.load_lora_adapter('<this folder>', prefix='unet')`.", ""]

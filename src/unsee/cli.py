@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -19,23 +20,60 @@ toyworld_app = typer.Typer(no_args_is_help=True, help="The bundled ToyWorld mode
 app.add_typer(toyworld_app, name="toyworld")
 
 
+def user_error(exc: BaseException) -> UnseeError | None:
+    """The one-line :class:`UnseeError` for an exception that bad input or the machine
+    (a full or read-only disk, a file that is not text, an image bomb) can cause, else None:
+    anything else is a bug and keeps its traceback."""
+    from PIL import Image
+    from pydantic import ValidationError
+
+    from unsee.errors import validation_error
+
+    if isinstance(exc, UnseeError):
+        return exc
+    if isinstance(exc, ValidationError):
+        return validation_error(exc, "invalid input")
+    if isinstance(exc, UnicodeDecodeError):
+        return UnseeError(f"a file given is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    if isinstance(exc, Image.DecompressionBombError):
+        return UnseeError(f"refusing an image: {exc}")
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return UnseeError(f"{exc.strerror or exc}{where}")
+    return None
+
+
 def _clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn :class:`UnseeError` into one line on stderr and exit code 2."""
+    """Turn user errors (:func:`user_error`) into one line on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except UnseeError as exc:
-            typer.echo(f"error: {exc}", err=True)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            err = user_error(exc)
+            if err is None:
+                raise
+            typer.echo(f"error: {' '.join(str(err).split())}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 def _positive(name: str, value: int | float) -> None:
-    if not value > 0:
-        raise UnseeError(f"{name} must be positive (got {value})")
+    if not (value > 0 and math.isfinite(value)):
+        raise UnseeError(f"{name} must be positive and finite (got {value})")
+
+
+def _sampling_options(steps: int, guidance: float | None, seed: int) -> None:
+    """Checks shared by every command that samples, before any model is loaded."""
+    _positive("--steps", steps)
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UnseeError(f"--guidance must be a finite number >= 0 (got {guidance})")
+    if seed < 0:
+        raise UnseeError(f"--seed must be >= 0 (got {seed})")
 
 
 @toyworld_app.command("render")
@@ -204,7 +242,7 @@ def toyworld_quality(
     from unsee.toyworld.quality import measure_quality, quality_markdown
 
     _positive("--num-images", num_images)
-    _positive("--steps", steps)
+    _sampling_options(steps, guidance, seed)
     bundle = load_bundle(model)
     result = measure_quality(bundle, num_images=num_images, seed=seed, steps=steps,
                              guidance=guidance)
@@ -229,7 +267,7 @@ def generate_cmd(
     steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
     guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
-    device: Annotated[str, typer.Option()] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
     erased: Annotated[list[Path] | None, typer.Option(help="erasure artifact(s) to apply")
                       ] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
@@ -238,14 +276,16 @@ def generate_cmd(
     from PIL import Image
 
     from unsee.io import atomic_dir, check_output_dir, write_json
+    from unsee.models.bundle import check_device
     from unsee.models.sampling import generate
     from unsee.prompts import PromptRow, expand_seeds, read_prompts
 
     if bool(prompt) == (prompts is not None):
         raise UnseeError("give either --prompt (one or more) or --prompts FILE")
     _positive("--num-images", num_images)
-    _positive("--steps", steps)
+    _sampling_options(steps, guidance, seed)
     _positive("--batch-size", batch_size)
+    check_device(device)
     rows = [PromptRow(p) for p in prompt] if prompt else read_prompts(prompts)  # type: ignore[arg-type]
     if any(not r.prompt.strip() for r in rows):
         raise UnseeError("empty prompt")
@@ -373,6 +413,9 @@ def export_cmd(
         help="lora/kohya: smallest rank per tensor keeping this fraction of the squared "
         "singular values; 1 = exact (default 0.999 without --rank)")] = None,
     dtype: Annotated[str, typer.Option(help="lora/kohya: fp32, fp16 or bf16 factors")] = "fp32",
+    lora_bias: Annotated[bool, typer.Option(
+        help="lora: carry bias changes in lora_B.bias (exact, but peft's fuse_lora() then "
+        "fails on layers without a bias); --no-lora-bias leaves them out")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing export folder")] = False,
 ) -> None:
     """Export an erasure: a merged diffusers folder (default), or a LoRA (``--format lora``
@@ -387,8 +430,10 @@ def export_cmd(
     from unsee.models.bundle import load_bundle
 
     fmt_s = fmt.value if isinstance(fmt, ExportFormat) else str(fmt)
-    if fmt_s == "merged" and (rank is not None or energy is not None or dtype != "fp32"):
-        raise UnseeError("--rank, --energy and --dtype apply to --format lora and kohya only")
+    if fmt_s == "merged" and (rank is not None or energy is not None or dtype != "fp32"
+                              or not lora_bias):
+        raise UnseeError("--rank, --energy, --dtype and --no-lora-bias apply to --format lora "
+                         "and kohya only")
     if fmt_s != "merged":
         from unsee.lora import DEFAULT_ENERGY, DTYPES, check_rank_rule
 
@@ -417,7 +462,7 @@ def export_cmd(
         for n, v in saved.items():
             params[n].copy_(v)
     report = export_lora(bundle, cards, delta, out, fmt_s, rank=rank, energy=energy,
-                         dtype=dtype, overwrite=overwrite)
+                         dtype=dtype, lora_bias=lora_bias, overwrite=overwrite)
     typer.echo(summary_line(out, report))
 
 
@@ -445,29 +490,47 @@ def _load_with_artifacts(model: str, erased: list[Path], device: str):
     return bundle
 
 
+#: Largest image ``judge`` opens (pixels): the judge reads 32 px, and a bigger file is
+#: either a mistake or a decompression bomb.
+MAX_JUDGE_PIXELS = 4096 * 4096
+
+
+def _judge_input(path: Path):
+    """A PNG as uint8 (32, 32, 3), the judge's input; one clear error for a file that is not
+    an image or is too large to be one of a model's samples."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.width * im.height > MAX_JUDGE_PIXELS:
+                raise UnseeError(f"{path} is {im.width}x{im.height} pixels; the judge reads "
+                                 f"model samples (at most {MAX_JUDGE_PIXELS:,} pixels)")
+            return np.asarray(im.convert("RGB").resize((32, 32)))
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise UnseeError(f"could not read image {path}: {exc}") from exc
+
+
 @app.command("judge")
 @_clean_errors
 def judge_cmd(
     folder: Annotated[Path, typer.Argument(help="folder of PNG images")],
     out: Annotated[Path, typer.Option(help="JSON file to write")],
+    overwrite: Annotated[bool, typer.Option(help="replace an existing JSON file")] = False,
 ) -> None:
     """Judge ToyWorld images: per image, label and probability for each head."""
     import numpy as np
-    from PIL import Image
 
-    from unsee.io import write_json
+    from unsee.io import check_output_file, write_json
     from unsee.toyworld.judge import load_judge, predict
 
+    check_output_file(out, overwrite)
     if not folder.is_dir():
         raise UnseeError(f"{folder} is not a folder")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
     if not files:
         raise UnseeError(f"no PNG images in {folder}")
-    try:
-        images = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 32)))
-                           for p in files])
-    except OSError as exc:
-        raise UnseeError(f"could not read an image in {folder}: {exc}") from exc
+    images = np.stack([_judge_input(p) for p in files])
     preds = predict(load_judge(), images)
     result = [{"file": p.name, **{k: preds[k][i] for k in preds}} for i, p in enumerate(files)]
     write_json(out, result)

@@ -80,6 +80,7 @@ class LoraExport:
     metadata: dict[str, str]
     rows: list[TensorRow]
     carried: dict[str, torch.Tensor] = field(default_factory=dict)
+    fusable: bool = True  # peft can merge it into the base (``pipe.fuse_lora()``)
 
     def summary(self) -> dict[str, Any]:
         """Totals: ranks, parameter count, total and left-out relative Frobenius norms."""
@@ -102,13 +103,14 @@ class LoraExport:
             "rel_error_lora_worst_tensor": worst.tensor if worst else None,
             "left_out": [r.tensor for r in left],
             "left_out_norm_fraction": math.sqrt(sum(r.norm ** 2 for r in left)) / total,
+            "fuse_lora_works": self.fusable,
         }
 
 
-def module_kinds(unet: torch.nn.Module) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """Module name -> (``linear`` | ``conv`` | ``other``, weight shape) for every module
-    with a weight: what a LoRA can target (``torch.nn.Linear`` and 2-D convolutions)."""
-    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+def module_kinds(unet: torch.nn.Module) -> dict[str, tuple[str, tuple[int, ...], bool]]:
+    """Module name -> (``linear`` | ``conv`` | ``other``, weight shape, has a bias) for every
+    module with a weight: what a LoRA can target (``torch.nn.Linear``, 2-D convolutions)."""
+    out: dict[str, tuple[str, tuple[int, ...], bool]] = {}
     for name, m in unet.named_modules():
         w = getattr(m, "weight", None)
         if not isinstance(w, torch.Tensor):
@@ -119,7 +121,7 @@ def module_kinds(unet: torch.nn.Module) -> dict[str, tuple[str, tuple[int, ...]]
             kind = "conv"
         else:
             kind = "other"
-        out[name] = (kind, tuple(w.shape))
+        out[name] = (kind, tuple(w.shape), isinstance(getattr(m, "bias", None), torch.Tensor))
     return out
 
 
@@ -177,19 +179,21 @@ def _rel(d: torch.Tensor, carried: torch.Tensor) -> float:
     return float((d.double() - carried.double()).norm()) / dn if dn else 0.0
 
 
-Kinds = Mapping[str, tuple[str, tuple[int, ...]]]
+Kinds = Mapping[str, tuple[str, tuple[int, ...], bool]]
 
 
 def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
                  rank: int | None = None, energy: float | None = None,
-                 dtype: torch.dtype = torch.float32) -> LoraExport:
+                 dtype: torch.dtype = torch.float32, lora_bias: bool = True) -> LoraExport:
     """Factor ``delta`` (UNet parameter name -> erased minus base) into a ``fmt`` file.
 
     ``kinds`` comes from :func:`module_kinds` on the base UNet. Weights of linear and conv
     modules become LoRA factors. A changed bias of such a module goes into ``lora_B.bias``
     (``lora``; a zero rank-1 LoRA is added when its weight did not change) or ``.diff_b``
     (``kohya``). Any other tensor (norms) goes into ``.diff`` / ``.diff_b`` (``kohya``) or
-    is left out (``lora``, which has no full-difference entry) and reported.
+    is left out (``lora``, which has no full-difference entry) and reported. With
+    ``lora_bias=False`` bias changes are left out of a ``lora`` file too: peft cannot
+    ``fuse_lora()`` a ``lora_B.bias`` into a layer without a bias (``to_k``, ``to_v``).
     """
     if fmt not in FORMATS:
         raise UnseeError(f"unknown LoRA format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -213,7 +217,7 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
             carried[name] = lora_product(down, up)
             rows.append(TensorRow(name, list(d.shape), "lora", norm, _rel(d, carried[name]),
                                   r, full))
-        elif lora_able and attr == "bias" and fmt == "lora":
+        elif lora_able and attr == "bias" and fmt == "lora" and lora_bias:
             biases[module] = d.to(dtype)
             carried[name] = biases[module].float()
             rows.append(TensorRow(name, list(d.shape), "lora_bias", norm,
@@ -237,7 +241,8 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
         tensors, metadata = _peft_tensors(factors, biases, dtype)
     else:
         tensors, metadata = _kohya_tensors(factors, diffs)
-    return LoraExport(fmt, tensors, metadata, rows, carried)
+    fusable = not biases or all(kinds[m][2] for m in factors)
+    return LoraExport(fmt, tensors, metadata, rows, carried, fusable)
 
 
 def _kohya_name(module: str) -> str:
@@ -372,7 +377,7 @@ def rank_rule(rank: int | None, energy: float | None) -> str:
 def export_lora(bundle: Any, cards: Sequence[dict[str, Any]],
                 delta: Mapping[str, torch.Tensor], out_dir: Path, fmt: str,
                 rank: int | None = None, energy: float | None = None, dtype: str = "fp32",
-                overwrite: bool = False) -> dict[str, Any]:
+                lora_bias: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Write a ``fmt`` LoRA export of ``delta`` to ``out_dir`` (atomically) and return its
     report (also written as ``lora_export.json``).
 
@@ -387,7 +392,8 @@ def export_lora(bundle: Any, cards: Sequence[dict[str, Any]],
 
     if dtype not in DTYPES:
         raise UnseeError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    export = build_export(delta, module_kinds(bundle.unet), fmt, rank, energy, DTYPES[dtype])
+    export = build_export(delta, module_kinds(bundle.unet), fmt, rank, energy, DTYPES[dtype],
+                          lora_bias=lora_bias)
     prompts = list(dict.fromkeys([c["name"] for card in cards
                                   for c in card.get("concepts", [])] + [""]))
     inputs = probe_inputs(bundle.unet, bundle.encode_prompts(prompts), bundle.latent_shape,
@@ -446,4 +452,7 @@ def summary_line(out: Path, report: dict[str, Any]) -> str:
     if full:
         lines.append(f"  held as full differences: {len(full)} tensor(s) "
                      f"({', '.join(sorted({r['kind'] for r in full}))})")
+    if not s["fuse_lora_works"]:
+        lines.append("  note: bias changes ride in lora_B.bias, so peft cannot fuse_lora() "
+                     "this file (layers without a bias); --no-lora-bias leaves them out instead")
     return "\n".join(lines)
