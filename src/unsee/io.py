@@ -169,6 +169,27 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
     clean_partial(path)
 
 
+def check_output_file(path: Path, overwrite: bool) -> None:
+    """Check a JSON output file before compute: an existing file is replaced only with
+    ``overwrite`` and only when it is JSON (what unsee writes), never a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise UnseeError(f"{path} is a folder; give a file name for the JSON output")
+    if path.exists():
+        if not overwrite:
+            raise UnseeError(f"{path} already exists (pass --overwrite to replace it)")
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UnseeError(f"refusing to replace {path}: it is not a JSON file unsee wrote; "
+                             "remove it yourself or choose another --out") from None
+    existing = path.absolute().parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UnseeError(f"cannot write {path}: {existing} is not a writable folder")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

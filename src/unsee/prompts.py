@@ -4,6 +4,7 @@ optional ``evaluation_seed`` (the format of I2P, COCO-30k, ImageNet and art prom
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,23 +24,46 @@ def read_prompts(path: Path | str, limit: int | None = None) -> list[PromptRow]:
     path = Path(path)
     if not path.is_file():
         raise UnseeError(f"prompt file {path} does not exist")
+    try:
+        rows = _read_rows(path, limit)
+    except UnicodeDecodeError as exc:
+        raise UnseeError(f"prompt file {path} is not UTF-8 text (byte {exc.start}: "
+                         f"{exc.reason})") from None
+    except csv.Error as exc:
+        raise UnseeError(f"prompt file {path} is not a readable CSV ({exc})") from None
+    if not rows:
+        raise UnseeError(f"prompt file {path} contains no prompts")
+    return rows
+
+
+def _seed(text: str, path: Path, line_no: int) -> int:
+    """An ``evaluation_seed`` cell: a whole number in [0, 2^63) ("42" or "42.0", as the
+    field's CSVs write it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value == int(value) and 0 <= value < 2**63):
+        raise UnseeError(f"{path}, line {line_no}: evaluation_seed {text!r} is not a "
+                         "non-negative whole number")
+    return int(value)
+
+
+def _read_rows(path: Path, limit: int | None) -> list[PromptRow]:
     rows: list[PromptRow] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+        with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             fields = [c.strip() for c in reader.fieldnames or []]
             if "prompt" not in fields:
                 raise UnseeError(f"{path} has no 'prompt' column (columns: {', '.join(fields)})")
-            for rec in reader:
+            for line_no, rec in enumerate(reader, start=2):
                 rec = {(k or "").strip(): (v or "") for k, v in rec.items()}
                 text = rec["prompt"].strip()
                 if not text:
                     continue
                 seed_s = rec.get("evaluation_seed", "").strip()
-                try:
-                    seed = int(float(seed_s)) if seed_s else None
-                except ValueError:
-                    seed = None
+                seed = _seed(seed_s, path, line_no) if seed_s else None
                 rows.append(PromptRow(text, seed, rec))
                 if limit is not None and len(rows) >= limit:
                     break
@@ -49,8 +73,6 @@ def read_prompts(path: Path | str, limit: int | None = None) -> list[PromptRow]:
                 rows.append(PromptRow(line.strip()))
                 if limit is not None and len(rows) >= limit:
                     break
-    if not rows:
-        raise UnseeError(f"prompt file {path} contains no prompts")
     return rows
 
 

@@ -11,12 +11,13 @@ policy), ``start_round`` / ``end_round`` (rounds; one unless sequential) and ``s
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field, TypeAdapter, ValidationError
 
-from unsee.errors import UnseeError
+from unsee.errors import UnseeError, validation_error
 
 if TYPE_CHECKING:
     from unsee.concepts import Concept
@@ -114,25 +115,28 @@ def get_method(name: str) -> type[Method]:
     return REGISTRY[name]
 
 
+#: Field types for ``Params`` dataclasses: ranges are checked with the types.
+Count = Annotated[int, Field(ge=1)]  # a number of steps, images, loops
+Fraction = Annotated[float, Field(ge=0, le=1)]
+NonNegative = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
 def build_params(cls: type[Method], values: dict[str, Any]) -> Any:
-    """Method hyper-parameters from a dict; unknown keys and wrong types are errors."""
+    """Method hyper-parameters from a dict; unknown keys, wrong types and values out of
+    range are one clear :class:`UnseeError` (pydantic validation of the ``Params``
+    dataclass: ``"5"`` is an integer, ``2.7`` is not, ``123`` is not a string)."""
     fields = {f.name: f for f in dataclasses.fields(cls.Params)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise UnseeError(f"unknown parameter(s) for {cls.name}: {', '.join(unknown)}; "
                          f"known: {', '.join(fields) or 'none'}")
-    out = {}
-    for k, v in values.items():
-        default = getattr(cls.Params(), k)
-        if isinstance(default, bool):
-            if not isinstance(v, bool):
-                raise UnseeError(f"{cls.name}.{k} must be true or false (got {v!r})")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            try:
-                v = type(default)(v)
-            except (TypeError, ValueError):
-                raise UnseeError(f"{cls.name}.{k} must be a number (got {v!r})") from None
-            if isinstance(v, float) and not np.isfinite(v):
-                raise UnseeError(f"{cls.name}.{k} must be finite (got {v!r})")
-        out[k] = v
-    return cls.Params(**out)
+    try:
+        params = TypeAdapter(cls.Params).validate_python(dict(values))
+    except ValidationError as exc:
+        raise validation_error(exc, f"{cls.name} parameters") from None
+    for k in values:
+        v = getattr(params, k)
+        if isinstance(v, float) and not np.isfinite(v):
+            raise UnseeError(f"{cls.name} parameters: {k} must be finite (got {v!r})")
+    return params

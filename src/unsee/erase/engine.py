@@ -158,7 +158,13 @@ def _vocabulary(model: str) -> str | None:
         return "toyworld"
     manifest = Path(model) / "unsee_model.json"
     if manifest.is_file():
-        return json.loads(manifest.read_text()).get("vocabulary")
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UnseeError(f"{manifest} is not readable JSON ({exc})") from None
+        if not isinstance(info, dict):
+            raise UnseeError(f"{manifest} is not a model manifest (not a JSON object)")
+        return info.get("vocabulary")
     return None
 
 

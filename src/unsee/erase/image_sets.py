@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from unsee.concepts import Concept
+from unsee.erase.base import Count, NonNegative, NonNegativeInt
 from unsee.erase.engine import ErasureContext
 from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set, generate_set
 from unsee.errors import UnseeError
@@ -29,10 +30,11 @@ ANCHOR_SEED_OFFSET = 1_000_000
 
 @dataclass
 class ImageSetParams:
-    forget_images: int = 0  # images per concept and per anchor; 0: 100 on SD, 16 on ToyWorld
-    forget_steps: int = 50  # DDIM steps used to draw them
-    set_guidance: float = 0.0  # CFG scale used to draw them; 0: the model's default
-    anchor_guidance: float = 0.0  # CFG scale of the anchor sets; 0: as set_guidance
+    # images per concept and per anchor; 0: 100 on SD, 16 on ToyWorld
+    forget_images: NonNegativeInt = 0
+    forget_steps: Count = 50  # DDIM steps used to draw them
+    set_guidance: NonNegative = 0.0  # CFG scale used to draw them; 0: the model's default
+    anchor_guidance: NonNegative = 0.0  # CFG scale of the anchor sets; 0: as set_guidance
     cache: bool = True  # keep the sets on disk ($UNSEE_CACHE/forget-sets)
     # applied to every concept and anchor prompt; Sculpting Memory's Imagenette runs used
     # "a photo of {}"

@@ -51,8 +51,9 @@ class ImageCache:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.png"
 
-    def get(self, key: str) -> np.ndarray | None:
-        """The cached uint8 (H, W, 3) image, or None (also for an unreadable file)."""
+    def get(self, key: str, size: int) -> np.ndarray | None:
+        """The cached uint8 (size, size, 3) image, or None: a miss, and also an unreadable
+        file or one of another size (damaged or planted; it is drawn again and replaced)."""
         if self.root is None:
             return None
         path = self._path(key)
@@ -60,8 +61,10 @@ class ImageCache:
             return None
         try:
             with Image.open(path) as im:
+                if im.size != (size, size):
+                    return None
                 return np.asarray(im.convert("RGB"))
-        except OSError:
+        except (OSError, Image.DecompressionBombError):
             return None
 
     def put(self, key: str, image: np.ndarray) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import resource
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -33,9 +34,9 @@ from unsee.evaluate.judges import (
     make_judge,
 )
 from unsee.evaluate.prompt_sets import EvalPrompt, PromptSet, sd_prompt_set, toyworld_prompt_set
-from unsee.models.bundle import Bundle
+from unsee.models.bundle import Bundle, check_device
 from unsee.progress import progress_bar
-from unsee.seeds import check_seeds
+from unsee.seeds import check_seeds, training_seeds
 from unsee.toyworld.vocab import ATTRIBUTES
 
 FORMAT = "unsee-scorecard/1"
@@ -198,6 +199,10 @@ def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
     state = PartialState(cpu=s.device == "cpu" or not torch.cuda.is_available())
     device = torch.device("cpu") if s.device == "cpu" else state.device
     bundle = model if isinstance(model, Bundle) else load_bundle(model, device=device)
+    family = "toyworld" if bundle.vocabulary == "toyworld" else "sd"
+    for name in plan.names:  # budgets that cannot run on this model stop before any work
+        if name in atk.BUDGETS:
+            plan.budget(name, family)
     ctx = _build_context(bundle, list(concepts), file_rows, s, str(device), plan)
     for arts in erased.values():  # fail on a mismatched artifact before any generation
         with _applied(bundle, [Path(a) for a in arts]):
@@ -233,8 +238,11 @@ def _check_settings(s: EvalSettings, concepts: Sequence[str]) -> None:
             raise UnseeError(f"{name} must be positive (got {v})")
     if s.limit is not None and s.limit <= 0:
         raise UnseeError(f"--limit must be positive (got {s.limit})")
-    if s.device not in ("auto", "cpu", "cuda"):
-        raise UnseeError(f"unknown device {s.device!r}: use auto, cpu or cuda")
+    if s.guidance is not None and not (math.isfinite(s.guidance) and s.guidance >= 0):
+        raise UnseeError(f"--guidance must be a finite number >= 0 (got {s.guidance})")
+    if s.seed < 0:
+        raise UnseeError(f"--seed must be >= 0 (got {s.seed})")
+    check_device(s.device)
     check_nudenet_threshold(s.nudenet_threshold)
 
 
@@ -401,7 +409,7 @@ def _images(ctx: _Context, fp: str, label: str, items: list[Item]) -> tuple[np.n
     s = ctx.settings
     keys = [ctx.cache.key(fp, it.prompt.prompt, it.seed, s.steps, ctx.guidance,
                           ctx.bundle.dtype) for it in items]
-    found = [ctx.cache.get(k) for k in keys]
+    found = [ctx.cache.get(k, ctx.bundle.resolution) for k in keys]
     missing = [j for j, im in enumerate(found) if im is None]
     if missing:
         made = generate(ctx.bundle, [items[j].prompt.prompt for j in missing],
@@ -475,15 +483,36 @@ def _attack_data(ctx: _Context, jobs: list[tuple[str, str]]) -> list[_AttackJob]
     cache = None if ctx.settings.cache_dir is None else Path(ctx.settings.cache_dir) / "attacks"
     out = []
     for concept, name in jobs:
-        budget = ctx.attacks.budget(name, family)
+        budget = ctx.attacks.budget(name, family, concept)
         target = _attack_target(ctx, concept)
-        prompts = ([p.prompt for p in ctx.prompt_set.retain] if name == "resurgence"
-                   else target.prompts)
         t0 = time.time()
-        data = atk.training_set(ctx.bundle, prompts, budget.images, _generation(ctx), cache,
-                                f"attack images ({name}: {concept})")
+        if isinstance(budget, atk.ResurgenceBudget) and budget.data == "truth":
+            data = truth_set(ctx.bundle, ctx.prompt_set.retain, budget.images)
+        else:
+            prompts = ([p.prompt for p in ctx.prompt_set.retain] if name == "resurgence"
+                       else target.prompts)
+            data = atk.training_set(ctx.bundle, prompts, budget.images, _generation(ctx),
+                                    cache, f"attack images ({name}: {concept})")
         out.append(_AttackJob(name, target, budget, data, time.time() - t0))
     return out
+
+
+def truth_set(bundle: Bundle, prompts: Sequence[EvalPrompt], per_prompt: int) -> ForgetSet:
+    """Ground truth for resurgence on ToyWorld: ``per_prompt`` renders of each prompt's asked
+    attributes (prompt-major), as model inputs ((P * per_prompt, C, h, w)), with render
+    seeds from the training range. No model drew them, so fine-tuning on them cannot copy
+    the base model's concept back in."""
+    from unsee.toyworld.render import render_dataset
+    from unsee.toyworld.vocab import Attributes
+
+    asked = [Attributes(**{a: next(iter(v)) for a, v in p.expect.items()}) for p in prompts]
+    seed = training_seeds(atk.TRAIN_SEED, 1)[0]
+    images, _ = render_dataset(len(asked) * per_prompt, seed,
+                               [a for a in asked for _ in range(per_prompt)])
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return ForgetSet(bundle.encode_images(pixels).float(),
+                     [p.prompt for p in prompts for _ in range(per_prompt)],
+                     [seed] * len(images))
 
 
 def _run_attacks(ctx: _Context, jobs: list[_AttackJob]) -> list[atk.Outcome]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
 from unsee.models.text import PromptEncoder
@@ -148,7 +149,20 @@ def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
     incomplete folder, or a text encoder whose width does not fit the UNet.
     """
     _quiet_loaders()
-    spec_s = str(spec)
+    try:
+        bundle = _load(str(spec), dtype)
+    except UnseeError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
+        # a damaged or foreign folder: missing keys, bad JSON, truncated weights, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnseeError(f"could not load model {str(spec)!r}: {type(exc).__name__}: "
+                         f"{first[:300]}") from exc
+    _check_widths(bundle)
+    return bundle.to(device)
+
+
+def _load(spec_s: str, dtype: torch.dtype) -> Bundle:
     if spec_s == "toyworld":
         bundle = _load_pixel(TOYWORLD_DIR, "toyworld", dtype)
     else:
@@ -168,8 +182,7 @@ def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
         else:
             raise UnseeError(f"unknown model {spec_s!r}: use 'toyworld', a diffusers folder, "
                              "or a hub id like 'CompVis/stable-diffusion-v1-4'")
-    _check_widths(bundle)
-    return bundle.to(device)
+    return bundle
 
 
 def _check_widths(bundle: Bundle) -> None:

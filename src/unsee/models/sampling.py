@@ -16,11 +16,13 @@ it was drawn in: the same (prompt, seed) always gives the same image.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from unsee.errors import UnseeError
 from unsee.models.bundle import Bundle
 from unsee.progress import progress_bar
 
@@ -131,8 +133,9 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
         raise ValueError("start_at needs the latents reached at that index")
     unet = bundle.unet if unet is None else unet
     g = bundle.default_guidance if guidance is None else guidance
-    sched = bundle.scheduler()
-    sched.set_timesteps(steps)
+    if not math.isfinite(g) or g < 0:
+        raise UnseeError(f"guidance must be a finite number >= 0 (got {g})")
+    sched = _ddim(bundle, steps)
     # latents restored from a checkpoint arrive on the CPU
     x = initial_noise(bundle, seeds) if latents is None else latents.to(bundle.device)
     cond = bundle.encode_prompts(list(prompts)) if context is None else context.to(
@@ -156,11 +159,20 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     return x, t_final
 
 
+def _ddim(bundle: Bundle, steps: int):
+    """A DDIM scheduler set to ``steps`` steps, which must lie in [1, training timesteps]."""
+    sched = bundle.scheduler()
+    n_train = int(sched.config.num_train_timesteps)
+    if not 1 <= steps <= n_train:
+        raise UnseeError(f"DDIM steps must be between 1 and the model's {n_train} training "
+                         f"timesteps (got {steps})")
+    sched.set_timesteps(steps)
+    return sched
+
+
 def ddim_timesteps(bundle: Bundle, steps: int) -> list[int]:
     """Training timestep of each DDIM index 0..steps-1 (index 0 is the noisiest)."""
-    sched = bundle.scheduler()
-    sched.set_timesteps(steps)
-    return [int(t) for t in sched.timesteps]
+    return [int(t) for t in _ddim(bundle, steps).timesteps]
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from unsee.erase.base import Method, register
+from unsee.erase.base import Count, Method, register
 from unsee.erase.engine import mse
 
 
@@ -30,7 +30,7 @@ from unsee.erase.engine import mse
 class ESDParams:
     eta: float = 1.0  # negative guidance scale
     start_guidance: float = 3.0  # CFG used to sample x_t with the edited model
-    ddim_steps: int = 50  # length of the sampling trajectory x_t is drawn from
+    ddim_steps: Count = 50  # length of the sampling trajectory x_t is drawn from
     # Compensation (off by default, not part of ESD): ';'-separated prompts whose frozen
     # predictions on the same x_t are kept, weighted by retain_weight.
     retain: str = ""

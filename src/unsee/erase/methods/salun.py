@@ -29,7 +29,7 @@ import torch
 
 from unsee.concepts import IMAGENETTE_SUPERCLASS, Concept, text_concept, toyworld_concept
 from unsee.erase import image_sets as sets
-from unsee.erase.base import Method, register
+from unsee.erase.base import Fraction, Method, register
 from unsee.erase.engine import ErasureContext, mse
 from unsee.erase.masks import StaticMask
 from unsee.errors import UnseeError
@@ -42,7 +42,7 @@ TOYWORLD_LABELS = {"shape": vocab.SHAPES, "style": vocab.STYLES, "colour": vocab
 
 @dataclass
 class SalUnParams(sets.ImageSetParams):
-    mask_fraction: float = 0.5  # global share of scoped entries trained
+    mask_fraction: Fraction = 0.5  # global share of scoped entries trained
     mask_guidance: float = -1.0  # w of the saliency loss; -1: the model's CFG (SD 7.5)
     retain_weight: float = 0.5  # alpha (SalUn's README for Imagenette)
     retain: str = ""  # ';'-separated retain prompts; empty: see the module docstring

@@ -35,7 +35,7 @@ import torch
 
 from unsee.concepts import Concept
 from unsee.erase import image_sets as sets
-from unsee.erase.base import Method, register
+from unsee.erase.base import Fraction, Method, NonNegativeInt, register
 from unsee.erase.engine import ErasureContext, mse
 from unsee.erase.masks import DynamicMask
 from unsee.errors import UnseeError
@@ -51,12 +51,13 @@ KD_MODES = ("described", "released", "off")
 @dataclass
 class SculptParams(sets.ImageSetParams):
     mask: str = "dynamic"  # dynamic | static | none
-    density: float = 0.5  # trainable fraction of each masked matrix (release: update_percent)
-    warmup: int = 0  # iterations per round of gradient accumulation only; 0: family default
-    interval: int = 0  # iterations between prune-and-regrow updates; 0: family default
-    turnover: float = 0.2  # initial turnover fraction f0
+    density: Fraction = 0.5  # trainable fraction of each masked matrix (release: update_percent)
+    # iterations per round of gradient accumulation only; 0: family default
+    warmup: NonNegativeInt = 0
+    interval: NonNegativeInt = 0  # iterations between prune-and-regrow updates; 0: family default
+    turnover: Fraction = 0.2  # initial turnover fraction f0
     decay: bool = True  # cosine decay of the turnover over the round's epochs
-    update_until: float = 0.8  # masks change only while epoch < floor(update_until * epochs)
+    update_until: Fraction = 0.8  # masks change only while epoch < floor(update_until * epochs)
     reset_optimizer_state: bool = False  # zero Adam moments at masked entries (hard freeze)
     target: str = "current"  # current (released) | frozen
     align_weight: float = 0.25
