@@ -1,0 +1,139 @@
+"""ToyWorld-SD's UNet recipe and the assembled folder: resumable, and a plain
+``StableDiffusionPipeline.from_pretrained`` loads and samples it (tiny configs, CPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from toyworld_sd_fixtures import _same_weights, _tiny_clip_cfg, _tiny_vae_cfg, clip_tokenizer_dir
+
+__all__ = ["clip_tokenizer_dir"]  # the fixture, imported for pytest
+
+
+@pytest.fixture(scope="module")
+def frozen_parts(tmp_path_factory, clip_tokenizer_dir):
+    """Tiny exports of the VAE and CLIP recipes (two steps each)."""
+    from unsee.toyworld.sd.clip import train_clip
+    from unsee.toyworld.sd.vae import train_vae
+
+    root = tmp_path_factory.mktemp("sd-parts")
+    train_vae(root / "vae", _tiny_vae_cfg(steps=2), export_dir=root / "vae-export",
+              data_dir=root)
+    (root / "clip").mkdir()
+    (root / "clip" / "tokenizer").symlink_to(clip_tokenizer_dir)
+    train_clip(root / "clip", _tiny_clip_cfg(steps=2), export_dir=root / "clip-export",
+               data_dir=root)
+    return root / "vae-export", root / "clip-export", root
+
+
+def _tiny_unet_cfg(**kw):
+    from unsee.toyworld.sd.unet import UNetTrainConfig
+
+    base = {"steps": 4, "batch_size": 4, "dataset_size": 48, "checkpoint_every": 2,
+            "block_out_channels": (16, 32, 32), "attention_heads": 2}
+    return UNetTrainConfig(**{**base, **kw})
+
+
+def _unet_and_ema(work: Path, cfg, width: int):
+    from diffusers import UNet2DConditionModel
+
+    from unsee.toyworld.sd.common import load_checkpoint
+    from unsee.toyworld.sd.unet import unet_config
+
+    unet = UNet2DConditionModel(**unet_config(cfg, width))
+    state, extra = load_checkpoint(work, {"unet": unet}, {})
+    return unet.state_dict(), extra, state
+
+
+def test_unet_resume_after_kill_is_bit_identical(tmp_path, frozen_parts):
+    from unsee.toyworld.sd.unet import train_unet
+
+    vae_dir, clip_dir, root = frozen_parts
+    cfg = _tiny_unet_cfg()
+    train_unet(tmp_path / "a", cfg, vae_dir, clip_dir, data_dir=root)
+    train_unet(tmp_path / "b", cfg, vae_dir, clip_dir, data_dir=root, stop_after=3)
+    train_unet(tmp_path / "b", cfg, vae_dir, clip_dir, data_dir=root)
+    ua, ea, sa = _unet_and_ema(tmp_path / "a", cfg, 32)
+    ub, eb, _ = _unet_and_ema(tmp_path / "b", cfg, 32)
+    assert _same_weights(ua, ub)
+    assert _same_weights(ea, eb) and ea  # the EMA too
+    assert sa.step == 4 and all(np.isfinite(sa.log))
+
+
+def test_assembled_folder_is_plain_stable_diffusion(tmp_path, frozen_parts):
+    from diffusers import StableDiffusionPipeline
+
+    from unsee.toyworld.sd.unet import SD14_SCHEDULER_CONFIG, train_unet
+
+    vae_dir, clip_dir, root = frozen_parts
+    out = tmp_path / "pipe"
+    train_unet(tmp_path / "w", _tiny_unet_cfg(steps=2), vae_dir, clip_dir, out_dir=out,
+               data_dir=root)
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "StableDiffusionPipeline"
+    libs = {v[0] for k, v in index.items() if isinstance(v, list) and v[0] is not None}
+    assert libs == {"diffusers", "transformers"}  # nothing of unsee is needed to load it
+    sched = json.loads((out / "scheduler" / "scheduler_config.json").read_text())
+    assert {k: sched[k] for k in SD14_SCHEDULER_CONFIG} == SD14_SCHEDULER_CONFIG
+    assert sched["prediction_type"] == "epsilon"
+    assert all((out / "tokenizer" / f).exists() for f in ("vocab.json", "merges.txt"))
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.tokenizer.model_max_length == 77 and len(pipe.tokenizer) == 49408
+    assert pipe.vae.config.scaling_factor == 0.18215 and pipe.vae_scale_factor == 4
+    pipe.set_progress_bar_config(disable=True)
+
+    def draw(seed: int) -> np.ndarray:
+        return pipe(["a red star", "a plain white background"], num_inference_steps=4,
+                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+
+    a, b = draw(0), draw(0)
+    assert a.shape == (2, 32, 32, 3) and np.isfinite(a).all()
+    assert np.array_equal(a, b) and not np.array_equal(a, draw(1))
+
+
+@pytest.mark.slow
+def test_assembled_folder_loads_without_unsee(tmp_path, frozen_parts):
+    """A fresh interpreter with plain diffusers loads and samples the folder and never
+    imports unsee."""
+    from unsee.toyworld.sd.unet import train_unet
+
+    vae_dir, clip_dir, root = frozen_parts
+    out = tmp_path / "pipe"
+    train_unet(tmp_path / "w", _tiny_unet_cfg(steps=1), vae_dir, clip_dir, out_dir=out,
+               data_dir=root)
+    code = (
+        "import sys, torch\n"
+        "from diffusers import StableDiffusionPipeline\n"
+        f"p = StableDiffusionPipeline.from_pretrained({str(out)!r})\n"
+        "p.set_progress_bar_config(disable=True)\n"
+        "im = p('a blue heart', num_inference_steps=3, output_type='np',"
+        " generator=torch.Generator().manual_seed(0)).images\n"
+        "assert im.shape == (1, 32, 32, 3), im.shape\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'unsee']\n"
+        "print('ok')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                                            "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+def test_unet_refuses_an_unfolded_vae(tmp_path, frozen_parts):
+    from diffusers import AutoencoderKL
+
+    from unsee.errors import UnseeError
+    from unsee.toyworld.sd.unet import train_unet
+
+    vae_dir, clip_dir, root = frozen_parts
+    vae = AutoencoderKL.from_pretrained(str(vae_dir))
+    vae.register_to_config(scaling_factor=0.5)
+    vae.save_pretrained(tmp_path / "vae")
+    with pytest.raises(UnseeError, match=r"0\.18215"):
+        train_unet(tmp_path / "w", _tiny_unet_cfg(), tmp_path / "vae", clip_dir, data_dir=root)
