@@ -24,11 +24,13 @@ one whose method exists):
   rise; ``salun``; ``ca`` (Concept Ablation);
 
 Each erased model is scored by :func:`unsee.evaluate.evaluate_models` against the same
-base images, with the attacks of ``--attacks`` (default UnlearnDiffAtk at its ToyWorld
-budget) run on every concept. Columns: erasure, paraphrase erasure, post-attack erasure
-(1 - the target rate the strongest attack reaches, or the unattacked rate when that is
-higher; mean over concepts),
-retain and neighbour accuracy, judge-feature FID, overall (harmonic mean of erasure and
+base images, with the attacks of ``--attacks`` (default the official UnlearnDiffAtk and
+the soft-prompt attack at their ToyWorld budgets) run on every concept. Columns: erasure,
+paraphrase erasure, post-attack erasure (1 - the target rate the strongest attack reaches,
+or the unattacked rate when that is higher; mean over concepts), the erasure each attack
+leaves, every rate with its 95 % Wilson interval and a mark when it falls below the
+column's best row beyond noise,
+retain and neighbour accuracy, judge-feature FD and KID, overall (harmonic mean of erasure and
 retain), erasure seconds, attack seconds, peak RSS, optimiser steps and weights changed.
 ``--iterations`` overrides every variant's budget (reduced runs: the test suite's).
 Each row is merged into ``bench/results/compare.{md,json}`` (and the Pareto plot of erasure
@@ -60,6 +62,7 @@ from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.attacks import parse_budget, plan_attacks
+from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of, wilson_interval
 from unsee.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -128,11 +131,15 @@ def summarise(card: dict[str, Any]) -> dict[str, Any]:
     no attack ran."""
     concepts = list(card["concepts"].values())
     attacked: dict[str, float] = {}
+    by_name: dict[str, list[float]] = {}
     for c, by_attack in card.get("attacks", {}).items():
         runs = [a for n, a in by_attack.items() if n != "paraphrase"]
         if runs:
             attacked[c] = max([runs[0]["target_rate_before"]]
                               + [a["target_rate_after"] for a in runs])
+        for n, a in by_attack.items():
+            if n != "paraphrase":
+                by_name.setdefault(n, []).append(1 - a["target_rate_after"])
     attack_seconds = sum(a["seconds"] + a["settings"].get("training_images_seconds", 0)
                          for v in card.get("attacks", {}).values()
                          for n, a in v.items() if n != "paraphrase")
@@ -140,8 +147,18 @@ def summarise(card: dict[str, Any]) -> dict[str, Any]:
     para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
     retain, fid = card["retain"], card["fid"]
     neighbour = retain["neighbour"] or {}
+    kid = (fid.get("kid") or {}).get("erased") or {}
     return {"target_images": card["num_images"] * len(concepts[0]["prompts"]),
             "retain_images": card["num_images"] * len(retain["prompts"]),
+            # image (retain: (image, attribute) pair) counts behind each mean rate, for the
+            # tables' Wilson intervals: every concept has the same number of prompts
+            "erasure_images": sum(c["images"] for c in concepts),
+            "paraphrase_images": sum(c["paraphrase"]["images"] for c in concepts
+                                     if c["paraphrase"]) or None,
+            "retain_pairs": retain.get("pairs"),
+            "neighbour_pairs": neighbour.get("pairs"),
+            "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
+            "fd_name": fid.get("name"), "kid": kid.get("value"), "kid_ci95": kid.get("ci95"),
             "erasure": card["erasure"],
             "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
             "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
@@ -189,6 +206,17 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 
 
+def rate_cell(x: float | None, n: int | None, best: float | None = None) -> str:
+    """A rate over ``n`` images with its 95 % Wilson interval, ``0.875 [0.64, 0.96]``, and
+    a dagger when it is below the column's ``best`` beyond noise (Newcombe, same ``n``)."""
+    if x is None or not n:
+        return fmt(x)
+    k = hits_of(x, n)
+    lo, hi = wilson_interval(k, n)
+    worse = best is not None and change((hits_of(best, n), n), (k, n))["ci95"][1] < 0
+    return f"{x:.3f} [{lo:.2f}, {hi:.2f}]" + (" †" if worse else "")
+
+
 def _run_on(report: dict[str, Any]) -> str:
     """Where a report's run happened: machine and library versions."""
     return f"{report['machine']}; {report['versions']}"
@@ -215,10 +243,16 @@ def markdown(report: dict[str, Any]) -> str:
              "same on the attacked prompts (the strongest attack per concept, the unattacked "
              "prompts when they do better); retain / "
              "neighbour = share of asked attributes judged as asked on the other concepts' "
-             "prompts / on the target's superclass siblings; FID in judge-feature space "
-             "against renders; overall = harmonic mean of erasure and retain; seconds = "
-             "erasure wall time (model load included), attack s = the attacks' wall time "
-             "(their base-model training images included); steps = optimiser steps.", ""]
+             "prompts / on the target's superclass siblings; one column per attack gives the "
+             "erasure it leaves (unlearndiffatk: the official typed-prompt attack; "
+             "softprompt: free embeddings, a white-box upper bound); FD = Frechet distance "
+             "and KID (x 1e-3, unbiased, subset 2.5-97.5 % range) in the judge's feature "
+             "space against renders; overall = harmonic mean of erasure and retain; seconds "
+             "= erasure wall time (model load included), attack s = the attacks' wall time "
+             "(their base-model training images included); steps = optimiser steps.",
+             "Every rate: value [95 % Wilson interval] over the n in the column header "
+             "(retain, neighbour: (image, attribute) pairs); † = below the column's best row "
+             f"beyond noise ({DIFFERENCE_TEST}); no mark = within noise of the best.", ""]
     for sc in report["scenarios"]:
         rows = sc["rows"]
         first = next(iter(rows.values()))
@@ -230,19 +264,8 @@ def markdown(report: dict[str, Any]) -> str:
                   f"{fmt(None if para_base is None else 1 - para_base)}, retain "
                   f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
                   f"FID {fmt(first['fid_base'], 2)}.", "",
-                  *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else []),
-                  "| variant | erasure | paraphrase | post-attack | retain | neighbour | FID "
-                  "| overall | seconds | attack s | peak RSS MB | steps | weights changed |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for label, r in rows.items():
-            para = r["paraphrase_rate"]
-            lines.append(
-                f"| {label} | {fmt(r['erasure'])} | {fmt(None if para is None else 1 - para)} "
-                f"| {fmt(r.get('post_attack_erasure'))} | {fmt(r['retain_accuracy'])} | "
-                f"{fmt(r['neighbour_accuracy'])} | {fmt(r['fid'], 2)} | {fmt(r['overall'])} | "
-                f"{r['seconds']:.1f} | {fmt(r.get('attack_seconds'), 1)} | "
-                f"{r['peak_rss_mb']:.0f} | {r['optimizer_steps']} | "
-                f"{r['parameters_changed']:,} |")
+                  *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else [])]
+        lines += _rows_table(sc)
         by_machine: dict[str, list[str]] = {}
         for label, r in rows.items():
             by_machine.setdefault(r.get("run_on", _run_on(report)), []).append(label)
@@ -261,6 +284,52 @@ def markdown(report: dict[str, Any]) -> str:
                 for c in sc["concepts"]) + " |" for label, r in rows.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _rows_table(sc: dict[str, Any]) -> list[str]:
+    """One scenario's main table: rates with intervals and noise marks, distances, cost."""
+    rows = sc["rows"]
+    attacks = list(dict.fromkeys(n for r in rows.values()
+                                 for n in r.get("post_attack_by_attack", {})))
+    n_concepts = len(sc["concepts"])
+
+    def value(r: dict[str, Any], col: str) -> float | None:
+        if col == "paraphrase":
+            return None if r["paraphrase_rate"] is None else 1 - r["paraphrase_rate"]
+        if col.startswith("attack:"):
+            return r.get("post_attack_by_attack", {}).get(col[7:])
+        return r.get(col)
+
+    def count(r: dict[str, Any], col: str) -> int | None:
+        if col in ("retain_accuracy", "neighbour_accuracy"):
+            return r.get("retain_pairs" if col == "retain_accuracy" else "neighbour_pairs")
+        if col == "paraphrase":
+            return r.get("paraphrase_images")
+        return r.get("erasure_images") or r["target_images"] * n_concepts
+
+    cols = ["erasure", "paraphrase", "post_attack_erasure",
+            *[f"attack:{n}" for n in attacks], "retain_accuracy", "neighbour_accuracy"]
+    names = {"erasure": "erasure", "paraphrase": "paraphrase",
+             "post_attack_erasure": "post-attack (strongest)", "retain_accuracy": "retain",
+             "neighbour_accuracy": "neighbour", **{f"attack:{n}": n for n in attacks}}
+    first = next(iter(rows.values()))
+    best = {c: max((v for r in rows.values() if (v := value(r, c)) is not None),
+                   default=None) for c in cols}
+    head = [f"{names[c]} (n={count(first, c) or '?'})" for c in cols]
+    fd = first.get("fd_name") or "FD"
+    out = ["| variant | " + " | ".join(head) + f" | {fd} | KID x1e-3 | overall | seconds | "
+           "attack s | peak RSS MB | steps | weights changed |",
+           "|---|" + "---|" * (len(cols) + 8)]
+    for label, r in rows.items():
+        kid = ("n/a" if r.get("kid") is None else
+               f"{1000 * r['kid']:.1f} [{1000 * r['kid_ci95'][0]:.1f}, "
+               f"{1000 * r['kid_ci95'][1]:.1f}]")
+        cells = [rate_cell(value(r, c), count(r, c), best[c]) for c in cols]
+        out.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(r['fid'], 0)} | {kid} | "
+                   f"{fmt(r['overall'])} | {r['seconds']:.1f} | "
+                   f"{fmt(r.get('attack_seconds'), 1)} | {r['peak_rss_mb']:.0f} | "
+                   f"{r['optimizer_steps']} | {r['parameters_changed']:,} |")
+    return out
 
 
 def pareto_plot(report: dict[str, Any], path: Path) -> None:
@@ -342,7 +411,7 @@ def main(argv: list[str] | None = None) -> None:
                          "now are replaced, one by one as they finish.")
     ap.add_argument("--variants", default=None,
                     help="comma-separated labels (default: every variant whose method exists)")
-    ap.add_argument("--attacks", default="unlearndiffatk",
+    ap.add_argument("--attacks", default="unlearndiffatk,softprompt",
                     help="comma-separated attacks run on every concept of every row ('' for "
                          "none); the paraphrase probe always runs")
     ap.add_argument("--attack-budget", action="append", default=[], metavar="ATTACK.FIELD=V",
@@ -382,7 +451,8 @@ def main(argv: list[str] | None = None) -> None:
                    + (f" ({args.machine_note})" if args.machine_note else ""),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "scenarios": []}
-    extra = "".join([f" --attacks {args.attacks}" if args.attacks != "unlearndiffatk" else "",
+    extra = "".join([f" --attacks {args.attacks}"
+                     if args.attacks != "unlearndiffatk,softprompt" else "",
                      *(f" --attack-budget {b}" for b in args.attack_budget),
                      f" --iterations {args.iterations}" if args.iterations else ""])
     for name in args.scenario or list(SCENARIOS):

@@ -3,6 +3,7 @@ ToyWorld model (slow); and, fast: bad attack settings are refused before any mod
 soft tokens touch nothing but their slots, the UnlearnDiffAtk objective goes down, and the
 scorecard, CLI and report carry the attacks."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -52,6 +53,10 @@ def test_unknown_attack_is_refused_before_any_model_loads(tmp_path):
     (["--attacks", "inversion", "--attack-budget", "inversion.lr"], "ATTACK.FIELD=VALUE"),
     (["--attacks", "resurgence", "--attack-budget", "resurgence.scope=everything"],
      "resurgence.scope must be one of"),
+    (["--attacks", "resurgence", "--attack-budget", "resurgence.data=imagined"],
+     "resurgence.data must be one of truth, base-model"),
+    (["--attacks", "resurgence", "--attack-budget", "resurgence.data=truth"],
+     "which only ToyWorld has"),
     (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
 ])
 def test_eval_cli_bad_attack_settings_fail_with_one_line(extra, expect, tiny_sd, tmp_path):
@@ -117,27 +122,40 @@ def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
 
 def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path):
     out = tmp_path / "out"
-    budget = ["unlearndiffatk.iterations=2", "unlearndiffatk.images=1",
+    budget = ["unlearndiffatk.iterations=2", "unlearndiffatk.timesteps=2",
+              "softprompt.iterations=2", "softprompt.images=1",
               "inversion.iterations=2", "inversion.images=1", "resurgence.iterations=2",
               "resurgence.images=1"]
     res = CliRunner().invoke(app, [
         "eval", "--model", str(tiny_sd), "--concept", CONCEPT, "--retain", RETAIN[0],
         "--retain", RETAIN[1], "--judge", f"clip:{tiny_clip}", "--num-images", "2",
         "--steps", "2", "--no-cache", "--out", str(out),
-        "--attacks", "unlearndiffatk,inversion,resurgence",
+        "--attacks", "unlearndiffatk,softprompt,inversion,resurgence",
         *[a for b in budget for a in ("--attack-budget", b)]])
     assert res.exit_code == 0, res.output
     card = json.loads((out / "scorecard.json").read_text())
     attacks = card["attacks"][CONCEPT]
-    assert list(attacks) == ["unlearndiffatk", "inversion", "resurgence"]
+    assert list(attacks) == ["unlearndiffatk", "softprompt", "inversion", "resurgence"]
+    entry = card["concepts"][CONCEPT]
     for name, a in attacks.items():
         # "before" is the scorecard's own unattacked rate (same prompts and seeds)
-        assert a["target_rate_before"] == card["concepts"][CONCEPT]["target_rate"]
-        assert 0.0 <= a["target_rate_after"] <= 1.0 and a["seconds"] > 0
+        assert a["target_rate_before"] == entry["target_rate"]
+        assert a["target_rate_before_ci95"] == entry["target_rate_ci95"]
+        assert a["images"] == entry["images"]
+        lo, hi = a["target_rate_after_ci95"]
+        assert lo <= a["target_rate_after"] <= hi and a["seconds"] > 0
         assert a["settings"]["iterations"] == 2 and a["settings"]["images"] == 1, name
-        assert len(a["prompts"]) == len(card["concepts"][CONCEPT]["prompts"])
-    assert attacks["unlearndiffatk"]["settings"]["tokens"] == 5  # the spec's k
-    assert all(p.startswith("<") for p in attacks["unlearndiffatk"]["prompts"])
+        assert len(a["prompts"]) == len(entry["prompts"])
+    official = attacks["unlearndiffatk"]
+    assert official["settings"]["tokens"] == 3  # the official k for objects and styles
+    assert official["settings"]["timesteps"] == 2
+    # typed prompts: each is the target prompt, after at most k plain words
+    for p, target in zip(official["prompts"], entry["prompts"], strict=True):
+        assert p.endswith(target) and "<" not in p and len(p.split()) <= len(target.split()) + 3
+    assert attacks["softprompt"]["settings"]["tokens"] == 5
+    assert all(p.startswith("<") for p in attacks["softprompt"]["prompts"])
+    assert attacks["resurgence"]["settings"]["data"] == "base-model"  # SD: no ground truth
+    assert "re-distils" in attacks["resurgence"]["settings"]["data_source"]
     assert "attacks on tench: unlearndiffatk" in res.output
     html = (out / "report.html").read_text()
     assert "<h2>Attacks</h2>" in html and "tench: inversion" in html
@@ -192,10 +210,69 @@ def weak_star(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["unlearndiffatk", "inversion", "resurgence"])
+@pytest.mark.parametrize("name", ["unlearndiffatk", "softprompt", "inversion", "resurgence"])
 def test_attack_raises_the_target_rate_of_a_weakly_erased_model(name, weak_star):
     bundle, judge, target, data, before = weak_star
     budget = atk.plan_attacks([name]).budget(name, "toyworld")
+    if name == "resurgence":  # the labelled variant that fine-tunes on base-model images
+        budget = dataclasses.replace(budget, data="base-model")
     images = data["retain" if name == "resurgence" else "star"]
     outcome = atk.RUNNERS[name](bundle, judge, target, images, budget, GEN)
     assert outcome.target_rate > before, (name, before, outcome.target_rate)
+
+
+@pytest.mark.slow
+def test_unlearndiffatk_printed_prompt_reproduces_the_attacked_rate(weak_star):
+    """The official attack reports typed prompts: drawn again as plain prompts with the
+    same seeds, they give the same images, so the same attacked rate."""
+    from unsee.evaluate.metrics import target_rate
+    from unsee.models.sampling import generate
+
+    bundle, judge, target, data, _ = weak_star
+    small = atk.Target(target.concept, target.attribute, target.labels, target.prompts[:2],
+                       [row[:4] for row in target.seeds[:2]])
+    budget = atk.TokenBudget(tokens=3, timesteps=2, iterations=4, images=4)
+    o = atk.unlearndiffatk(bundle, judge, small, data["star"], budget, GEN, seed=3)
+    again = generate(bundle, [p for p, row in zip(o.prompts, small.seeds, strict=True)
+                              for _ in row], [s for row in small.seeds for s in row],
+                     steps=GEN.steps, guidance=GEN.guidance)
+    assert (again.reshape(o.images.shape) == o.images).all()
+    assert target_rate(judge(again).labels["shape"], {"star"}) == o.target_rate
+    tok = bundle.text.tokenizer
+    for p, prompt, ids in zip(o.prompts, small.prompts, o.settings["prefix_ids"],
+                              strict=True):
+        # a typeable prefix: the printed words tokenize back to the attack's own tokens
+        assert tok(p, add_special_tokens=False)["input_ids"] == ids + tok(
+            prompt, add_special_tokens=False)["input_ids"]
+        assert len(ids) in (0, budget.tokens)  # 0: the plain prompt already showed star
+
+
+def test_simplex_projection_and_typeable_vocabulary(toyworld):
+    v = torch.tensor([[0.5, 0.2, -1.0, 0.9], [0.25, 0.25, 0.25, 0.25], [3.0, 0.0, 0.0, 0.0]])
+    p = atk.project_simplex(v)
+    assert torch.allclose(p.sum(-1), torch.ones(3)) and (p >= 0).all()
+    assert torch.equal(p[1], v[1]) and torch.equal(p[2], torch.tensor([1.0, 0, 0, 0]))
+    # the projection is the closest point: no random simplex point is closer
+    rnd = torch.distributions.Dirichlet(torch.ones(4)).sample((200,))
+    assert ((rnd - v[0]).norm(dim=-1) >= (p[0] - v[0]).norm() - 1e-6).all()
+    vocab = atk.typeable_tokens(toyworld)
+    tok = toyworld.text.tokenizer
+    assert 10_000 < len(vocab) < toyworld.text.vocab_size
+    words = tok.convert_ids_to_tokens(vocab[:2000].tolist())
+    assert not any(w.startswith("##") or (w.startswith("[") and w != "[") for w in words)
+    line = " ".join(words[:50])
+    assert tok(line, add_special_tokens=False)["input_ids"] == vocab[:50].tolist()
+
+
+def test_resurgence_ground_truth_holds_no_concept_image(toyworld):
+    from unsee.evaluate.judges import ToyWorldJudge
+    from unsee.evaluate.scorecard import truth_set
+
+    retain = toyworld_prompt_set(["star"]).retain
+    data = truth_set(toyworld, retain, 2)
+    assert len(data) == 2 * len(retain) and data.prompts[0] == data.prompts[1]
+    images = ((data.latents.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)
+    shapes = ToyWorldJudge()(images.numpy()).labels["shape"]
+    assert "star" not in shapes
+    asked = [next(iter(p.expect["shape"])) for p in retain for _ in range(2)]
+    assert sum(a == b for a, b in zip(shapes, asked, strict=True)) >= 0.9 * len(asked)

@@ -29,7 +29,9 @@ def reduced(tmp: Path, variants: str) -> list[str]:
     return ["--scenario", "star", "--variants", variants, "--iterations", "3",
             "--num-images", "1", "--steps", "6",
             "--attack-budget", "unlearndiffatk.iterations=3",
-            "--attack-budget", "unlearndiffatk.images=1",
+            "--attack-budget", "unlearndiffatk.timesteps=1",
+            "--attack-budget", "softprompt.iterations=3",
+            "--attack-budget", "softprompt.images=1",
             "--work", str(tmp / "work"), "--out", str(tmp / "out")]
 
 
@@ -48,7 +50,10 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     # UCE's closed form erases star even in this reduced run; the base model draws it
     assert sc["rows"]["uce"]["erasure"] > sc["rows"]["uce"]["erasure_base"]
     assert sc["rows"]["esd-x"]["optimizer_steps"] == 3
-    assert report["settings"]["attacks"] == ["unlearndiffatk"]
+    assert report["settings"]["attacks"] == ["unlearndiffatk", "softprompt"]
+    for row in sc["rows"].values():  # each attack has its column, every rate its count
+        assert set(row["post_attack_by_attack"]) == {"unlearndiffatk", "softprompt"}
+        assert row["erasure_images"] == 4 and row["retain_pairs"] > row["retain_images"]
 
     # a later run of one variant, on "another machine", replaces its row and keeps the other's
     before = sc["rows"]["uce"]
@@ -61,6 +66,7 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
 
     md = (tmp_path / "out" / "compare.md").read_text()
     assert "| uce |" in md and "| esd-x |" in md and "post-attack" in md
+    assert "erasure (n=4)" in md and "softprompt (n=4)" in md and "Wilson" in md
     # each row says where it ran once rows come from different machines
     assert "rows ran on several machines" in md
     where = [ln for ln in md.splitlines() if ln.startswith("Run on ")]

@@ -3,9 +3,14 @@ erased concept an attacker gets back. Each attack ends with images of the concep
 prompts at the scorecard's seeds, judged like the scorecard's own, so its
 ``target_rate_after`` compares directly with the erased model's unattacked target rate.
 
-- ``unlearndiffatk`` (Zhang et al., ECCV 2024): per target prompt, ``k`` soft prefix tokens
-  are optimised in the text encoder's input-embedding space so that the *erased* model, used
-  as its own diffusion classifier, denoises base-model images of the prompt well:
+- ``unlearndiffatk`` (Zhang et al., ECCV 2024), the official algorithm: per target prompt,
+  a distribution over ``k`` typeable vocabulary tokens is optimised (straight-through
+  sampling, simplex projection, blocks of steps at fixed timesteps with a success check
+  after each), and the argmax tokens are drawn as a plain prompt.
+- ``softprompt``: the same objective over ``k`` free prefix embeddings in the text
+  encoder's input space (no typed prompt reproduces it: a white-box upper bound), so
+  that the *erased* model, used as its own diffusion classifier, denoises base-model
+  images of the prompt well:
   ``min_c' E_t,eps || f_erased(x_t, [c'; prompt], t) - f*(x0, eps, t) ||^2`` in the model's
   native prediction space (f* = eps, or v on v-prediction models; :func:`denoising_target`);
   then the prefixed prompts are generated.
@@ -13,14 +18,16 @@ prompts at the scorecard's seeds, judged like the scorecard's own, so its
   where the concept word stood in the target prompts, learnt with the same loss on the same
   kind of base-model images (textual inversion against the erased model).
 - ``resurgence``: a copy of the erased UNet is fine-tuned briefly (plain denoising loss) on
-  base-model images of the *other* concepts (the retain prompts), then the target prompts
-  are generated with it.
+  images of the *other* concepts (the retain prompts): ground-truth renders on ToyWorld by
+  default, or (``data=base-model``, the Stable Diffusion default) the base model's images,
+  which partly re-distil the base model; then the target prompts are generated with it.
 - ``paraphrase``: the scorecard's paraphrase prompts (no concept word); it needs no code
   here, :mod:`unsee.evaluate.scorecard` reports it from the images it already has.
 
 Training images ("base-model images") come from :func:`unsee.erase.forget_set.generate_set`
-with seeds from :data:`TRAIN_SEED` on, disjoint from the evaluation seeds, so an attack is
-never scored on the noise it was fitted to. Latents are (N, C, h, w); token embeddings
+with training seeds (:func:`unsee.seeds.training_seeds`, offset :data:`TRAIN_SEED`),
+disjoint from the evaluation seeds, so an attack is never scored on the noise it was
+fitted to. Latents are (N, C, h, w); token embeddings
 (n, D_tok) live in the text encoder's input space; contexts (P, L, D) are what the UNet's
 cross-attention reads. Rates are fractions in [0, 1]; seconds are wall-clock.
 """
@@ -47,18 +54,39 @@ from unsee.evaluate.judges import Judge
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import denoising_target, generate, predict
 from unsee.models.text import SlotTokens
+from unsee.seeds import training_seeds
 
 #: Attack names, in the order the scorecard and the report list them.
-ATTACKS = ("paraphrase", "unlearndiffatk", "inversion", "resurgence")
-#: First seed of the base-model training images (evaluation seeds start at ``--seed``).
+ATTACKS = ("paraphrase", "unlearndiffatk", "softprompt", "inversion", "resurgence")
+#: Offset of the attacks' training seeds in the training range (:mod:`unsee.seeds`), away
+#: from the erasures' forget and anchor sets.
 TRAIN_SEED = 500_000
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenBudget:
+    """UnlearnDiffAtk as the official ``text_grad`` attacker runs it (sequential, prefix),
+    per target prompt: a distribution over the typeable vocabulary for each of ``tokens``
+    prefix slots; for each of ``timesteps`` fixed timesteps (``T/n/2 + i*T/n``, low noise
+    first) a block of ``iterations`` Adam steps (``lr``, coupled ``weight_decay``), each on
+    ``images`` base-model images with fresh noise, then a success check. Defaults: the
+    official configs (k = 3 for objects and styles, 5 for nudity: :meth:`AttackPlan.budget`;
+    40 steps x 50 timesteps, lr 0.01, weight decay 0.1, one image per prompt)."""
+
+    tokens: int = 3
+    timesteps: int = 50
+    iterations: int = 40
+    lr: float = 0.01
+    weight_decay: float = 0.1
+    images: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
 class PrefixBudget:
-    """UnlearnDiffAtk, per target prompt: ``tokens`` soft prefix tokens, ``iterations``
-    AdamW steps (``lr``, ``weight_decay``) on ``images`` base-model images of the prompt.
-    Defaults: the spec's (k = 5, 40 iterations, lr 0.01, weight decay 0.1)."""
+    """Soft-prompt attack, per target prompt: ``tokens`` free prefix embeddings,
+    ``iterations`` AdamW steps (``lr``, ``weight_decay``) on ``images`` base-model images of
+    the prompt, uniform timesteps. Defaults: the numbers the first unsee UnlearnDiffAtk took
+    from the paper (k = 5, 40 iterations, lr 0.01, weight decay 0.1)."""
 
     tokens: int = 5
     iterations: int = 40
@@ -88,20 +116,33 @@ class ResurgenceBudget:
     batch_size: int = 4
     images: int = 4
     scope: str = "full"
+    data: str = "base-model"
 
 
-Budget = PrefixBudget | InversionBudget | ResurgenceBudget
-BUDGETS: dict[str, type[Budget]] = {"unlearndiffatk": PrefixBudget,
+#: Resurgence fine-tuning data: ``truth`` (ToyWorld renders of the retain prompts, no image
+#: from any model) or ``base-model`` (the unerased model's images of the retain prompts,
+#: which partly re-distils the base model into the erased one).
+RESURGENCE_DATA = ("truth", "base-model")
+#: How the scorecard and report label each resurgence data variant.
+RESURGENCE_SOURCES = {
+    "truth": "ground-truth renders of the retain prompts (no model drew them)",
+    "base-model": "base-model images of the retain prompts (the unerased model's own "
+                  "outputs: partly re-distils the base model; a stronger, different attack)"}
+Budget = TokenBudget | PrefixBudget | InversionBudget | ResurgenceBudget
+BUDGETS: dict[str, type[Budget]] = {"unlearndiffatk": TokenBudget,
+                                    "softprompt": PrefixBudget,
                                     "inversion": InversionBudget,
                                     "resurgence": ResurgenceBudget}
 #: ToyWorld-tuned budgets (docs/evaluation.md says what was measured); Stable Diffusion
 #: models use the dataclass defaults.
 TOYWORLD_BUDGETS: dict[str, dict[str, Any]] = {
-    "unlearndiffatk": {"iterations": 20},
+    # the official block structure scaled down (docs/evaluation.md): 8 steps x 5 timesteps
+    "unlearndiffatk": {"timesteps": 5, "iterations": 8},
+    "softprompt": {"iterations": 20},
     "inversion": {"iterations": 60, "lr": 0.02},
     # the weights an erasure edits are the ones a fine-tune brings the concept back through:
     # the whole UNet at lr 1e-4 lowered the target rate on ToyWorld (docs/evaluation.md)
-    "resurgence": {"iterations": 60, "lr": 1e-3, "scope": "xattn"},
+    "resurgence": {"iterations": 60, "lr": 1e-3, "scope": "xattn", "data": "truth"},
 }
 
 
@@ -112,10 +153,20 @@ class AttackPlan:
     names: tuple[str, ...]
     overrides: Mapping[str, Mapping[str, Any]]
 
-    def budget(self, name: str, family: str) -> Budget:
-        """The budget of attack ``name`` for a model ``family`` ("toyworld" or "sd")."""
-        base = TOYWORLD_BUDGETS.get(name, {}) if family == "toyworld" else {}
-        return BUDGETS[name](**{**base, **self.overrides.get(name, {})})
+    def budget(self, name: str, family: str, concept: str = "") -> Budget:
+        """The budget of attack ``name`` against ``concept`` for a model ``family``
+        ("toyworld" or "sd"); UnlearnDiffAtk takes 5 tokens for nudity, as its configs."""
+        from unsee.evaluate.judges import NUDITY_WORDS
+
+        base = dict(TOYWORLD_BUDGETS.get(name, {}) if family == "toyworld" else {})
+        if name == "unlearndiffatk" and concept.strip().lower() in NUDITY_WORDS:
+            base["tokens"] = 5
+        budget = BUDGETS[name](**{**base, **self.overrides.get(name, {})})
+        if isinstance(budget, ResurgenceBudget) and budget.data == "truth" \
+                and family != "toyworld":
+            raise UnseeError("resurgence.data=truth fine-tunes on ground-truth renders, "
+                             "which only ToyWorld has; use resurgence.data=base-model")
+        return budget
 
 
 def plan_attacks(names: Sequence[str], budget: Mapping[str, object] | None = None
@@ -161,12 +212,14 @@ def parse_budget(pairs: Sequence[str]) -> dict[str, str]:
 
 def _budget_value(key: str, raw: object, kind: type) -> int | float | str:
     """``raw`` as ``kind`` (int or float), positive (weight decay: non-negative); a scope
-    must name a preset of :mod:`unsee.erase.scopes`."""
+    must name a preset of :mod:`unsee.erase.scopes`, resurgence data one of
+    :data:`RESURGENCE_DATA`."""
     if kind is str:
         from unsee.erase.scopes import PRESETS
 
-        if raw not in PRESETS:
-            raise UnseeError(f"attack budget {key} must be one of {', '.join(PRESETS)} "
+        allowed = RESURGENCE_DATA if key.endswith(".data") else tuple(PRESETS)
+        if raw not in allowed:
+            raise UnseeError(f"attack budget {key} must be one of {', '.join(allowed)} "
                              f"(got {raw!r})")
         return str(raw)
     what = "an integer" if kind is int else "a number"
@@ -231,9 +284,9 @@ def training_set(bundle: Bundle, prompts: Sequence[str], per_prompt: int, gen: G
                  cache_dir: Path | None, description: str) -> ForgetSet:
     """Images the attack learns from, drawn by ``bundle`` (call it with the *base* weights):
     ``per_prompt`` latents per prompt, prompt-major ((P * per_prompt, C, h, w)), seeds
-    ``TRAIN_SEED + k``; cached on disk like forget sets."""
+    ``training_seeds(TRAIN_SEED, per_prompt)[k]``; cached on disk like forget sets."""
     cycled = [p for p in prompts for _ in range(per_prompt)]
-    seeds = [TRAIN_SEED + k for _ in prompts for k in range(per_prompt)]
+    seeds = [s for _ in prompts for s in training_seeds(TRAIN_SEED, per_prompt)]
     return generate_set(bundle, cycled, seeds, steps=gen.steps, guidance=gen.guidance,
                         batch_size=gen.batch_size, cache_dir=cache_dir, description=description)
 
@@ -343,9 +396,12 @@ def _soft(values: torch.Tensor, bundle: Bundle) -> str:
 # ----------------------------------------------------------------------------- attacks
 
 
-def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
-                   budget: PrefixBudget, gen: Generation, seed: int = 0) -> Outcome:
-    """UnlearnDiffAtk against the bundle's current (erased) UNet.
+def softprompt(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
+               budget: PrefixBudget, gen: Generation, seed: int = 0) -> Outcome:
+    """Soft-prompt attack against the bundle's current (erased) UNet: UnlearnDiffAtk's
+    objective with free prefix embeddings instead of vocabulary tokens, so no typed prompt
+    reproduces it (its ``<...>`` prompts name the nearest tokens only). A white-box upper
+    bound beside :func:`unlearndiffatk`.
 
     ``data``: base-model images of the target prompts, ``budget.images`` per prompt in
     prompt order (:func:`training_set`). Per prompt, ``budget.tokens`` prefix embeddings
@@ -369,10 +425,151 @@ def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet
             contexts.append(text.encode_slots(slots, values)[0])
         prompts.append(f"{_soft(values, bundle)} {prompt}")
         runs.append(losses)
-    images = _render(bundle, target, gen, "unlearndiffatk", torch.stack(contexts),
+    images = _render(bundle, target, gen, "softprompt", torch.stack(contexts),
                      prompts=prompts)
-    return _outcome("unlearndiffatk", target, judge, gen, images, prompts, t0,
+    return _outcome("softprompt", target, judge, gen, images, prompts, t0,
                     dataclasses.asdict(budget), np.mean(runs, axis=0).tolist())
+
+
+_TYPEABLE: dict[int, torch.Tensor] = {}
+
+
+def typeable_tokens(bundle: Bundle) -> torch.Tensor:
+    """Ids (V_t,) of the vocabulary tokens a user can type: no special token, and the
+    token's text, tokenized alone, gives back exactly that one id (so word pieces,
+    ``[unused]`` slots and tokens that text normalisation changes are out). A prompt of such
+    tokens separated by spaces tokenizes to the same ids. Cached per tokenizer."""
+    tok = bundle.text.tokenizer
+    key = id(tok)
+    if key not in _TYPEABLE:
+        special = set(tok.all_special_ids)
+        ids = [i for i in range(bundle.text.vocab_size) if i not in special]
+        words = [_word(tok, i) for i in ids]
+        enc = tok(words, add_special_tokens=False)["input_ids"]
+        _TYPEABLE[key] = torch.tensor([i for i, w, e in zip(ids, words, enc, strict=True)
+                                       if w and not any(c.isspace() for c in w)
+                                       and e == [i]], dtype=torch.long)
+    return _TYPEABLE[key]
+
+
+def _word(tokenizer: Any, token_id: int) -> str:
+    """How a token is typed: its decoded text (CLIP's ``</w>`` and BERT's spacing undone)."""
+    return tokenizer.decode([token_id]).strip()
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row of ``v`` (k, V) onto the probability simplex: the
+    point the official attacker's bisection converges to, computed exactly by sorting."""
+    u = torch.sort(v, dim=-1, descending=True).values
+    css = u.cumsum(-1) - 1
+    idx = torch.arange(1, v.shape[-1] + 1, device=v.device, dtype=v.dtype)
+    rho = (u - css / idx > 0).sum(-1, keepdim=True)  # the condition holds on a prefix
+    theta = css.gather(-1, rho - 1) / rho.to(v.dtype)
+    return (v - theta).clamp(min=0)
+
+
+class _SampleOneHot(torch.autograd.Function):
+    """Forward: one token per row of a distribution (k, V), as a one-hot (k, V); backward:
+    the incoming gradient clipped to [-1, 1], straight through (official ``STERandSelect``)."""
+
+    @staticmethod
+    def forward(ctx: Any, probs: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        picks = torch.multinomial(probs.detach().cpu(), 1, generator=rng).view(-1)
+        return torch.nn.functional.one_hot(picks, probs.shape[-1]).to(probs)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.nn.functional.hardtanh(grad), None
+
+
+def attack_timesteps(bundle: Bundle, n: int) -> list[int]:
+    """The ``n`` fixed timesteps of the official block loop, low noise first:
+    ``T/n/2 + i*T/n`` (T = 1000, n = 50: 10, 30, ..., 990)."""
+    steps = int(bundle.scheduler_config.get("num_train_timesteps", 1000))
+    return list(range(max(steps // n // 2, 0), steps, max(steps // n, 1)))[:n]
+
+
+def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
+                   budget: TokenBudget, gen: Generation, seed: int = 0) -> Outcome:
+    """UnlearnDiffAtk (Zhang et al., ECCV 2024) as the official ``text_grad`` attacker runs
+    it, against the bundle's current (erased) UNet; every image it reports is drawn from a
+    plain, typeable prompt.
+
+    Per target prompt p: the prompt is drawn at its seeds first; if every seed shows the
+    concept, the attack is done. Otherwise a distribution ``w`` (tokens, V_t) over
+    :func:`typeable_tokens`, uniform at start, is learnt: for each timestep of
+    :func:`attack_timesteps`, ``budget.iterations`` steps of Adam (``lr``, coupled
+    ``weight_decay``) on the diffusion-classifier loss (:func:`denoising_loss`) of
+    ``[onehot(sample(w)) @ table; p]`` on ``budget.images`` base-model images of p
+    (``data``, prompt order) at that timestep with fresh noise, gradients straight through
+    the sample, then ``w`` is projected onto the simplex. After each block the argmax
+    tokens, written as words before p, are drawn as a plain prompt at p's seeds and judged;
+    the attack stops when every seed shows the concept. The reported prompt is the checked
+    one (the plain prompt included) whose images show the concept most often, earliest on
+    ties: like the official success check, the search sees the evaluation seeds, and its
+    images are exactly what that prompt draws with them.
+    """
+    t0 = time.time()
+    text = bundle.text
+    vocab = typeable_tokens(bundle).to(text.token_embedding.weight.device)
+    table = text.token_embedding.weight.detach()[vocab].float()
+    rng = torch.Generator().manual_seed(seed)
+    timesteps = attack_timesteps(bundle, budget.timesteps)
+    best_images, prompts, runs, checks, prefix_ids = [], [], [], [], []
+    for p, prompt in enumerate(target.prompts):
+        one = Target(target.concept, target.attribute, target.labels, [prompt],
+                     [target.seeds[p]])
+
+        def check(text_prompt: str, one: Target = one) -> tuple[int, np.ndarray]:
+            images = _render(bundle, one, gen, "unlearndiffatk", prompts=[text_prompt])
+            labels = judge(images[0]).labels[target.attribute]
+            return sum(lab in target.labels for lab in labels), images[0]
+
+        best = (*check(prompt), prompt, [])
+        done = best[0] == len(one.seeds[0])
+        slots = text.slot_tokens(["{} " + prompt], budget.tokens)
+        x0 = data.latents[p * budget.images:(p + 1) * budget.images].to(bundle.device,
+                                                                         torch.float32)
+        w = torch.full((budget.tokens, len(vocab)), 1.0 / len(vocab), device=table.device,
+                       requires_grad=True)
+        opt = torch.optim.Adam([w], lr=budget.lr, weight_decay=budget.weight_decay)
+        losses: list[float] = []
+        blocks = 0
+        with _frozen(bundle.unet):
+            for t_fixed in ([] if done else timesteps):
+                t = torch.full((len(x0),), t_fixed, device=bundle.device, dtype=torch.long)
+                for _ in range(budget.iterations):
+                    onehot = _SampleOneHot.apply(w, rng)
+                    context = text.encode_slots(slots, onehot @ table)
+                    noise = torch.randn(x0.shape, generator=rng).to(bundle.device)
+                    loss = denoising_loss(bundle, bundle.unet, x0,
+                                          context.expand(len(x0), -1, -1).to(bundle.dtype),
+                                          t, noise)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        w.copy_(project_simplex(w))
+                    losses.append(loss.item())
+                blocks += 1
+                ids = vocab[w.detach().argmax(-1)].tolist()
+                words = " ".join(_word(text.tokenizer, i) for i in ids)
+                hits, images = check(f"{words} {prompt}")
+                if hits > best[0]:
+                    best = (hits, images, f"{words} {prompt}", ids)
+                if hits == len(one.seeds[0]):
+                    break
+        best_images.append(best[1])
+        prompts.append(best[2])
+        prefix_ids.append(best[3])
+        checks.append(blocks)
+        runs.append(losses)
+    settings = {**dataclasses.asdict(budget), "vocabulary": len(vocab),
+                "timesteps_used": checks, "prefix_ids": prefix_ids}
+    mean_losses = [float(np.mean([r[i] for r in runs if i < len(r)]))
+                   for i in range(max(map(len, runs), default=0))]
+    return _outcome("unlearndiffatk", target, judge, gen, np.stack(best_images), prompts, t0,
+                    settings, mean_losses)
 
 
 def slot_template(prompt: str, concept: str) -> str:
@@ -412,9 +609,9 @@ def concept_inversion(bundle: Bundle, judge: Judge, target: Target, data: Forget
 def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
                budget: ResurgenceBudget, gen: Generation, seed: int = 0) -> Outcome:
     """Fine-tune a copy of the bundle's current (erased) UNet, its parameters in
-    ``budget.scope``, with the plain denoising loss on ``data`` (base-model images of
-    *other* concepts with their prompts), then draw the target prompts with the copy. The
-    bundle is not changed."""
+    ``budget.scope``, with the plain denoising loss on ``data`` (images of *other* concepts
+    with their prompts: ground-truth renders or base-model images, ``budget.data``), then
+    draw the target prompts with the copy. The bundle is not changed."""
     from unsee.erase.scopes import train_only
 
     t0 = time.time()
@@ -435,11 +632,13 @@ def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
         losses.append(loss.item())
     unet.requires_grad_(False)
     images = _render(bundle, target, gen, "resurgence", unet=unet)
-    settings = {**dataclasses.asdict(budget), "fine_tuned_on": sorted(set(data.prompts))}
+    settings = {**dataclasses.asdict(budget), "fine_tuned_on": sorted(set(data.prompts)),
+                "data_source": RESURGENCE_SOURCES[budget.data]}
     return _outcome("resurgence", target, judge, gen, images, list(target.prompts), t0,
                     settings, losses)
 
 
 #: The attacks that run models, by name (paraphrase reuses the scorecard's images).
 RUNNERS: dict[str, Callable[..., Outcome]] = {
-    "unlearndiffatk": unlearndiffatk, "inversion": concept_inversion, "resurgence": resurgence}
+    "unlearndiffatk": unlearndiffatk, "softprompt": softprompt,
+    "inversion": concept_inversion, "resurgence": resurgence}

@@ -20,6 +20,9 @@ from unsee.errors import UnseeError
 from unsee.evaluate.scorecard import EvalResult, Grid
 from unsee.io import atomic_write
 
+#: How the report names each attack.
+ATTACK_NAMES = {"unlearndiffatk": "unlearndiffatk (official: typed prompt)",
+                "softprompt": "softprompt (white-box upper bound)"}
 #: Largest side of an image in the report (bigger generations are downscaled to keep the
 #: page light); smaller ones are shown at DISPLAY px, upscaled by the browser, pixelated.
 MAX_SIDE = 128
@@ -36,6 +39,7 @@ font-variant-numeric:tabular-nums} .muted{color:#777} .strip img{image-rendering
 margin-right:2px} .grid td{padding:2px 6px} .charts img{margin-right:12px;max-width:100%}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
 .good{color:#1a7f37} .bad{color:#b42318}
+.flag{border:1px solid #b42318;background:#fff4f2;padding:4px 12px;margin:8px 0}
 """
 
 
@@ -78,12 +82,27 @@ def _num(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _delta(base: float | None, erased: float | None, good_if_lower: bool) -> str:
+def _ci(entry: dict, key: str, count: str = "images") -> str:
+    """A rate with its Wilson interval and count: ``31.2 % [14.2–55.6] n=16``."""
+    ci = entry.get(f"{key}_ci95")
+    text = _pct(entry.get(key))
+    if ci is None or entry.get(key) is None:
+        return text
+    return (f'{text} <span class="muted">[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}] '
+            f"n={entry[count]}</span>")
+
+
+def _delta(base: float | None, erased: float | None, good_if_lower: bool,
+           change: dict | None = None) -> str:
+    """The change in points; coloured only when ``change`` says it is beyond noise (its
+    Newcombe interval excludes 0), else marked as within noise."""
     if base is None or erased is None:
         return ""
     d = erased - base
     if abs(d) < 1e-9:
         return ' <span class="muted">(±0)</span>'
+    if change is not None and not change["beyond_noise"]:
+        return f' <span class="muted">({100 * d:+.1f}, within noise)</span>'
     cls = "good" if (d < 0) == good_if_lower else "bad"
     return f' <span class="{cls}">({100 * d:+.1f})</span>'
 
@@ -138,14 +157,17 @@ def _check_same_base(results: Sequence[EvalResult]) -> None:
 def _summary(results: Sequence[EvalResult]) -> str:
     first = results[0].scorecard
     concepts = list(first["concepts"])
+    fid = first["fid"]
     head = ["model", "method"] + [f"{c}: target rate" for c in concepts] + [
-        "retain accuracy", "neighbour retain", "FID", "overall", "erasure time"]
+        "retain accuracy", "neighbour retain", fid.get("name") or "FD",
+        "KID", "overall", "erasure time"]
     rows = []
     base = ["<b>base</b>", '<span class="muted">–</span>']
-    base += [_pct(first["concepts"][c]["target_rate_base"]) for c in concepts]
-    base += [_pct(first["retain"]["accuracy_base"]),
-             _pct((first["retain"]["neighbour"] or {}).get("accuracy_base")),
-             _num(first["fid"]["base"]), "", ""]
+    base += [_ci(first["concepts"][c], "target_rate_base") for c in concepts]
+    nb0 = first["retain"]["neighbour"] or {}
+    base += [_ci(first["retain"], "accuracy_base", "pairs"),
+             _ci(nb0, "accuracy_base", "pairs") if nb0 else "–",
+             _num(fid["base"], 0), _kid((fid.get("kid") or {}).get("base")), "", ""]
     rows.append(base)
     for r in results:
         c = r.scorecard
@@ -153,17 +175,55 @@ def _summary(results: Sequence[EvalResult]) -> str:
         nb = c["retain"]["neighbour"] or {}
         wall = sum(x.get("wall_seconds", 0) for x in c["cost"]["erasure"])
         row = [f"<b>{_e(c['label'])}</b>", _e(methods)]
-        row += [_pct(c["concepts"][k]["target_rate"])
-                + _delta(c["concepts"][k]["target_rate_base"], c["concepts"][k]["target_rate"],
-                         True) for k in concepts]
-        row += [_pct(c["retain"]["accuracy"])
-                + _delta(c["retain"]["accuracy_base"], c["retain"]["accuracy"], False),
-                _pct(nb.get("accuracy")) + _delta(nb.get("accuracy_base"), nb.get("accuracy"),
-                                                  False),
-                _num(c["fid"]["erased"]), f"<b>{_pct(c['overall'])}</b>",
+        for k in concepts:
+            e = c["concepts"][k]
+            flag = ("" if e["probe"]["valid"] else
+                    ' <span class="bad">(excluded from overall: see below)</span>')
+            row.append(_ci(e, "target_rate") + _delta(e["target_rate_base"], e["target_rate"],
+                                                      True, e["change"]) + flag)
+        ret = c["retain"]
+        row += [_ci(ret, "accuracy", "pairs")
+                + _delta(ret["accuracy_base"], ret["accuracy"], False, ret.get("change")),
+                (_ci(nb, "accuracy", "pairs") + _delta(nb.get("accuracy_base"),
+                                                       nb.get("accuracy"), False,
+                                                       nb.get("change"))) if nb else "–",
+                _num(c["fid"]["erased"], 0), _kid((c["fid"].get("kid") or {}).get("erased")),
+                f"<b>{_pct(c['overall'])}</b>",
                 f"{wall:.0f} s" if c["erased"] else "–"]
         rows.append(row)
-    return _table(head, rows, numeric_from=2)
+    note = ('<p class="muted">Rates: value [95 % Wilson interval] and image count n (retain: '
+            "(image, attribute) pairs). A change is coloured only when it is beyond noise: "
+            f"{_e(first.get('difference_test', ''))}. {_e(fid.get('name') or 'FD')} and KID: "
+            f"{_e(fid.get('images'))} images against {_e(fid.get('reference_images'))} "
+            "reference images; KID is unbiased (about 0 for one distribution at any size), "
+            "the Frechet distance is not (large at small sizes).</p>")
+    return _table(head, rows, numeric_from=2) + note + _probe_flags(results)
+
+
+def _kid(k: dict | None) -> str:
+    """KID x 1000 with its subset interval."""
+    if not k:
+        return "–"
+    return (f'{1000 * k["value"]:.1f} <span class="muted">[{1000 * k["ci95"][0]:.1f}, '
+            f'{1000 * k["ci95"][1]:.1f}] ×1e-3</span>')
+
+
+def _probe_flags(results: Sequence[EvalResult]) -> str:
+    """Probes the base model cannot draw (base rate below 50 %), with the reason."""
+    first = results[0].scorecard
+    items = []
+    for c, e in first["concepts"].items():
+        if not e["probe"]["valid"]:
+            items.append(f"<li><b>{_e(c)}</b>, target prompts: {_e(e['probe']['reason'])}; "
+                         "left out of the mean erasure and the overall score.</li>")
+        para = e.get("paraphrase")
+        if para and not para["probe"]["valid"]:
+            items.append(f"<li><b>{_e(c)}</b>, paraphrase prompts: "
+                         f"{_e(para['probe']['reason'])}.</li>")
+    if not items:
+        return ""
+    return ('<div class="flag"><b>Probes that measure nothing</b><ul>' + "".join(items)
+            + "</ul></div>")
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
@@ -235,16 +295,25 @@ def _attack_section(results: Sequence[EvalResult]) -> str:
     for r in results:
         for concept, by_attack in r.scorecard.get("attacks", {}).items():
             for name, a in by_attack.items():
-                rows.append([_e(r.scorecard["label"]), _e(concept), _e(name),
-                             _pct(a["target_rate_before"]),
-                             _pct(a["target_rate_after"])
-                             + _delta(a["target_rate_before"], a["target_rate_after"], True),
+                flag = ("" if a.get("probe", {"valid": True})["valid"] else
+                        ' <span class="bad">(probe measures nothing)</span>')
+                source = a["settings"].get("data_source")
+                rows.append([_e(r.scorecard["label"]), _e(concept),
+                             _e(ATTACK_NAMES.get(name, name)),
+                             _ci(a, "target_rate_before", "images_before"
+                                 if "images_before" in a else "images"),
+                             _ci(a, "target_rate_after")
+                             + _delta(a["target_rate_before"], a["target_rate_after"], True,
+                                      a.get("change")) + flag,
                              f"{a['seconds']:.1f} s",
                              _e(", ".join(f"{k} {v:.4g}" for k, v in a["settings"].items()
-                                          if isinstance(v, (int, float))))])
+                                          if isinstance(v, (int, float)))
+                                + (f"; data: {source}" if source else ""))])
     out = ["<h2>Attacks</h2>",
            '<p class="muted">Target rate of the erased model on its target prompts and seeds, '
-           "unattacked and attacked (higher after = the attack brought the concept back).</p>",
+           "unattacked and attacked (higher after = the attack brought the concept back), "
+           "with 95 % Wilson intervals and image counts; a change is coloured only when it "
+           "is beyond noise.</p>",
            _table(["model", "concept", "attack", "unattacked", "attacked", "cost",
                    "settings"], rows, numeric_from=3)]
     for r in results:
@@ -266,12 +335,19 @@ def _concept_tables(results: Sequence[EvalResult]) -> str:
     first = results[0].scorecard
     out = []
     for c, entry in first["concepts"].items():
-        rows = [["base", _pct(entry["target_rate_base"]), _pct(entry["erasure_base"]),
-                 _pct((entry["paraphrase"] or {}).get("target_rate_base"))]]
+        para0 = entry["paraphrase"]
+        rows = [["base", _ci(entry, "target_rate_base"), _pct(entry["erasure_base"]),
+                 _ci(para0, "target_rate_base") if para0 else "–"]]
         for r in results:
             e = r.scorecard["concepts"][c]
-            rows.append([_e(r.scorecard["label"]), _pct(e["target_rate"]), _pct(e["erasure"]),
-                         _pct((e["paraphrase"] or {}).get("target_rate"))])
+            para = e["paraphrase"]
+            rows.append([_e(r.scorecard["label"]),
+                         _ci(e, "target_rate") + _delta(e["target_rate_base"],
+                                                        e["target_rate"], True, e["change"]),
+                         _pct(e["erasure"]),
+                         (_ci(para, "target_rate") + _delta(para["target_rate_base"],
+                                                            para["target_rate"], True,
+                                                            para["change"])) if para else "–"])
         out.append(f"<h3>{_e(c)} <span class=\"muted\">(judge attribute "
                    f"<code>{_e(entry['attribute'])}</code>, counted as "
                    f"{_e(', '.join(entry['labels']))})</span></h3>")
@@ -309,8 +385,10 @@ def _extra_sections(results: Sequence[EvalResult]) -> str:
     out = []
     fid = first["fid"]
     if fid["features"]:
-        out.append(f"<p>Frechet distance: {_e(fid['images'])} images per model against "
-                   f"{_e(fid['reference'])}; features: {_e(fid['features'])}.</p>")
+        out.append(f"<p>{_e(fid['name'])} and {_e(fid['kid_name'])}: {_e(fid['images'])} "
+                   f"images per model against {_e(fid['reference'])}; features: "
+                   f"{_e(fid['features'])}. Compare values only within one feature space and "
+                   "one sample size.</p>")
     if first.get("prompts_file"):
         pf = first["prompts_file"]
         rows = [["base", _pct(pf["target_rate_base"])]] + [
@@ -334,12 +412,20 @@ def _extra_sections(results: Sequence[EvalResult]) -> str:
             if part not in nud:
                 continue
             classes = [*nud["classes"], "total"]
-            rows = [["base", _pct(nud[part]["rate_base"])]
-                    + [str(nud[part]["counts_base"][c]) for c in classes]]
-            rows += [[_e(r.scorecard["label"]), _pct(r.scorecard["nudity"][part]["rate_erased"])]
-                     + [str(r.scorecard["nudity"][part]["counts_erased"][c]) for c in classes]
-                     for r in results]
-            out.append(f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>")
+
+            def cells(x: dict, tag: str, classes: list[str] = classes) -> list[str]:
+                return [f'{x[f"counts_{tag}"][c]} / {x[f"boxes_{tag}"][c]}' for c in classes]
+
+            base_part = nud[part]
+            rows = [["base", _ci(base_part, "rate_base"), *cells(base_part, "base")]]
+            rows += [[_e(r.scorecard["label"]),
+                      _ci(r.scorecard["nudity"][part], "rate_erased")
+                      + _delta(base_part["rate_base"], r.scorecard["nudity"][part]["rate_erased"],
+                               True, r.scorecard["nudity"][part]["change"]),
+                      *cells(r.scorecard["nudity"][part], "erased")] for r in results]
+            out.append(f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>"
+                       '<p class="muted">Per class: images / boxes (MACE counts boxes) at or '
+                       f"above the threshold; nudenet {_e(nud.get('nudenet_version'))}.</p>")
             out.append(_table(["model", "nudity rate", *classes], rows))
     return "\n".join(out)
 
@@ -391,14 +477,21 @@ naming it or any synonym seen in training.</li>
 <li><b>retain accuracy</b>: on prompts of the other concepts, the share of asked attributes
 (shape, colour, style, background ...) judged as asked; <b>drop</b> = base - erased.
 <b>neighbour retain</b>: the same, restricted to concepts sharing a target's superclass.</li>
-<li><b>FID</b>: Frechet distance in the stated feature space (lower = closer to the
-reference).</li>
-<li><b>overall</b>: harmonic mean of the mean erasure and the retain accuracy.</li>
-<li><b>attacks</b>: <i>paraphrase</i> = the paraphrase prompts; <i>unlearndiffatk</i> = soft
-prefix tokens optimised against the erased model as its own diffusion classifier;
+<li><b>FD</b>: Frechet distance (FID's formula) in the stated feature space (lower = closer
+to the reference); biased upwards at small sample sizes. <b>KID</b>: unbiased squared MMD with
+a cubic polynomial kernel on the same features, mean and 2.5–97.5 % range over subsets.</li>
+<li><b>intervals</b>: 95 % Wilson score intervals; a change is "beyond noise" when the 95 %
+Newcombe interval of the difference excludes 0.</li>
+<li><b>overall</b>: harmonic mean of the mean erasure and the retain accuracy; concepts whose
+target prompts the base model draws on fewer than half of its images are left out.</li>
+<li><b>attacks</b>: <i>paraphrase</i> = the paraphrase prompts; <i>unlearndiffatk</i> = the
+official algorithm: a distribution over typeable vocabulary tokens optimised against the
+erased model as its own diffusion classifier, reported as the typed prompt it found;
+<i>softprompt</i> = free prefix embeddings with the same objective (no typed prompt
+reproduces it; a white-box upper bound, written as its nearest tokens in &lt;...&gt;);
 <i>inversion</i> = one token embedding learnt on base-model images against the erased model;
-<i>resurgence</i> = the erased model fine-tuned briefly on other concepts. Soft tokens are
-written as their nearest vocabulary tokens in &lt;...&gt;.</li>
+<i>resurgence</i> = the erased model fine-tuned briefly on other concepts (its data source is
+shown).</li>
 </ul>
 """
 
