@@ -95,10 +95,12 @@ class EraseConfig:
 def check_config(data: dict[str, Any], where: str = "config") -> EraseConfig:
     """An :class:`EraseConfig` from a mapping, every field type- and range-checked."""
     known = {f.name for f in dataclasses.fields(EraseConfig)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in data if k not in known)
     if unknown:
+        hint = ("; YAML reads a bare on/off/yes/no as true/false: quote the key ('on':)"
+                if any(isinstance(k, bool) for k in data) else "")
         raise UnseeError(f"unknown key(s) in {where}: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}")
+                         f"known: {', '.join(sorted(known))}{hint}")
     for required in ("method", "concepts"):
         if required not in data:
             raise UnseeError(f"{where} needs '{required}'")

@@ -212,6 +212,9 @@ def _load_pixel(folder: Path, model_id: str, dtype: torch.dtype) -> Bundle:
         raise UnseeError(f"unsupported text encoder {manifest.get('text_encoder')!r} in {folder}")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    if not isinstance(manifest, dict) or not isinstance(sched, dict):
+        raise UnseeError(f"model folder {folder} is damaged: unsee_model.json and "
+                         "scheduler/scheduler_config.json must be JSON objects")
     return Bundle(unet=unet.eval(), text=load_minilm(int(manifest["text_max_length"])),
                   scheduler_config=sched, model_id=model_id,
                   resolution=int(manifest["resolution"]),

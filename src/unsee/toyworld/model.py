@@ -128,6 +128,9 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     from unsee.models.text import load_minilm
 
     work_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = work_dir / CHECKPOINT
+    # read (and check) the checkpoint before minutes go into rendering the dataset
+    ck = load_state(ckpt_path) if resume and ckpt_path.exists() else None
     torch.manual_seed(cfg.seed)
     data_path = work_dir / f"data_s{cfg.seed}_n{cfg.dataset_size}.npz"
     if data_path.exists():
@@ -162,9 +165,7 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True,
                    power=2 / 3)
     step, log = 0, []
-    ckpt_path = work_dir / CHECKPOINT
-    if resume and ckpt_path.exists():
-        ck = load_state(ckpt_path)
+    if ck is not None:
         unet.load_state_dict(ck["unet"])
         opt.load_state_dict(ck["opt"])
         ema.load_state_dict(ck["ema"])
