@@ -119,3 +119,11 @@ def test_key_steps_keep_sd_indices_on_sd_and_follow_noise_level_elsewhere(tiny_s
     assert int((levels - target).abs().argmin()) == tw.start
     old = _kscu(toyworld, ["star"], params={"levels": "index"})
     assert old.start == TASKS["object"].start[1] * tw.p.ddim_steps // 50
+
+
+def test_index_levels_reproduce_the_table_before_issue_19(toyworld):
+    # one concept, levels=index: S scaled with E and S_max = ceil(0.9 E) - 1, as before
+    m = _kscu(toyworld, ["star"], params={"levels": "index", "ddim_steps": 10})
+    start = round(TASKS["object"].start[1] * 10 / 50)
+    assert [(k, s) for k, s, _ in m.table] == build_schedule(
+        start, 10, m.ctx.plan.iterations, 1, m.p.loops_before_shift, max_start=8)

@@ -89,8 +89,8 @@ TEMPLATES["instance"] = ("{}", "a portrait of {}", "a photo of {}", "a picture o
 VERSIONS = ("quick", "paper")
 PRESETS = ("auto", "matched", "official")
 LEVELS = ("noise", "index")
-#: S_max of the quick code: ceil(0.9 E) - 1, an SD 1.x DDIM index at E = 50
-QUICK_MAX_START = 44
+#: S_max of the quick code, ceil(0.9 E) - 1, as an SD 1.x DDIM index at E = 50
+QUICK_MAX_START = math.ceil(0.9 * 50) - 1
 
 
 @dataclass
@@ -284,8 +284,12 @@ class KSCU(Method):
         self.end = p.end if p.end > 0 else e
         if self.start >= self.end:
             raise UnseeError(f"kscu: the key steps [{self.start}, {self.end}) are empty")
-        default_max = (map_index(QUICK_MAX_START, p, self.timesteps, ab)
-                       if p.version == "quick" else e - 1)
+        if p.version == "paper":
+            default_max = e - 1
+        elif p.levels == "index":
+            default_max = math.ceil(0.9 * e) - 1
+        else:
+            default_max = map_index(QUICK_MAX_START, p, self.timesteps, ab)
         self.max_start = min(self.end - 1, max(self.start, p.max_start if p.max_start >= 0
                                                else default_max))
         self.table = self._table()
