@@ -118,6 +118,9 @@ def test_vae_checkpoint_refuses_other_settings(tmp_path):
     train_vae(tmp_path / "w", _tiny_vae_cfg(steps=2), data_dir=tmp_path)
     with pytest.raises(UnseeError, match="different settings"):
         train_vae(tmp_path / "w", _tiny_vae_cfg(steps=4, lr=3e-4), data_dir=tmp_path)
+    # the length and the checkpoint interval may change between resumes
+    train_vae(tmp_path / "w", _tiny_vae_cfg(steps=3, checkpoint_every=1), data_dir=tmp_path)
+    assert json.loads((tmp_path / "w" / "checkpoint.json").read_text())["step"] == 3
 
 
 def test_folded_vae_has_sd_scale_and_unit_variance(tmp_path):

@@ -35,6 +35,10 @@ from unsee.io import atomic_write, write_json
 
 CHECKPOINT = "checkpoint.safetensors"
 _META_KEY = "unsee_checkpoint"
+#: Settings a resumed run may change: the length (raise it to continue; the cosine schedule
+#: stretches to the new end), how often it checkpoints, and what the export measures.
+FREE_SETTINGS = frozenset({"steps", "checkpoint_every", "stats_images", "eval_images",
+                           "eval_seed"})
 
 
 def limit_threads() -> None:
@@ -146,7 +150,8 @@ def load_checkpoint(work_dir: Path, modules: dict[str, torch.nn.Module],
     """Restore ``modules`` and ``optimizers`` from ``work_dir`` in place; returns the state and
     the extra tensors, or ``None`` if there is no checkpoint. With ``info`` given, a checkpoint
     made under a different value of any key of ``info`` is refused (keys absent from the
-    checkpoint, and ``steps``, which may be raised to continue, are not compared)."""
+    checkpoint, and :data:`FREE_SETTINGS`, which may change between resumes, are not
+    compared)."""
     path = Path(work_dir) / CHECKPOINT
     if not path.exists():
         return None
@@ -155,7 +160,8 @@ def load_checkpoint(work_dir: Path, modules: dict[str, torch.nn.Module],
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
     if info is not None:
         saved = meta_doc.get("info", {})
-        diff = sorted(k for k in info if k in saved and k != "steps" and saved[k] != info[k])
+        diff = sorted(k for k in info if k in saved and k not in FREE_SETTINGS
+                      and saved[k] != info[k])
         if diff:
             raise UnseeError(f"{path} was made with different settings ({', '.join(diff)}); "
                              "use another work dir or the same settings")
