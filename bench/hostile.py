@@ -115,7 +115,7 @@ def cases(art: Path) -> list[Case]:
             lambda w, a=argv: [*a, "--out", "..", "--overwrite"], "error", ("working folder",))
         add("data loss", f"{cmd} --out <user folder> (no --overwrite)",
             lambda w, a=argv: [*a, "--out", str(_user_folder(w))], "error",
-            ("not empty", "already exists"),
+            ("it is not an unsee",),
             _intact)
     add("data loss", "generate --out ~ --overwrite",
         lambda w: [*GEN, "--out", str(Path.home()), "--overwrite"], "error", ("home",))

@@ -79,7 +79,7 @@ def test_generate_refuses_non_empty_output(tiny_sd, tmp_path):
     (out / "x").write_text("keep")
     r = runner.invoke(app, ["generate", "--model", str(tiny_sd), "--prompt", "x",
                             "--out", str(out)])
-    assert r.exit_code == 2 and "not empty" in r.output
+    assert r.exit_code == 2 and "not empty, and it is not an unsee images folder" in r.output
     assert (out / "x").read_text() == "keep"
 
 

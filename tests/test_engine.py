@@ -200,7 +200,7 @@ def test_existing_output_needs_overwrite(tiny_sd, tmp_path):
     (out / "keep.txt").write_text("mine")
     r = CliRunner().invoke(app, ["erase", "--model", str(tiny_sd), "--method", "esd-x",
                                  "--concept", "cat", "--out", str(out)])
-    assert r.exit_code == 2 and "already exists" in r.output
+    assert r.exit_code == 2 and "it is not an unsee artifact folder" in r.output
     assert (out / "keep.txt").read_text() == "mine"
 
 

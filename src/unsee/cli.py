@@ -371,8 +371,6 @@ def erase_cmd(
         if method is None or not concept:
             raise UnseeError("give --method and at least one --concept (or --config FILE)")
         cfg = EraseConfig(**{k: v for k, v in overrides.items() if v is not None})
-    if out.exists() and not overwrite and not resume:
-        raise UnseeError(f"{out} already exists (pass --overwrite to replace it)")
     result = run_erasure(cfg, out, overwrite=overwrite, resume=resume)
     cost = result.card["cost"]
     typer.echo(f"wrote {out}: {cost['parameters_changed']:,} weights changed in "

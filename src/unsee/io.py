@@ -126,13 +126,19 @@ def output_kind(path: Path) -> str | None:
     return None
 
 
-def _check_replaceable(path: Path, kind: str) -> None:
+def _replace_blocker(path: Path, kind: str) -> str | None:
+    """Why unsee may not replace the existing folder ``path`` with a ``kind`` output."""
     why = _protected(path)
     if why is None:
         found = output_kind(path)
         if found != kind:
             why = (f"it is not an unsee {kind} folder" if found is None else
                    f"it holds an unsee {found}, not an unsee {kind}")
+    return why
+
+
+def _check_replaceable(path: Path, kind: str) -> None:
+    why = _replace_blocker(path, kind)
     if why:
         raise UnseeError(f"refusing to replace {path}: {why}; remove it yourself or choose "
                          "another --out")
@@ -149,9 +155,13 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
     if path.exists() and not path.is_dir():
         raise UnseeError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
+        if overwrite:
+            _check_replaceable(path, kind)
+        elif _replace_blocker(path, kind):  # never suggest --overwrite for a user's folder
+            raise UnseeError(f"{path} exists and is not empty, and {_replace_blocker(path, kind)}"
+                             "; choose another --out")
+        else:
             raise UnseeError(f"{path} exists and is not empty (pass --overwrite to replace it)")
-        _check_replaceable(path, kind)
     elif _protected(path):
         raise UnseeError(f"refusing to write into {path}: {_protected(path)}; choose an "
                          "output folder of its own")

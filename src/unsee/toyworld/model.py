@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsee.io import atomic_write, load_state, save_state, write_json
+from unsee.io import atomic_dir, atomic_write, load_state, save_state, write_json
 from unsee.progress import progress_bar
 from unsee.toyworld.render import render_dataset
 from unsee.toyworld.vocab import ATTRIBUTES, Attributes, all_training_captions, sample_caption
@@ -106,12 +106,15 @@ def export_model(unet, out_dir: Path) -> Path:
     """Write the diffusers-layout folder (fp16 UNet, scheduler, manifest)."""
     import copy
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     half = copy.deepcopy(unet).to(torch.float16)
-    half.save_pretrained(out_dir / "unet", safe_serialization=True)
-    build_scheduler().save_pretrained(out_dir / "scheduler")
-    write_json(out_dir / "unsee_model.json", MANIFEST)
-    return out_dir
+
+    def build(tmp: Path) -> None:
+        half.save_pretrained(tmp / "unet", safe_serialization=True)
+        build_scheduler().save_pretrained(tmp / "scheduler")
+        write_json(tmp / "unsee_model.json", MANIFEST)
+
+    # a re-export replaces an earlier one, never a folder unsee did not write
+    return atomic_dir(Path(out_dir), build, "export", overwrite=True)
 
 
 def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None,
