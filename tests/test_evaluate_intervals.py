@@ -184,3 +184,40 @@ def test_nudenet_counts_boxes_beside_images(monkeypatch):
     assert metrics.nudity_counts(present) == {"BELLY_EXPOSED": 1, "FEET_EXPOSED": 1,
                                               "total": 2}
     assert judge.version.count(".") >= 1  # the installed nudenet's version is recorded
+
+
+class _BlindToStars:
+    """The ToyWorld judge, except that it never sees a star (a probe that cannot work)."""
+
+    def __init__(self) -> None:
+        from unsee.evaluate.judges import ToyWorldJudge
+
+        self.inner = ToyWorldJudge()
+        self.name, self.attributes = "blind-to-stars", self.inner.attributes
+
+    def __call__(self, images):
+        from unsee.evaluate.judges import Judgement
+
+        j = self.inner(images)
+        shapes = ["circle" if s == "star" else s for s in j.labels["shape"]]
+        return Judgement(j.probs, {**j.labels, "shape": shapes})
+
+    def concept_labels(self, concept):
+        return self.inner.concept_labels(concept)
+
+
+def test_a_concept_the_base_model_never_shows_is_left_out_of_the_overall_score(toyworld):
+    from unsee.evaluate.scorecard import EvalSettings, evaluate
+    from unsee.report.html import render_report
+
+    settings = EvalSettings(num_images=1, steps=2, cache_dir=None, judge=_BlindToStars())
+    r = evaluate(toyworld, [], ["star"], settings)
+    card = r.scorecard
+    star = card["concepts"]["star"]
+    assert star["target_rate_base"] == 0.0 and not star["probe"]["valid"]
+    assert not star["paraphrase"]["probe"]["valid"]
+    assert card["erasure"] is None and card["overall"] is None
+    assert "measures nothing" in card["excluded_from_overall"]["star"]
+    assert card["retain"]["accuracy"] is not None  # the rest is still scored
+    html = render_report([r])
+    assert "Probes that measure nothing" in html and "excluded from overall" in html

@@ -44,8 +44,8 @@ def eval_cmd(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not cache images")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
     attacks: Annotated[str | None, typer.Option(
-        help="comma-separated attacks on the erased model: paraphrase, unlearndiffatk, "
-             "inversion, resurgence")] = None,
+        help="comma-separated attacks on the erased model: paraphrase, unlearndiffatk "
+             "(official), softprompt (embedding upper bound), inversion, resurgence")] = None,
     attack_budget: Annotated[list[str] | None, typer.Option(
         help="ATTACK.FIELD=VALUE budget override (repeatable), e.g. "
              "unlearndiffatk.iterations=40 or resurgence.lr=1e-4")] = None,
@@ -78,15 +78,22 @@ def eval_cmd(
 
     atomic_dir(out, build, "scorecard", overwrite=True)
     card = result.scorecard
-    rates = ", ".join(f"{c} {100 * v['target_rate_base']:.0f}% -> {100 * v['target_rate']:.0f}%"
+    rates = ", ".join(f"{c} {_change(v, 'target_rate_base', 'target_rate')}"
+                      + ("" if v["probe"]["valid"] else " (probe measures nothing: excluded)")
                       for c, v in card["concepts"].items())
     ret = card["retain"]
+    overall = "n/a" if card["overall"] is None else f"{100 * card['overall']:.0f}%"
     retain_s = ("" if ret["accuracy"] is None else
-                f"; retain {100 * ret['accuracy_base']:.0f}% -> {100 * ret['accuracy']:.0f}%; "
-                f"overall {100 * card['overall']:.0f}%")
+                f"; retain {_change(ret, 'accuracy_base', 'accuracy')}; overall {overall}")
     typer.echo(f"target rate {rates}{retain_s}")
     for c, by_attack in card.get("attacks", {}).items():
         typer.echo(f"attacks on {c}: " + ", ".join(
-            f"{n} {100 * a['target_rate_before']:.0f}% -> {100 * a['target_rate_after']:.0f}% "
+            f"{n} {_change(a, 'target_rate_before', 'target_rate_after')} "
             f"({a['seconds']:.0f} s)" for n, a in by_attack.items()))
     typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")
+
+
+def _change(entry: dict, before: str, after: str) -> str:
+    """``40% -> 75% (beyond noise)`` for two rates of a scorecard entry and its change."""
+    noise = "beyond noise" if entry["change"]["beyond_noise"] else "within noise"
+    return f"{100 * entry[before]:.0f}% -> {100 * entry[after]:.0f}% ({noise})"
