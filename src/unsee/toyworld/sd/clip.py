@@ -323,8 +323,9 @@ def image_embeddings(model, images: np.ndarray) -> torch.Tensor:
 def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, float]:
     """Zero-shot accuracy on ``n`` fresh shape renders. A class's text embedding is the mean
     of its normalised prompt embeddings (over the nine shapes where a template has
-    ``{shape}``). Rows: the training grammar, unseen grammar, and the project's held-out
-    evaluation paraphrases (``evaluate.prompt_sets.PARAPHRASES``, never used in training)."""
+    ``{shape}``). Rows: the training grammar, unseen grammar, the scene kind on a mix with
+    no-shape scenes, and the project's held-out evaluation paraphrases
+    (``evaluate.prompt_sets.PARAPHRASES``, never used in training)."""
     from unsee.evaluate.prompt_sets import PARAPHRASES
     from unsee.toyworld.vocab import BACKGROUNDS, COLOURS, SHAPES, STYLES
 
@@ -359,6 +360,12 @@ def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, flo
             BACKGROUNDS, 3, ["a {shape} on a {c} background"]),
         "shape (unseen grammar): a photo of a {shape}": acc(SHAPES, 0, ["a photo of a {c}"]),
     }
+    # the no-shape scenes: 12-way (nine shapes, plain background, line, ring) on a mix
+    mixed, mixed_codes = render_scenes(n, seed + 1, 0.5)
+    prompts = [f"a {s}" for s in SHAPES] + ["a plain background", "a line", "a ring"]
+    pred = (image_embeddings(model, mixed) @ text_embeddings(model, tok, prompts).T).argmax(1)
+    table["scene kind (9 shapes + plain/line/ring), half without a shape"] = float(
+        np.mean(pred.numpy() == mixed_codes[:, 0]))
     for k in range(3):
         table[f"shape, held-out paraphrase #{k}"] = para_acc(SHAPES, 0, k)
         table[f"colour, held-out paraphrase #{k}"] = para_acc(COLOURS, 1, k)
