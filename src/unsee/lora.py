@@ -9,8 +9,10 @@ Two file formats, both plain safetensors:
   (per-module ranks, alpha = rank, so every module has scale 1).
   ``pipe.load_lora_weights(folder)`` loads it (needs ``peft``).
 * ``kohya`` (the single file A1111 and ComfyUI read): ``lora_unet_<module with _>``
-  ``.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (= rank), and full-difference
-  entries ``.diff`` (weight) and ``.diff_b`` (bias) for what a LoRA cannot hold.
+  ``.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (one value for the file, with
+  ``up`` pre-scaled by rank / alpha: readers apply ``alpha / rank`` per module, and diffusers
+  ignores per-module alphas), and full-difference entries ``.diff`` (weight) and
+  ``.diff_b`` (bias) for what a LoRA cannot hold.
 
 A weight delta ``D`` of shape (out, in) or, for a convolution, (out, in, kh, kw) flattened
 to (out, in*kh*kw), is approximated by ``up @ down`` with ``up = U_r sqrt(S_r)`` and
@@ -203,6 +205,7 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     biases: dict[str, torch.Tensor] = {}
     diffs: dict[str, torch.Tensor] = {}  # kohya key suffix -> tensor
+    pending: dict[str, tuple[str, torch.Tensor, torch.Tensor, torch.Tensor, int, int]] = {}
     for name in sorted(delta):
         d = delta[name].detach().to("cpu", torch.float32)
         module, _, attr = name.rpartition(".")
@@ -212,11 +215,7 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
         norm = float(d.double().norm())
         lora_able = kind in ("linear", "conv")
         if lora_able and attr == "weight":
-            down, up, r, full = factor(d, rank, energy, dtype)
-            factors[module] = (down, up)
-            carried[name] = lora_product(down, up)
-            rows.append(TensorRow(name, list(d.shape), "lora", norm, _rel(d, carried[name]),
-                                  r, full))
+            pending[name] = (module, d, *factor(d, rank, energy, torch.float32))
         elif lora_able and attr == "bias" and fmt == "lora" and lora_bias:
             biases[module] = d.to(dtype)
             carried[name] = biases[module].float()
@@ -230,6 +229,19 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
                                   _rel(d, carried[name])))
         else:
             rows.append(TensorRow(name, list(d.shape), "left_out", norm, 1.0))
+    # kohya readers (A1111, ComfyUI, diffusers) scale each module by alpha / rank, and
+    # diffusers' kohya loader ignores per-module alphas when they differ: one alpha for
+    # all, with ``up`` pre-scaled by rank / alpha, means the same in all three
+    ranks = Counter(r for *_, r, _full in pending.values())
+    alpha = float(ranks.most_common(1)[0][0]) if ranks else 1.0
+    for name, (module, d, down, up, r, full) in pending.items():
+        scale = r / alpha if fmt == "kohya" else 1.0
+        down, up = down.to(dtype), (up * scale).to(dtype)
+        factors[module] = (down, up)
+        carried[name] = lora_product(down, up) / scale
+        rows.append(TensorRow(name, list(d.shape), "lora", float(d.double().norm()),
+                              _rel(d, carried[name]), r, full))
+    rows.sort(key=lambda row: row.tensor)
     if fmt == "lora":
         for module in biases:
             if module not in factors:  # bias changed, weight did not: zero rank-1 LoRA
@@ -240,7 +252,7 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
                 factors[module] = (down, up)
         tensors, metadata = _peft_tensors(factors, biases, dtype)
     else:
-        tensors, metadata = _kohya_tensors(factors, diffs)
+        tensors, metadata = _kohya_tensors(factors, diffs, alpha)
     fusable = not biases or all(kinds[m][2] for m in factors)
     return LoraExport(fmt, tensors, metadata, rows, carried, fusable)
 
@@ -273,15 +285,16 @@ def _peft_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 
 
 def _kohya_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                   diffs: Mapping[str, torch.Tensor]
+                   diffs: Mapping[str, torch.Tensor], alpha: float
                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """kohya keys: ``lora_down`` / ``lora_up`` / ``alpha`` (= rank), then ``.diff``/``.diff_b``."""
+    """kohya keys: ``lora_down`` / ``lora_up`` / ``alpha`` (one value for every module;
+    ``up`` already carries rank / alpha), then ``.diff`` / ``.diff_b``."""
     tensors: dict[str, torch.Tensor] = {}
     for module, (down, up) in factors.items():
         key = _kohya_name(module)
         tensors[f"{key}.lora_down.weight"] = down
         tensors[f"{key}.lora_up.weight"] = up
-        tensors[f"{key}.alpha"] = torch.tensor(float(down.shape[0]))
+        tensors[f"{key}.alpha"] = torch.tensor(alpha)
     tensors.update(diffs)
     return tensors, {"ss_network_module": "networks.lora", "format": "pt"}
 
