@@ -476,3 +476,18 @@ def test_checkpoint_codec_round_trips_optimizer_and_mask_state(tmp_path):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "plain.safetensors"))
     with pytest.raises(UnseeError, match="not an unsee checkpoint"):
         load_state(tmp_path / "plain.safetensors")
+
+
+def test_a_kill_between_the_two_renames_puts_the_previous_output_back(tiny_sd, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    aside = tmp_path / ".imgs.old.x1"  # what atomic_dir leaves when killed between renames
+    (aside / "old").mkdir(parents=True)
+    (aside / TMP_MARKER).write_text(json.dumps({"pid": int(dead.stdout), "restore": True}))
+    (aside / "old" / MARKER).write_text(json.dumps({"kind": "images"}))
+    (aside / "old" / "index.json").write_text("{}")
+    r = run("generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2",
+            "--out", tmp_path / "imgs")
+    assert_clean_error(r, "pass --overwrite")  # the previous output is back, and kept
+    assert (tmp_path / "imgs" / "index.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

@@ -152,6 +152,7 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
     some free space; temporary folders left by killed runs are removed.
     """
     path = Path(path)
+    clean_partial(path)  # first: it may put back the output of a run killed mid-replace
     if path.exists() and not path.is_dir():
         raise UnseeError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()):
@@ -176,7 +177,6 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise UnseeError(f"cannot write to {path}: only {free / 2**20:.1f} MB free on its disk")
-    clean_partial(path)
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:
@@ -214,7 +214,8 @@ def clean_partial(final: Path) -> list[Path]:
     """Remove temporary build folders of ``final`` left by killed runs; returns them.
 
     Only folders that carry unsee's partial marker and whose process is gone are removed;
-    anything else beside ``final`` is left alone.
+    anything else beside ``final`` is left alone. A run killed between moving its previous
+    output aside and moving the new one in left no ``final``: the previous one is put back.
     """
     final = Path(final)
     removed = []
@@ -227,6 +228,8 @@ def clean_partial(final: Path) -> list[Path]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if pid != os.getpid() and not _pid_alive(pid):
+            if marker.get("restore") and (cand / "old").is_dir() and not final.exists():
+                os.replace(cand / "old", final)
             shutil.rmtree(cand, ignore_errors=True)
             removed.append(cand)
     return removed
@@ -263,6 +266,7 @@ def atomic_dir(final: Path, build: Callable[[Path], None], kind: str,
                 _check_replaceable(final, kind)
                 # move the old folder aside first: at no moment is neither folder complete
                 old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
+                (old / TMP_MARKER).write_text(json.dumps({"pid": os.getpid(), "restore": True}))
                 os.replace(final, old / "old")
         os.replace(tmp, final)
     except OSError as exc:
