@@ -14,8 +14,31 @@ import typer
 
 from unsee.errors import UnseeError
 
+#: Erasure methods (the registry's names: tests/test_cli_help.py keeps them equal) and judge
+#: forms, listed in ``--help`` without importing torch.
+METHODS = ("esd-x", "esd-u", "esd-all", "esd-x-strict", "uce", "kscu", "mim-mu", "sculpt",
+           "salun", "ca")
+JUDGES = "toyworld, nudenet, clip:MODEL, imagenet[:MODEL|:torchvision]"
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Make text-to-image diffusion models forget concepts, and measure it.")
+                  help="Make text-to-image diffusion models forget concepts, and measure it.",
+                  epilog=f"Methods (erase --method): {', '.join(METHODS)}; `unsee methods` "
+                  f"gives scopes and parameters. Judges (eval --judge): {JUDGES}.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from unsee import __version__
+
+        typer.echo(f"unsee {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """Make text-to-image diffusion models forget concepts, and measure it."""
 toyworld_app = typer.Typer(no_args_is_help=True, help="The bundled ToyWorld model and judge.")
 app.add_typer(toyworld_app, name="toyworld")
 
@@ -314,8 +337,9 @@ def generate_cmd(
 @_clean_errors
 def erase_cmd(
     out: Annotated[Path, typer.Option(help="artifact folder to write")],
-    method: Annotated[str | None, typer.Option(help="esd-x, esd-u, ... (see `unsee methods`)")
-                      ] = None,
+    method: Annotated[str | None, typer.Option(
+        metavar="METHOD", help=f"one of {', '.join(METHODS)} (`unsee methods` lists their "
+        "scopes and parameters); needed unless --config gives it")] = None,
     concept: Annotated[list[str] | None, typer.Option(help="concept to erase (repeatable)")
                        ] = None,
     model: Annotated[str | None, typer.Option(help="'toyworld', a diffusers folder or hub id")
