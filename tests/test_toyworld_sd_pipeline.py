@@ -89,6 +89,14 @@ def test_assembled_folder_is_plain_stable_diffusion(tmp_path, frozen_parts):
     assert pipe.tokenizer.model_max_length == 77 and len(pipe.tokenizer) == 49408
     assert pipe.vae.config.scaling_factor == 0.18215 and pipe.vae_scale_factor == 4
     pipe.set_progress_bar_config(disable=True)
+    # the UNet was trained on exactly the conditioning the pipeline computes
+    from unsee.toyworld.sd.unet import encode_prompts
+
+    prompts = ["a red star", ""]
+    ours = encode_prompts(pipe.text_encoder, pipe.tokenizer, prompts)
+    theirs = torch.cat([pipe.encode_prompt(p, "cpu", 1, False)[0] for p in prompts])
+    assert ours.shape == (2, 77, pipe.text_encoder.config.hidden_size)
+    assert torch.equal(ours, theirs)
 
     def draw(seed: int) -> np.ndarray:
         return pipe(["a red star", "a plain white background"], num_inference_steps=4,
