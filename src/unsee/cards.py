@@ -19,8 +19,8 @@ LIMITATIONS = (
     "edit can often be brought back: by paraphrases, by optimised adversarial prompts "
     "(UnlearnDiffAtk), by textual inversion, or by a little fine-tuning. Measure it on your "
     "own prompts with `unsee eval --attacks paraphrase,unlearndiffatk,inversion,resurgence`. "
-    "The edit also shifts neighbouring concepts a little (see `retain` in a scorecard). "
-    "The weights only fit the base model with the fingerprint given here.")
+    "The edit also shifts neighbouring concepts a little (see `retain` in a scorecard).")
+FITS = "The weights only fit the base model with the fingerprint given here."
 
 
 def hub_id(model_id: str | None) -> str | None:
@@ -112,8 +112,9 @@ def _about(cards: Sequence[dict[str, Any]], base: str) -> list[str]:
     return [f"Base model: `{base}`.", "", *lines, ""]
 
 
-def _sections(intended: str) -> list[str]:
-    return ["## Intended use", "", intended, "", "## Limitations", "", LIMITATIONS, ""]
+def _sections(intended: str, fits: bool = True) -> list[str]:
+    limits = f"{LIMITATIONS} {FITS}" if fits else LIMITATIONS
+    return ["## Intended use", "", intended, "", "## Limitations", "", limits, ""]
 
 
 INTENDED = ("Research on concept erasure and its evaluation, and generation with a model that "
@@ -169,7 +170,7 @@ def merged_readme(cards: Sequence[dict[str, Any]], base: str, pipeline: bool,
              "The base model with these unsee erasures merged into its UNet:", ""]
     lines += _about(cards, base)
     lines += [f"Safety checker: {'kept from the base' if safety_checker else 'none'}.", ""]
-    lines += _sections(INTENDED)
+    lines += _sections(INTENDED, fits=False)
     lines += ["## How to use", ""]
     if pipeline:
         lines += ["```python", "from diffusers import StableDiffusionPipeline", "",
