@@ -137,7 +137,7 @@ def test_folded_vae_has_sd_scale_and_unit_variance(tmp_path):
 
     cfg = _tiny_vae_cfg(steps=4)
     train_vae(tmp_path / "w", cfg, data_dir=tmp_path)
-    report = export_vae(tmp_path / "w", tmp_path / "export", cfg, data_dir=tmp_path)
+    report = export_vae(tmp_path / "w", tmp_path / "export", cfg)
     folded = AutoencoderKL.from_pretrained(str(tmp_path / "export")).eval()
     assert folded.config.scaling_factor == SCALING_FACTOR == 0.18215
     # before the fold the latents are not unit-variance at 0.18215 ...

@@ -37,8 +37,8 @@ CHECKPOINT = "checkpoint.safetensors"
 _META_KEY = "unsee_checkpoint"
 #: Settings a resumed run may change: the length (raise it to continue; the cosine schedule
 #: stretches to the new end), how often it checkpoints, and what the export measures.
-FREE_SETTINGS = frozenset({"steps", "checkpoint_every", "stats_images", "eval_images",
-                           "eval_seed"})
+FREE_SETTINGS = frozenset({"steps", "checkpoint_every", "stats_images", "stats_p_none",
+                           "eval_images", "eval_seed"})
 
 
 def limit_threads() -> None:

@@ -3,8 +3,11 @@
 Why 32 px with a factor-4 VAE (not SD's 64 px / factor 8): the judge reads 32 px; in the
 feasibility probe (``shared/audits/feasibility-toyworld-sd.md``) the factor-4 VAE reached 2.5x
 lower reconstruction error than a 64 px factor-8 one at equal CPU, and kept stripes and dots,
-which the factor-8 one lost. Loss: pixel MSE + ``kl_weight`` x KL (KL per image divided by the
-pixels per image, SD's ratio). No perceptual or GAN loss, and never the judge as a loss.
+which the factor-8 one lost. Its scenes are 90 % shapes and 10 % no-shape scenes
+(``p_none`` 0.1; the UNet's are half and half): stripes, dots and checks are what a small VAE
+learns last, and the no-shape scenes are easy. Loss: pixel MSE + ``kl_weight`` x KL (KL per
+image divided by the pixels per image, SD's ratio). No perceptual or GAN loss, and never the
+judge as a loss.
 
 **Latent scale folded into the weights.** SD scales latents by ``scaling_factor`` = 0.18215,
 which was 1/std of its VAE's latents; official scripts hard-code that number. After training,
@@ -64,10 +67,11 @@ class VAEConfig:
     min_lr_ratio: float = 0.05
     kl_weight: float = 1e-6
     dataset_size: int = 40_000
-    p_none: float = 0.5
+    p_none: float = 0.1  # mostly shapes: fine patterns are what a small VAE learns last
     seed: int = 0
     checkpoint_every: int = 100
     stats_images: int = 2000
+    stats_p_none: float = 0.5  # the fold is measured on the UNet's training scenes
     eval_images: int = 500
     eval_seed: int = 4242
     block_out_channels: tuple[int, ...] = (32, 64, 64)
@@ -149,7 +153,7 @@ def train_vae(work_dir: Path, cfg: VAEConfig, export_dir: Path | None = None,
                 clock.tick(state)
                 save_checkpoint(work_dir, state, {"vae": vae}, {"opt": opt}, info=info)
     if export_dir is not None:
-        export_vae(work_dir, export_dir, cfg, data_dir=data_dir)
+        export_vae(work_dir, export_dir, cfg)
     return work_dir
 
 
@@ -200,14 +204,14 @@ def fold_latent_stats(vae, mean: torch.Tensor, std: torch.Tensor,
     return vae
 
 
-def export_vae(work_dir: Path, export_dir: Path, cfg: VAEConfig,
-               data_dir: Path | None = None) -> dict:
-    """Fold the measured latent statistics into the checkpoint's VAE, save it as a diffusers
+def export_vae(work_dir: Path, export_dir: Path, cfg: VAEConfig) -> dict:
+    """Fold the latent statistics measured on the first ``cfg.stats_images`` scenes of the
+    UNet's training set (``cfg.stats_p_none``) into the checkpoint's VAE, save it as a diffusers
     folder in ``export_dir`` and write ``export_dir/vae_report.json`` (latent statistics
     before and after the fold, judge on reconstructions). Returns that report."""
     vae = load_trained_vae(work_dir, cfg)
-    images, _ = load_scenes(data_dir or work_dir, cfg.dataset_size, cfg.seed, cfg.p_none)
-    x = to_float(images[:cfg.stats_images])
+    # the first scenes of the UNet's training set (same seed, its share of no-shape scenes)
+    x = to_float(render_scenes(cfg.stats_images, cfg.seed, cfg.stats_p_none)[0])
     mean, std = latent_stats(vae, x)
     fold_latent_stats(vae, mean, std)
     mean2, std2 = latent_stats(vae, x)
