@@ -233,3 +233,15 @@ def test_cli_recipes_validate_arguments():
         assert res.exit_code == 2 and "must be positive" in res.output, res.output
     res = runner.invoke(app, ["toyworld", "train-clip", "--distil-steps", "5"])
     assert res.exit_code == 2 and "--distil-corpus" in res.output
+
+
+def test_train_sd_needs_the_exports(tmp_path):
+    from typer.testing import CliRunner
+
+    from unsee.cli import app
+
+    res = CliRunner().invoke(app, ["toyworld", "train-sd", "--vae", str(tmp_path / "no-vae"),
+                                   "--clip", str(tmp_path / "no-clip"),
+                                   "--work-dir", str(tmp_path / "w")])
+    assert res.exit_code == 2 and "train-vae" in res.output, res.output
+    assert not (tmp_path / "w" / "checkpoint.safetensors").exists()
