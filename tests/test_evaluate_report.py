@@ -60,6 +60,14 @@ def test_report_is_self_contained_and_shows_every_model(results, tmp_path):
     for label in ("small", "large", "method-small"):
         assert label in html
     assert "method-&lt;large&gt;" in html and "method-<large>" not in html  # escaped
+    # every thumbnail strip carries the judge's label of each image; rates carry intervals
+    grid = results[0].grids[0]
+    labels = ", ".join(label for label, _ in grid.base_captions[0])
+    assert f"(judged: {labels})" in html and len(grid.base_captions[0]) == grid.base.shape[1]
+    tench = results[0].scorecard["concepts"]["tench"]
+    lo, hi = tench["target_rate_ci95"]
+    assert f"[{100 * lo:.0f}–{100 * hi:.0f}] n={tench['images']}" in html
+    assert "Wilson" in html and "KID" in html
 
 
 def test_report_refuses_scorecards_of_different_bases(results):

@@ -268,7 +268,8 @@ class Outcome:
     prompt p, seed k of the target) judged as the concept; ``prompts``: what was generated
     (soft tokens written as ``<...>``); ``seconds``: wall-clock of the attack (optimisation,
     generation, judging; not the training images); ``losses``: the objective per
-    optimisation step (averaged over prompts where each has its own run)."""
+    optimisation step (averaged over prompts where each has its own run); ``labels``: the
+    judge's label of the target's attribute for each image, prompt-major (P * K)."""
 
     name: str
     concept: str
@@ -278,6 +279,7 @@ class Outcome:
     seconds: float
     settings: dict[str, Any]
     losses: list[float]
+    labels: list[str] = dataclasses.field(default_factory=list)
 
 
 def training_set(bundle: Bundle, prompts: Sequence[str], per_prompt: int, gen: Generation,
@@ -385,7 +387,7 @@ def _outcome(name: str, target: Target, judge: Judge, gen: Generation, images: n
         settings = {**settings, "loss_start": float(np.mean(losses[:w])),
                     "loss_end": float(np.mean(losses[-w:]))}
     return Outcome(name, target.concept, metrics.target_rate(labels, target.labels), prompts,
-                   images, time.time() - t0, settings, losses)
+                   images, time.time() - t0, settings, losses, labels)
 
 
 def _soft(values: torch.Tensor, bundle: Bundle) -> str:

@@ -93,16 +93,24 @@ class Item:
     seed: int
 
 
+#: What the judge said about one image, as the report captions it: the label of the
+#: attribute the grid is about, and whether it counts as an evaluated concept.
+Caption = tuple[str, bool]
+
+
 @dataclasses.dataclass
 class Grid:
     """Before/after images for the report: rows = prompts, columns = seeds.
-    ``base`` / ``erased``: uint8 (rows, cols, H, W, 3)."""
+    ``base`` / ``erased``: uint8 (rows, cols, H, W, 3); ``base_captions`` /
+    ``erased_captions``: (rows, cols) :data:`Caption` of each image."""
 
     title: str
     prompts: list[str]
     seeds: list[list[int]]
     base: np.ndarray
     erased: np.ndarray
+    base_captions: list[list[Caption]] = dataclasses.field(default_factory=list)
+    erased_captions: list[list[Caption]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -116,6 +124,8 @@ class AttackGrid:
     seeds: list[list[int]]
     before: np.ndarray
     after: np.ndarray
+    before_captions: list[list[Caption]] = dataclasses.field(default_factory=list)
+    after_captions: list[list[Caption]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -577,12 +587,29 @@ def _attack_grids(ctx: _Context, out: _Outputs, outcomes: list[atk.Outcome]
         target = _attack_target(ctx, o.concept)
         cols = min(GRID_SEEDS, len(target.seeds[0]))
         rows = _rows(ctx, "target", o.concept)
-        before = [[out.images[i] for i in rows if ctx.items[i].prompt.prompt == p][:cols]
-                  for p in target.prompts]
+        idx = [[i for i in rows if ctx.items[i].prompt.prompt == p][:cols]
+               for p in target.prompts]
+        k = len(target.seeds[0])
+        after = [[(o.labels[r * k + j], o.labels[r * k + j] in target.labels)
+                  for j in range(cols)] for r in range(len(target.prompts))]
         grids.append(AttackGrid(f"{o.concept}: {o.name}", o.prompts,
-                                [s[:cols] for s in target.seeds], np.array(before),
-                                o.images[:, :cols]))
+                                [s[:cols] for s in target.seeds],
+                                np.array([[out.images[i] for i in r] for r in idx]),
+                                o.images[:, :cols],
+                                [[_caption(ctx, out, i) for i in r] for r in idx], after))
     return grids
+
+
+def _caption(ctx: _Context, out: _Outputs, i: int) -> Caption:
+    """What the judge said about item ``i``: the label of its concept's attribute (retain
+    and prompts-file images: the first evaluated concept's) and whether that label counts
+    as the concept (as any evaluated concept, for retain and prompts-file images)."""
+    concept = ctx.items[i].prompt.concept
+    attr, ok = ctx.concepts.get(concept) or next(iter(ctx.concepts.values()))
+    label = out.labels[attr][i]
+    hit = label in ok if concept in ctx.concepts else any(
+        out.labels[a][i] in o for a, o in ctx.concepts.values())
+    return label, hit
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -744,13 +771,18 @@ def _retain_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, A
             "prompts": [p.prompt for p in pset.retain]}
 
 
-def _kid(a: np.ndarray, b: np.ndarray) -> dict[str, Any] | None:
-    """KID of ``a`` against ``b`` as the scorecard writes it (None below 4 images a set)."""
-    if min(len(a), len(b)) < 4:
+def _kid(a: np.ndarray, ref: np.ndarray) -> dict[str, Any] | None:
+    """KID of ``a`` against the reference ``ref`` as the scorecard writes it (None below 4
+    images a set). Both are divided by the reference's root mean square feature value
+    (``feature_scale``), which puts the cubic kernel's x.y/D near 1 as on Inception
+    features; judge features are larger (ToyWorld: RMS 4.7) and would make the kernel's
+    cube, and KID's spread, explode."""
+    if min(len(a), len(ref)) < 4:
         return None
-    k = metrics.kernel_distance(a, b)
+    scale = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) or 1.0
+    k = metrics.kernel_distance(a / scale, ref / scale)
     return {"value": k.value, "std": k.std, "ci95": list(k.ci95), "subsets": k.subsets,
-            "subset_size": k.subset_size}
+            "subset_size": k.subset_size, "feature_scale": scale}
 
 
 def _fid_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
@@ -876,5 +908,9 @@ def _grids(ctx: _Context, base: _Outputs, out: _Outputs) -> list[Grid]:
         rows_e = [[out.images[i] for i in by_prompt[p][:cols]] for p in prompts]
         grids.append(Grid(title, prompts, [[ctx.items[i].seed for i in by_prompt[p][:cols]]
                                            for p in prompts],
-                          np.array(rows_b), np.array(rows_e)))
+                          np.array(rows_b), np.array(rows_e),
+                          [[_caption(ctx, base, i) for i in by_prompt[p][:cols]]
+                           for p in prompts],
+                          [[_caption(ctx, out, i) for i in by_prompt[p][:cols]]
+                           for p in prompts]))
     return grids

@@ -24,7 +24,8 @@ from unsee.io import atomic_write
 ATTACK_NAMES = {"unlearndiffatk": "unlearndiffatk (official: typed prompt)",
                 "softprompt": "softprompt (white-box upper bound)"}
 #: Largest side of an image in the report (bigger generations are downscaled to keep the
-#: page light); smaller ones are shown at DISPLAY px, upscaled by the browser, pixelated.
+#: page light); smaller ones are enlarged to about DISPLAY px in the PNG (nearest neighbour)
+#: so the judge's caption under each stays readable.
 MAX_SIDE = 128
 DISPLAY = 64
 BAR_COLOURS = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
@@ -58,20 +59,38 @@ def _img_tag(b64: str, width: int | None = None, alt: str = "") -> str:
     return f'<img src="data:image/png;base64,{b64}"{w} alt="{_e(alt)}">'
 
 
-def _strip(images: np.ndarray, alt: str) -> str:
-    """One row of images (K, H, W, 3) as a single inlined PNG strip."""
+def _strip(images: np.ndarray, alt: str, captions: Sequence[tuple[str, bool]] = ()) -> str:
+    """One row of images (K, H, W, 3) as a single inlined PNG strip, drawn at display size
+    (small images enlarged without smoothing). ``captions``: per image, the judge's label,
+    written under it, red when it counts as the concept."""
     k, h, w, _ = images.shape
     if max(h, w) > MAX_SIDE:
         s = MAX_SIDE / max(h, w)
         images = np.stack([np.asarray(Image.fromarray(im).resize(
             (round(w * s), round(h * s)), Image.Resampling.LANCZOS)) for im in images])
         k, h, w, _ = images.shape
-    gap = 2
-    canvas = np.full((h, k * (w + gap) - gap, 3), 255, np.uint8)
-    for j, im in enumerate(images):
-        canvas[:, j * (w + gap):j * (w + gap) + w] = im
     scale = max(1, DISPLAY // h)
-    return _img_tag(_png(canvas), width=canvas.shape[1] * scale, alt=alt)
+    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
+    h, w = h * scale, w * scale
+    gap, band = 2, 12 if captions else 0
+    canvas = np.full((h + band, k * (w + gap) - gap, 3), 255, np.uint8)
+    for j, im in enumerate(images):
+        canvas[:h, j * (w + gap):j * (w + gap) + w] = im
+    picture = Image.fromarray(canvas)
+    if captions:
+        from PIL import ImageDraw
+
+        draw = ImageDraw.Draw(picture)
+        for j, (label, hit) in enumerate(captions):
+            text = label if draw.textlength(label) <= w else label[:max(1, w // 6 - 1)] + "."
+            draw.text((j * (w + gap) + 1, h), text, fill=(180, 35, 24) if hit else (85, 85, 85))
+        alt += " (judged: " + ", ".join(label for label, _ in captions) + ")"
+    return _img_tag(_png(np.asarray(picture)), width=canvas.shape[1], alt=alt)
+
+
+def _row(captions: Sequence[Sequence[tuple[str, bool]]], i: int) -> Sequence[tuple[str, bool]]:
+    """Row ``i`` of a grid's captions (none when the grid has none)."""
+    return captions[i] if captions else ()
 
 
 def _pct(x: float | None) -> str:
@@ -275,9 +294,9 @@ def _grid_section(results: Sequence[EvalResult]) -> str:
         rows = []
         for i, prompt in enumerate(grid.prompts):
             seeds = grid.seeds[i]
-            cells = [_strip(grid.base[i], f"base: {prompt}")]
-            cells += [_strip(o.erased[i], f"{m}: {prompt}") for o, m in zip(
-                others, models[1:], strict=True)]
+            cells = [_strip(grid.base[i], f"base: {prompt}", _row(grid.base_captions, i))]
+            cells += [_strip(o.erased[i], f"{m}: {prompt}", _row(o.erased_captions, i))
+                      for o, m in zip(others, models[1:], strict=True)]
             rows.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
                         f"{seeds[-1]}</span></td>"
                         + "".join(f'<td class="strip">{c}</td>' for c in cells) + "</tr>")
@@ -321,10 +340,12 @@ def _attack_section(results: Sequence[EvalResult]) -> str:
             cells = []
             for i, prompt in enumerate(grid.prompts):
                 seeds = grid.seeds[i]
+                before = _strip(grid.before[i], f"unattacked: {prompt}",
+                                _row(grid.before_captions, i))
+                after = _strip(grid.after[i], prompt, _row(grid.after_captions, i))
                 cells.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
-                             f'{seeds[-1]}</span></td><td class="strip">'
-                             f'{_strip(grid.before[i], f"unattacked: {prompt}")}</td>'
-                             f'<td class="strip">{_strip(grid.after[i], prompt)}</td></tr>')
+                             f'{seeds[-1]}</span></td><td class="strip">{before}</td>'
+                             f'<td class="strip">{after}</td></tr>')
             out.append(f"<h3>{_e(r.scorecard['label'])}: {_e(grid.title)}</h3>"
                        '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
                        f"</th><th>attacked</th></tr>{''.join(cells)}</table>")
@@ -506,7 +527,10 @@ def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard")
             f"{first['sampler']} {first['steps']} steps, guidance {first['guidance']}")
     body = [f"<h1>{_e(title)}</h1><p class=\"muted\">{meta}</p>",
             "<h2>Summary</h2>", _summary(results), _charts(results),
-            "<h2>Before / after</h2>", _grid_section(results),
+            "<h2>Before / after</h2>",
+            '<p class="muted">Under each image: the judge\'s label of the concept\'s attribute '
+            "(retain and prompts-file images: of the first concept's); red = judged as an "
+            "evaluated concept.</p>", _grid_section(results),
             "<h2>Erased concepts</h2>", _concept_tables(results),
             "<h2>Retention</h2>", _retain_tables(results), _attack_section(results),
             _extra_sections(results),
