@@ -205,7 +205,9 @@ def lora_readme(cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name:
               f"| weight residual, relative Frobenius, all tensors | {s['rel_error_total']:.3g} |",
               f"| worst LoRA tensor | {s['rel_error_lora_worst']:.3g} "
               f"(`{s['rel_error_lora_worst_tensor']}`) |",
-              f"| left out (share of the edit's norm) | {s['left_out_norm_fraction']:.3g} |"]
+              f"| left out (share of the edit's norm) | {s['left_out_norm_fraction']:.3g} |",
+              f"| held as full differences (share of the edit's norm) | "
+              f"{s['full_difference_norm_fraction']:.3g} |"]
     if out:
         lines.append(f"| UNet output residual / the edit's output change | "
                      f"{out['relative']:.3g} (max abs {out['max_abs']:.3g} vs edit "
@@ -237,7 +239,7 @@ def lora_readme(cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name:
                   "LoraLoader with strength 1.", "",
                   "diffusers (needs `peft`) loads the LoRA part; its Stable Diffusion "
                   "loader refuses the full-difference `.diff`/`.diff_b` entries, so drop "
-                  "them first (the table above says what they hold):", "",
+                  "them first; the model then misses what they hold (the table above):", "",
                   "```python", "from safetensors.torch import load_file",
                   "sd = load_file('<this folder>/" + file_name + "')",
                   "pipe.load_lora_weights({k: v for k, v in sd.items() "

@@ -105,6 +105,11 @@ class LoraExport:
             "rel_error_lora_worst_tensor": worst.tensor if worst else None,
             "left_out": [r.tensor for r in left],
             "left_out_norm_fraction": math.sqrt(sum(r.norm ** 2 for r in left)) / total,
+            # held exactly outside the LoRA factors (lora_B.bias, .diff, .diff_b): what a
+            # reader that skips those entries (diffusers' kohya loader) misses
+            "full_difference_norm_fraction": math.sqrt(sum(
+                r.norm ** 2 for r in self.rows if r.kind in ("lora_bias", "diff", "diff_b")))
+            / total,
             "fuse_lora_works": self.fusable,
         }
 
@@ -464,7 +469,8 @@ def summary_line(out: Path, report: dict[str, Any]) -> str:
     full = [r for r in report["tensors"] if r["kind"] in ("diff", "diff_b", "lora_bias")]
     if full:
         lines.append(f"  held as full differences: {len(full)} tensor(s) "
-                     f"({', '.join(sorted({r['kind'] for r in full}))})")
+                     f"({', '.join(sorted({r['kind'] for r in full}))}), "
+                     f"{s['full_difference_norm_fraction']:.3g} of the edit's norm")
     if not s["fuse_lora_works"]:
         lines.append("  note: bias changes ride in lora_B.bias, so peft cannot fuse_lora() "
                      "this file (layers without a bias); --no-lora-bias leaves them out instead")
