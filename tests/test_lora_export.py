@@ -346,3 +346,43 @@ def test_lora_export_card(art, tmp_path):
     text = (tmp_path / "l" / "README.md").read_text()
     assert "pipe.load_lora_weights('<this folder>')" in text
     assert NORM in text  # what is left out is said
+
+
+def test_toyworld_lora_loads_into_its_unet(toyworld, tmp_path):
+    """ToyWorld has no diffusers pipeline: its card says `unet.load_lora_adapter(folder,
+    prefix='unet', weight_name=...)`, which must give the stated residual."""
+    from diffusers import UNet2DConditionModel
+
+    from unsee.artifacts import fingerprint, write_artifact
+    from unsee.models.bundle import TOYWORLD_DIR
+
+    params = dict(toyworld.unet.named_parameters())
+    g = torch.Generator().manual_seed(5)
+    names = [n for n in params if ".attn2." in n and n.endswith(".weight")][:6]
+    delta = {n: 0.1 * float(params[n].abs().mean()) * torch.randn(params[n].shape, generator=g)
+             for n in names}
+    card = {"format": "unsee-artifact/1", "method": "esd-x", "concepts": [{"name": "star"}],
+            "base": {"model_id": "toyworld", "fingerprint": fingerprint(toyworld.unet)},
+            "scope": "test", "ledger": []}
+    art = write_artifact(tmp_path / "art", delta, card)
+    report = _export(art, tmp_path / "lora", "--format", "lora", "--rank", "8")
+    assert "load_lora_adapter" in (tmp_path / "lora" / "README.md").read_text()
+    from unsee.lora import probe_inputs
+
+    probe = probe_inputs(toyworld.unet, toyworld.encode_prompts(
+        report["output_residual"]["prompts"]), toyworld.latent_shape, 1000)
+
+    def unet_plus(add):
+        unet = UNet2DConditionModel.from_pretrained(TOYWORLD_DIR / "unet",
+                                                    torch_dtype=torch.float32)
+        with torch.no_grad():
+            p = dict(unet.named_parameters())
+            for n, d in add.items():
+                p[n].add_(d)
+        return unet
+
+    base_out, merged = _out(unet_plus({}), probe), _out(unet_plus(delta), probe)
+    unet = unet_plus({})
+    unet.load_lora_adapter(str(tmp_path / "lora"), prefix="unet", weight_name=report["file"])
+    measured = _rel(_out(unet, probe), merged, merged - base_out)
+    assert measured == pytest.approx(report["output_residual"]["relative"], rel=1e-3, abs=1e-5)

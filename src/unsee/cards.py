@@ -232,7 +232,8 @@ def lora_readme(cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name:
                       ""]
         if base == "toyworld":
             lines += ["ToyWorld has no diffusers pipeline; load into its UNet with "
-                      "`unet.load_lora_adapter('<this folder>', prefix='unet')`.", ""]
+                      "`unet.load_lora_adapter('<this folder>', prefix='unet', "
+                      f"weight_name='{file_name}')`.", ""]
     else:
         lines += [f"A1111: copy `{file_name}` to `models/Lora` and prompt with "
                   f"`<lora:{Path(file_name).stem}:1>`. ComfyUI: `models/loras`, "
