@@ -20,7 +20,8 @@ nothing in the loss looks at another concept. Variants (``variant``):
   timestep is in the range;
 * ``conditional``: conditional MI I(X; C | Y) for compositional prompts: the target is the
   frozen prediction for the prompt with the concept's words removed ("a striped star" ->
-  "a star") instead of the empty prompt. On a bare object prompt it reduces to off-policy.
+  "a star") instead of the empty prompt. On a bare object prompt the rest is the article
+  ("a star" -> "a"), so the target is the prediction for "a", not for "".
 
 Timestep range (``t_min``, ``t_max``): the paper's noise levels are not published (one
 summary says the method is "sensitive to the choice of noise levels"), so the range is a
