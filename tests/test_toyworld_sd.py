@@ -207,11 +207,12 @@ def test_clip_resume_after_kill_is_bit_identical(tmp_path, clip_tokenizer_dir):
 @pytest.mark.slow
 def test_clip_distillation_moves_text_tower_towards_minilm(tmp_path, clip_tokenizer_dir):
     """The distillation stage lowers the cosine loss to MiniLM's sentence embeddings."""
-    from unsee.toyworld.sd.clip import load_trained_clip, train_clip
+    from unsee.toyworld.sd.clip import distillation_fidelity, load_trained_clip, train_clip
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(["a dog on a sofa", "two cats asleep", "a train at a station",
-                                 "a bowl of fruit", "a man riding a horse"]))
+                                 "a bowl of fruit", "a man riding a horse", "a red bus",
+                                 "a kite in the sky", "a plate of pasta"]))
     cfg = _tiny_clip_cfg(steps=1, distil_steps=30, distil_corpus=str(corpus),
                          distil_max_captions=5, checkpoint_every=31, lr=3e-3, warmup=5)
     (tmp_path / "w").mkdir()
@@ -220,6 +221,9 @@ def test_clip_distillation_moves_text_tower_towards_minilm(tmp_path, clip_tokeni
     _, state = load_trained_clip(tmp_path / "w", cfg)
     distil = state.log[:30]
     assert np.mean(distil[-5:]) < np.mean(distil[:5]) - 0.05, distil
+    fid = distillation_fidelity(tmp_path / "w", cfg, n=5)
+    assert fid["held_out_captions"] == 3 and fid["distilled_captions"] == 5
+    assert all(-1 <= fid[k] <= 1 for k in ("held_out_cosine", "distilled_cosine"))
 
 
 def test_cli_recipes_validate_arguments():

@@ -191,9 +191,7 @@ def train_clip(work_dir: Path, cfg: CLIPTrainConfig, export_dir: Path | None = N
     corpus: list[str] = []
     teacher: torch.Tensor | None = None
     if cfg.distil_corpus and (cfg.distil_steps > 0 or cfg.distil_weight > 0):
-        wide = read_corpus(Path(cfg.distil_corpus))
-        if len(wide) > cfg.distil_max_captions:  # a fixed subsample (seeded)
-            wide = sorted(random.Random(cfg.seed).sample(wide, cfg.distil_max_captions))
+        wide, _ = distil_split(cfg)
         corpus = wide + sorted(constraints)
         cache_path = work_dir / f"teacher_{len(corpus)}.safetensors"
         cached = load_array_cache(cache_path)
@@ -268,6 +266,44 @@ def train_clip(work_dir: Path, cfg: CLIPTrainConfig, export_dir: Path | None = N
     if export_dir is not None:
         export_clip(work_dir, export_dir, cfg)
     return work_dir
+
+
+def distil_split(cfg: CLIPTrainConfig) -> tuple[list[str], list[str]]:
+    """(the corpus captions distilled on, the held-out rest): a seeded subsample of at most
+    ``cfg.distil_max_captions`` of ``cfg.distil_corpus``, sorted."""
+    wide = read_corpus(Path(str(cfg.distil_corpus)))
+    if len(wide) <= cfg.distil_max_captions:
+        return wide, []
+    used = sorted(random.Random(cfg.seed).sample(wide, cfg.distil_max_captions))
+    chosen = set(used)
+    return used, [c for c in wide if c not in chosen]
+
+
+@torch.no_grad()
+def distillation_fidelity(work_dir: Path, cfg: CLIPTrainConfig, n: int = 500) -> dict:
+    """Mean cosine between the checkpoint's text tower (through its distillation head) and
+    MiniLM's sentence embeddings, on ``n`` held-out corpus captions never distilled on and on
+    ``n`` distilled ones (a seeded pick of each): how much of MiniLM's language carries over
+    beyond the captions seen. A fresh text tower scores about 0."""
+    model = build_clip(cfg)
+    head = torch.nn.Linear(cfg.text_hidden, MINILM_DIM)
+    loaded = load_checkpoint(work_dir, {"clip": model, "head": head}, {})
+    if loaded is None:
+        raise UnseeError(f"no CLIP checkpoint in {work_dir}")
+    tok = load_clip_tokenizer(Path(work_dir) / "tokenizer")
+    used, held = distil_split(cfg)
+    pick = random.Random(cfg.seed + 1)
+    out: dict = {"steps": loaded[0].step}
+    for name, pool in (("held_out", held), ("distilled", used)):
+        if not pool:
+            continue
+        texts = pick.sample(pool, min(n, len(pool)))
+        teacher = minilm_sentence_embeddings(texts)
+        pooled = torch.cat([model.eval().text_model(input_ids=_tokenize(tok, texts[i:i + 128]))
+                            .pooler_output for i in range(0, len(texts), 128)])
+        out[f"{name}_cosine"] = float(F.cosine_similarity(head(pooled), teacher).mean())
+        out[f"{name}_captions"] = len(texts)
+    return out
 
 
 def load_trained_clip(work_dir: Path, cfg: CLIPTrainConfig):
