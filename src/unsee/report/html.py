@@ -214,8 +214,9 @@ def _summary(results: Sequence[EvalResult]) -> str:
             "(image, attribute) pairs). A change is coloured only when it is beyond noise: "
             f"{_e(first.get('difference_test', ''))}. {_e(fid.get('name') or 'FD')} and KID: "
             f"{_e(fid.get('images'))} images against {_e(fid.get('reference_images'))} "
-            "reference images; KID is unbiased (about 0 for one distribution at any size), "
-            "the Frechet distance is not (large at small sizes).</p>")
+            "reference images. Both move with the sample size (the Frechet distance is "
+            "biased upwards, KID on these prompt-stratified sets slightly below 0): compare "
+            "them only at one size; docs/evaluation.md gives the noise floor by size.</p>")
     return _table(head, rows, numeric_from=2) + note + _probe_flags(results)
 
 
@@ -499,8 +500,9 @@ naming it or any synonym seen in training.</li>
 (shape, colour, style, background ...) judged as asked; <b>drop</b> = base - erased.
 <b>neighbour retain</b>: the same, restricted to concepts sharing a target's superclass.</li>
 <li><b>FD</b>: Frechet distance (FID's formula) in the stated feature space (lower = closer
-to the reference); biased upwards at small sample sizes. <b>KID</b>: unbiased squared MMD with
-a cubic polynomial kernel on the same features, mean and 2.5–97.5 % range over subsets.</li>
+to the reference); biased upwards at small sample sizes. <b>KID</b>: squared MMD with a cubic
+polynomial kernel on the same features (unbiased for independent samples), mean and
+2.5–97.5 % range over subsets.</li>
 <li><b>intervals</b>: 95 % Wilson score intervals; a change is "beyond noise" when the 95 %
 Newcombe interval of the difference excludes 0.</li>
 <li><b>overall</b>: harmonic mean of the mean erasure and the retain accuracy; concepts whose
