@@ -120,6 +120,7 @@ Count = Annotated[int, Field(ge=1)]  # a number of steps, images, loops
 Fraction = Annotated[float, Field(ge=0, le=1)]
 NonNegative = Annotated[float, Field(ge=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
+Timestep = Annotated[int, Field(ge=0, le=999)]  # an SD 1.x training timestep
 
 
 def build_params(cls: type[Method], values: dict[str, Any]) -> Any:

@@ -13,7 +13,14 @@ import numpy as np
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import generate
 from unsee.toyworld.judge import load_judge, predict
-from unsee.toyworld.vocab import BACKGROUNDS, COLOURS, SHAPES, STYLES, SUPERCLASSES
+from unsee.toyworld.vocab import (
+    BACKGROUNDS,
+    COLOURS,
+    SHAPES,
+    STYLES,
+    SUPERCLASSES,
+    compose_caption,
+)
 
 #: Bars from the foundation issue: group -> minimum accuracy (per prompt for "shape").
 BARS = {"shape": 0.90, "colour": 0.90, "style": 0.80, "background": 0.80, "superclass": 0.90}
@@ -28,15 +35,17 @@ class QualityPrompt:
 
 
 def quality_prompts() -> list[QualityPrompt]:
-    out = [QualityPrompt("shape", f"a {s}", "shape", (s,)) for s in SHAPES]
+    """The quality table's prompts, in the caption grammar the model was trained on
+    ("an arrow", "an orange ...")."""
+    out = [QualityPrompt("shape", compose_caption(s), "shape", (s,)) for s in SHAPES]
     # Colours and styles are paired with different shapes so no single shape carries a group.
-    out += [QualityPrompt("colour", f"a {c} {SHAPES[(3 * i + 1) % 9]}", "colour", (c,))
-            for i, c in enumerate(COLOURS)]
-    out += [QualityPrompt("style", f"a {st} {SHAPES[(2 * i + 4) % 9]}", "style", (st,))
-            for i, st in enumerate(STYLES)]
-    out += [QualityPrompt("background", f"a {SHAPES[(4 * i + 2) % 9]} on a {b} background",
+    out += [QualityPrompt("colour", compose_caption(SHAPES[(3 * i + 1) % 9], colour=c),
+                          "colour", (c,)) for i, c in enumerate(COLOURS)]
+    out += [QualityPrompt("style", compose_caption(SHAPES[(2 * i + 4) % 9], style_word=st),
+                          "style", (st,)) for i, st in enumerate(STYLES)]
+    out += [QualityPrompt("background", compose_caption(SHAPES[(4 * i + 2) % 9], background=b),
                           "background", (b,)) for i, b in enumerate(BACKGROUNDS)]
-    out += [QualityPrompt("superclass", f"a {sc}", "shape", members)
+    out += [QualityPrompt("superclass", compose_caption(sc), "shape", members)
             for sc, members in SUPERCLASSES.items()]
     return out
 

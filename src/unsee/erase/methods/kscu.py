@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from unsee.concepts import Concept
-from unsee.erase.base import Method, register
+from unsee.erase.base import Count, Fraction, Method, NonNegative, register
 from unsee.erase.engine import ErasureContext, mse
 from unsee.erase.methods.esd import ESD
 from unsee.erase.timesteps import NoiseLevel, model_level
@@ -100,14 +100,14 @@ class KSCUParams:
     start: int = -1  # first key step S (DDIM index); -1: the task preset scaled to ddim_steps
     max_start: int = -1  # last value S may shift to; -1: the version's (quick 0.9 E, paper E-1)
     end: int = -1  # one past the last key step; -1: ddim_steps (ablations: early steps only)
-    loops_before_shift: int = 8  # traversals of [S, E) before S moves one step later
-    ddim_steps: int = 50  # E, the length of the DDIM trajectory the key steps index
+    loops_before_shift: Count = 8  # traversals of [S, E) before S moves one step later
+    ddim_steps: Count = 50  # E, the length of the DDIM trajectory the key steps index
     eta: float = 1.0  # negative guidance g of the main term
-    start_guidance: float = 3.0  # CFG of the partial sampling that produces x_s
+    start_guidance: NonNegative = 3.0  # CFG of the partial sampling that produces x_s
     trajectory_reuse: bool = True  # advance one DDIM step between consecutive key steps
     augment: bool = True  # prompt augmentation in the last augment_fraction of iterations
-    augment_fraction: float = 0.05
-    embedding_noise: float = 1e-5  # std of the noise added to augmented prompt states
+    augment_fraction: Fraction = 0.05
+    embedding_noise: NonNegative = 1e-5  # std of the noise added to augmented prompt states
     preset: str = "auto"  # matched (ESD-x's scope and lr) | official (the task's) | auto
     levels: str = "noise"  # noise: SD 1.x indices mapped by log-SNR | index: scaled indices
 
@@ -172,7 +172,7 @@ def key_start(p: KSCUParams, preset: TaskPreset, grid: list[int] | None = None,
 
 
 def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
-                   loops_before_shift: int = 8, max_start: int | None = None
+                   loops_before_shift: Count = 8, max_start: int | None = None
                    ) -> list[tuple[int, int]]:
     """The Key Step Table: ``iterations`` entries (concept index, DDIM index s).
 

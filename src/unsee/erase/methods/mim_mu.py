@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from unsee.erase import image_sets as sets
-from unsee.erase.base import Method, register
+from unsee.erase.base import Count, Method, NonNegative, Timestep, register
 from unsee.erase.engine import ErasureContext
 from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set
 from unsee.erase.timesteps import map_sd1_range
@@ -62,17 +62,17 @@ WEIGHTINGS = ("uniform", "score-matching")
 class MiMParams:
     variant: str = "off-policy"  # off-policy | on-policy | conditional
     weighting: str = "uniform"  # uniform | score-matching
-    forget_images: int = 32  # images per concept in the forget set (off-policy, conditional)
-    forget_steps: int = 50  # DDIM steps used to draw them
-    ddim_steps: int = 50  # on-policy: trajectory length
-    start_guidance: float = 3.0  # on-policy: CFG of the partial sampling
+    forget_images: Count = 32  # images per concept in the forget set (off-policy, conditional)
+    forget_steps: Count = 50  # DDIM steps used to draw them
+    ddim_steps: Count = 50  # on-policy: trajectory length
+    start_guidance: NonNegative = 3.0  # on-policy: CFG of the partial sampling
     cache: bool = True  # keep forget sets on disk ($UNSEE_CACHE/forget-sets)
     # ';'-separated templates ({} = a concept prompt) that make the forget prompts
     # compositional, e.g. "a painting of a house in {} style" for the conditional variant
     templates: str = "{}"
     # timestep range, SD 1.x training timesteps (inclusive), mapped by noise level
-    t_min: int = 0
-    t_max: int = 999
+    t_min: Timestep = 0
+    t_max: Timestep = 999
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
