@@ -48,6 +48,7 @@ from unsee.models.sampling import (
     to_loss_space,
 )
 from unsee.progress import progress_bar
+from unsee.seeds import TRAINING_SEED_BASE, check_seeds
 
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
 #: the card's ``final_loss`` is the mean of the last this many step losses
@@ -312,8 +313,12 @@ class ErasureContext:
         """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``,
         or from ``latents`` at index ``start_at`` (continuing an earlier trajectory).
 
-        Returns (x_t (B, C, h, w), t (B,)).
+        Returns (x_t (B, C, h, w), t (B,)). ``seeds`` (>= 0) are offsets into the training
+        seed range (:mod:`unsee.seeds`): a trajectory is a training image and never shares
+        its noise with an image the scorecard judges.
         """
+        seeds = [TRAINING_SEED_BASE + int(s) for s in seeds]
+        check_seeds(seeds, training=True)
         x, t = ddim_sample(self.bundle, prompts, seeds, steps=steps, guidance=guidance,
                            stop_at=stop_at, unet=self.raw_unet, latents=latents,
                            start_at=start_at)
