@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	if $(PY) -c "import torch" 2>/dev/null; then $(PIP) install -q -e ".[dev]"; \
 	else $(PIP) install -q "torch==2.13.0" -e ".[dev]"; fi
+	# only for CLIP's BPE vocabulary file (toyworld-sd's tokenizer); --no-deps because its
+	# requirements would replace the CPU torch with a CUDA build
+	$(PIP) install -q --no-deps "open-clip-torch==3.3.0"
 	touch $@
 
 demo: setup
