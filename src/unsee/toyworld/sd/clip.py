@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from unsee.errors import UnseeError
-from unsee.io import write_json
+from unsee.io import atomic_dir, write_json
 from unsee.progress import progress_bar
 from unsee.toyworld.sd.common import (
     Clock,
@@ -40,7 +40,6 @@ from unsee.toyworld.sd.common import (
     limit_threads,
     load_array_cache,
     load_checkpoint,
-    replace_dir,
     save_array_cache,
     save_checkpoint,
     step_rngs,
@@ -333,7 +332,7 @@ def export_clip(work_dir: Path, export_dir: Path, cfg: CLIPTrainConfig) -> dict:
         add_slow_files(tmp / "tokenizer", Path(work_dir) / "tokenizer")
         write_json(tmp / "clip_report.json", report)
 
-    replace_dir(Path(export_dir), build)
+    atomic_dir(Path(export_dir), build, "export", overwrite=True)
     return report
 
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,28 +218,6 @@ class Clock:
         state.wall_s += wall - self._wall
         state.cpu_s += cpu - self._cpu
         self._wall, self._cpu = wall, cpu
-
-
-def replace_dir(final: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder in a temporary sibling, then swap it in for ``final`` (replacing any
-    previous one), so a kill never leaves a half-written export under ``final``."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        build(tmp)
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-            os.replace(final, old / "x")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def save_array_cache(path: Path, arrays: dict[str, np.ndarray | torch.Tensor]) -> None:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from unsee.errors import UnseeError
-from unsee.io import write_json
+from unsee.io import atomic_dir, write_json
 from unsee.progress import progress_bar
 from unsee.toyworld.sd.common import (
     EMA,
@@ -40,7 +40,6 @@ from unsee.toyworld.sd.common import (
     limit_threads,
     load_array_cache,
     load_checkpoint,
-    replace_dir,
     save_array_cache,
     save_checkpoint,
     step_rngs,
@@ -275,4 +274,4 @@ def assemble_pipeline(vae_dir: Path, clip_dir: Path, unet, out_dir: Path,
         write_json(tmp / "toyworld_sd.json", {"vae": str(vae_dir), "clip": str(clip_dir),
                                               **(info or {})})
 
-    return replace_dir(Path(out_dir), build)
+    return atomic_dir(Path(out_dir), build, "export", overwrite=True)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unsee.io import write_json
+from unsee.io import atomic_dir, write_json
 from unsee.progress import progress_bar
 from unsee.toyworld.sd.common import (
     Clock,
@@ -37,7 +37,6 @@ from unsee.toyworld.sd.common import (
     cosine_lr,
     limit_threads,
     load_checkpoint,
-    replace_dir,
     save_checkpoint,
     step_rngs,
 )
@@ -234,7 +233,7 @@ def export_vae(work_dir: Path, export_dir: Path, cfg: VAEConfig) -> dict:
         vae.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / "vae_report.json", report)
 
-    replace_dir(Path(export_dir), build)
+    atomic_dir(Path(export_dir), build, "export", overwrite=True)
     return report
 
 
