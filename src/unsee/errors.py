@@ -5,9 +5,10 @@ class UnseeError(Exception):
     """Bad input or configuration: the message says what is wrong and what to do."""
 
 
-def validation_error(exc: Exception, where: str) -> UnseeError:
+def validation_error(exc: Exception, where: str, sep: str = ": ") -> UnseeError:
     """One line from a pydantic ``ValidationError``: each bad field, what it needs and what it
-    got, e.g. ``config: seed must be a valid integer, ... (got 'abc')``."""
+    got, e.g. ``config: seed must be a valid integer, ... (got 'abc')``; ``sep="."`` names
+    fields under ``where`` (``sculpt.density must be ...``)."""
     errors = getattr(exc, "errors", None)
     if errors is None:
         return UnseeError(f"{where}: {exc}")
@@ -18,4 +19,4 @@ def validation_error(exc: Exception, where: str) -> UnseeError:
         got = err.get("input")
         parts.append(f"{loc} {msg} (got {got!r})" if err.get("type") != "missing"
                      else f"{loc} is required")
-    return UnseeError(f"{where}: " + "; ".join(parts))
+    return UnseeError(f"{where}{sep}" + "; ".join(parts))

@@ -135,9 +135,9 @@ def build_params(cls: type[Method], values: dict[str, Any]) -> Any:
     try:
         params = TypeAdapter(cls.Params).validate_python(dict(values))
     except ValidationError as exc:
-        raise validation_error(exc, f"{cls.name} parameters") from None
+        raise validation_error(exc, cls.name, sep=".") from None
     for k in values:
         v = getattr(params, k)
         if isinstance(v, float) and not np.isfinite(v):
-            raise UnseeError(f"{cls.name} parameters: {k} must be finite (got {v!r})")
+            raise UnseeError(f"{cls.name}.{k} must be finite (got {v!r})")
     return params
