@@ -161,8 +161,12 @@ def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     Refuses a file that is not an unsee delta, whose values are non-finite or implausibly
     large, or that does not belong to the folder's model card (id and base fingerprint).
     """
+    return _read_delta(art, read_card(art))
+
+
+def _read_delta(art: Path, card: dict[str, Any]
+                ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(art) / "delta.safetensors"
-    card = read_card(art)
     try:
         from safetensors import safe_open
 
@@ -189,8 +193,8 @@ def read_artifacts(arts: list[Path]) -> list[tuple[dict[str, Any], dict[str, tor
     loaded = []
     seen: dict[str, Path] = {}
     for art in arts:
-        delta, _ = read_delta(art)
         card = read_card(art)
+        delta, _ = _read_delta(art, card)
         if card["id"] in seen:
             raise UnseeError(f"{art} is the same artifact as {seen[card['id']]} (id "
                              f"{card['id']}); applying it twice would double the edit")

@@ -92,11 +92,10 @@ def _positive(name: str, value: int | float) -> None:
 
 def _sampling_options(steps: int, guidance: float | None, seed: int) -> None:
     """Checks shared by every command that samples, before any model is loaded."""
+    from unsee.models.sampling import check_guidance_and_seed
+
     _positive("--steps", steps)
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise UnseeError(f"--guidance must be a finite number >= 0 (got {guidance})")
-    if seed < 0:
-        raise UnseeError(f"--seed must be >= 0 (got {seed})")
+    check_guidance_and_seed(guidance, seed)
 
 
 @toyworld_app.command("render")

@@ -158,11 +158,11 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
     if path.is_dir() and any(path.iterdir()):
         if overwrite:
             _check_replaceable(path, kind)
-        elif _replace_blocker(path, kind):  # never suggest --overwrite for a user's folder
-            raise UnseeError(f"{path} exists and is not empty, and {_replace_blocker(path, kind)}"
-                             "; choose another --out")
         else:
-            raise UnseeError(f"{path} exists and is not empty (pass --overwrite to replace it)")
+            why = _replace_blocker(path, kind)  # never suggest --overwrite for a user's folder
+            raise UnseeError(f"{path} exists and is not empty, and {why}; choose another --out"
+                             if why else
+                             f"{path} exists and is not empty (pass --overwrite to replace it)")
     elif _protected(path):
         raise UnseeError(f"refusing to write into {path}: {_protected(path)}; choose an "
                          "output folder of its own")

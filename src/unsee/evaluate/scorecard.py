@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import resource
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from unsee.evaluate.judges import (
 )
 from unsee.evaluate.prompt_sets import EvalPrompt, PromptSet, sd_prompt_set, toyworld_prompt_set
 from unsee.models.bundle import Bundle, check_device
+from unsee.models.sampling import check_guidance_and_seed
 from unsee.progress import progress_bar
 from unsee.seeds import check_seeds, training_seeds
 from unsee.toyworld.vocab import ATTRIBUTES
@@ -248,10 +248,7 @@ def _check_settings(s: EvalSettings, concepts: Sequence[str]) -> None:
             raise UnseeError(f"{name} must be positive (got {v})")
     if s.limit is not None and s.limit <= 0:
         raise UnseeError(f"--limit must be positive (got {s.limit})")
-    if s.guidance is not None and not (math.isfinite(s.guidance) and s.guidance >= 0):
-        raise UnseeError(f"--guidance must be a finite number >= 0 (got {s.guidance})")
-    if s.seed < 0:
-        raise UnseeError(f"--seed must be >= 0 (got {s.seed})")
+    check_guidance_and_seed(s.guidance, s.seed)
     check_device(s.device)
     check_nudenet_threshold(s.nudenet_threshold)
 

@@ -159,6 +159,15 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     return x, t_final
 
 
+def check_guidance_and_seed(guidance: float | None, seed: int) -> None:
+    """The sampling options every command checks before loading a model: a CFG scale that
+    is finite and >= 0 (None: the model's default) and a non-negative seed."""
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UnseeError(f"--guidance must be a finite number >= 0 (got {guidance})")
+    if seed < 0:
+        raise UnseeError(f"--seed must be >= 0 (got {seed})")
+
+
 def _ddim(bundle: Bundle, steps: int):
     """A DDIM scheduler set to ``steps`` steps, which must lie in [1, training timesteps]."""
     sched = bundle.scheduler()
