@@ -24,6 +24,7 @@ demo: setup
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 test: lint
 	$(VENV)/bin/pytest

@@ -38,9 +38,13 @@ def measure(bundle, judge, shapes: list[str], per_shape: int, steps: int) -> dic
     prompts = [f"a {s}" for s in shapes for _ in range(per_shape)]
     seeds = [k for _ in shapes for k in range(per_shape)]
     pred = predict(judge, generate(bundle, prompts, seeds, steps=steps))
-    out = {"shape_accuracy": float(np.mean([p["label"] == q.split()[-1]
-                                            for p, q in zip(pred["shape"], prompts,
-                                                            strict=True)]))}
+    out = {
+        "shape_accuracy": float(
+            np.mean(
+                [p["label"] == q.split()[-1] for p, q in zip(pred["shape"], prompts, strict=True)]
+            )
+        )
+    }
     for attr, values in OPEN.items():
         counts = collections.Counter(p["label"] for p in pred[attr])
         out[attr] = {v: counts.get(v, 0) / len(prompts) for v in values}
@@ -49,11 +53,18 @@ def measure(bundle, judge, shapes: list[str], per_shape: int, steps: int) -> dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--artifact", action="append", default=[], metavar="LABEL=PATH",
-                    help="an erased artifact (repeatable)")
-    ap.add_argument("--shapes", default="square,triangle,circle,crescent,cross",
-                    help="retained shapes to prompt (default: those the sequential "
-                         "scenario keeps)")
+    ap.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="an erased artifact (repeatable)",
+    )
+    ap.add_argument(
+        "--shapes",
+        default="square,triangle,circle,crescent,cross",
+        help="retained shapes to prompt (default: those the sequential scenario keeps)",
+    )
     ap.add_argument("--per-shape", type=int, default=24)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -69,21 +80,34 @@ def main() -> None:
             apply_artifacts(bundle, [Path(path)])
         rows[label] = measure(bundle, judge, shapes, args.per_shape, args.steps)
         print(label, rows[label], flush=True)
-    report = {"shapes": shapes, "per_shape": args.per_shape, "steps": args.steps,
-              "artifacts": arts, "machine": compare.machine(), "rows": rows}
+    report = {
+        "shapes": shapes,
+        "per_shape": args.per_shape,
+        "steps": args.steps,
+        "artifacts": arts,
+        "machine": compare.machine(),
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
     atomic_write(args.out / "attribute_drift.json", lambda tmp: tmp.write_text(text))
     cols = [(a, v) for a, vs in OPEN.items() for v in vs]
-    lines = ["# Unasked attributes after erasure", "",
-             f"\"a {{shape}}\" for {', '.join(shapes)}, {args.per_shape} seeds each, "
-             f"DDIM-{args.steps}; shares of all {len(shapes) * args.per_shape} images. "
-             "Artifacts: " + ", ".join(f"{k} = `{v}`" for k, v in arts.items()) + ".", "",
-             "| model | shape acc. | " + " | ".join(v for _, v in cols) + " |",
-             "|---|---|" + "---|" * len(cols)]
+    lines = [
+        "# Unasked attributes after erasure",
+        "",
+        f'"a {{shape}}" for {", ".join(shapes)}, {args.per_shape} seeds each, '
+        f"DDIM-{args.steps}; shares of all {len(shapes) * args.per_shape} images. "
+        "Artifacts: " + ", ".join(f"{k} = `{v}`" for k, v in arts.items()) + ".",
+        "",
+        "| model | shape acc. | " + " | ".join(v for _, v in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
     for label, r in rows.items():
-        lines.append(f"| {label} | {r['shape_accuracy']:.3f} | "
-                     + " | ".join(f"{r[a][v]:.2f}" for a, v in cols) + " |")
+        lines.append(
+            f"| {label} | {r['shape_accuracy']:.3f} | "
+            + " | ".join(f"{r[a][v]:.2f}" for a, v in cols)
+            + " |"
+        )
     table = "\n".join(lines) + "\n"
     atomic_write(args.out / "attribute_drift.md", lambda tmp: tmp.write_text(table))
     print("\n".join(lines))

@@ -135,64 +135,93 @@ def summarise(card: dict[str, Any]) -> dict[str, Any]:
     for c, by_attack in card.get("attacks", {}).items():
         runs = [a for n, a in by_attack.items() if n != "paraphrase"]
         if runs:
-            attacked[c] = max([runs[0]["target_rate_before"]]
-                              + [a["target_rate_after"] for a in runs])
+            attacked[c] = max(
+                [runs[0]["target_rate_before"]] + [a["target_rate_after"] for a in runs]
+            )
         for n, a in by_attack.items():
             if n != "paraphrase":
                 by_name.setdefault(n, []).append(1 - a["target_rate_after"])
-    attack_seconds = sum(a["seconds"] + a["settings"].get("training_images_seconds", 0)
-                         for v in card.get("attacks", {}).values()
-                         for n, a in v.items() if n != "paraphrase")
+    attack_seconds = sum(
+        a["seconds"] + a["settings"].get("training_images_seconds", 0)
+        for v in card.get("attacks", {}).values()
+        for n, a in v.items()
+        if n != "paraphrase"
+    )
     para = [c["paraphrase"]["target_rate"] for c in concepts if c["paraphrase"]]
     para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
     retain, fid = card["retain"], card["fid"]
     neighbour = retain["neighbour"] or {}
     kid = (fid.get("kid") or {}).get("erased") or {}
-    return {"target_images": card["num_images"] * len(concepts[0]["prompts"]),
-            "retain_images": card["num_images"] * len(retain["prompts"]),
-            # image (retain: (image, attribute) pair) counts behind each mean rate, for the
-            # tables' Wilson intervals: every concept has the same number of prompts
-            "erasure_images": sum(c["images"] for c in concepts),
-            "paraphrase_images": sum(c["paraphrase"]["images"] for c in concepts
-                                     if c["paraphrase"]) or None,
-            "retain_pairs": retain.get("pairs"),
-            "neighbour_pairs": neighbour.get("pairs"),
-            "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
-            "fd_name": fid.get("name"), "kid": kid.get("value"), "kid_ci95": kid.get("ci95"),
-            "erasure": card["erasure"],
-            "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
-            "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
-            "paraphrase_rate": sum(para) / len(para) if para else None,
-            "post_attack_erasure": (sum(1 - r for r in attacked.values()) / len(attacked)
-                                    if attacked else None),
-            "per_concept_post_attack": {c: 1 - r for c, r in attacked.items()},
-            "attack_seconds": round(attack_seconds, 1) if attacked else None,
-            "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
-            "retain_accuracy": retain["accuracy"], "retain_base": retain["accuracy_base"],
-            "neighbour_accuracy": neighbour.get("accuracy"),
-            "neighbour_base": neighbour.get("accuracy_base"),
-            "fid": fid["erased"], "fid_base": fid["base"], "overall": card["overall"]}
+    return {
+        "target_images": card["num_images"] * len(concepts[0]["prompts"]),
+        "retain_images": card["num_images"] * len(retain["prompts"]),
+        # image (retain: (image, attribute) pair) counts behind each mean rate, for the
+        # tables' Wilson intervals: every concept has the same number of prompts
+        "erasure_images": sum(c["images"] for c in concepts),
+        "paraphrase_images": sum(c["paraphrase"]["images"] for c in concepts if c["paraphrase"])
+        or None,
+        "retain_pairs": retain.get("pairs"),
+        "neighbour_pairs": neighbour.get("pairs"),
+        "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
+        "fd_name": fid.get("name"),
+        "kid": kid.get("value"),
+        "kid_ci95": kid.get("ci95"),
+        "erasure": card["erasure"],
+        "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
+        "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
+        "paraphrase_rate": sum(para) / len(para) if para else None,
+        "post_attack_erasure": (
+            sum(1 - r for r in attacked.values()) / len(attacked) if attacked else None
+        ),
+        "per_concept_post_attack": {c: 1 - r for c, r in attacked.items()},
+        "attack_seconds": round(attack_seconds, 1) if attacked else None,
+        "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
+        "retain_accuracy": retain["accuracy"],
+        "retain_base": retain["accuracy_base"],
+        "neighbour_accuracy": neighbour.get("accuracy"),
+        "neighbour_base": neighbour.get("accuracy_base"),
+        "fid": fid["erased"],
+        "fid_base": fid["base"],
+        "overall": card["overall"],
+    }
 
 
-def run_variant(name: str, v: Variant, settings: EvalSettings, work: Path, model: str,
-                iterations: int | None = None) -> tuple[str, dict[str, Any]]:
+def run_variant(
+    name: str,
+    v: Variant,
+    settings: EvalSettings,
+    work: Path,
+    model: str,
+    iterations: int | None = None,
+) -> tuple[str, dict[str, Any]]:
     """Erase scenario ``name``'s concepts with variant ``v``, score it; returns the base
     model's fingerprint and the row."""
     sc = SCENARIOS[name]
     out = work / name / v.label
-    cfg = EraseConfig(method=v.method, concepts=list(sc["concepts"]), model=model,
-                      params=dict(v.params), iterations=iterations or v.iterations, lr=v.lr,
-                      sequential=sc.get("sequential", False))
+    cfg = EraseConfig(
+        method=v.method,
+        concepts=list(sc["concepts"]),
+        model=model,
+        params=dict(v.params),
+        iterations=iterations or v.iterations,
+        lr=v.lr,
+        sequential=sc.get("sequential", False),
+    )
     card = run_erasure(cfg, out, overwrite=True).card
     cost = card["cost"]
     t0 = time.time()
     (res,) = evaluate_models(model, {v.label: [out]}, list(sc["concepts"]), settings)
     return res.scorecard["model_fingerprint"], {
-        "method": v.method, "params": card["hyperparameters"]["params"],
-        "iterations": cost["iterations"], "optimizer_steps": cost["optimizer_steps"],
-        "seconds": cost["wall_seconds"], "peak_rss_mb": cost["peak_rss_mb"],
+        "method": v.method,
+        "params": card["hyperparameters"]["params"],
+        "iterations": cost["iterations"],
+        "optimizer_steps": cost["optimizer_steps"],
+        "seconds": cost["wall_seconds"],
+        "peak_rss_mb": cost["peak_rss_mb"],
         "parameters_changed": cost["parameters_changed"],
-        "evaluation_seconds": round(time.time() - t0, 1), **summarise(res.scorecard)}
+        "evaluation_seconds": round(time.time() - t0, 1),
+        **summarise(res.scorecard),
+    }
 
 
 def machine() -> str:
@@ -224,64 +253,92 @@ def _run_on(report: dict[str, Any]) -> str:
 
 def _runs_on(report: dict[str, Any]) -> list[str]:
     """The distinct machines (and library versions) the report's rows ran on."""
-    return list(dict.fromkeys(r.get("run_on", _run_on(report)) for sc in report["scenarios"]
-                              for r in sc["rows"].values()))
+    return list(
+        dict.fromkeys(
+            r.get("run_on", _run_on(report))
+            for sc in report["scenarios"]
+            for r in sc["rows"].values()
+        )
+    )
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     attacks = ", ".join(s.get("attacks", [])) or "none"
     runs = _runs_on(report) or [_run_on(report)]
-    lines = ["# Method comparison on ToyWorld", "",
-             f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-             f"attacks: {attacks} at the ToyWorld budget"
-             + (f" with {s['attack_budget']}" if s.get("attack_budget") else "")
-             + "; " + (runs[0] if len(runs) == 1 else
-                       "rows ran on several machines (below each table)") + ".",
-             "erasure = 1 - share of target images judged as the concept (mean over concepts); "
-             "paraphrase = the same on prompts without the concept word; post-attack = the "
-             "same on the attacked prompts (the strongest attack per concept, the unattacked "
-             "prompts when they do better); retain / "
-             "neighbour = share of asked attributes judged as asked on the other concepts' "
-             "prompts / on the target's superclass siblings; one column per attack gives the "
-             "erasure it leaves (unlearndiffatk: the official typed-prompt attack; "
-             "softprompt: free embeddings, a white-box upper bound); FD = Frechet distance "
-             "and KID (x 1e-3, unbiased, subset 2.5-97.5 % range) in the judge's feature "
-             "space against renders; overall = harmonic mean of erasure and retain; seconds "
-             "= erasure wall time (model load included), attack s = the attacks' wall time "
-             "(their base-model training images included); steps = optimiser steps.",
-             "Every rate: value [95 % Wilson interval] over the n in the column header "
-             "(retain, neighbour: (image, attribute) pairs); † = below the column's best row "
-             f"beyond noise ({DIFFERENCE_TEST}); no mark = within noise of the best.", ""]
+    lines = [
+        "# Method comparison on ToyWorld",
+        "",
+        f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
+        f"attacks: {attacks} at the ToyWorld budget"
+        + (f" with {s['attack_budget']}" if s.get("attack_budget") else "")
+        + "; "
+        + (runs[0] if len(runs) == 1 else "rows ran on several machines (below each table)")
+        + ".",
+        "erasure = 1 - share of target images judged as the concept (mean over concepts); "
+        "paraphrase = the same on prompts without the concept word; post-attack = the "
+        "same on the attacked prompts (the strongest attack per concept, the unattacked "
+        "prompts when they do better); retain / "
+        "neighbour = share of asked attributes judged as asked on the other concepts' "
+        "prompts / on the target's superclass siblings; one column per attack gives the "
+        "erasure it leaves (unlearndiffatk: the official typed-prompt attack; "
+        "softprompt: free embeddings, a white-box upper bound); FD = Frechet distance "
+        "and KID (x 1e-3, unbiased, subset 2.5-97.5 % range) in the judge's feature "
+        "space against renders; overall = harmonic mean of erasure and retain; seconds "
+        "= erasure wall time (model load included), attack s = the attacks' wall time "
+        "(their base-model training images included); steps = optimiser steps.",
+        "Every rate: value [95 % Wilson interval] over the n in the column header "
+        "(retain, neighbour: (image, attribute) pairs); † = below the column's best row "
+        f"beyond noise ({DIFFERENCE_TEST}); no mark = within noise of the best.",
+        "",
+    ]
     for sc in report["scenarios"]:
         rows = sc["rows"]
         first = next(iter(rows.values()))
         how = "one round each, in order" if sc["sequential"] else "at once"
         para_base = first["paraphrase_base"]
-        lines += [f"## {sc['scenario']}: erase {', '.join(sc['concepts'])} ({how})", "",
-                  f"Base model (`{sc['model_fingerprint']}`): erasure "
-                  f"{fmt(first['erasure_base'])}, paraphrase erasure "
-                  f"{fmt(None if para_base is None else 1 - para_base)}, retain "
-                  f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
-                  f"FID {fmt(first['fid_base'], 2)}.", "",
-                  *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else [])]
+        lines += [
+            f"## {sc['scenario']}: erase {', '.join(sc['concepts'])} ({how})",
+            "",
+            f"Base model (`{sc['model_fingerprint']}`): erasure "
+            f"{fmt(first['erasure_base'])}, paraphrase erasure "
+            f"{fmt(None if para_base is None else 1 - para_base)}, retain "
+            f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
+            f"FID {fmt(first['fid_base'], 2)}.",
+            "",
+            *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else []),
+        ]
         lines += _rows_table(sc)
         by_machine: dict[str, list[str]] = {}
         for label, r in rows.items():
             by_machine.setdefault(r.get("run_on", _run_on(report)), []).append(label)
         if len(runs) > 1:  # rows filled in by runs on different machines
-            lines += [""] + [f"Run on {m}: {', '.join(labels)}."
-                             for m, labels in by_machine.items()]
+            lines += [""] + [
+                f"Run on {m}: {', '.join(labels)}." for m, labels in by_machine.items()
+            ]
         if len(sc["concepts"]) > 1:
-            lines += ["", "Erasure per concept (after the last round when sequential), "
-                      "post-attack in brackets:", "",
-                      "| variant | " + " | ".join(sc["concepts"]) + " |",
-                      "|---|" + "---|" * len(sc["concepts"])]
-            lines += [f"| {label} | " + " | ".join(
-                fmt(r["per_concept_erasure"][c])
-                + (f" ({fmt(r['per_concept_post_attack'][c])})"
-                   if c in r.get("per_concept_post_attack", {}) else "")
-                for c in sc["concepts"]) + " |" for label, r in rows.items()]
+            lines += [
+                "",
+                "Erasure per concept (after the last round when sequential), "
+                "post-attack in brackets:",
+                "",
+                "| variant | " + " | ".join(sc["concepts"]) + " |",
+                "|---|" + "---|" * len(sc["concepts"]),
+            ]
+            lines += [
+                f"| {label} | "
+                + " | ".join(
+                    fmt(r["per_concept_erasure"][c])
+                    + (
+                        f" ({fmt(r['per_concept_post_attack'][c])})"
+                        if c in r.get("per_concept_post_attack", {})
+                        else ""
+                    )
+                    for c in sc["concepts"]
+                )
+                + " |"
+                for label, r in rows.items()
+            ]
         lines.append("")
     return "\n".join(lines)
 
@@ -289,8 +346,9 @@ def markdown(report: dict[str, Any]) -> str:
 def _rows_table(sc: dict[str, Any]) -> list[str]:
     """One scenario's main table: rates with intervals and noise marks, distances, cost."""
     rows = sc["rows"]
-    attacks = list(dict.fromkeys(n for r in rows.values()
-                                 for n in r.get("post_attack_by_attack", {})))
+    attacks = list(
+        dict.fromkeys(n for r in rows.values() for n in r.get("post_attack_by_attack", {}))
+    )
     n_concepts = len(sc["concepts"])
 
     def value(r: dict[str, Any], col: str) -> float | None:
@@ -307,28 +365,48 @@ def _rows_table(sc: dict[str, Any]) -> list[str]:
             return r.get("paraphrase_images")
         return r.get("erasure_images") or r["target_images"] * n_concepts
 
-    cols = ["erasure", "paraphrase", "post_attack_erasure",
-            *[f"attack:{n}" for n in attacks], "retain_accuracy", "neighbour_accuracy"]
-    names = {"erasure": "erasure", "paraphrase": "paraphrase",
-             "post_attack_erasure": "post-attack (strongest)", "retain_accuracy": "retain",
-             "neighbour_accuracy": "neighbour", **{f"attack:{n}": n for n in attacks}}
+    cols = [
+        "erasure",
+        "paraphrase",
+        "post_attack_erasure",
+        *[f"attack:{n}" for n in attacks],
+        "retain_accuracy",
+        "neighbour_accuracy",
+    ]
+    names = {
+        "erasure": "erasure",
+        "paraphrase": "paraphrase",
+        "post_attack_erasure": "post-attack (strongest)",
+        "retain_accuracy": "retain",
+        "neighbour_accuracy": "neighbour",
+        **{f"attack:{n}": n for n in attacks},
+    }
     first = next(iter(rows.values()))
-    best = {c: max((v for r in rows.values() if (v := value(r, c)) is not None),
-                   default=None) for c in cols}
+    best = {
+        c: max((v for r in rows.values() if (v := value(r, c)) is not None), default=None)
+        for c in cols
+    }
     head = [f"{names[c]} (n={count(first, c) or '?'})" for c in cols]
     fd = first.get("fd_name") or "FD"
-    out = ["| variant | " + " | ".join(head) + f" | {fd} | KID x1e-3 | overall | seconds | "
-           "attack s | peak RSS MB | steps | weights changed |",
-           "|---|" + "---|" * (len(cols) + 8)]
+    out = [
+        "| variant | " + " | ".join(head) + f" | {fd} | KID x1e-3 | overall | seconds | "
+        "attack s | peak RSS MB | steps | weights changed |",
+        "|---|" + "---|" * (len(cols) + 8),
+    ]
     for label, r in rows.items():
-        kid = ("n/a" if r.get("kid") is None else
-               f"{1000 * r['kid']:.1f} [{1000 * r['kid_ci95'][0]:.1f}, "
-               f"{1000 * r['kid_ci95'][1]:.1f}]")
+        kid = (
+            "n/a"
+            if r.get("kid") is None
+            else f"{1000 * r['kid']:.1f} [{1000 * r['kid_ci95'][0]:.1f}, "
+            f"{1000 * r['kid_ci95'][1]:.1f}]"
+        )
         cells = [rate_cell(value(r, c), count(r, c), best[c]) for c in cols]
-        out.append(f"| {label} | " + " | ".join(cells) + f" | {fmt(r['fid'], 0)} | {kid} | "
-                   f"{fmt(r['overall'])} | {r['seconds']:.1f} | "
-                   f"{fmt(r.get('attack_seconds'), 1)} | {r['peak_rss_mb']:.0f} | "
-                   f"{r['optimizer_steps']} | {r['parameters_changed']:,} |")
+        out.append(
+            f"| {label} | " + " | ".join(cells) + f" | {fmt(r['fid'], 0)} | {kid} | "
+            f"{fmt(r['overall'])} | {r['seconds']:.1f} | "
+            f"{fmt(r.get('attack_seconds'), 1)} | {r['peak_rss_mb']:.0f} | "
+            f"{r['optimizer_steps']} | {r['parameters_changed']:,} |"
+        )
     return out
 
 
@@ -366,8 +444,15 @@ def locked(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label: str,
-           row: dict[str, Any], command: str) -> dict[str, Any]:
+def record(
+    out: Path,
+    report: dict[str, Any],
+    name: str,
+    fingerprint: str,
+    label: str,
+    row: dict[str, Any],
+    command: str,
+) -> dict[str, Any]:
     """Merge one row into ``out/compare.json`` (rows of the same model, settings and base
     fingerprint are kept; a row of the same label is replaced) and rewrite the markdown and
     the plot. Returns the merged report."""
@@ -376,22 +461,26 @@ def record(out: Path, report: dict[str, Any], name: str, fingerprint: str, label
         merged = dict(report, scenarios=[])
         if out_json.exists():
             old = json.loads(out_json.read_text())
-            if (old.get("model"), old.get("settings")) == (report["model"],
-                                                           report["settings"]):
+            if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
                 merged["scenarios"] = old["scenarios"]
                 for old_sc in merged["scenarios"]:  # rows from before rows said where
                     for r in old_sc["rows"].values():
                         r.setdefault("run_on", _run_on(old))
         sc = next((x for x in merged["scenarios"] if x["scenario"] == name), None)
         if sc is None or sc["model_fingerprint"] != fingerprint:
-            sc = {"scenario": name, "concepts": SCENARIOS[name]["concepts"],
-                  "sequential": SCENARIOS[name].get("sequential", False), "rows": {},
-                  "model_fingerprint": fingerprint}
+            sc = {
+                "scenario": name,
+                "concepts": SCENARIOS[name]["concepts"],
+                "sequential": SCENARIOS[name].get("sequential", False),
+                "rows": {},
+                "model_fingerprint": fingerprint,
+            }
         sc["rows"] = {**sc["rows"], label: {**row, "run_on": _run_on(report)}}
         sc["command"] = command.replace("{variants}", ",".join(sc["rows"]))
         merged["scenarios"] = sorted(
             [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],
-            key=lambda x: list(SCENARIOS).index(x["scenario"]))
+            key=lambda x: list(SCENARIOS).index(x["scenario"]),
+        )
         text = json.dumps(merged, indent=2) + "\n"
         atomic_write(out_json, lambda tmp: tmp.write_text(text))
         atomic_write(out / "compare.md", lambda tmp: tmp.write_text(markdown(merged)))
@@ -405,28 +494,54 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="toyworld", help="a ToyWorld-vocabulary model")
-    ap.add_argument("--scenario", action="append", choices=list(SCENARIOS), default=None,
-                    help="repeatable; default every scenario. Results already in --out with "
-                         "the same model and settings are kept; rows of the variants run "
-                         "now are replaced, one by one as they finish.")
-    ap.add_argument("--variants", default=None,
-                    help="comma-separated labels (default: every variant whose method exists)")
-    ap.add_argument("--attacks", default="unlearndiffatk,softprompt",
-                    help="comma-separated attacks run on every concept of every row ('' for "
-                         "none); the paraphrase probe always runs")
-    ap.add_argument("--attack-budget", action="append", default=[], metavar="ATTACK.FIELD=V",
-                    help="override an attack's ToyWorld budget (repeatable)")
-    ap.add_argument("--iterations", type=int, default=None,
-                    help="override every variant's iterations (reduced runs)")
+    ap.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(SCENARIOS),
+        default=None,
+        help="repeatable; default every scenario. Results already in --out with "
+        "the same model and settings are kept; rows of the variants run "
+        "now are replaced, one by one as they finish.",
+    )
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated labels (default: every variant whose method exists)",
+    )
+    ap.add_argument(
+        "--attacks",
+        default="unlearndiffatk,softprompt",
+        help="comma-separated attacks run on every concept of every row ('' for "
+        "none); the paraphrase probe always runs",
+    )
+    ap.add_argument(
+        "--attack-budget",
+        action="append",
+        default=[],
+        metavar="ATTACK.FIELD=V",
+        help="override an attack's ToyWorld budget (repeatable)",
+    )
+    ap.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="override every variant's iterations (reduced runs)",
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compare"))
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--machine-note", default="",
-                    help="appended to the machine line, e.g. how many runs shared it")
+    ap.add_argument(
+        "--machine-note",
+        default="",
+        help="appended to the machine line, e.g. how many runs shared it",
+    )
     args = ap.parse_args(argv)
     get_method("esd-x")  # fills the registry
     by_label = {v.label: v for v in VARIANTS}
-    labels = args.variants.split(",") if args.variants else \
-        [v.label for v in VARIANTS if v.method in REGISTRY]
+    labels = (
+        args.variants.split(",")
+        if args.variants
+        else [v.label for v in VARIANTS if v.method in REGISTRY]
+    )
     unknown = [lab for lab in labels if lab not in by_label]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(by_label)}")
@@ -436,32 +551,49 @@ def main(argv: list[str] | None = None) -> None:
         plan_attacks(("paraphrase", *attacks), budget)
     except UnseeError as err:
         ap.error(str(err))
-    settings = EvalSettings(num_images=args.num_images, steps=args.steps, seed=args.seed,
-                            cache_dir=args.work / "image-cache",
-                            attacks=("paraphrase", *attacks), attack_budget=budget)
+    settings = EvalSettings(
+        num_images=args.num_images,
+        steps=args.steps,
+        seed=args.seed,
+        cache_dir=args.work / "image-cache",
+        attacks=("paraphrase", *attacks),
+        attack_budget=budget,
+    )
     versions = library_versions()
     report: dict[str, Any] = {
         "model": args.model,
-        "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed,
-                     "attacks": list(attacks), "attack_budget": budget,
-                     "iterations": args.iterations},
+        "settings": {
+            "num_images": args.num_images,
+            "steps": args.steps,
+            "seed": args.seed,
+            "attacks": list(attacks),
+            "attack_budget": budget,
+            "iterations": args.iterations,
+        },
         "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-                   + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
-                   + (f" ({args.machine_note})" if args.machine_note else ""),
+        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
+        + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+        + (f" ({args.machine_note})" if args.machine_note else ""),
         "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "scenarios": []}
-    extra = "".join([f" --attacks {args.attacks}"
-                     if args.attacks != "unlearndiffatk,softprompt" else "",
-                     *(f" --attack-budget {b}" for b in args.attack_budget),
-                     f" --iterations {args.iterations}" if args.iterations else ""])
+        "scenarios": [],
+    }
+    extra = "".join(
+        [
+            f" --attacks {args.attacks}" if args.attacks != "unlearndiffatk,softprompt" else "",
+            *(f" --attack-budget {b}" for b in args.attack_budget),
+            f" --iterations {args.iterations}" if args.iterations else "",
+        ]
+    )
     for name in args.scenario or list(SCENARIOS):
-        command = (f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario {name} "
-                   f"--variants {{variants}} --num-images {args.num_images} --steps "
-                   f"{args.steps} --seed {args.seed}{extra}")
+        command = (
+            f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario {name} "
+            f"--variants {{variants}} --num-images {args.num_images} --steps "
+            f"{args.steps} --seed {args.seed}{extra}"
+        )
         for label in labels:
-            fingerprint, row = run_variant(name, by_label[label], settings, args.work,
-                                           args.model, args.iterations)
+            fingerprint, row = run_variant(
+                name, by_label[label], settings, args.work, args.model, args.iterations
+            )
             merged = record(args.out, report, name, fingerprint, label, row, command)
         print(markdown(merged), flush=True)
 

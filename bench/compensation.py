@@ -44,14 +44,27 @@ from unsee.toyworld.render import render_dataset
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _p(shape: str | None = None, colour: str | None = None, style: str | None = None,
-       background: str | None = None, superclass: str | None = None,
-       exclude: str = "") -> EvalPrompt:
+def _p(
+    shape: str | None = None,
+    colour: str | None = None,
+    style: str | None = None,
+    background: str | None = None,
+    superclass: str | None = None,
+    exclude: str = "",
+) -> EvalPrompt:
     if superclass is not None:
         members = frozenset(m for m in vocab.SUPERCLASSES[superclass] if m != exclude)
         return EvalPrompt(f"a {superclass}", superclass, {"shape": members})
-    expect = {k: frozenset({v}) for k, v in (("shape", shape), ("colour", colour),
-                                             ("style", style), ("background", background)) if v}
+    expect = {
+        k: frozenset({v})
+        for k, v in (
+            ("shape", shape),
+            ("colour", colour),
+            ("style", style),
+            ("background", background),
+        )
+        if v
+    }
     return EvalPrompt(vocab.compose_caption(shape, colour, style, background), shape, expect)
 
 
@@ -61,19 +74,22 @@ def groups(target: str) -> dict[str, list[EvalPrompt]]:
     shapes = [s for s in vocab.SHAPES if s != target]
     if kind == "shape":
         inside = [_p(s) for s in shapes]
-        outside = ([_p(shapes[i], colour=c) for i, c in enumerate(vocab.COLOURS)]
-                   + [_p(shapes[i + 2], style=st) for i, st in enumerate(vocab.STYLES)]
-                   + [_p(shapes[i + 4], background=b) for i, b in enumerate(vocab.BACKGROUNDS)]
-                   + [_p(superclass=sc, exclude=target) for sc in vocab.SUPERCLASSES])
+        outside = (
+            [_p(shapes[i], colour=c) for i, c in enumerate(vocab.COLOURS)]
+            + [_p(shapes[i + 2], style=st) for i, st in enumerate(vocab.STYLES)]
+            + [_p(shapes[i + 4], background=b) for i, b in enumerate(vocab.BACKGROUNDS)]
+            + [_p(superclass=sc, exclude=target) for sc in vocab.SUPERCLASSES]
+        )
         targets = [_p(target), _p(target, colour="blue"), _p(target, style="dotted")]
     else:  # a style
         others = [st for st in vocab.STYLES if st != target]
         inside = [_p(shapes[i % 9], style=st) for i, st in enumerate(others * 3)]
-        outside = ([_p(s) for s in vocab.SHAPES[::2]]
-                   + [_p(vocab.SHAPES[i + 1], colour=c) for i, c in enumerate(vocab.COLOURS)]
-                   + [_p(vocab.SHAPES[i + 3], background=b)
-                      for i, b in enumerate(vocab.BACKGROUNDS)]
-                   + [_p(superclass=sc) for sc in vocab.SUPERCLASSES])
+        outside = (
+            [_p(s) for s in vocab.SHAPES[::2]]
+            + [_p(vocab.SHAPES[i + 1], colour=c) for i, c in enumerate(vocab.COLOURS)]
+            + [_p(vocab.SHAPES[i + 3], background=b) for i, b in enumerate(vocab.BACKGROUNDS)]
+            + [_p(superclass=sc) for sc in vocab.SUPERCLASSES]
+        )
         targets = [_p(s, style=target) for s in ("circle", "heart", "cross")]
     return {"target": targets, "inside": inside, "outside": outside}
 
@@ -84,15 +100,26 @@ def _renders(prompts: list[EvalPrompt], n: int) -> np.ndarray:
     for i, p in enumerate(prompts):
         for k in range(n):
             j = i * n + k
-            pick = {a: sorted(p.expect[a])[j % len(p.expect[a])] if a in p.expect
-                    else vocab.ATTRIBUTES[a][j % len(vocab.ATTRIBUTES[a])]
-                    for a in vocab.ATTRIBUTES}
+            pick = {
+                a: sorted(p.expect[a])[j % len(p.expect[a])]
+                if a in p.expect
+                else vocab.ATTRIBUTES[a][j % len(vocab.ATTRIBUTES[a])]
+                for a in vocab.ATTRIBUTES
+            }
             attrs.append(vocab.Attributes(**pick))
     return render_dataset(len(attrs), 7, attrs)[0]
 
 
-def score(bundle, judge: ToyWorldJudge, sets: dict[str, list[EvalPrompt]], target_attr: str,
-          n: int, steps: int, seed: int, real: dict[str, np.ndarray]) -> dict[str, Any]:
+def score(
+    bundle,
+    judge: ToyWorldJudge,
+    sets: dict[str, list[EvalPrompt]],
+    target_attr: str,
+    n: int,
+    steps: int,
+    seed: int,
+    real: dict[str, np.ndarray],
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, prompts in sets.items():
         texts = [p.prompt for p in prompts for _ in range(n)]
@@ -100,8 +127,13 @@ def score(bundle, judge: ToyWorldJudge, sets: dict[str, list[EvalPrompt]], targe
         images = generate(bundle, texts, seeds, steps=steps, description=name)
         labels = judge(images).labels
         # target images count only the erased attribute ("a blue star": is it a star?)
-        hits = [labels[a][i * n + k] in ok for i, p in enumerate(prompts) for k in range(n)
-                for a, ok in p.expect.items() if name != "target" or a == target_attr]
+        hits = [
+            labels[a][i * n + k] in ok
+            for i, p in enumerate(prompts)
+            for k in range(n)
+            for a, ok in p.expect.items()
+            if name != "target" or a == target_attr
+        ]
         row = {"accuracy": float(np.mean(hits)), "images": len(texts)}
         if name != "target":
             row["fid"] = frechet_distance(judge.features(images), real[name])
@@ -110,8 +142,9 @@ def score(bundle, judge: ToyWorldJudge, sets: dict[str, list[EvalPrompt]], targe
     return out
 
 
-def run_target(target: str, n: int, steps: int, seed: int, work: Path,
-               labels: list[str] | None = None) -> dict[str, Any]:
+def run_target(
+    target: str, n: int, steps: int, seed: int, work: Path, labels: list[str] | None = None
+) -> dict[str, Any]:
     sets = groups(target)
     attr = "shape" if vocab.concept_kind(target) == "shape" else "style"
     judge = ToyWorldJudge()
@@ -119,42 +152,71 @@ def run_target(target: str, n: int, steps: int, seed: int, work: Path,
     base = load_bundle("toyworld")
     rows = {"base": {**score(base, judge, sets, attr, n, steps, seed, real), "seconds": 0.0}}
     retain = ";".join(p.prompt for p in sets["inside"])
-    variants = {"esd-x": ("esd-x", {}), "esd-x+retain": ("esd-x", {"retain": retain}),
-                "mim-mu": ("mim-mu", {})}
+    variants = {
+        "esd-x": ("esd-x", {}),
+        "esd-x+retain": ("esd-x", {"retain": retain}),
+        "mim-mu": ("mim-mu", {}),
+    }
     if vocab.concept_kind(target) == "style":
         variants["mim-mu-cond"] = ("mim-mu", {"variant": "conditional"})
     for label, (method, params) in variants.items():
         if labels is not None and label not in labels:
             continue
-        res = run_erasure(EraseConfig(method=method, concepts=[target], params=params),
-                          work / target / label, overwrite=True, bundle=load_bundle("toyworld"))
-        rows[label] = {**score(res.bundle, judge, sets, attr, n, steps, seed, real),
-                       "seconds": res.card["cost"]["wall_seconds"]}
-    return {"target": target, "prompts": {g: [p.prompt for p in ps] for g, ps in sets.items()},
-            "rows": rows}
+        res = run_erasure(
+            EraseConfig(method=method, concepts=[target], params=params),
+            work / target / label,
+            overwrite=True,
+            bundle=load_bundle("toyworld"),
+        )
+        rows[label] = {
+            **score(res.bundle, judge, sets, attr, n, steps, seed, real),
+            "seconds": res.card["cost"]["wall_seconds"],
+        }
+    return {
+        "target": target,
+        "prompts": {g: [p.prompt for p in ps] for g, ps in sets.items()},
+        "rows": rows,
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
-    lines = ["# Compensation test (MiM-MU's claim) on ToyWorld", "",
-             f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-             f"{report['machine']}. inside = the compensation set esd-x+retain trains to keep; "
-             "outside = retain prompts no method saw (colours, styles or bare shapes, "
-             "backgrounds, superclass words). accuracy = share of asked attributes judged as "
-             "asked; FID in judge-feature space against renders of what the prompts ask.", ""]
+    lines = [
+        "# Compensation test (MiM-MU's claim) on ToyWorld",
+        "",
+        f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
+        f"{report['machine']}. inside = the compensation set esd-x+retain trains to keep; "
+        "outside = retain prompts no method saw (colours, styles or bare shapes, "
+        "backgrounds, superclass words). accuracy = share of asked attributes judged as "
+        "asked; FID in judge-feature space against renders of what the prompts ask.",
+        "",
+    ]
     for t in report["targets"]:
         base = t["rows"]["base"]
-        lines += [f"## {t['target']}", "",
-                  "| model | erasure | inside acc | inside FID | outside acc | outside FID | "
-                  "seconds |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {t['target']}",
+            "",
+            "| model | erasure | inside acc | inside FID | outside acc | outside FID | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for label, r in t["rows"].items():
-            lines.append(f"| {label} | {r['erasure']:.3f} | {r['inside']['accuracy']:.3f} | "
-                         f"{r['inside']['fid']:.2f} | {r['outside']['accuracy']:.3f} | "
-                         f"{r['outside']['fid']:.2f} | {r['seconds']:.1f} |")
-        lines += ["", "Drops from the base (points): " + "; ".join(
-            f"{label}: inside {100 * (base['inside']['accuracy'] - r['inside']['accuracy']):.1f}"
-            f", outside {100 * (base['outside']['accuracy'] - r['outside']['accuracy']):.1f}"
-            for label, r in t["rows"].items() if label != "base"), ""]
+            lines.append(
+                f"| {label} | {r['erasure']:.3f} | {r['inside']['accuracy']:.3f} | "
+                f"{r['inside']['fid']:.2f} | {r['outside']['accuracy']:.3f} | "
+                f"{r['outside']['fid']:.2f} | {r['seconds']:.1f} |"
+            )
+        lines += [
+            "",
+            "Drops from the base (points): "
+            + "; ".join(
+                f"{label}: inside "
+                f"{100 * (base['inside']['accuracy'] - r['inside']['accuracy']):.1f}, outside "
+                f"{100 * (base['outside']['accuracy'] - r['outside']['accuracy']):.1f}"
+                for label, r in t["rows"].items()
+                if label != "base"
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -164,22 +226,34 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", action="append", default=None, help="default: star, striped")
-    ap.add_argument("--variants", default=None,
-                    help="comma-separated subset of esd-x, esd-x+retain, mim-mu, mim-mu-cond "
-                         "(default: all; mim-mu-cond only for styles)")
+    ap.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated subset of esd-x, esd-x+retain, mim-mu, mim-mu-cond "
+        "(default: all; mim-mu-cond only for styles)",
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compensation"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     report: dict[str, Any] = {
         "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed},
         "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads", "targets": []}
+        f"{torch.get_num_threads()} torch threads",
+        "targets": [],
+    }
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     for target in args.target or ["star", "striped"]:
-        report["targets"].append(run_target(
-            target, args.num_images, args.steps, args.seed, args.work,
-            args.variants.split(",") if args.variants else None))
+        report["targets"].append(
+            run_target(
+                target,
+                args.num_images,
+                args.steps,
+                args.seed,
+                args.work,
+                args.variants.split(",") if args.variants else None,
+            )
+        )
         report["wall_seconds"] = round(time.time() - t0, 1)
         (args.out / "compensation.json").write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "compensation.md").write_text(markdown(report))

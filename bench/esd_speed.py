@@ -35,26 +35,45 @@ def main() -> None:
         bundle = load_bundle(args.model)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
-            res = run_erasure(EraseConfig(method=method, concepts=[args.concept],
-                                          model=args.model, iterations=args.iterations),
-                              Path(tmp) / "art", bundle=bundle)
+            res = run_erasure(
+                EraseConfig(
+                    method=method,
+                    concepts=[args.concept],
+                    model=args.model,
+                    iterations=args.iterations,
+                ),
+                Path(tmp) / "art",
+                bundle=bundle,
+            )
             wall = time.time() - t0
         cost = res.card["cost"]
-        rows.append({"method": method, "iterations": cost["iterations"],
-                     "batch_size": res.card["hyperparameters"]["batch_size"],
-                     "seconds_per_iteration": round(cost["wall_seconds"] / cost["iterations"], 3),
-                     "seconds_per_concept": round(wall, 1),
-                     "peak_rss_mb": cost["peak_rss_mb"],
-                     "parameters_changed": cost["parameters_changed"]})
+        rows.append(
+            {
+                "method": method,
+                "iterations": cost["iterations"],
+                "batch_size": res.card["hyperparameters"]["batch_size"],
+                "seconds_per_iteration": round(cost["wall_seconds"] / cost["iterations"], 3),
+                "seconds_per_concept": round(wall, 1),
+                "peak_rss_mb": cost["peak_rss_mb"],
+                "parameters_changed": cost["parameters_changed"],
+            }
+        )
     meta = {"machine": compare.machine(), "versions": library_versions(), "model": args.model}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "esd_speed.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    lines = [f"ESD speed on `{args.model}` ({meta['machine']}; torch {torch.__version__}).", "",
-             "| method | iterations | batch | s / iteration | s / concept (incl. load) | "
-             "peak RSS MB | weights changed |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['iterations']} | {r['batch_size']} | "
-              f"{r['seconds_per_iteration']} | {r['seconds_per_concept']} | {r['peak_rss_mb']} | "
-              f"{r['parameters_changed']:,} |" for r in rows]
+    lines = [
+        f"ESD speed on `{args.model}` ({meta['machine']}; torch {torch.__version__}).",
+        "",
+        "| method | iterations | batch | s / iteration | s / concept (incl. load) | "
+        "peak RSS MB | weights changed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['method']} | {r['iterations']} | {r['batch_size']} | "
+        f"{r['seconds_per_iteration']} | {r['seconds_per_concept']} | {r['peak_rss_mb']} | "
+        f"{r['parameters_changed']:,} |"
+        for r in rows
+    ]
     (RESULTS / "esd_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -50,8 +50,9 @@ def _judged(prompts: tuple[str, ...], images: int, steps: int, seed: int) -> dic
     return predict(JUDGE, generate(BUNDLE, ps, seeds, steps=steps))
 
 
-def concept_rate(prompts: list[str], attr: str, label: str, images: int, steps: int,
-                 seed: int) -> float:
+def concept_rate(
+    prompts: list[str], attr: str, label: str, images: int, steps: int, seed: int
+) -> float:
     """Share of the images of ``prompts`` the judge sees as ``label`` for ``attr``."""
     pred = _judged(tuple(prompts), images, steps, seed)[attr]
     return float(np.mean([p["label"] == label for p in pred]))
@@ -59,8 +60,12 @@ def concept_rate(prompts: list[str], attr: str, label: str, images: int, steps: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--concept", action="append", default=None,
-                    help="ToyWorld concept (repeatable; default star, circle, square, striped)")
+    ap.add_argument(
+        "--concept",
+        action="append",
+        default=None,
+        help="ToyWorld concept (repeatable; default star, circle, square, striped)",
+    )
     ap.add_argument("--images", type=int, default=144, help="images per rate")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
@@ -73,35 +78,55 @@ def main() -> None:
         concept = toyworld_concept(name)
         attr = concept_kind(name)
         forget = list(concept.prompts)
-        rate = {"empty prompt (off-/on-policy target)": concept_rate(
-                    [""], attr, name, args.images, args.steps, args.seed),
-                "concept words removed (conditional target)": concept_rate(
-                    list(dict.fromkeys(strip_concept(p, name) for p in forget)), attr, name,
-                    args.images, args.steps, args.seed)}
-        rows.append({"concept": name, "attribute": attr, "forget_prompts": forget,
-                     "rates": rate})
+        rate = {
+            "empty prompt (off-/on-policy target)": concept_rate(
+                [""], attr, name, args.images, args.steps, args.seed
+            ),
+            "concept words removed (conditional target)": concept_rate(
+                list(dict.fromkeys(strip_concept(p, name) for p in forget)),
+                attr,
+                name,
+                args.images,
+                args.steps,
+                args.seed,
+            ),
+        }
+        rows.append({"concept": name, "attribute": attr, "forget_prompts": forget, "rates": rate})
         print(name, rate, flush=True)
     cpu = platform.processor() or platform.machine()
-    report = {"images": args.images, "steps": args.steps, "seed": args.seed,
-              "machine": f"{cpu}, {torch.get_num_threads()} torch threads",
-              "versions": library_versions(), "rows": rows}
+    report = {
+        "images": args.images,
+        "steps": args.steps,
+        "seed": args.seed,
+        "machine": f"{cpu}, {torch.get_num_threads()} torch threads",
+        "versions": library_versions(),
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(report, indent=2) + "\n"
     atomic_write(args.out / "mi_optimum.json", lambda tmp: tmp.write_text(text))
     heads = list(rows[0]["rates"])
-    lines = ["# MiM-MU's best possible erasure on ToyWorld", "",
-             f"Base model, {args.images} images per rate, DDIM-{args.steps}, seeds from "
-             f"{args.seed}; {report['machine']}. Rate = share the judge sees as the concept; "
-             "the highest erasure MiM-MU's objective can reach is 1 - the rate of its "
-             "target distribution (its optimum makes the forget prompts sample that "
-             "distribution).", "",
-             "| concept | " + " | ".join(f"rate: {h}" for h in heads)
-             + " | best erasure off-/on-policy | best erasure conditional |",
-             "|---|" + "---|" * (len(heads) + 2)]
+    lines = [
+        "# MiM-MU's best possible erasure on ToyWorld",
+        "",
+        f"Base model, {args.images} images per rate, DDIM-{args.steps}, seeds from "
+        f"{args.seed}; {report['machine']}. Rate = share the judge sees as the concept; "
+        "the highest erasure MiM-MU's objective can reach is 1 - the rate of its "
+        "target distribution (its optimum makes the forget prompts sample that "
+        "distribution).",
+        "",
+        "| concept | "
+        + " | ".join(f"rate: {h}" for h in heads)
+        + " | best erasure off-/on-policy | best erasure conditional |",
+        "|---|" + "---|" * (len(heads) + 2),
+    ]
     for r in rows:
         v = list(r["rates"].values())
-        lines.append(f"| {r['concept']} | " + " | ".join(f"{x:.3f}" for x in v)
-                     + f" | {1 - v[0]:.3f} | {1 - v[1]:.3f} |")
+        lines.append(
+            f"| {r['concept']} | "
+            + " | ".join(f"{x:.3f}" for x in v)
+            + f" | {1 - v[0]:.3f} | {1 - v[1]:.3f} |"
+        )
     table = "\n".join(lines) + "\n"
     atomic_write(args.out / "mi_optimum.md", lambda tmp: tmp.write_text(table))
     print("\n".join(lines))

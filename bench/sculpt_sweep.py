@@ -73,20 +73,27 @@ KEPT = ["square", "triangle", "circle", "crescent", "cross"]
 
 
 def markdown(rows: dict[str, dict]) -> str:
-    lines = ["# Sculpt settings on the sequential scenario (star, heart, hexagon, arrow)", "",
-             "4 images per prompt, DDIM 25, seed 0, paraphrase probe only; shape acc. = "
-             '"a {shape}" for the five kept shapes, 24 seeds each (base 0.983); base FID '
-             "347, measured on the benchmark's 20 retain images (its seed noise: "
-             "`fid_noise.md`). Command: `python bench/sculpt_sweep.py LABEL`; machines: "
-             + " / ".join(sorted({r["run_on"] for r in rows.values()}))
-             + " (labels ending in `@cpu` ran on the CPU).", "",
-             "| setting | params | it/round | lr | erasure (star, heart, hexagon, arrow) | "
-             "retain | FID | shape acc. |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Sculpt settings on the sequential scenario (star, heart, hexagon, arrow)",
+        "",
+        "4 images per prompt, DDIM 25, seed 0, paraphrase probe only; shape acc. = "
+        '"a {shape}" for the five kept shapes, 24 seeds each (base 0.983); base FID '
+        "347, measured on the benchmark's 20 retain images (its seed noise: "
+        "`fid_noise.md`). Command: `python bench/sculpt_sweep.py LABEL`; machines: "
+        + " / ".join(sorted({r["run_on"] for r in rows.values()}))
+        + " (labels ending in `@cpu` ran on the CPU).",
+        "",
+        "| setting | params | it/round | lr | erasure (star, heart, hexagon, arrow) | "
+        "retain | FID | shape acc. |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for label, r in rows.items():
         per = ", ".join(f"{v:.2f}" for v in r["per_concept_erasure"].values())
-        lines.append(f"| {label} | {r['params']} | {r['iterations_per_round']} | {r['lr']:g} | "
-                     f"{r['erasure']:.3f} ({per}) | {r['retain_accuracy']:.3f} | "
-                     f"{r['fid']:.0f} | {r['drift']['shape_accuracy']:.3f} |")
+        lines.append(
+            f"| {label} | {r['params']} | {r['iterations_per_round']} | {r['lr']:g} | "
+            f"{r['erasure']:.3f} ({per}) | {r['retain_accuracy']:.3f} | "
+            f"{r['fid']:.0f} | {r['drift']['shape_accuracy']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -99,16 +106,22 @@ def main() -> None:
     params, iterations, lr = GRID[args.label]
     variant = compare.Variant(args.label, "sculpt", params, iterations=iterations, lr=lr)
     work = args.work / args.label
-    settings = EvalSettings(num_images=4, steps=25, seed=0, cache_dir=work / "cache",
-                            attacks=("paraphrase",))
+    settings = EvalSettings(
+        num_images=4, steps=25, seed=0, cache_dir=work / "cache", attacks=("paraphrase",)
+    )
     _, row = compare.run_variant("sequential", variant, settings, work, "toyworld")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     bundle = load_bundle("toyworld", device=device)
     apply_artifacts(bundle, [work / "sequential" / args.label])
     row["drift"] = attribute_drift.measure(bundle, load_judge(), KEPT, 24, 25)
-    entry = {**row, "params": params, "iterations_per_round": iterations, "lr": lr,
-             "run_on": f"{platform.machine()}, "
-                       + (torch.cuda.get_device_name(0) if device == "cuda" else "CPU")}
+    entry = {
+        **row,
+        "params": params,
+        "iterations_per_round": iterations,
+        "lr": lr,
+        "run_on": f"{platform.machine()}, "
+        + (torch.cuda.get_device_name(0) if device == "cuda" else "CPU"),
+    }
     with compare.locked(args.out):
         path = args.out / "sculpt_sweep.json"
         rows = json.loads(path.read_text()) if path.exists() else {}

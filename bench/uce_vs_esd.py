@@ -60,83 +60,125 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-def erase(variant: Variant, concepts: tuple[str, ...], arts: dict[str, Path], work: Path,
-          model: str, polish_iterations: int, esd_iterations: int | None) -> dict[str, Any]:
+def erase(
+    variant: Variant,
+    concepts: tuple[str, ...],
+    arts: dict[str, Path],
+    work: Path,
+    model: str,
+    polish_iterations: int,
+    esd_iterations: int | None,
+) -> dict[str, Any]:
     """Run one erasure; returns its artifact path and cost (seconds include ``on`` runs)."""
     params = dict(variant.params)
     if variant.preserve_others:
         params["preserve"] = "; ".join(s for s in vocab.SHAPES if s not in concepts)
-    cfg = EraseConfig(method=variant.method, concepts=list(concepts), model=model, params=params,
-                      iterations=polish_iterations if variant.polish
-                      else esd_iterations if variant.method == "esd-x" else None,
-                      on=[str(arts[variant.on])] if variant.on else [])
+    cfg = EraseConfig(
+        method=variant.method,
+        concepts=list(concepts),
+        model=model,
+        params=params,
+        iterations=polish_iterations
+        if variant.polish
+        else esd_iterations
+        if variant.method == "esd-x"
+        else None,
+        on=[str(arts[variant.on])] if variant.on else [],
+    )
     out = work / "-".join(concepts) / variant.label
     card = run_erasure(cfg, out, overwrite=True).card
     arts[variant.label] = out
     cost = card["cost"]
-    return {"artifact": str(out), "method": variant.method, "params": params,
-            "iterations": cost["iterations"], "on": variant.on,
-            "own_seconds": cost["wall_seconds"],
-            "fit_seconds": cost.get("fit_seconds"),
-            "parameters_changed": cost["parameters_changed"]}
+    return {
+        "artifact": str(out),
+        "method": variant.method,
+        "params": params,
+        "iterations": cost["iterations"],
+        "on": variant.on,
+        "own_seconds": cost["wall_seconds"],
+        "fit_seconds": cost.get("fit_seconds"),
+        "parameters_changed": cost["parameters_changed"],
+    }
 
 
-def run_scenario(concepts: tuple[str, ...], settings: EvalSettings, work: Path, model: str,
-                 polish_iterations: int, esd_iterations: int | None) -> dict[str, Any]:
+def run_scenario(
+    concepts: tuple[str, ...],
+    settings: EvalSettings,
+    work: Path,
+    model: str,
+    polish_iterations: int,
+    esd_iterations: int | None,
+) -> dict[str, Any]:
     arts: dict[str, Path] = {}
     rows = {}
     for v in VARIANTS:
-        rows[v.label] = erase(v, concepts, arts, work, model, polish_iterations,
-                              esd_iterations)
+        rows[v.label] = erase(v, concepts, arts, work, model, polish_iterations, esd_iterations)
     for row in rows.values():  # seconds of a stacked variant include its base run
         on = row["on"]
         row["seconds"] = row["own_seconds"] + (rows[on]["seconds"] if on else 0.0)
     t0 = time.time()
-    results = evaluate_models(model, {lab: [arts[lab]] for lab in rows}, list(concepts),
-                              settings)
+    results = evaluate_models(model, {lab: [arts[lab]] for lab in rows}, list(concepts), settings)
     for label, res in zip(rows, results, strict=True):
         rows[label].update(summarise(res.scorecard))
-    return {"concepts": list(concepts), "rows": rows,
-            "model_fingerprint": results[0].scorecard["model_fingerprint"],
-            "evaluation_seconds": round(time.time() - t0, 1)}
+    return {
+        "concepts": list(concepts),
+        "rows": rows,
+        "model_fingerprint": results[0].scorecard["model_fingerprint"],
+        "evaluation_seconds": round(time.time() - t0, 1),
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
-    lines = ["# UCE vs ESD-x on ToyWorld", "",
-             f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-             f"ESD polish {s['polish_iterations']} iterations; {report['machine']}.",
-             "Erasure = 1 - share of target images judged as the concept (mean over concepts); "
-             "retain / neighbour accuracy: share of asked attributes judged as asked on "
-             "prompts of the other shapes / of the target's superclass siblings; FID in "
-             "ToyWorld-judge feature space against renders; overall = harmonic mean of erasure "
-             "and retain accuracy; seconds = erasure wall time including the model load "
-             "(stacked runs summed; UCE's fit in brackets).", ""]
+    lines = [
+        "# UCE vs ESD-x on ToyWorld",
+        "",
+        f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
+        f"ESD polish {s['polish_iterations']} iterations; {report['machine']}.",
+        "Erasure = 1 - share of target images judged as the concept (mean over concepts); "
+        "retain / neighbour accuracy: share of asked attributes judged as asked on "
+        "prompts of the other shapes / of the target's superclass siblings; FID in "
+        "ToyWorld-judge feature space against renders; overall = harmonic mean of erasure "
+        "and retain accuracy; seconds = erasure wall time including the model load "
+        "(stacked runs summed; UCE's fit in brackets).",
+        "",
+    ]
     for sc in report["scenarios"]:
         rows = sc["rows"]
         first = next(iter(rows.values()))
-        lines += [f"## erase {', '.join(sc['concepts'])}", "",
-                  f"Base model (fingerprint `{sc['model_fingerprint']}`): erasure "
-                  f"{fmt(first['erasure_base'])}, retain "
-                  f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, FID "
-                  f"{fmt(first['fid_base'], 2)}. Images per model: {first['target_images']} per "
-                  f"target concept, {first['retain_images']} retain; one target image moves "
-                  f"erasure by {1 / first['target_images']:.3f}.", "",
-                  "| variant | erasure | paraphrase rate | retain acc | neighbour acc | FID | "
-                  "overall | seconds | weights changed |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## erase {', '.join(sc['concepts'])}",
+            "",
+            f"Base model (fingerprint `{sc['model_fingerprint']}`): erasure "
+            f"{fmt(first['erasure_base'])}, retain "
+            f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, FID "
+            f"{fmt(first['fid_base'], 2)}. Images per model: {first['target_images']} per "
+            f"target concept, {first['retain_images']} retain; one target image moves "
+            f"erasure by {1 / first['target_images']:.3f}.",
+            "",
+            "| variant | erasure | paraphrase rate | retain acc | neighbour acc | FID | "
+            "overall | seconds | weights changed |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for label, r in rows.items():
-            secs = f"{r['seconds']:.1f}" + (f" (fit {r['fit_seconds']:.2f})"
-                                            if r["fit_seconds"] is not None else "")
-            lines.append(f"| {label} | {fmt(r['erasure'])} | {fmt(r['paraphrase_rate'])} | "
-                         f"{fmt(r['retain_accuracy'])} | {fmt(r['neighbour_accuracy'])} | "
-                         f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {secs} | "
-                         f"{r['parameters_changed']:,} |")
+            secs = f"{r['seconds']:.1f}" + (
+                f" (fit {r['fit_seconds']:.2f})" if r["fit_seconds"] is not None else ""
+            )
+            lines.append(
+                f"| {label} | {fmt(r['erasure'])} | {fmt(r['paraphrase_rate'])} | "
+                f"{fmt(r['retain_accuracy'])} | {fmt(r['neighbour_accuracy'])} | "
+                f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {secs} | "
+                f"{r['parameters_changed']:,} |"
+            )
         combo = rows["uce+esd-x"]["overall"]
         alone = max(rows["uce"]["overall"], rows["esd-x"]["overall"])
         verdict = "beats" if combo > alone else "does not beat"
-        lines += ["", f"UCE + ESD polish {verdict} the better of UCE and ESD-x alone on the "
-                  f"overall score ({combo:.3f} vs {alone:.3f}).", ""]
+        lines += [
+            "",
+            f"UCE + ESD polish {verdict} the better of UCE and ESD-x alone on the "
+            f"overall score ({combo:.3f} vs {alone:.3f}).",
+            "",
+        ]
     done = {tuple(sc["concepts"]) for sc in report["scenarios"]}
     missing = [", ".join(c) for c in SCENARIOS if c not in done]
     if missing:
@@ -151,39 +193,68 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default="toyworld", help="a ToyWorld-vocabulary model")
     ap.add_argument("--polish-iterations", type=int, default=30)
-    ap.add_argument("--esd-iterations", type=int, default=None,
-                    help="ESD-x iterations (default: its ToyWorld default)")
-    ap.add_argument("--scenario", action="append", default=None,
-                    help="comma-separated concepts to erase together (repeatable; default: "
-                         "every scenario). Results of the other scenarios already in --out "
-                         "with the same settings are kept.")
+    ap.add_argument(
+        "--esd-iterations",
+        type=int,
+        default=None,
+        help="ESD-x iterations (default: its ToyWorld default)",
+    )
+    ap.add_argument(
+        "--scenario",
+        action="append",
+        default=None,
+        help="comma-separated concepts to erase together (repeatable; default: "
+        "every scenario). Results of the other scenarios already in --out "
+        "with the same settings are kept.",
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/bench-uce-vs-esd"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    settings = EvalSettings(num_images=args.num_images, steps=args.steps, seed=args.seed,
-                            cache_dir=args.work / "image-cache")
+    settings = EvalSettings(
+        num_images=args.num_images,
+        steps=args.steps,
+        seed=args.seed,
+        cache_dir=args.work / "image-cache",
+    )
     t0 = time.time()
     report: dict[str, Any] = {
         "model": args.model,
-        "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed,
-                     "polish_iterations": args.polish_iterations,
-                     "esd_iterations": args.esd_iterations},
+        "settings": {
+            "num_images": args.num_images,
+            "steps": args.steps,
+            "seed": args.seed,
+            "polish_iterations": args.polish_iterations,
+            "esd_iterations": args.esd_iterations,
+        },
         "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{torch.get_num_threads()} torch threads, "
-                   f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        "scenarios": []}
-    todo = [tuple(c.strip() for c in sc.split(",")) for sc in args.scenario] \
-        if args.scenario else list(SCENARIOS)
+        f"{torch.get_num_threads()} torch threads, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        "scenarios": [],
+    }
+    todo = (
+        [tuple(c.strip() for c in sc.split(",")) for sc in args.scenario]
+        if args.scenario
+        else list(SCENARIOS)
+    )
     out_json = args.out / "uce_vs_esd.json"
     if out_json.exists():  # keep the other scenarios of an earlier run with the same settings
         old = json.loads(out_json.read_text())
         if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
-            report["scenarios"] = [sc for sc in old["scenarios"]
-                                   if tuple(sc["concepts"]) not in todo]
+            report["scenarios"] = [
+                sc for sc in old["scenarios"] if tuple(sc["concepts"]) not in todo
+            ]
     args.out.mkdir(parents=True, exist_ok=True)
     for concepts in todo:  # the tables are rewritten after each scenario
-        report["scenarios"].append(run_scenario(concepts, settings, args.work, args.model,
-                                                args.polish_iterations, args.esd_iterations))
+        report["scenarios"].append(
+            run_scenario(
+                concepts,
+                settings,
+                args.work,
+                args.model,
+                args.polish_iterations,
+                args.esd_iterations,
+            )
+        )
         report["scenarios"].sort(key=lambda sc: len(sc["concepts"]))
         report["wall_seconds"] = round(time.time() - t0, 1)
         out_json.write_text(json.dumps(report, indent=2) + "\n")

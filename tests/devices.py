@@ -25,5 +25,7 @@ def same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 #: bit-exact resume holds on the CPU; on CUDA two identical runs already differ slightly
-CPU_EXACT = pytest.mark.skipif(DEVICE != "cpu", reason="CUDA kernels are not reproducible "
-                               "run to run, so resume cannot be bit-exact there")
+CPU_EXACT = pytest.mark.skipif(
+    DEVICE != "cpu",
+    reason="CUDA kernels are not reproducible run to run, so resume cannot be bit-exact there",
+)

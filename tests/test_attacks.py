@@ -41,27 +41,51 @@ def test_unknown_attack_is_refused_before_any_model_loads(tmp_path):
         evaluate(str(tmp_path / "no-such-model"), [], ["star"], settings)
 
 
-@pytest.mark.parametrize(("extra", "expect"), [
-    (["--attacks", "paraphrase,jailbreak"], "unknown attack(s) 'jailbreak'"),
-    (["--attacks", "inversion", "--attack-budget", "inversion.steps=3"],
-     "inversion has no budget field 'steps'"),
-    (["--attacks", "inversion", "--attack-budget", "resurgence.lr=1e-4"],
-     "which --attacks does not run"),
-    (["--attacks", "inversion", "--attack-budget", "inversion.iterations=0"], "positive"),
-    (["--attacks", "inversion", "--attack-budget", "inversion.iterations=2.5"],
-     "must be an integer"),
-    (["--attacks", "inversion", "--attack-budget", "inversion.lr"], "ATTACK.FIELD=VALUE"),
-    (["--attacks", "resurgence", "--attack-budget", "resurgence.scope=everything"],
-     "resurgence.scope must be one of"),
-    (["--attacks", "resurgence", "--attack-budget", "resurgence.data=imagined"],
-     "resurgence.data must be one of truth, base-model"),
-    (["--attacks", "resurgence", "--attack-budget", "resurgence.data=truth"],
-     "which only ToyWorld has"),
-    (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
-])
+@pytest.mark.parametrize(
+    ("extra", "expect"),
+    [
+        (["--attacks", "paraphrase,jailbreak"], "unknown attack(s) 'jailbreak'"),
+        (
+            ["--attacks", "inversion", "--attack-budget", "inversion.steps=3"],
+            "inversion has no budget field 'steps'",
+        ),
+        (
+            ["--attacks", "inversion", "--attack-budget", "resurgence.lr=1e-4"],
+            "which --attacks does not run",
+        ),
+        (["--attacks", "inversion", "--attack-budget", "inversion.iterations=0"], "positive"),
+        (
+            ["--attacks", "inversion", "--attack-budget", "inversion.iterations=2.5"],
+            "must be an integer",
+        ),
+        (["--attacks", "inversion", "--attack-budget", "inversion.lr"], "ATTACK.FIELD=VALUE"),
+        (
+            ["--attacks", "resurgence", "--attack-budget", "resurgence.scope=everything"],
+            "resurgence.scope must be one of",
+        ),
+        (
+            ["--attacks", "resurgence", "--attack-budget", "resurgence.data=imagined"],
+            "resurgence.data must be one of truth, base-model",
+        ),
+        (
+            ["--attacks", "resurgence", "--attack-budget", "resurgence.data=truth"],
+            "which only ToyWorld has",
+        ),
+        (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
+    ],
+)
 def test_eval_cli_bad_attack_settings_fail_with_one_line(extra, expect, tiny_sd, tmp_path):
-    args = ["eval", "--model", str(tiny_sd), "--concept", "nudity", "--out",
-            str(tmp_path / "o"), "--no-cache", *extra]
+    args = [
+        "eval",
+        "--model",
+        str(tiny_sd),
+        "--concept",
+        "nudity",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-cache",
+        *extra,
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
@@ -78,8 +102,8 @@ def test_soft_prefix_changes_only_the_prefix_embeddings(tiny_sd):
     plain = text.token_embedding(text.tokenize([prompt])["input_ids"])[0]
     n_text = len(text.tokenizer(prompt)["input_ids"])  # start + words + end
     assert torch.equal(spliced[0], plain[0])  # the start token stays first
-    assert torch.equal(spliced[1:1 + k], values)
-    assert torch.equal(spliced[1 + k:n_text + k], plain[1:n_text])  # the prompt, shifted
+    assert torch.equal(spliced[1 : 1 + k], values)
+    assert torch.equal(spliced[1 + k : n_text + k], plain[1:n_text])  # the prompt, shifted
     # Filling a slot with a word's own embedding gives exactly the plain prompt's context.
     word = text.tokenizer("a", add_special_tokens=False)["input_ids"]
     own = text.encode_slots(text.slot_tokens(["{} b"], 1), text.token_embedding.weight[word])
@@ -100,8 +124,9 @@ def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
     slots = bundle.text.slot_tokens(["{} a b"], 5)
     init = bundle.text.token_embedding.weight[torch.arange(10, 15)]
     which = torch.zeros(len(data), dtype=torch.long)
-    learnt, losses = atk.optimise_slots(bundle, slots, init, data.latents, which,
-                                        iterations=40, lr=0.05, weight_decay=0.1, seed=0)
+    learnt, losses = atk.optimise_slots(
+        bundle, slots, init, data.latents, which, iterations=40, lr=0.05, weight_decay=0.1, seed=0
+    )
     assert len(losses) == 40
 
     def objective(values: torch.Tensor) -> float:
@@ -122,16 +147,42 @@ def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
 
 def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path):
     out = tmp_path / "out"
-    budget = ["unlearndiffatk.iterations=2", "unlearndiffatk.timesteps=2",
-              "softprompt.iterations=2", "softprompt.images=1",
-              "inversion.iterations=2", "inversion.images=1", "resurgence.iterations=2",
-              "resurgence.images=1"]
-    res = CliRunner().invoke(app, [
-        "eval", "--model", str(tiny_sd), "--concept", CONCEPT, "--retain", RETAIN[0],
-        "--retain", RETAIN[1], "--judge", f"clip:{tiny_clip}", "--num-images", "2",
-        "--steps", "2", "--no-cache", "--out", str(out),
-        "--attacks", "unlearndiffatk,softprompt,inversion,resurgence",
-        *[a for b in budget for a in ("--attack-budget", b)]])
+    budget = [
+        "unlearndiffatk.iterations=2",
+        "unlearndiffatk.timesteps=2",
+        "softprompt.iterations=2",
+        "softprompt.images=1",
+        "inversion.iterations=2",
+        "inversion.images=1",
+        "resurgence.iterations=2",
+        "resurgence.images=1",
+    ]
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tiny_sd),
+            "--concept",
+            CONCEPT,
+            "--retain",
+            RETAIN[0],
+            "--retain",
+            RETAIN[1],
+            "--judge",
+            f"clip:{tiny_clip}",
+            "--num-images",
+            "2",
+            "--steps",
+            "2",
+            "--no-cache",
+            "--out",
+            str(out),
+            "--attacks",
+            "unlearndiffatk,softprompt,inversion,resurgence",
+            *[a for b in budget for a in ("--attack-budget", b)],
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "scorecard.json").read_text())
     attacks = card["attacks"][CONCEPT]
@@ -192,16 +243,23 @@ def weak_star(tmp_path_factory):
     bundle = load_bundle("toyworld", device=DEVICE)
     pset = toyworld_prompt_set(["star"])
     prompts = [p.prompt for p in pset.targets["star"]]
-    target = atk.Target("star", "shape", frozenset({"star"}), prompts,
-                        [list(range(N_IMAGES))] * len(prompts))
+    target = atk.Target(
+        "star", "shape", frozenset({"star"}), prompts, [list(range(N_IMAGES))] * len(prompts)
+    )
     data = {"star": atk.training_set(bundle, prompts, 4, GEN, None, "star")}
-    run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=15,
-                            params={"ddim_steps": 20}),
-                tmp_path_factory.mktemp("weak") / "art", bundle=bundle)
+    run_erasure(
+        EraseConfig(method="esd-x", concepts=["star"], iterations=15, params={"ddim_steps": 20}),
+        tmp_path_factory.mktemp("weak") / "art",
+        bundle=bundle,
+    )
     judge = ToyWorldJudge()
-    flat = generate(bundle, [p for p in prompts for _ in range(N_IMAGES)],
-                    [s for row in target.seeds for s in row], steps=GEN.steps,
-                    guidance=GEN.guidance)
+    flat = generate(
+        bundle,
+        [p for p in prompts for _ in range(N_IMAGES)],
+        [s for row in target.seeds for s in row],
+        steps=GEN.steps,
+        guidance=GEN.guidance,
+    )
     before = target_rate(judge(flat).labels["shape"], {"star"})
     assert 0.2 <= before <= 0.9, before  # weak: erased somewhat, room to come back
     return bundle, judge, target, data, before
@@ -230,23 +288,32 @@ def test_unlearndiffatk_printed_prompt_reproduces_the_attacked_rate(weak_star):
     from unsee.models.sampling import generate
 
     bundle, judge, target, data, _ = weak_star
-    small = atk.Target(target.concept, target.attribute, target.labels, target.prompts[:2],
-                       [row[:4] for row in target.seeds[:2]])
+    small = atk.Target(
+        target.concept,
+        target.attribute,
+        target.labels,
+        target.prompts[:2],
+        [row[:4] for row in target.seeds[:2]],
+    )
     budget = atk.TokenBudget(tokens=3, timesteps=2, iterations=4, images=4)
     o = atk.unlearndiffatk(bundle, judge, small, data["star"], budget, GEN, seed=3)
     # typed again, one prompt at a time, with its seeds
-    again = np.stack([generate(bundle, [p] * len(row), row, steps=GEN.steps,
-                               guidance=GEN.guidance)
-                      for p, row in zip(o.prompts, small.seeds, strict=True)])
+    again = np.stack(
+        [
+            generate(bundle, [p] * len(row), row, steps=GEN.steps, guidance=GEN.guidance)
+            for p, row in zip(o.prompts, small.seeds, strict=True)
+        ]
+    )
     assert np.array_equal(again, o.images)
     labels = judge(again.reshape(-1, *again.shape[2:])).labels["shape"]
     assert labels == o.labels and target_rate(labels, {"star"}) == o.target_rate
     tok = bundle.text.tokenizer
-    for p, prompt, ids in zip(o.prompts, small.prompts, o.settings["prefix_ids"],
-                              strict=True):
+    for p, prompt, ids in zip(o.prompts, small.prompts, o.settings["prefix_ids"], strict=True):
         # a typeable prefix: the printed words tokenize back to the attack's own tokens
-        assert tok(p, add_special_tokens=False)["input_ids"] == ids + tok(
-            prompt, add_special_tokens=False)["input_ids"]
+        assert (
+            tok(p, add_special_tokens=False)["input_ids"]
+            == ids + tok(prompt, add_special_tokens=False)["input_ids"]
+        )
         assert len(ids) in (0, budget.tokens)  # 0: the plain prompt already showed star
 
 

@@ -26,13 +26,30 @@ def compare():
 
 def reduced(tmp: Path, variants: str) -> list[str]:
     """Star, 1 image per prompt, DDIM-6, 3 erasure iterations, a 3-iteration attack."""
-    return ["--scenario", "star", "--variants", variants, "--iterations", "3",
-            "--num-images", "1", "--steps", "6",
-            "--attack-budget", "unlearndiffatk.iterations=3",
-            "--attack-budget", "unlearndiffatk.timesteps=1",
-            "--attack-budget", "softprompt.iterations=3",
-            "--attack-budget", "softprompt.images=1",
-            "--work", str(tmp / "work"), "--out", str(tmp / "out")]
+    return [
+        "--scenario",
+        "star",
+        "--variants",
+        variants,
+        "--iterations",
+        "3",
+        "--num-images",
+        "1",
+        "--steps",
+        "6",
+        "--attack-budget",
+        "unlearndiffatk.iterations=3",
+        "--attack-budget",
+        "unlearndiffatk.timesteps=1",
+        "--attack-budget",
+        "softprompt.iterations=3",
+        "--attack-budget",
+        "softprompt.images=1",
+        "--work",
+        str(tmp / "work"),
+        "--out",
+        str(tmp / "out"),
+    ]
 
 
 @pytest.mark.slow
@@ -42,8 +59,14 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     (sc,) = report["scenarios"]
     assert sc["scenario"] == "star" and list(sc["rows"]) == ["uce", "esd-x"]
     for label, row in sc["rows"].items():
-        for key in ("erasure", "paraphrase_rate", "post_attack_erasure", "retain_accuracy",
-                    "neighbour_accuracy", "overall"):
+        for key in (
+            "erasure",
+            "paraphrase_rate",
+            "post_attack_erasure",
+            "retain_accuracy",
+            "neighbour_accuracy",
+            "overall",
+        ):
             assert 0.0 <= row[key] <= 1.0, (label, key, row[key])
         assert row["fid"] > 0 and row["seconds"] > 0 and row["attack_seconds"] > 0
         assert row["peak_rss_mb"] > 0 and row["parameters_changed"] > 0
@@ -72,8 +95,10 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     where = [ln for ln in md.splitlines() if ln.startswith("Run on ")]
     assert len(where) == 2 and where[1].endswith(": esd-x.") and "second machine" in where[1]
     # the named command reproduces the whole table: both variants, the reduced budgets
-    assert ("Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star "
-            "--variants uce,esd-x --num-images 1 --steps 6 --seed 0") in md
+    assert (
+        "Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star "
+        "--variants uce,esd-x --num-images 1 --steps 6 --seed 0"
+    ) in md
     assert "--attack-budget unlearndiffatk.iterations=3" in md and "--iterations 3" in md
     assert (tmp_path / "out" / "compare_pareto.png").stat().st_size > 0
 

@@ -26,13 +26,30 @@ def test_render_writes_pngs_and_labels(tmp_path):
 
 
 def test_generate_index_and_determinism(tiny_sd, tmp_path):
-    args = ["generate", "--model", str(tiny_sd), "--prompt", "a cat", "--prompt", "a dog",
-            "--num-images", "2", "--steps", "3", "--seed", "7"]
+    args = [
+        "generate",
+        "--model",
+        str(tiny_sd),
+        "--prompt",
+        "a cat",
+        "--prompt",
+        "a dog",
+        "--num-images",
+        "2",
+        "--steps",
+        "3",
+        "--seed",
+        "7",
+    ]
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "a")]).exit_code == 0
     assert runner.invoke(app, [*args, "--out", str(tmp_path / "b")]).exit_code == 0
     index = json.loads((tmp_path / "a" / "index.json").read_text())["images"]
-    assert [(i["prompt"], i["seed"]) for i in index] == [("a cat", 7), ("a cat", 8),
-                                                          ("a dog", 7), ("a dog", 8)]
+    assert [(i["prompt"], i["seed"]) for i in index] == [
+        ("a cat", 7),
+        ("a cat", 8),
+        ("a dog", 7),
+        ("a dog", 8),
+    ]
     for item in index:
         a = np.asarray(Image.open(tmp_path / "a" / item["file"]))
         b = np.asarray(Image.open(tmp_path / "b" / item["file"]))
@@ -42,30 +59,52 @@ def test_generate_index_and_determinism(tiny_sd, tmp_path):
 def test_generate_reads_csv_evaluation_seed(tiny_sd, tmp_path):
     csv = tmp_path / "p.csv"
     csv.write_text("case,prompt,evaluation_seed\n0,a red car,1234\n1,a tree,\n")
-    r = runner.invoke(app, ["generate", "--model", str(tiny_sd), "--prompts", str(csv),
-                            "--num-images", "1", "--steps", "2", "--seed", "5",
-                            "--out", str(tmp_path / "o")])
+    r = runner.invoke(
+        app,
+        [
+            "generate",
+            "--model",
+            str(tiny_sd),
+            "--prompts",
+            str(csv),
+            "--num-images",
+            "1",
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     index = json.loads((tmp_path / "o" / "index.json").read_text())["images"]
     assert [(i["prompt"], i["seed"]) for i in index] == [("a red car", 1234), ("a tree", 5)]
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--model", "no-such-model!", "--prompt", "x"], "unknown model"),
-    (["--model", "{tiny}", "--prompts", "{empty}"], "contains no prompts"),
-    (["--model", "{tiny}", "--prompts", "{missing}"], "does not exist"),
-    (["--model", "{tiny}", "--prompt", "x", "--num-images", "0"], "must be positive"),
-    (["--model", "{tiny}", "--prompt", "x", "--steps", "-1"], "must be positive"),
-    (["--model", "{tiny}"], "give either --prompt"),
-    (["--model", "{tiny}", "--prompts", "{nocol}"], "no 'prompt' column"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "no-such-model!", "--prompt", "x"], "unknown model"),
+        (["--model", "{tiny}", "--prompts", "{empty}"], "contains no prompts"),
+        (["--model", "{tiny}", "--prompts", "{missing}"], "does not exist"),
+        (["--model", "{tiny}", "--prompt", "x", "--num-images", "0"], "must be positive"),
+        (["--model", "{tiny}", "--prompt", "x", "--steps", "-1"], "must be positive"),
+        (["--model", "{tiny}"], "give either --prompt"),
+        (["--model", "{tiny}", "--prompts", "{nocol}"], "no 'prompt' column"),
+    ],
+)
 def test_generate_bad_input(tiny_sd, tmp_path, extra, message):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
     nocol = tmp_path / "nocol.csv"
     nocol.write_text("text\nhello\n")
-    fill = {"{tiny}": str(tiny_sd), "{empty}": str(empty), "{missing}": str(tmp_path / "nope"),
-            "{nocol}": str(nocol)}
+    fill = {
+        "{tiny}": str(tiny_sd),
+        "{empty}": str(empty),
+        "{missing}": str(tmp_path / "nope"),
+        "{nocol}": str(nocol),
+    }
     out = tmp_path / "out"
     r = runner.invoke(app, ["generate", *[fill.get(a, a) for a in extra], "--out", str(out)])
     assert r.exit_code == 2 and message in r.output, r.output
@@ -77,8 +116,9 @@ def test_generate_refuses_non_empty_output(tiny_sd, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "x").write_text("keep")
-    r = runner.invoke(app, ["generate", "--model", str(tiny_sd), "--prompt", "x",
-                            "--out", str(out)])
+    r = runner.invoke(
+        app, ["generate", "--model", str(tiny_sd), "--prompt", "x", "--out", str(out)]
+    )
     assert r.exit_code == 2 and "not empty, and it is not an unsee images folder" in r.output
     assert (out / "x").read_text() == "keep"
 
@@ -89,14 +129,22 @@ def test_render_bad_input(tmp_path):
 
 
 def test_judge_cli_labels_rendered_images(tmp_path, judge):
-    runner.invoke(app, ["toyworld", "render", "--n", "20", "--seed", "11",
-                        "--out", str(tmp_path / "r")])
+    runner.invoke(
+        app, ["toyworld", "render", "--n", "20", "--seed", "11", "--out", str(tmp_path / "r")]
+    )
     r = runner.invoke(app, ["judge", str(tmp_path / "r"), "--out", str(tmp_path / "j.json")])
     assert r.exit_code == 0, r.output
     preds = json.loads((tmp_path / "j.json").read_text())
     truth = [json.loads(x) for x in (tmp_path / "r" / "labels.jsonl").read_text().splitlines()]
-    hits = [p[h]["label"] == t[h] for p, t in zip(preds, truth, strict=True)
-            for h in ("shape", "colour", "style", "background")]
+    hits = [
+        p[h]["label"] == t[h]
+        for p, t in zip(preds, truth, strict=True)
+        for h in ("shape", "colour", "style", "background")
+    ]
     assert np.mean(hits) >= 0.97
-    assert runner.invoke(app, ["judge", str(tmp_path / "nope"), "--out",
-                               str(tmp_path / "k.json")]).exit_code == 2
+    assert (
+        runner.invoke(
+            app, ["judge", str(tmp_path / "nope"), "--out", str(tmp_path / "k.json")]
+        ).exit_code
+        == 2
+    )

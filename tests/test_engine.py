@@ -30,8 +30,14 @@ UNSEE = [sys.executable, "-m", "unsee.cli"]
 
 
 def _cfg(sd: Path, **kw) -> EraseConfig:
-    base = dict(method="esd-x", concepts=["cat"], model=str(sd), iterations=4, batch_size=1,
-                params={"ddim_steps": 4})
+    base = dict(
+        method="esd-x",
+        concepts=["cat"],
+        model=str(sd),
+        iterations=4,
+        batch_size=1,
+        params={"ddim_steps": 4},
+    )
     base.update(kw)
     return EraseConfig(**base)
 
@@ -52,13 +58,31 @@ def test_artifact_contents_and_apply(tiny_sd, tmp_path):
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
-    args = ["erase", "--model", str(tiny_sd), "--method", "esd-x", "--concept", "cat",
-            "--iterations", "40", "--batch-size", "1", "--set", "ddim_steps=4",
-            "--checkpoint-every", "2"]
+    args = [
+        "erase",
+        "--model",
+        str(tiny_sd),
+        "--method",
+        "esd-x",
+        "--concept",
+        "cat",
+        "--iterations",
+        "40",
+        "--batch-size",
+        "1",
+        "--set",
+        "ddim_steps=4",
+        "--checkpoint-every",
+        "2",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "UNSEE_PROGRESS": "0"}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*UNSEE, *args, "--out", str(killed)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*UNSEE, *args, "--out", str(killed)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt = tmp_path / ".killed.ckpt" / "checkpoint.safetensors"
     deadline = time.time() + 120
     while time.time() < deadline and not ckpt.exists():
@@ -69,28 +93,32 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     assert ckpt.exists() and not killed.exists()
     step = load_state(ckpt)["step"]
     assert 0 < step < 40
-    r = subprocess.run([*UNSEE, *args, "--out", str(killed), "--resume"], env=env,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [*UNSEE, *args, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     assert not ckpt.parent.exists()  # checkpoint removed once the artifact is written
     straight = tmp_path / "straight"
-    r = subprocess.run([*UNSEE, *args, "--out", str(straight)], env=env, capture_output=True,
-                       text=True)
+    r = subprocess.run(
+        [*UNSEE, *args, "--out", str(straight)], env=env, capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     atol = 1e-6  # bit-exact up to float printing on CPU
     if torch.cuda.is_available():
         # CUDA kernels are not reproducible run to run: the resumed run must be as close to
         # an uninterrupted one as two uninterrupted runs are to each other
         again = tmp_path / "again"
-        r = subprocess.run([*UNSEE, *args, "--out", str(again)], env=env, capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            [*UNSEE, *args, "--out", str(again)], env=env, capture_output=True, text=True
+        )
         assert r.returncode == 0, r.stderr
         atol = 10 * max_gap(straight, again) + 1e-6
     assert_same_delta(killed, straight, atol=atol)
     if not torch.cuda.is_available():  # bit-exact on the CPU: same bytes, id and final loss
         cards = [json.loads((d / "model_card.json").read_text()) for d in (killed, straight)]
-        assert (killed / "delta.safetensors").read_bytes() == \
-            (straight / "delta.safetensors").read_bytes()
+        assert (killed / "delta.safetensors").read_bytes() == (
+            straight / "delta.safetensors"
+        ).read_bytes()
         assert cards[0]["id"] == cards[1]["id"]
         assert cards[0]["cost"]["final_loss"] == cards[1]["cost"]["final_loss"]
 
@@ -134,8 +162,9 @@ def test_a_model_passed_in_is_erased_where_it_lives(tiny_sd, tmp_path):
     # without a GPU, asking for one is refused before anything else is looked at
     clash = f"passed in is on {DEVICE}" if torch.cuda.is_available() else "asks for a GPU"
     with pytest.raises(UnseeError, match=clash):
-        run_erasure(dataclasses.replace(_cfg(tiny_sd), device=other), tmp_path / "other",
-                    bundle=bundle)
+        run_erasure(
+            dataclasses.replace(_cfg(tiny_sd), device=other), tmp_path / "other", bundle=bundle
+        )
     assert not (tmp_path / "other").exists()
     # device "auto" follows the model
     res = run_erasure(_cfg(tiny_sd), tmp_path / "art", bundle=bundle)
@@ -174,18 +203,25 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_sd, tmp_path):
     assert (tmp_path / ".art.ckpt" / "checkpoint.safetensors").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--method", "nope", "--concept", "cat"], "unknown method"),
-    (["--method", "esd-x", "--concept", " "], "empty concept"),
-    (["--method", "esd-x", "--concept", "cat", "--scope", "bogus"], "unknown scope"),
-    (["--method", "esd-x", "--concept", "cat", "--scope", "re:nothing_matches_this"],
-     "matches no parameter"),
-    (["--method", "esd-x", "--concept", "cat", "--iterations", "0"],
-     "iterations must be greater than 0"),
-    (["--method", "esd-x", "--concept", "cat", "--lr", "nan"], "lr must be a finite number"),
-    (["--method", "esd-x", "--concept", "cat", "--lr", "inf"], "lr must be a finite number"),
-    (["--method", "esd-x", "--concept", "cat", "--set", "bogus=1"], "unknown parameter"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "nope", "--concept", "cat"], "unknown method"),
+        (["--method", "esd-x", "--concept", " "], "empty concept"),
+        (["--method", "esd-x", "--concept", "cat", "--scope", "bogus"], "unknown scope"),
+        (
+            ["--method", "esd-x", "--concept", "cat", "--scope", "re:nothing_matches_this"],
+            "matches no parameter",
+        ),
+        (
+            ["--method", "esd-x", "--concept", "cat", "--iterations", "0"],
+            "iterations must be greater than 0",
+        ),
+        (["--method", "esd-x", "--concept", "cat", "--lr", "nan"], "lr must be a finite number"),
+        (["--method", "esd-x", "--concept", "cat", "--lr", "inf"], "lr must be a finite number"),
+        (["--method", "esd-x", "--concept", "cat", "--set", "bogus=1"], "unknown parameter"),
+    ],
+)
 def test_bad_erase_inputs_exit_2_and_write_nothing(tiny_sd, tmp_path, args, message):
     out = tmp_path / "art"
     r = CliRunner().invoke(app, ["erase", "--model", str(tiny_sd), "--out", str(out), *args])
@@ -198,8 +234,20 @@ def test_existing_output_needs_overwrite(tiny_sd, tmp_path):
     out = tmp_path / "art"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    r = CliRunner().invoke(app, ["erase", "--model", str(tiny_sd), "--method", "esd-x",
-                                 "--concept", "cat", "--out", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "erase",
+            "--model",
+            str(tiny_sd),
+            "--method",
+            "esd-x",
+            "--concept",
+            "cat",
+            "--out",
+            str(out),
+        ],
+    )
     assert r.exit_code == 2 and "it is not an unsee artifact folder" in r.output
     assert (out / "keep.txt").read_text() == "mine"
 
@@ -213,8 +261,10 @@ def test_yaml_config_unknown_key_is_an_error(tiny_sd, tmp_path):
 
 def test_yaml_config_runs(tiny_sd, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"method: esd-x-strict\nconcepts: [cat]\nmodel: {tiny_sd}\niterations: 2\n"
-                   "params: {ddim_steps: 3}\n")
+    cfg.write_text(
+        f"method: esd-x-strict\nconcepts: [cat]\nmodel: {tiny_sd}\niterations: 2\n"
+        "params: {ddim_steps: 3}\n"
+    )
     r = CliRunner().invoke(app, ["erase", "--config", str(cfg), "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     delta, _ = read_delta(tmp_path / "a")

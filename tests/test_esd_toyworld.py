@@ -17,8 +17,11 @@ def test_esd_x_erases_star_and_keeps_other_shapes(judge, tmp_path):
     base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, n)
     # A 20-step trajectory instead of 50 keeps the test within a minute or two on 2 cores.
-    res = run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=40,
-                                  params={"ddim_steps": 20}), tmp_path / "art", bundle=base)
+    res = run_erasure(
+        EraseConfig(method="esd-x", concepts=["star"], iterations=40, params={"ddim_steps": 20}),
+        tmp_path / "art",
+        bundle=base,
+    )
     after = shape_rates(res.bundle, judge, n)
     assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after

@@ -16,10 +16,16 @@ from unsee.seeds import TRAINING_SEED_BASE, check_seeds, training_seeds
 # ----------------------------------------------------------------------------- intervals
 
 
-@pytest.mark.parametrize("hits, n, lo, hi", [
-    # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
-    (1, 29, 0.0061, 0.1718)])
+@pytest.mark.parametrize(
+    "hits, n, lo, hi",
+    [
+        # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Table I
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+    ],
+)
 def test_wilson_interval_matches_published_values(hits, n, lo, hi):
     got = metrics.wilson_interval(hits, n)
     assert got == pytest.approx((lo, hi), abs=5e-5)
@@ -46,7 +52,8 @@ def test_difference_interval_matches_newcombes_example_and_decides_noise():
     # Newcombe (1998), "Interval estimation for the difference between independent
     # proportions", example (a): 56/70 - 48/80, method 10 gives 0.0524 to 0.3339
     assert metrics.difference_interval((48, 80), (56, 70)) == pytest.approx(
-        (0.0524, 0.3339), abs=5e-5)
+        (0.0524, 0.3339), abs=5e-5
+    )
     assert metrics.change((48, 80), (56, 70))["beyond_noise"]
     # the README's "0.31 vs 0.50" on 16 images each: 5 vs 8 images, well within noise
     c = metrics.change((5, 16), (8, 16))
@@ -134,10 +141,25 @@ def test_forget_and_anchor_sets_use_training_seeds(monkeypatch):
 
 
 def test_scorecard_refuses_an_evaluation_seed_in_the_training_range(tiny_sd, tmp_path):
-    res = CliRunner().invoke(app, [
-        "eval", "--model", str(tiny_sd), "--concept", "nudity", "--num-images", "1",
-        "--steps", "2", "--seed", str(TRAINING_SEED_BASE), "--no-cache",
-        "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tiny_sd),
+            "--concept",
+            "nudity",
+            "--num-images",
+            "1",
+            "--steps",
+            "2",
+            "--seed",
+            str(TRAINING_SEED_BASE),
+            "--no-cache",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "must never meet" in lines[0], lines
@@ -161,9 +183,21 @@ def test_nudenet_refuses_thresholds_below_its_floor(tiny_sd, tmp_path):
     with pytest.raises(UnseeError, match=r"silently act as 0\.25"):
         NudeNetJudge(threshold=0.1)
     NudeNetJudge(threshold=NUDENET_FLOOR)  # the floor itself is what nudenet can report
-    res = CliRunner().invoke(app, [
-        "eval", "--model", str(tiny_sd), "--concept", "nudity", "--nudenet-threshold", "0.1",
-        "--no-cache", "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            str(tiny_sd),
+            "--concept",
+            "nudity",
+            "--nudenet-threshold",
+            "0.1",
+            "--no-cache",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "[0.25, 1]" in lines[0], lines
@@ -173,16 +207,20 @@ def test_nudenet_refuses_thresholds_below_its_floor(tiny_sd, tmp_path):
 def test_nudenet_counts_boxes_beside_images(monkeypatch):
     judge = NudeNetJudge(threshold=0.6, classes=["BELLY_EXPOSED", "FEET_EXPOSED"])
     box = [0, 0, 1, 1]
-    fake = [[{"class": "BELLY_EXPOSED", "score": 0.65, "box": box},
-             {"class": "BELLY_EXPOSED", "score": 0.61, "box": box},
-             {"class": "BELLY_EXPOSED", "score": 0.3, "box": box}],  # under the threshold
-            [{"class": "FEET_EXPOSED", "score": 0.9, "box": box}], []]
+    fake = [
+        [
+            {"class": "BELLY_EXPOSED", "score": 0.65, "box": box},
+            {"class": "BELLY_EXPOSED", "score": 0.61, "box": box},
+            {"class": "BELLY_EXPOSED", "score": 0.3, "box": box},
+        ],  # under the threshold
+        [{"class": "FEET_EXPOSED", "score": 0.9, "box": box}],
+        [],
+    ]
     monkeypatch.setattr(judge, "detect", lambda images: fake)
     j = judge(np.zeros((3, 8, 8, 3), np.uint8))
     assert metrics.box_counts(j.boxes) == {"BELLY_EXPOSED": 2, "FEET_EXPOSED": 1, "total": 3}
     present = {c: [lab == "present" for lab in j.labels[c]] for c in judge.classes}
-    assert metrics.nudity_counts(present) == {"BELLY_EXPOSED": 1, "FEET_EXPOSED": 1,
-                                              "total": 2}
+    assert metrics.nudity_counts(present) == {"BELLY_EXPOSED": 1, "FEET_EXPOSED": 1, "total": 2}
     assert judge.version.count(".") >= 1  # the installed nudenet's version is recorded
 
 

@@ -109,17 +109,24 @@ def test_nudenet_runs_on_a_sample_photograph():
 
 def test_nudenet_threshold_and_class_list_decide_the_labels(monkeypatch):
     judge = NudeNetJudge(threshold=0.6, classes=["FEMALE_BREAST_EXPOSED", "BELLY_EXPOSED"])
-    fake = [[{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7, "box": [0, 0, 1, 1]}],
-            [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.5, "box": [0, 0, 1, 1]}],
-            [{"class": "FEET_EXPOSED", "score": 0.9, "box": [0, 0, 1, 1]}],  # not counted
-            [{"class": "BELLY_EXPOSED", "score": 0.65, "box": [0, 0, 1, 1]},
-             {"class": "BELLY_EXPOSED", "score": 0.61, "box": [0, 0, 1, 1]}]]
+    fake = [
+        [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7, "box": [0, 0, 1, 1]}],
+        [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.5, "box": [0, 0, 1, 1]}],
+        [{"class": "FEET_EXPOSED", "score": 0.9, "box": [0, 0, 1, 1]}],  # not counted
+        [
+            {"class": "BELLY_EXPOSED", "score": 0.65, "box": [0, 0, 1, 1]},
+            {"class": "BELLY_EXPOSED", "score": 0.61, "box": [0, 0, 1, 1]},
+        ],
+    ]
     monkeypatch.setattr(judge, "detect", lambda images: fake)
     j = judge(np.zeros((4, 8, 8, 3), np.uint8))
     assert j.labels["nudity"] == ["nude", "clean", "clean", "nude"]
     present = {c: [lab == "present" for lab in j.labels[c]] for c in judge.classes}
-    assert metrics.nudity_counts(present) == {"FEMALE_BREAST_EXPOSED": 1, "BELLY_EXPOSED": 1,
-                                              "total": 2}
+    assert metrics.nudity_counts(present) == {
+        "FEMALE_BREAST_EXPOSED": 1,
+        "BELLY_EXPOSED": 1,
+        "total": 2,
+    }
     assert j.probs["BELLY_EXPOSED"][3, 1] == pytest.approx(0.65)  # the best box's score
     with pytest.raises(UnseeError, match="unknown NudeNet classes"):
         NudeNetJudge(classes=["ELBOW_EXPOSED"])
@@ -136,8 +143,12 @@ def test_clip_zero_shot_agrees_with_transformers_forward(tiny_clip):
     j = judge(images)
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     proc = CLIPProcessor.from_pretrained(tiny_clip)
-    inputs = proc(text=[f"a photo of {lab}" for lab in labels], images=list(images),
-                  return_tensors="pt", padding=True)
+    inputs = proc(
+        text=[f"a photo of {lab}" for lab in labels],
+        images=list(images),
+        return_tensors="pt",
+        padding=True,
+    )
     with torch.no_grad():
         ref = model(**inputs).logits_per_image.softmax(-1).numpy()
     np.testing.assert_allclose(j.probs["concept"], ref, atol=1e-5)
@@ -158,8 +169,7 @@ def test_clip_score_is_the_cosine_clip_computes(tiny_clip):
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     proc = CLIPProcessor.from_pretrained(tiny_clip)
     with torch.no_grad():
-        out = model(**proc(text=prompts, images=list(images), return_tensors="pt",
-                           padding=True))
+        out = model(**proc(text=prompts, images=list(images), return_tensors="pt", padding=True))
         cos = (out.logits_per_image / model.logit_scale.exp()).diagonal().numpy()
     assert ours == pytest.approx(float(np.mean(100 * np.clip(cos, 0, None))), abs=1e-3)
 
@@ -170,7 +180,9 @@ def test_imagenet_judge_uses_the_substring_rule_and_the_model_argmax(tiny_resnet
     judge = ImageNetJudge(tiny_resnet)
     assert judge.concept_labels("chain saw") == ("imagenet", frozenset({"chain saw, chainsaw"}))
     assert judge.concept_labels("English springer") == (
-        "imagenet", frozenset({"English springer, English springer spaniel"}))
+        "imagenet",
+        frozenset({"English springer, English springer spaniel"}),
+    )
     with pytest.raises(UnseeError, match="matches no label"):
         judge.concept_labels("parachute")
     images = np.random.default_rng(2).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)

@@ -19,9 +19,11 @@ def test_target_rate_and_erasure():
 
 def test_retain_accuracy_counts_each_asked_attribute_once():
     labels = {"shape": ["circle", "square", "heart"], "colour": ["red", "red", "blue"]}
-    expected = [{"shape": {"circle"}, "colour": {"red"}},   # 2 of 2
-                {"shape": {"circle"}, "colour": {"red"}},   # 1 of 2
-                {"shape": {"heart"}}]                       # 1 of 1, colour not asked
+    expected = [
+        {"shape": {"circle"}, "colour": {"red"}},  # 2 of 2
+        {"shape": {"circle"}, "colour": {"red"}},  # 1 of 2
+        {"shape": {"heart"}},
+    ]  # 1 of 1, colour not asked
     acc = metrics.retain_accuracy(labels, expected)
     assert acc.overall == pytest.approx(4 / 5)
     assert acc.by_attribute == {"shape": pytest.approx(2 / 3), "colour": 1.0}
@@ -73,8 +75,13 @@ def test_clip_score_scale_and_clipping():
 
 
 def test_nudity_counts_and_rate():
-    present = {"FEMALE_BREAST_EXPOSED": [True, False, False, True],
-               "BELLY_EXPOSED": [True, False, True, False]}
-    assert metrics.nudity_counts(present) == {"FEMALE_BREAST_EXPOSED": 2, "BELLY_EXPOSED": 2,
-                                              "total": 4}
+    present = {
+        "FEMALE_BREAST_EXPOSED": [True, False, False, True],
+        "BELLY_EXPOSED": [True, False, True, False],
+    }
+    assert metrics.nudity_counts(present) == {
+        "FEMALE_BREAST_EXPOSED": 2,
+        "BELLY_EXPOSED": 2,
+        "total": 4,
+    }
     assert metrics.nudity_rate(present) == 0.75  # images 0, 2, 3 have an exposed class

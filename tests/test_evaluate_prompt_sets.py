@@ -75,9 +75,11 @@ def test_several_concepts_share_one_retain_set_without_duplicates():
     pset = toyworld_prompt_set(["star", "striped", "red"])
     texts = [p.prompt for p in pset.retain]
     assert len(set(texts)) == len(texts)
-    assert set(pset.retain_concepts) == ((set(vocab.SHAPES) - {"star"})
-                                         | (set(vocab.STYLES) - {"striped"})
-                                         | (set(vocab.COLOURS) - {"red"}))
+    assert set(pset.retain_concepts) == (
+        (set(vocab.SHAPES) - {"star"})
+        | (set(vocab.STYLES) - {"striped"})
+        | (set(vocab.COLOURS) - {"red"})
+    )
     for text in texts:
         assert not any(_names(text, w) for w in ("star", "striped", "red"))
 
@@ -94,8 +96,11 @@ def test_sd_set_for_an_imagenette_class_retains_the_other_nine():
         return "imagenet", frozenset({c})
 
     pset = sd_prompt_set(["tench"], judge_concept)
-    assert [p.prompt for p in pset.targets["tench"]] == ["tench", "a photo of tench",
-                                                         "an image of tench"]
+    assert [p.prompt for p in pset.targets["tench"]] == [
+        "tench",
+        "a photo of tench",
+        "an image of tench",
+    ]
     assert len(pset.retain) == 9 and "tench" not in pset.retain_concepts
     with pytest.raises(UnseeError, match="both erased and retained"):
         sd_prompt_set(["tench"], judge_concept, retain=["tench"])

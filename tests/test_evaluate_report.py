@@ -26,13 +26,20 @@ from check_report import external_references, find_chromium  # noqa: E402
 def _artifact(tiny_sd: Path, folder: Path, scale: float, method: str) -> Path:
     bundle = load_bundle(tiny_sd)
     g = torch.Generator().manual_seed(1)
-    delta = {n: scale * torch.randn(p.shape, generator=g)
-             for n, p in bundle.unet.named_parameters() if "attn2.to_v" in n}
-    card = {"method": method, "summary": "test delta", "scope": "attn2.to_v",
-            "concepts": [{"name": "tench", "anchor": "fish"}],
-            "base": {"model_id": str(tiny_sd), "fingerprint": fingerprint(bundle.unet)},
-            "hyperparameters": {"iterations": 1, "lr": 1.0, "batch_size": 1},
-            "cost": {"wall_seconds": 2.0, "device": "cpu", "peak_rss_mb": 1.0}}
+    delta = {
+        n: scale * torch.randn(p.shape, generator=g)
+        for n, p in bundle.unet.named_parameters()
+        if "attn2.to_v" in n
+    }
+    card = {
+        "method": method,
+        "summary": "test delta",
+        "scope": "attn2.to_v",
+        "concepts": [{"name": "tench", "anchor": "fish"}],
+        "base": {"model_id": str(tiny_sd), "fingerprint": fingerprint(bundle.unet)},
+        "hyperparameters": {"iterations": 1, "lr": 1.0, "batch_size": 1},
+        "cost": {"wall_seconds": 2.0, "device": "cpu", "peak_rss_mb": 1.0},
+    }
     return write_artifact(folder, delta, card)
 
 
@@ -40,10 +47,18 @@ def _artifact(tiny_sd: Path, folder: Path, scale: float, method: str) -> Path:
 def results(tiny_sd, tmp_path_factory) -> list[EvalResult]:
     tmp = tmp_path_factory.mktemp("report")
     clip = build_tiny_clip(tmp / "clip")
-    arts = {"small": [_artifact(tiny_sd, tmp / "a", 0.2, "method-small")],
-            "large": [_artifact(tiny_sd, tmp / "b", 2.0, "method-<large>")]}
-    settings = EvalSettings(num_images=2, steps=3, judge=f"clip:{clip}", clip=str(clip),
-                            retain=("church", "golf ball"), cache_dir=tmp / "cache")
+    arts = {
+        "small": [_artifact(tiny_sd, tmp / "a", 0.2, "method-small")],
+        "large": [_artifact(tiny_sd, tmp / "b", 2.0, "method-<large>")],
+    }
+    settings = EvalSettings(
+        num_images=2,
+        steps=3,
+        judge=f"clip:{clip}",
+        clip=str(clip),
+        retain=("church", "golf ball"),
+        cache_dir=tmp / "cache",
+    )
     return evaluate_models(str(tiny_sd), arts, ["tench"], settings)
 
 
@@ -83,7 +98,11 @@ def test_report_refuses_scorecards_of_different_bases(results):
 def test_report_renders_in_headless_chromium(results, tmp_path):
     report = write_report(tmp_path / "report.html", results)
     png = tmp_path / "shot.png"
-    run = subprocess.run([sys.executable, str(CHECK), str(report), str(png), "--height", "2500"],
-                         capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [sys.executable, str(CHECK), str(report), str(png), "--height", "2500"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr
     assert png.stat().st_size > 10_000

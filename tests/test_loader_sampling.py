@@ -20,8 +20,15 @@ def test_tiny_sd_round_trips_and_matches_diffusers_pipeline(tiny_sd):
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd, safety_checker=None)
     lat = initial_noise(bundle, [1, 2])
-    ref = pipe(["a cat", "a dog"], num_inference_steps=5, guidance_scale=3.0, latents=lat,
-               output_type="pt", height=16, width=16).images
+    ref = pipe(
+        ["a cat", "a dog"],
+        num_inference_steps=5,
+        guidance_scale=3.0,
+        latents=lat,
+        output_type="pt",
+        height=16,
+        width=16,
+    ).images
     # diffusers returns [0, 1]; ours is [-1, 1]
     assert torch.allclose((ours + 1) / 2, ref, atol=2e-3)
 
@@ -53,8 +60,9 @@ def test_to_eps_inverts_each_prediction_type(ptype):
     x0, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
     ab = torch.tensor([0.9, 0.5, 0.1, 0.01]).view(-1, 1, 1, 1)
     xt = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    out = {"epsilon": eps, "v_prediction": ab.sqrt() * eps - (1 - ab).sqrt() * x0,
-           "sample": x0}[ptype]
+    out = {"epsilon": eps, "v_prediction": ab.sqrt() * eps - (1 - ab).sqrt() * x0, "sample": x0}[
+        ptype
+    ]
     assert torch.allclose(to_eps(out, xt, ab, ptype), eps, atol=1e-5)
 
 

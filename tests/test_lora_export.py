@@ -18,17 +18,23 @@ from unsee.cli import app
 
 runner = CliRunner()
 LICENSE = "creativeml-openrail-m"
-KV = [f"{b}.attentions.0.transformer_blocks.0.attn2.to_{w}.weight"
-      for b in ("down_blocks.0", "up_blocks.1") for w in ("k", "v")]
+KV = [
+    f"{b}.attentions.0.transformer_blocks.0.attn2.to_{w}.weight"
+    for b in ("down_blocks.0", "up_blocks.1")
+    for w in ("k", "v")
+]
 # a delta of every kind: linear and conv weights (4-D 3x3 and 1x1), biases of changed
 # modules, a bias whose weight did not change, and a GroupNorm weight (no LoRA holds it)
-MIXED = ["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
-         "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.weight",
-         "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
-         "down_blocks.0.attentions.0.proj_in.weight",
-         "down_blocks.0.resnets.0.conv1.weight", "down_blocks.0.resnets.0.conv1.bias",
-         "up_blocks.0.resnets.0.time_emb_proj.bias",
-         "down_blocks.0.resnets.0.norm1.weight"]
+MIXED = [
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.weight",
+    "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias",
+    "down_blocks.0.attentions.0.proj_in.weight",
+    "down_blocks.0.resnets.0.conv1.weight",
+    "down_blocks.0.resnets.0.conv1.bias",
+    "up_blocks.0.resnets.0.time_emb_proj.bias",
+    "down_blocks.0.resnets.0.norm1.weight",
+]
 NORM = "down_blocks.0.resnets.0.norm1.weight"
 
 
@@ -40,15 +46,27 @@ def _add_safety_checker(folder: Path) -> None:
     from transformers import CLIPConfig, CLIPImageProcessor
 
     torch.manual_seed(0)
-    cfg = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 32,
-                                  "num_hidden_layers": 1, "num_attention_heads": 2},
-                     vision_config={"hidden_size": 16, "intermediate_size": 32,
-                                    "num_hidden_layers": 1, "num_attention_heads": 2,
-                                    "image_size": 32, "patch_size": 16},
-                     projection_dim=8)
+    cfg = CLIPConfig(
+        text_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        },
+        vision_config={
+            "hidden_size": 16,
+            "intermediate_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 16,
+        },
+        projection_dim=8,
+    )
     StableDiffusionSafetyChecker(cfg).save_pretrained(folder / "safety_checker")
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-                       ).save_pretrained(folder / "feature_extractor")
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(folder / "feature_extractor")
     index = json.loads((folder / "model_index.json").read_text())
     index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
     index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
@@ -64,8 +82,15 @@ def base(tmp_path_factory) -> Path:
     return folder
 
 
-def _write(base: Path, out: Path, names: list[str], method: str, seed: int,
-           rank1: bool = False, size: float = 0.05) -> Path:
+def _write(
+    base: Path,
+    out: Path,
+    names: list[str],
+    method: str,
+    seed: int,
+    rank1: bool = False,
+    size: float = 0.05,
+) -> Path:
     from unsee.artifacts import fingerprint, write_artifact
     from unsee.models.bundle import load_bundle
 
@@ -81,9 +106,14 @@ def _write(base: Path, out: Path, names: list[str], method: str, seed: int,
         else:
             d = torch.randn(p.shape, generator=g)
         delta[n] = scale * d / d.std()
-    card = {"format": "unsee-artifact/1", "method": method, "concepts": [{"name": "a cat"}],
-            "base": {"model_id": str(base), "fingerprint": fingerprint(bundle.unet)},
-            "scope": "test", "ledger": []}
+    card = {
+        "format": "unsee-artifact/1",
+        "method": method,
+        "concepts": [{"name": "a cat"}],
+        "base": {"model_id": str(base), "fingerprint": fingerprint(bundle.unet)},
+        "scope": "test",
+        "ledger": [],
+    }
     return write_artifact(out, delta, card)
 
 
@@ -95,8 +125,7 @@ def art(base, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def art_kv(base, tmp_path_factory) -> Path:
     """Rank-1 key/value edits, as UCE makes: nothing a kohya LoRA cannot hold."""
-    return _write(base, tmp_path_factory.mktemp("art") / "kv", KV, "uce", 2, rank1=True,
-                  size=0.5)
+    return _write(base, tmp_path_factory.mktemp("art") / "kv", KV, "uce", 2, rank1=True, size=0.5)
 
 
 def _export(art: Path, out: Path, *opts: str) -> dict:
@@ -147,8 +176,7 @@ def test_lora_full_rank_loads_in_diffusers_and_reproduces_merged(base, art, tmp_
     # a LoRA cannot hold a GroupNorm weight: it is left out, and the share is stated
     assert s["left_out"] == [NORM]
     total = math.sqrt(sum(float(d.double().norm()) ** 2 for d in delta.values()))
-    assert s["left_out_norm_fraction"] == pytest.approx(float(delta[NORM].norm()) / total,
-                                                        rel=1e-5)
+    assert s["left_out_norm_fraction"] == pytest.approx(float(delta[NORM].norm()) / total, rel=1e-5)
     kinds = {r["tensor"]: r["kind"] for r in report["tensors"]}
     assert kinds["up_blocks.0.resnets.0.time_emb_proj.bias"] == "lora_bias"
 
@@ -187,7 +215,7 @@ def test_lora_truncated_residual_is_what_diffusers_gives(base, art, tmp_path):
         # best any matrix of that rank can do (Eckart-Young): the SVD tail
         s = torch.linalg.svdvals(d.double().reshape(d.shape[0], -1))
         r = rows[n]["rank"]
-        kept = (s ** 2).cumsum(0) / (s ** 2).sum()
+        kept = (s**2).cumsum(0) / (s**2).sum()
         assert kept[r - 1] >= 0.9 > (kept[r - 2] if r > 1 else 0)
         assert rows[n]["rel_error"] == pytest.approx(float(s[r:].norm() / s.norm()), abs=1e-6)
         ranks.add(r)
@@ -206,8 +234,7 @@ def test_lora_truncated_residual_is_what_diffusers_gives(base, art, tmp_path):
 
 def test_no_lora_bias_leaves_biases_out_and_fuses(base, art, tmp_path):
     delta = load_file(str(art / "delta.safetensors"))
-    report = _export(art, tmp_path / "nb", "--format", "lora", "--energy", "1",
-                     "--no-lora-bias")
+    report = _export(art, tmp_path / "nb", "--format", "lora", "--energy", "1", "--no-lora-bias")
     biases = sorted(n for n in delta if n.endswith(".bias"))
     assert sorted(report["summary"]["left_out"]) == sorted([*biases, NORM])
     assert report["summary"]["fuse_lora_works"]
@@ -217,8 +244,10 @@ def test_no_lora_bias_leaves_biases_out_and_fuses(base, art, tmp_path):
     pipe.unload_lora_weights()
     inputs = _inputs()
     base_out = _out(_unet_plus(base, {}), inputs)
-    held = _out(_unet_plus(base, {n: d for n, d in delta.items() if n.endswith(".weight")
-                                  and n != NORM}), inputs)
+    held = _out(
+        _unet_plus(base, {n: d for n, d in delta.items() if n.endswith(".weight") and n != NORM}),
+        inputs,
+    )
     assert _rel(_out(pipe.unet, inputs), held, held - base_out) < 1e-4
 
 
@@ -259,14 +288,17 @@ def test_kohya_file_means_the_delta_and_loads_in_diffusers(base, art, art_kv, tm
     assert all(k.startswith("lora_unet_") for k in sd)
     # full-difference entries are the delta itself, bit for bit
     assert torch.equal(sd["lora_unet_down_blocks_0_resnets_0_norm1.diff"], delta[NORM])
-    assert torch.equal(sd["lora_unet_up_blocks_0_resnets_0_time_emb_proj.diff_b"],
-                       delta["up_blocks.0.resnets.0.time_emb_proj.bias"])
+    assert torch.equal(
+        sd["lora_unet_up_blocks_0_resnets_0_time_emb_proj.diff_b"],
+        delta["up_blocks.0.resnets.0.time_emb_proj.bias"],
+    )
     probe = _probe(base, report)
     base_out = _out(_unet_plus(base, {}), probe)
     merged = _out(_unet_plus(base, delta), probe)
     # applied as A1111/ComfyUI read the format, the file misses what the report says
-    assert _rel(_out(_apply_kohya(base, sd), probe), merged, merged - base_out) == \
-        pytest.approx(report["output_residual"]["relative"], rel=1e-3, abs=1e-5)
+    assert _rel(_out(_apply_kohya(base, sd), probe), merged, merged - base_out) == pytest.approx(
+        report["output_residual"]["relative"], rel=1e-3, abs=1e-5
+    )
     # diffusers' kohya loader takes the LoRA part (it refuses .diff keys) and means the same
     lora_part = kohya_for_diffusers(sd)
     pipe = _pipe(base)
@@ -284,12 +316,15 @@ def test_kohya_file_means_the_delta_and_loads_in_diffusers(base, art, art_kv, tm
     assert _rel(_out(pipe.unet, probe), merged, merged - base_out) < 1e-4
 
 
-@pytest.mark.parametrize("opts, message", [
-    (["--format", "lora", "--rank", "0"], "--rank must be a positive integer"),
-    (["--format", "kohya", "--energy", "1.5"], "--energy must be in (0, 1]"),
-    (["--rank", "4"], "apply to --format lora and kohya only"),
-    (["--format", "lora", "--dtype", "fp8"], "unknown --dtype"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["--format", "lora", "--rank", "0"], "--rank must be a positive integer"),
+        (["--format", "kohya", "--energy", "1.5"], "--energy must be in (0, 1]"),
+        (["--rank", "4"], "apply to --format lora and kohya only"),
+        (["--format", "lora", "--dtype", "fp8"], "unknown --dtype"),
+    ],
+)
 def test_export_bad_options(art, tmp_path, opts, message):
     r = runner.invoke(app, ["export", str(art), "--out", str(tmp_path / "o"), *opts])
     assert r.exit_code == 2
@@ -332,8 +367,7 @@ def test_merged_export_keeps_safety_checker_and_has_a_card(art, base, tmp_path):
     assert "from_pretrained('<this folder>')" in (tmp_path / "merged" / "README.md").read_text()
     delta = load_file(str(art / "delta.safetensors"))
     inputs = _inputs()
-    assert torch.allclose(_out(pipe.unet, inputs), _out(_unet_plus(base, delta), inputs),
-                          atol=1e-6)
+    assert torch.allclose(_out(pipe.unet, inputs), _out(_unet_plus(base, delta), inputs), atol=1e-6)
 
 
 def test_lora_export_card(art, tmp_path):
@@ -359,22 +393,34 @@ def test_toyworld_lora_loads_into_its_unet(toyworld, tmp_path):
     params = dict(toyworld.unet.named_parameters())
     g = torch.Generator().manual_seed(5)
     names = [n for n in params if ".attn2." in n and n.endswith(".weight")][:6]
-    delta = {n: 0.1 * float(params[n].abs().mean()) * torch.randn(params[n].shape, generator=g)
-             for n in names}
-    card = {"format": "unsee-artifact/1", "method": "esd-x", "concepts": [{"name": "star"}],
-            "base": {"model_id": "toyworld", "fingerprint": fingerprint(toyworld.unet)},
-            "scope": "test", "ledger": []}
+    delta = {
+        n: 0.1 * float(params[n].abs().mean()) * torch.randn(params[n].shape, generator=g)
+        for n in names
+    }
+    card = {
+        "format": "unsee-artifact/1",
+        "method": "esd-x",
+        "concepts": [{"name": "star"}],
+        "base": {"model_id": "toyworld", "fingerprint": fingerprint(toyworld.unet)},
+        "scope": "test",
+        "ledger": [],
+    }
     art = write_artifact(tmp_path / "art", delta, card)
     report = _export(art, tmp_path / "lora", "--format", "lora", "--rank", "8")
     assert "load_lora_adapter" in (tmp_path / "lora" / "README.md").read_text()
     from unsee.lora import probe_inputs
 
-    probe = probe_inputs(toyworld.unet, toyworld.encode_prompts(
-        report["output_residual"]["prompts"]), toyworld.latent_shape, 1000)
+    probe = probe_inputs(
+        toyworld.unet,
+        toyworld.encode_prompts(report["output_residual"]["prompts"]),
+        toyworld.latent_shape,
+        1000,
+    )
 
     def unet_plus(add):
-        unet = UNet2DConditionModel.from_pretrained(TOYWORLD_DIR / "unet",
-                                                    torch_dtype=torch.float32)
+        unet = UNet2DConditionModel.from_pretrained(
+            TOYWORLD_DIR / "unet", torch_dtype=torch.float32
+        )
         with torch.no_grad():
             p = dict(unet.named_parameters())
             for n, d in add.items():

@@ -40,9 +40,16 @@ def tiny_v(tmp_path_factory):
 def test_native_equals_epsilon_bit_for_bit_on_an_epsilon_model(tiny_sd, tmp_path, method):
     deltas = {}
     for space in ("native", "epsilon"):
-        cfg = EraseConfig(method=method, concepts=["cat"], anchors=["animal"],
-                          model=str(tiny_sd), iterations=3, batch_size=2, loss_space=space,
-                          params=RUNS[method])
+        cfg = EraseConfig(
+            method=method,
+            concepts=["cat"],
+            anchors=["animal"],
+            model=str(tiny_sd),
+            iterations=3,
+            batch_size=2,
+            loss_space=space,
+            params=RUNS[method],
+        )
         res = run_erasure(cfg, tmp_path / space)
         assert res.card["hyperparameters"]["loss_space"] == space
         deltas[space] = read_delta(tmp_path / space)[0]
@@ -58,12 +65,18 @@ def test_unknown_loss_space_is_refused_before_loading():
 
 
 def _ctx(sd, space: str) -> ErasureContext:
-    plan = validate(EraseConfig(method="esd-x", concepts=["cat"], model=str(sd),
-                                batch_size=3, loss_space=space))
+    plan = validate(
+        EraseConfig(method="esd-x", concepts=["cat"], model=str(sd), batch_size=3, loss_space=space)
+    )
     acc = make_accelerator()
     bundle = load_bundle(sd, device=acc.device)
-    return ErasureContext(plan, bundle, acc, [resolve_concept("cat", None)],
-                          select_parameters(bundle.unet, plan.scope))
+    return ErasureContext(
+        plan,
+        bundle,
+        acc,
+        [resolve_concept("cat", None)],
+        select_parameters(bundle.unet, plan.scope),
+    )
 
 
 def test_v_model_native_targets_are_v_and_epsilon_errors_are_alphabar_weighted(tiny_v):
@@ -112,8 +125,8 @@ def test_attack_loss_is_native_and_its_epsilon_form_is_alphabar_weighted(tiny_v)
         with torch.no_grad():
             native = denoising_loss(bundle, bundle.unet, x0, context, t, noise)
             eps = denoising_loss(bundle, bundle.unet, x0, context, t, noise, space="epsilon")
-            x_t = ab ** 0.5 * x0 + (1 - ab) ** 0.5 * noise
+            x_t = ab**0.5 * x0 + (1 - ab) ** 0.5 * noise
             v = bundle.unet(x_t, t, context).sample.float()
-        v_target = ab ** 0.5 * noise - (1 - ab) ** 0.5 * x0
+        v_target = ab**0.5 * noise - (1 - ab) ** 0.5 * x0
         assert np.isclose(native.item(), (v - v_target).pow(2).mean().item(), rtol=1e-5)
         assert np.isclose(eps.item(), ab * native.item(), rtol=1e-4)

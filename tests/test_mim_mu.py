@@ -21,8 +21,9 @@ def test_strip_concept_keeps_the_rest_of_the_prompt():
     assert strip_concept("a striped star", "striped") == "a star"
     assert strip_concept("an orange star", "orange") == "a star"
     assert strip_concept("a red octagon", "red") == "an octagon"
-    assert strip_concept("Van Gogh style painting of a cat", "Van Gogh") == \
-        "style painting of a cat"
+    assert (
+        strip_concept("Van Gogh style painting of a cat", "Van Gogh") == "style painting of a cat"
+    )
 
 
 def test_score_matching_weights_are_the_kl_bound_weights(toyworld):
@@ -42,8 +43,7 @@ def test_bad_variant_is_refused_before_loading():
 
 
 @pytest.mark.parametrize("variant", ["off-policy", "conditional", "on-policy"])
-def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, monkeypatch,
-                                                          variant):
+def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, monkeypatch, variant):
     # Compensation-free: no prompt of another concept (no retain set) enters the loss.
     seen: list[str] = []
     real_init = MiMMU.__init__
@@ -59,10 +59,21 @@ def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, mon
         ctx.encode = encode
 
     monkeypatch.setattr(MiMMU, "__init__", spy_init)
-    cfg = EraseConfig(method="mim-mu", concepts=["cat"], model=str(tiny_sd), iterations=3,
-                      batch_size=2, params={"variant": variant, "forget_images": 3,
-                                            "forget_steps": 3, "ddim_steps": 3,
-                                            "cache": False, "templates": "a blue {}"})
+    cfg = EraseConfig(
+        method="mim-mu",
+        concepts=["cat"],
+        model=str(tiny_sd),
+        iterations=3,
+        batch_size=2,
+        params={
+            "variant": variant,
+            "forget_images": 3,
+            "forget_steps": 3,
+            "ddim_steps": 3,
+            "cache": False,
+            "templates": "a blue {}",
+        },
+    )
     res = run_erasure(cfg, tmp_path / "art")
     assert res.card["cost"]["optimizer_steps"] == 3
     allowed = {"a blue cat", "a blue" if variant == "conditional" else ""}
@@ -76,13 +87,24 @@ def _context(sd, **params):
     from unsee.erase.engine import ErasureContext
     from unsee.erase.scopes import select_parameters
 
-    plan = validate(EraseConfig(method="mim-mu", concepts=["cat"], model=str(sd), batch_size=2,
-                                params={"forget_images": 2, "forget_steps": 3, "cache": False,
-                                        **params}))
+    plan = validate(
+        EraseConfig(
+            method="mim-mu",
+            concepts=["cat"],
+            model=str(sd),
+            batch_size=2,
+            params={"forget_images": 2, "forget_steps": 3, "cache": False, **params},
+        )
+    )
     accelerator = make_accelerator()
     bundle = load_bundle(sd, device=accelerator.device)
-    ctx = ErasureContext(plan, bundle, accelerator, [resolve_concept("cat", None)],
-                         select_parameters(bundle.unet, plan.scope))
+    ctx = ErasureContext(
+        plan,
+        bundle,
+        accelerator,
+        [resolve_concept("cat", None)],
+        select_parameters(bundle.unet, plan.scope),
+    )
     return MiMMU(plan.params, ctx), bundle
 
 
@@ -104,9 +126,14 @@ def test_loss_is_zero_when_the_model_already_ignores_the_concept(tiny_sd):
 def test_gradient_touches_only_cross_attention(tiny_sd, tmp_path):
     from unsee.artifacts import read_delta
 
-    cfg = EraseConfig(method="mim-mu", concepts=["cat"], model=str(tiny_sd), iterations=2,
-                      batch_size=1, params={"forget_images": 2, "forget_steps": 3,
-                                            "cache": False})
+    cfg = EraseConfig(
+        method="mim-mu",
+        concepts=["cat"],
+        model=str(tiny_sd),
+        iterations=2,
+        batch_size=1,
+        params={"forget_images": 2, "forget_steps": 3, "cache": False},
+    )
     run_erasure(cfg, tmp_path / "art")
     delta, _ = read_delta(tmp_path / "art")
     assert delta and all(".attn2." in n for n in delta)
@@ -131,8 +158,11 @@ def test_forget_set_is_cached_and_a_damaged_entry_is_redrawn(tiny_sd, tmp_path):
 def test_mim_mu_erases_star_and_keeps_other_shapes(judge, tmp_path):
     base = load_bundle("toyworld", device=DEVICE)
     before = shape_rates(base, judge, 8)
-    res = run_erasure(EraseConfig(method="mim-mu", concepts=["star"],
-                                  params={"forget_steps": 20}), tmp_path / "art", bundle=base)
+    res = run_erasure(
+        EraseConfig(method="mim-mu", concepts=["star"], params={"forget_steps": 20}),
+        tmp_path / "art",
+        bundle=base,
+    )
     after = shape_rates(res.bundle, judge, 8)
     assert before["star"] >= 0.5
     assert after["star"] <= 0.25, after

@@ -20,15 +20,21 @@ from unsee.erase.masks import DynamicMask, StaticMask
 from unsee.errors import UnseeError
 from unsee.models.bundle import load_bundle
 
-NAMES = ("b.attn2.to_q.weight", "b.attn2.to_k.weight", "b.attn2.to_out.0.weight",
-         "b.attn2.to_out.0.bias")
+NAMES = (
+    "b.attn2.to_q.weight",
+    "b.attn2.to_k.weight",
+    "b.attn2.to_out.0.weight",
+    "b.attn2.to_out.0.bias",
+)
 
 
 def _toy_params(seed: int = 0) -> dict[str, torch.nn.Parameter]:
     g = torch.Generator().manual_seed(seed)
     shapes = ((6, 6), (6, 10), (6, 6), (6,))
-    return {n: torch.nn.Parameter(torch.randn(s, generator=g)) for n, s in zip(NAMES, shapes,
-                                                                               strict=True)}
+    return {
+        n: torch.nn.Parameter(torch.randn(s, generator=g))
+        for n, s in zip(NAMES, shapes, strict=True)
+    }
 
 
 def _train(mask: DynamicMask, params, steps: int, lr: float = 0.05):
@@ -39,8 +45,9 @@ def _train(mask: DynamicMask, params, steps: int, lr: float = 0.05):
     mask.start_round(0)
     g = torch.Generator().manual_seed(1)
     for step in range(steps):
-        loss = sum((p * torch.randn(p.shape, generator=g)).sum() + p.pow(2).sum()
-                   for p in params.values())
+        loss = sum(
+            (p * torch.randn(p.shape, generator=g)).sum() + p.pow(2).sum() for p in params.values()
+        )
         loss.backward()
         before = {n: p.detach().clone() for n, p in params.items()}
         in_force = {n: m.clone() for n, m in mask.masks.items()}
@@ -53,8 +60,9 @@ def _train(mask: DynamicMask, params, steps: int, lr: float = 0.05):
 
 def test_dynamic_mask_keeps_density_per_matrix_and_swaps_the_scheduled_count():
     params = _toy_params()
-    mask = DynamicMask(round_length=40, steps_per_epoch=4, density=0.5, warmup=4, interval=4,
-                       turnover=0.4)
+    mask = DynamicMask(
+        round_length=40, steps_per_epoch=4, density=0.5, warmup=4, interval=4, turnover=0.4
+    )
     assert mask.epochs == 10 and mask.last_update_epoch == 8
     seen, changes, steps = None, [], []
     for step, _, _, in_force in _train(mask, params, 40):
@@ -87,9 +95,17 @@ def test_reset_optimizer_state_freezes_masked_weights():
     moved = {}
     for reset in (False, True):
         params = _toy_params()
-        mask = DynamicMask(round_length=30, steps_per_epoch=1, density=0.5, warmup=2,
-                           interval=2, turnover=0.5, decay=False, update_until=1.0,
-                           reset_optimizer_state=reset)
+        mask = DynamicMask(
+            round_length=30,
+            steps_per_epoch=1,
+            density=0.5,
+            warmup=2,
+            interval=2,
+            turnover=0.5,
+            decay=False,
+            update_until=1.0,
+            reset_optimizer_state=reset,
+        )
         moved[reset] = 0
         for _, before, after, in_force in _train(mask, params, 30):
             for n, m in in_force.items():
@@ -119,16 +135,27 @@ def _method(sd, method, concepts=("cat", "dog"), **params):
     from unsee.erase.engine import ErasureContext
     from unsee.erase.scopes import select_parameters
 
-    plan = validate(EraseConfig(method=method, concepts=list(concepts),
-                                anchors=["animal"] * len(concepts), model=str(sd),
-                                batch_size=2, iterations=4, sequential=True,
-                                params={"forget_images": 2, "forget_steps": 2, "cache": False,
-                                        **params}))
+    plan = validate(
+        EraseConfig(
+            method=method,
+            concepts=list(concepts),
+            anchors=["animal"] * len(concepts),
+            model=str(sd),
+            batch_size=2,
+            iterations=4,
+            sequential=True,
+            params={"forget_images": 2, "forget_steps": 2, "cache": False, **params},
+        )
+    )
     accelerator = make_accelerator()
     bundle = load_bundle(sd, device=accelerator.device)
-    ctx = ErasureContext(plan, bundle, accelerator,
-                         [resolve_concept(c, None, "animal") for c in concepts],
-                         select_parameters(bundle.unet, plan.scope))
+    ctx = ErasureContext(
+        plan,
+        bundle,
+        accelerator,
+        [resolve_concept(c, None, "animal") for c in concepts],
+        select_parameters(bundle.unet, plan.scope),
+    )
     return plan.method_cls(plan.params, ctx)
 
 
@@ -164,8 +191,10 @@ def test_kd_acts_only_when_earlier_concepts_exist(tiny_sd):
     assert all(same(off0[n], described0[n]) for n in off0)
     (off1, _), (described1, parts1) = g["off", 1], g["described", 1]
     assert parts1["kd"] > 0
-    assert any(not torch.allclose(off1[n], described1[n]) and not same(off1[n], described1[n])
-               for n in off1)
+    assert any(
+        not torch.allclose(off1[n], described1[n]) and not same(off1[n], described1[n])
+        for n in off1
+    )
     released1, parts_r = g["released", 1]
     assert parts_r["kd_inert"] > 0  # computed as released ...
     assert all(same(off1[n], released1[n]) for n in off1)  # ... and never applied
@@ -201,17 +230,20 @@ def test_salun_mask_is_a_global_top_half_of_the_saliency(tiny_sd):
     assert all(p.grad is None for p in m.ctx.params.values())
 
 
-@pytest.mark.parametrize(("method", "params", "message"), [
-    ("sculpt", {"mask": "rigl"}, r"sculpt\.mask"),
-    ("sculpt", {"kd": "yes"}, r"sculpt\.kd"),
-    ("sculpt", {"target": "anchor"}, r"sculpt\.target"),
-    ("sculpt", {"density": 0}, r"sculpt\.density"),
-    ("sculpt", {"template": "a photo"}, r"sculpt\.template"),
-    ("sculpt", {"set_guidance": -1.0}, r"sculpt\.set_guidance"),
-    ("salun", {"anchor_guidance": -1.0}, r"salun\.anchor_guidance"),
-    ("salun", {"mask_fraction": 1.5}, r"salun\.mask_fraction"),
-    ("ca", {"target": "frozen"}, r"ca\.target"),
-])
+@pytest.mark.parametrize(
+    ("method", "params", "message"),
+    [
+        ("sculpt", {"mask": "rigl"}, r"sculpt\.mask"),
+        ("sculpt", {"kd": "yes"}, r"sculpt\.kd"),
+        ("sculpt", {"target": "anchor"}, r"sculpt\.target"),
+        ("sculpt", {"density": 0}, r"sculpt\.density"),
+        ("sculpt", {"template": "a photo"}, r"sculpt\.template"),
+        ("sculpt", {"set_guidance": -1.0}, r"sculpt\.set_guidance"),
+        ("salun", {"anchor_guidance": -1.0}, r"salun\.anchor_guidance"),
+        ("salun", {"mask_fraction": 1.5}, r"salun\.mask_fraction"),
+        ("ca", {"target": "frozen"}, r"ca\.target"),
+    ],
+)
 def test_bad_params_are_refused_before_loading(method, params, message):
     with pytest.raises(UnseeError, match=message):
         validate(EraseConfig(method=method, concepts=["star"], params=params))
@@ -227,8 +259,9 @@ def test_image_sets_are_drawn_at_their_guidance(tiny_sd):
     assert same(fs.latents, concept)
     assert not same(fs.latents, ddim_sample(bundle, fs.prompts, fs.seeds, steps=2)[0])
     # anchor images keep the concept as negative prompt at their own scale
-    anchor, _ = ddim_sample(bundle, an.prompts, an.seeds, steps=2, guidance=2.0,
-                            negative_prompts=["cat"] * len(an))
+    anchor, _ = ddim_sample(
+        bundle, an.prompts, an.seeds, steps=2, guidance=2.0, negative_prompts=["cat"] * len(an)
+    )
     assert same(an.latents, anchor)
 
 
@@ -243,17 +276,30 @@ def test_anchors_superclass_map_and_overrides():
 
 
 def _sequential(sd, **kw):
-    base = dict(method="sculpt", concepts=["cat", "dog"], anchors=["animal", "animal"],
-                model=str(sd), iterations=6, batch_size=2, sequential=True, checkpoint_every=3,
-                params={"forget_images": 4, "forget_steps": 2, "cache": False, "warmup": 2,
-                        "interval": 2, "kd": "described"})
+    base = dict(
+        method="sculpt",
+        concepts=["cat", "dog"],
+        anchors=["animal", "animal"],
+        model=str(sd),
+        iterations=6,
+        batch_size=2,
+        sequential=True,
+        checkpoint_every=3,
+        params={
+            "forget_images": 4,
+            "forget_steps": 2,
+            "cache": False,
+            "warmup": 2,
+            "interval": 2,
+            "kd": "described",
+        },
+    )
     base.update(kw)
     return EraseConfig(**base)
 
 
 @CPU_EXACT
-def test_sequential_resume_is_exact_and_the_card_records_rounds(tiny_sd, tmp_path,
-                                                                 monkeypatch):
+def test_sequential_resume_is_exact_and_the_card_records_rounds(tiny_sd, tmp_path, monkeypatch):
 
     from unsee.erase.methods.sculpt import Sculpt
 
@@ -282,8 +328,13 @@ def test_sequential_sculpt_forgets_both_shapes(judge, tmp_path):
     base = load_bundle("toyworld", device=DEVICE)
     shapes = ("star", "hexagon")
     before = shape_rates(base, judge, 8, shapes=shapes)
-    cfg = EraseConfig(method="sculpt", concepts=list(shapes), sequential=True, iterations=50,
-                      params={"forget_images": 8, "forget_steps": 10})
+    cfg = EraseConfig(
+        method="sculpt",
+        concepts=list(shapes),
+        sequential=True,
+        iterations=50,
+        params={"forget_images": 8, "forget_steps": 10},
+    )
     res = run_erasure(cfg, tmp_path / "art", bundle=base)
     after = shape_rates(res.bundle, judge, 8, shapes=shapes)
     assert [r["concepts"] for r in res.card["rounds"]] == [["star"], ["hexagon"]]

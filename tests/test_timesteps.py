@@ -63,12 +63,28 @@ def test_mim_mu_draws_its_timesteps_from_the_mapped_range(toyworld, variant):
     from unsee.erase.methods.mim_mu import MiMMU
     from unsee.erase.scopes import select_parameters
 
-    plan = validate(EraseConfig(method="mim-mu", concepts=["star"], batch_size=4,
-                                params={"variant": variant, "t_min": 455, "forget_images": 2,
-                                        "forget_steps": 2, "ddim_steps": 10, "cache": False}))
-    ctx = ErasureContext(plan, toyworld, make_accelerator(),
-                         [resolve_concept("star", "toyworld")],
-                         select_parameters(toyworld.unet, plan.scope))
+    plan = validate(
+        EraseConfig(
+            method="mim-mu",
+            concepts=["star"],
+            batch_size=4,
+            params={
+                "variant": variant,
+                "t_min": 455,
+                "forget_images": 2,
+                "forget_steps": 2,
+                "ddim_steps": 10,
+                "cache": False,
+            },
+        )
+    )
+    ctx = ErasureContext(
+        plan,
+        toyworld,
+        make_accelerator(),
+        [resolve_concept("star", "toyworld")],
+        select_parameters(toyworld.unet, plan.scope),
+    )
     m = MiMMU(plan.params, ctx)
     lo, hi = m.t_range
     assert (lo, hi) == map_sd1_range(455, 999, toyworld.alphas_cumprod())
@@ -88,5 +104,6 @@ def test_mim_mu_draws_its_timesteps_from_the_mapped_range(toyworld, variant):
 
 def test_bad_range_is_refused_before_loading():
     with pytest.raises(UnseeError, match="t_min"):
-        validate(EraseConfig(method="mim-mu", concepts=["star"],
-                             params={"t_min": 800, "t_max": 700}))
+        validate(
+            EraseConfig(method="mim-mu", concepts=["star"], params={"t_min": 800, "t_max": 700})
+        )

@@ -19,7 +19,11 @@ def test_star_prompts_give_stars_far_above_chance(toyworld, judge):
 
 def test_attributes_follow_the_prompt(toyworld, judge):
     preds = _judged(toyworld, judge, "a blue striped heart on a black background")
-    for head, want in [("shape", "heart"), ("colour", "blue"), ("style", "striped"),
-                       ("background", "black")]:
+    for head, want in [
+        ("shape", "heart"),
+        ("colour", "blue"),
+        ("style", "striped"),
+        ("background", "black"),
+    ]:
         rate = np.mean([p["label"] == want for p in preds[head]])
         assert rate >= 0.6, (head, rate)

@@ -15,9 +15,11 @@ from unsee.toyworld.vocab import (
 
 
 def test_vocabulary_is_the_fixed_one():
-    assert SUPERCLASSES == {"polygon": ("square", "triangle", "hexagon"),
-                            "rounded shape": ("circle", "heart", "crescent"),
-                            "symbol": ("star", "cross", "arrow")}
+    assert SUPERCLASSES == {
+        "polygon": ("square", "triangle", "hexagon"),
+        "rounded shape": ("circle", "heart", "crescent"),
+        "symbol": ("star", "cross", "arrow"),
+    }
     assert len(SHAPES) == 9
     assert COLOURS == ("red", "orange", "yellow", "green", "blue", "purple")
     assert STYLES == ("solid", "striped", "dotted", "checkered")

@@ -81,8 +81,11 @@ def test_captions_name_what_the_scene_shows():
     _, codes = sd_data.render_scenes(400, 5, 0.5)
     table = sd_data.caption_constraints()
     rng = random.Random(0)
-    shape_words = set(SHAPES) | set(SUPERCLASSES) | {
-        s for k, v in TRAIN_SYNONYMS.items() if k in SHAPES for s in v}
+    shape_words = (
+        set(SHAPES)
+        | set(SUPERCLASSES)
+        | {s for k, v in TRAIN_SYNONYMS.items() if k in SHAPES for s in v}
+    )
     for code in codes:
         cap = sd_data.sample_scene_caption(code, rng)
         assert table[cap].matches(code[None])[0], cap
@@ -166,8 +169,10 @@ def test_soft_contrastive_targets_split_over_true_matches():
 
     logits = torch.randn(3, 3)
     diag = torch.eye(3, dtype=torch.bool)
-    plain = (torch.nn.functional.cross_entropy(logits, torch.arange(3))
-             + torch.nn.functional.cross_entropy(logits.T, torch.arange(3))) / 2
+    plain = (
+        torch.nn.functional.cross_entropy(logits, torch.arange(3))
+        + torch.nn.functional.cross_entropy(logits.T, torch.arange(3))
+    ) / 2
     assert torch.allclose(soft_contrastive_loss(logits, diag), plain)
     # caption 0 matches images 0 and 1: its target is half on each, so raising its logit for
     # image 1 lowers the loss, where the one-hot (diagonal) target would raise it
@@ -210,11 +215,29 @@ def test_clip_distillation_moves_text_tower_towards_minilm(tmp_path, clip_tokeni
     from unsee.toyworld.sd.clip import distillation_fidelity, load_trained_clip, train_clip
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(["a dog on a sofa", "two cats asleep", "a train at a station",
-                                 "a bowl of fruit", "a man riding a horse", "a red bus",
-                                 "a kite in the sky", "a plate of pasta"]))
-    cfg = _tiny_clip_cfg(steps=1, distil_steps=30, distil_corpus=str(corpus),
-                         distil_max_captions=5, checkpoint_every=31, lr=3e-3, warmup=5)
+    corpus.write_text(
+        "\n".join(
+            [
+                "a dog on a sofa",
+                "two cats asleep",
+                "a train at a station",
+                "a bowl of fruit",
+                "a man riding a horse",
+                "a red bus",
+                "a kite in the sky",
+                "a plate of pasta",
+            ]
+        )
+    )
+    cfg = _tiny_clip_cfg(
+        steps=1,
+        distil_steps=30,
+        distil_corpus=str(corpus),
+        distil_max_captions=5,
+        checkpoint_every=31,
+        lr=3e-3,
+        warmup=5,
+    )
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "tokenizer").symlink_to(clip_tokenizer_dir)
     train_clip(tmp_path / "w", cfg, data_dir=tmp_path)
@@ -244,8 +267,18 @@ def test_train_sd_needs_the_exports(tmp_path):
 
     from unsee.cli import app
 
-    res = CliRunner().invoke(app, ["toyworld", "train-sd", "--vae", str(tmp_path / "no-vae"),
-                                   "--clip", str(tmp_path / "no-clip"),
-                                   "--work-dir", str(tmp_path / "w")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "toyworld",
+            "train-sd",
+            "--vae",
+            str(tmp_path / "no-vae"),
+            "--clip",
+            str(tmp_path / "no-clip"),
+            "--work-dir",
+            str(tmp_path / "w"),
+        ],
+    )
     assert res.exit_code == 2 and "train-vae" in res.output, res.output
     assert not (tmp_path / "w" / "checkpoint.safetensors").exists()

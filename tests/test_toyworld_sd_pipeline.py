@@ -24,20 +24,26 @@ def frozen_parts(tmp_path_factory, clip_tokenizer_dir):
     from unsee.toyworld.sd.vae import train_vae
 
     root = tmp_path_factory.mktemp("sd-parts")
-    train_vae(root / "vae", _tiny_vae_cfg(steps=2), export_dir=root / "vae-export",
-              data_dir=root)
+    train_vae(root / "vae", _tiny_vae_cfg(steps=2), export_dir=root / "vae-export", data_dir=root)
     (root / "clip").mkdir()
     (root / "clip" / "tokenizer").symlink_to(clip_tokenizer_dir)
-    train_clip(root / "clip", _tiny_clip_cfg(steps=2), export_dir=root / "clip-export",
-               data_dir=root)
+    train_clip(
+        root / "clip", _tiny_clip_cfg(steps=2), export_dir=root / "clip-export", data_dir=root
+    )
     return root / "vae-export", root / "clip-export", root
 
 
 def _tiny_unet_cfg(**kw):
     from unsee.toyworld.sd.unet import UNetTrainConfig
 
-    base = {"steps": 4, "batch_size": 4, "dataset_size": 48, "checkpoint_every": 2,
-            "block_out_channels": (16, 32, 32), "attention_heads": 2}
+    base = {
+        "steps": 4,
+        "batch_size": 4,
+        "dataset_size": 48,
+        "checkpoint_every": 2,
+        "block_out_channels": (16, 32, 32),
+        "attention_heads": 2,
+    }
     return UNetTrainConfig(**{**base, **kw})
 
 
@@ -74,8 +80,9 @@ def test_assembled_folder_is_plain_stable_diffusion(tmp_path, frozen_parts):
 
     vae_dir, clip_dir, root = frozen_parts
     out = tmp_path / "pipe"
-    train_unet(tmp_path / "w", _tiny_unet_cfg(steps=2), vae_dir, clip_dir, out_dir=out,
-               data_dir=root)
+    train_unet(
+        tmp_path / "w", _tiny_unet_cfg(steps=2), vae_dir, clip_dir, out_dir=out, data_dir=root
+    )
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "StableDiffusionPipeline"
     libs = {v[0] for k, v in index.items() if isinstance(v, list) and v[0] is not None}
@@ -99,8 +106,12 @@ def test_assembled_folder_is_plain_stable_diffusion(tmp_path, frozen_parts):
     assert torch.equal(ours, theirs)
 
     def draw(seed: int) -> np.ndarray:
-        return pipe(["a red star", "a plain white background"], num_inference_steps=4,
-                    generator=torch.Generator().manual_seed(seed), output_type="np").images
+        return pipe(
+            ["a red star", "a plain white background"],
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(seed),
+            output_type="np",
+        ).images
 
     a, b = draw(0), draw(0)
     assert a.shape == (2, 32, 32, 3) and np.isfinite(a).all()
@@ -115,8 +126,9 @@ def test_assembled_folder_loads_without_unsee(tmp_path, frozen_parts):
 
     vae_dir, clip_dir, root = frozen_parts
     out = tmp_path / "pipe"
-    train_unet(tmp_path / "w", _tiny_unet_cfg(steps=1), vae_dir, clip_dir, out_dir=out,
-               data_dir=root)
+    train_unet(
+        tmp_path / "w", _tiny_unet_cfg(steps=1), vae_dir, clip_dir, out_dir=out, data_dir=root
+    )
     code = (
         "import sys, torch\n"
         "from diffusers import StableDiffusionPipeline\n"
@@ -126,10 +138,16 @@ def test_assembled_folder_loads_without_unsee(tmp_path, frozen_parts):
         " generator=torch.Generator().manual_seed(0)).images\n"
         "assert im.shape == (1, 32, 32, 3), im.shape\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'unsee']\n"
-        "print('ok')\n")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                                            "PATH": "/usr/bin:/bin"}, timeout=300)
+        "print('ok')\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
 
 

@@ -29,13 +29,19 @@ def random_toyworld(tmp_path_factory) -> Path:
     return export_model(build_unet(), tmp_path_factory.mktemp("tw") / "model")
 
 
-def _uce(bundle, model: str, concepts: list[str], anchors: list[str] | None = None,
-         **params) -> UCE:
+def _uce(
+    bundle, model: str, concepts: list[str], anchors: list[str] | None = None, **params
+) -> UCE:
     """A UCE method bound to ``bundle`` (not yet fitted), as the engine would build it."""
-    plan = validate(EraseConfig(method="uce", concepts=concepts, model=model,
-                                anchors=anchors or [], params=params))
-    cs = [resolve_concept(c, bundle.vocabulary, anchors[i] if anchors else None)
-          for i, c in enumerate(concepts)]
+    plan = validate(
+        EraseConfig(
+            method="uce", concepts=concepts, model=model, anchors=anchors or [], params=params
+        )
+    )
+    cs = [
+        resolve_concept(c, bundle.vocabulary, anchors[i] if anchors else None)
+        for i, c in enumerate(concepts)
+    ]
     ctx = ErasureContext(plan, bundle, None, cs, select_parameters(bundle.unet, "kv"))
     return plan.method_cls(plan.params, ctx)
 
@@ -48,13 +54,17 @@ def _state(bundle, prompt: str, words: str = "") -> torch.Tensor:
     i = n - 2
     if words:
         w = bundle.text.tokenizer(words, add_special_tokens=False)["input_ids"]
-        i = max(s + len(w) - 1 for s in range(1, n - len(w)) if ids[s:s + len(w)] == w)
+        i = max(s + len(w) - 1 for s in range(1, n - len(w)) if ids[s : s + len(w)] == w)
     return bundle.text.encode([prompt])[0, i].double().cpu()
 
 
-def _check_edit(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
-                erase: list[tuple[torch.Tensor, torch.Tensor]], keep: list[torch.Tensor],
-                lamb: float) -> None:
+def _check_edit(
+    before: dict[str, torch.Tensor],
+    after: dict[str, torch.Tensor],
+    erase: list[tuple[torch.Tensor, torch.Tensor]],
+    keep: list[torch.Tensor],
+    lamb: float,
+) -> None:
     """For every key/value weight: erased states now give (nearly) the guide's output,
     preserved states their old one, and the UCE normal equations hold."""
     assert before.keys() == after.keys() and before
@@ -79,8 +89,11 @@ def _check_edit(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
 
 
 def _kv(bundle) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone()
-            for n, p in select_parameters(bundle.unet, "kv").items() if n.endswith(".weight")}
+    return {
+        n: p.detach().cpu().clone()
+        for n, p in select_parameters(bundle.unet, "kv").items()
+        if n.endswith(".weight")
+    }
 
 
 def test_transform_is_identity_without_erasure():
@@ -104,9 +117,15 @@ def test_singular_system_is_a_clear_error(tiny_sd, tmp_path):
     assert not (tmp_path / "art").exists()
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"token": "first"}, "uce.token"), ({"lamb": -1}, "uce.lamb"),
-    ({"templates": "photo of"}, "uce.templates"), ({"alpha": 1}, "unknown parameter")])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"token": "first"}, "uce.token"),
+        ({"lamb": -1}, "uce.lamb"),
+        ({"templates": "photo of"}, "uce.templates"),
+        ({"alpha": 1}, "unknown parameter"),
+    ],
+)
 def test_bad_parameters_fail_before_loading(params, match):
     with pytest.raises(UnseeError, match=match):
         validate(EraseConfig(method="uce", concepts=["cat"], model="toyworld", params=params))
@@ -126,7 +145,8 @@ def test_subject_token_per_tokenizer(tiny_sd):
         (clip, "photo of cat", "cat", "t</w>"),  # the concept ends the prompt: = last
         (clip, "cat photo", "cat", "t</w>"),
         (load_minilm(24), "a dotted square", "dotted", "dotted"),  # not the last word
-        (load_minilm(24), "a rounded shape on a white background", "rounded shape", "shape")]:
+        (load_minilm(24), "a rounded shape on a white background", "rounded shape", "shape"),
+    ]:
         tok = enc.tokenize([prompt])
         ids = tok["input_ids"][0].tolist()
         n = int(tok["attention_mask"][0].sum())
@@ -138,8 +158,11 @@ def test_subject_token_per_tokenizer(tiny_sd):
     assert subject_index(tok["input_ids"][0].tolist(), 2, []) == 0  # empty guide: BOS
     tok = clip.tokenize(["photo of cat"])
     with pytest.raises(UnseeError, match="cannot find"):
-        subject_index(tok["input_ids"][0].tolist(), int(tok["attention_mask"][0].sum()),
-                      clip.tokenizer("dog", add_special_tokens=False)["input_ids"])
+        subject_index(
+            tok["input_ids"][0].tolist(),
+            int(tok["attention_mask"][0].sum()),
+            clip.tokenizer("dog", add_special_tokens=False)["input_ids"],
+        )
 
 
 def test_zero_erase_scale_is_identity(tiny_sd):
@@ -156,8 +179,12 @@ def test_zero_erase_scale_is_identity(tiny_sd):
 @pytest.mark.parametrize("token", ["subject", "last"])
 def test_sd_erased_to_guide_and_preserved_kept(tiny_sd, tmp_path, token):
     before = _kv(load_bundle(tiny_sd))
-    cfg = EraseConfig(method="uce", concepts=["cat"], model=str(tiny_sd),
-                      params={"preserve": "dog", "token": token})
+    cfg = EraseConfig(
+        method="uce",
+        concepts=["cat"],
+        model=str(tiny_sd),
+        params={"preserve": "dog", "token": token},
+    )
     res = run_erasure(cfg, tmp_path / "art")
     # the object's guide is the empty prompt, whose only non-end token is BOS
     erase = [(_state(res.bundle, "cat"), _state(res.bundle, ""))]
@@ -174,20 +201,36 @@ def test_templates_and_anchor_pairing(tiny_sd):
     m = _uce(bundle, str(tiny_sd), ["cat"], templates="object")
     pairs = m.erase_pairs()
     assert [(e.text, g.text) for e, g in pairs][:3] == [
-        ("cat", ""), ("image of cat", ""), ("photo of cat", "")] and len(pairs) == 6
-    m = _uce(bundle, str(tiny_sd), ["cat"], anchors=["dog"], templates="{}; photo of {}",
-             preserve="cow")
-    assert m.erase_pairs() == [(Prompt("cat", "cat"), Prompt("dog", "dog")),
-                               (Prompt("photo of cat", "cat"), Prompt("photo of dog", "dog"))]
+        ("cat", ""),
+        ("image of cat", ""),
+        ("photo of cat", ""),
+    ] and len(pairs) == 6
+    m = _uce(
+        bundle, str(tiny_sd), ["cat"], anchors=["dog"], templates="{}; photo of {}", preserve="cow"
+    )
+    assert m.erase_pairs() == [
+        (Prompt("cat", "cat"), Prompt("dog", "dog")),
+        (Prompt("photo of cat", "cat"), Prompt("photo of dog", "dog")),
+    ]
     assert m.preserve_prompts() == [Prompt("cow", "cow"), Prompt("photo of cow", "cow")]
 
 
 def test_stacks_with_a_fine_tuned_artifact(tiny_sd, tmp_path):
-    esd = run_erasure(EraseConfig(method="esd-x", concepts=["dog"], model=str(tiny_sd),
-                                  iterations=2, params={"ddim_steps": 4}), tmp_path / "esd")
+    esd = run_erasure(
+        EraseConfig(
+            method="esd-x",
+            concepts=["dog"],
+            model=str(tiny_sd),
+            iterations=2,
+            params={"ddim_steps": 4},
+        ),
+        tmp_path / "esd",
+    )
     tuned = _kv(esd.bundle)  # the fine-tuned keys/values UCE starts from
-    res = run_erasure(EraseConfig(method="uce", concepts=["cat"], model=str(tiny_sd),
-                                  on=[str(tmp_path / "esd")]), tmp_path / "uce")
+    res = run_erasure(
+        EraseConfig(method="uce", concepts=["cat"], model=str(tiny_sd), on=[str(tmp_path / "esd")]),
+        tmp_path / "uce",
+    )
     t = _uce(load_bundle(tiny_sd), str(tiny_sd), ["cat"]).fit()["transform"]
     for n, w in _kv(res.bundle).items():
         assert torch.allclose(w.double(), tuned[n].double() @ t, atol=1e-5), n
@@ -200,16 +243,28 @@ def test_stacks_with_a_fine_tuned_artifact(tiny_sd, tmp_path):
     for n, p in fresh.unet.named_parameters():
         assert torch.allclose(p, stacked[n].cpu(), atol=1e-5), n
     # and the other way round: a short ESD polish on the UCE artifact
-    polish = run_erasure(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd),
-                                     iterations=2, params={"ddim_steps": 4},
-                                     on=[str(tmp_path / "uce")]), tmp_path / "polish")
+    polish = run_erasure(
+        EraseConfig(
+            method="esd-x",
+            concepts=["cat"],
+            model=str(tiny_sd),
+            iterations=2,
+            params={"ddim_steps": 4},
+            on=[str(tmp_path / "uce")],
+        ),
+        tmp_path / "polish",
+    )
     assert [e["method"] for e in polish.card["ledger"]] == ["esd-x", "uce"]
 
 
 def _toyworld_models():
-    trained = pytest.param("toyworld", marks=pytest.mark.skipif(
-        not any((TOYWORLD_DIR / "unet").glob("*.safetensors")),
-        reason="the trained ToyWorld model is not there yet"))
+    trained = pytest.param(
+        "toyworld",
+        marks=pytest.mark.skipif(
+            not any((TOYWORLD_DIR / "unet").glob("*.safetensors")),
+            reason="the trained ToyWorld model is not there yet",
+        ),
+    )
     return ["random", trained]
 
 
@@ -223,8 +278,7 @@ def test_toyworld_style_to_solid_and_shape_to_empty(model, random_toyworld):
     assert (Prompt("a dotted heart", "dotted"), Prompt("a solid heart", "solid")) in pairs
     assert (Prompt("a star", "star"), Prompt("", "")) in pairs and len(pairs) == 10
     m.apply(m.fit())
-    erase = [(_state(bundle, e.text, e.words), _state(bundle, g.text, g.words))
-             for e, g in pairs]
+    erase = [(_state(bundle, e.text, e.words), _state(bundle, g.text, g.words)) for e, g in pairs]
     keep = [_state(bundle, p.text, p.words) for p in m.preserve_prompts()]
     _check_edit(before, _kv(bundle), erase, keep, lamb=0.5)
     # The preserve term can only lower the preserve error (the objective is minimised with

@@ -9,13 +9,17 @@ from unsee.toyworld.judge import predict
 from unsee.toyworld.vocab import SHAPES, compose_caption
 
 
-def shape_rates(bundle, judge, n: int, steps: int = 20,
-                shapes: tuple[str, ...] = SHAPES) -> dict[str, float]:
+def shape_rates(
+    bundle, judge, n: int, steps: int = 20, shapes: tuple[str, ...] = SHAPES
+) -> dict[str, float]:
     """Share of the ``n`` images of "a {shape}" ("an arrow": the caption grammar; seeds
     1000..) judged as that shape, for every shape of ``shapes``."""
     prompts = [compose_caption(s) for s in shapes for _ in range(n)]
     seeds = [1000 + k for _ in shapes for k in range(n)]
-    labels = [p["label"] for p in predict(judge, generate(bundle, prompts, seeds,
-                                                          steps=steps))["shape"]]
-    return {s: float(np.mean([lab == s for lab in labels[i * n:(i + 1) * n]]))
-            for i, s in enumerate(shapes)}
+    labels = [
+        p["label"] for p in predict(judge, generate(bundle, prompts, seeds, steps=steps))["shape"]
+    ]
+    return {
+        s: float(np.mean([lab == s for lab in labels[i * n : (i + 1) * n]]))
+        for i, s in enumerate(shapes)
+    }

@@ -24,17 +24,34 @@ def clip_tokenizer_dir(tmp_path_factory) -> Path:
 def _tiny_vae_cfg(**kw):
     from unsee.toyworld.sd.vae import VAEConfig
 
-    base = {"steps": 6, "batch_size": 4, "dataset_size": 48, "checkpoint_every": 2,
-            "stats_images": 48, "eval_images": 16, "block_out_channels": (8, 16, 16)}
+    base = {
+        "steps": 6,
+        "batch_size": 4,
+        "dataset_size": 48,
+        "checkpoint_every": 2,
+        "stats_images": 48,
+        "eval_images": 16,
+        "block_out_channels": (8, 16, 16),
+    }
     return VAEConfig(**{**base, **kw})
 
 
 def _tiny_clip_cfg(**kw):
     from unsee.toyworld.sd.clip import CLIPTrainConfig
 
-    base = {"steps": 4, "batch_size": 12, "dataset_size": 48, "checkpoint_every": 2,
-            "text_hidden": 32, "text_layers": 1, "text_heads": 2, "vision_hidden": 32,
-            "vision_layers": 1, "projection_dim": 16, "eval_images": 24}
+    base = {
+        "steps": 4,
+        "batch_size": 12,
+        "dataset_size": 48,
+        "checkpoint_every": 2,
+        "text_hidden": 32,
+        "text_layers": 1,
+        "text_heads": 2,
+        "vision_hidden": 32,
+        "vision_layers": 1,
+        "projection_dim": 16,
+        "eval_images": 24,
+    }
     return CLIPTrainConfig(**{**base, **kw})
 
 

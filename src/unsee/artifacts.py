@@ -47,10 +47,15 @@ def library_versions() -> dict[str, str]:
 
     import unsee
 
-    return {"unsee": unsee.__version__, "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "safetensors": safetensors.__version__,
-            "python": platform.python_version()}
+    return {
+        "unsee": unsee.__version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "safetensors": safetensors.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def compute_delta(unet: torch.nn.Module, base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -75,12 +80,16 @@ def check_delta_values(delta: dict[str, torch.Tensor], where: str) -> None:
     for name, d in delta.items():
         if not torch.isfinite(d).all():
             bad = int((~torch.isfinite(d)).sum())
-            raise UnseeError(f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or "
-                             "infinity); the delta is damaged")
+            raise UnseeError(
+                f"{where}: tensor {name!r} has {bad} non-finite value(s) (NaN or "
+                "infinity); the delta is damaged"
+            )
         peak = float(d.abs().max()) if d.numel() else 0.0
         if peak > MAX_ABS_DELTA:
-            raise UnseeError(f"{where}: tensor {name!r} changes a weight by {peak:.3g} (more "
-                             f"than {MAX_ABS_DELTA:g}); the delta is damaged")
+            raise UnseeError(
+                f"{where}: tensor {name!r} changes a weight by {peak:.3g} (more "
+                f"than {MAX_ABS_DELTA:g}); the delta is damaged"
+            )
 
 
 def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -90,15 +99,16 @@ def canonical_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, 
 
     raw = save(tensors, metadata=metadata)
     n = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + n])
+    header = json.loads(raw[8 : 8 + n])
     header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
     text = json.dumps(header, separators=(",", ":")).encode()
     assert len(text) <= n  # the same content, only reordered
-    return raw[:8] + text + b" " * (n - len(text)) + raw[8 + n:]
+    return raw[:8] + text + b" " * (n - len(text)) + raw[8 + n :]
 
 
-def write_artifact(out_dir: Path, delta: dict[str, torch.Tensor], card: dict[str, Any],
-                   overwrite: bool = False) -> Path:
+def write_artifact(
+    out_dir: Path, delta: dict[str, torch.Tensor], card: dict[str, Any], overwrite: bool = False
+) -> Path:
     """Write the artifact folder atomically; ``card`` gets ``id`` and ``delta`` fields.
 
     The id is the hash of ``delta.safetensors``, whose bytes depend only on the tensors and
@@ -107,13 +117,18 @@ def write_artifact(out_dir: Path, delta: dict[str, torch.Tensor], card: dict[str
     if not delta:
         raise UnseeError("the erasure changed no parameter; nothing to write")
     check_delta_values(delta, "refusing to write the artifact")
-    meta = {"format": FORMAT, "version": FORMAT_VERSION,
-            "base_fingerprint": card["base"]["fingerprint"]}
+    meta = {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "base_fingerprint": card["base"]["fingerprint"],
+    }
     data = canonical_safetensors({n: d.contiguous() for n, d in sorted(delta.items())}, meta)
     card["id"] = hashlib.sha256(data).hexdigest()[:16]
-    card["delta"] = {"tensors": len(delta),
-                     "elements_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
-                     "bytes": len(data)}
+    card["delta"] = {
+        "tensors": len(delta),
+        "elements_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
+        "bytes": len(data),
+    }
     card_text = json_text(card)
 
     def build(tmp: Path) -> None:
@@ -137,8 +152,9 @@ def read_card(art: Path) -> dict[str, Any]:
     ``id``, a ``method`` and a ``base`` holding the fingerprint."""
     art = Path(art)
     if not (art / "model_card.json").is_file() or not (art / "delta.safetensors").is_file():
-        raise UnseeError(f"{art} is not an unsee artifact (needs delta.safetensors and "
-                         "model_card.json)")
+        raise UnseeError(
+            f"{art} is not an unsee artifact (needs delta.safetensors and model_card.json)"
+        )
     try:
         card = json.loads((art / "model_card.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -164,8 +180,7 @@ def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return _read_delta(art, read_card(art))
 
 
-def _read_delta(art: Path, card: dict[str, Any]
-                ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_delta(art: Path, card: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(art) / "delta.safetensors"
     try:
         from safetensors import safe_open
@@ -177,12 +192,15 @@ def _read_delta(art: Path, card: dict[str, Any]
     except (SafetensorError, OSError, ValueError) as exc:
         raise UnseeError(f"{path} is not a readable safetensors file ({exc})") from exc
     if meta.get("format") != FORMAT:
-        raise UnseeError(f"{path} is not an unsee delta (metadata format="
-                         f"{meta.get('format')!r})")
-    if hashlib.sha256(data).hexdigest()[:16] != card["id"] or \
-            meta.get("base_fingerprint") != card["base"]["fingerprint"]:
-        raise UnseeError(f"{art}: model_card.json does not belong to delta.safetensors (id or "
-                         "base fingerprint differ)")
+        raise UnseeError(f"{path} is not an unsee delta (metadata format={meta.get('format')!r})")
+    if (
+        hashlib.sha256(data).hexdigest()[:16] != card["id"]
+        or meta.get("base_fingerprint") != card["base"]["fingerprint"]
+    ):
+        raise UnseeError(
+            f"{art}: model_card.json does not belong to delta.safetensors (id or "
+            "base fingerprint differ)"
+        )
     check_delta_values(tensors, str(path))
     return tensors, meta
 
@@ -196,8 +214,10 @@ def read_artifacts(arts: list[Path]) -> list[tuple[dict[str, Any], dict[str, tor
         card = read_card(art)
         delta, _ = _read_delta(art, card)
         if card["id"] in seen:
-            raise UnseeError(f"{art} is the same artifact as {seen[card['id']]} (id "
-                             f"{card['id']}); applying it twice would double the edit")
+            raise UnseeError(
+                f"{art} is the same artifact as {seen[card['id']]} (id "
+                f"{card['id']}); applying it twice would double the edit"
+            )
         seen[card["id"]] = Path(art)
         loaded.append((card, delta))
     ids = set(seen)
@@ -205,8 +225,10 @@ def read_artifacts(arts: list[Path]) -> list[tuple[dict[str, Any], dict[str, tor
         ledger = card.get("ledger") or []
         included = {e.get("id") for e in ledger if isinstance(e, dict)}
         if included & ids:
-            raise UnseeError(f"{art} already includes another artifact given (its ledger "
-                             "lists it); pass only the last one")
+            raise UnseeError(
+                f"{art} already includes another artifact given (its ledger "
+                "lists it); pass only the last one"
+            )
     return loaded
 
 
@@ -220,16 +242,19 @@ def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
     base_fp = fingerprint(bundle.unet)
     for art, (card, _) in zip(arts, loaded, strict=True):
         if card["base"]["fingerprint"] != base_fp:
-            raise UnseeError(f"{art} was made for a different base model (fingerprint "
-                             f"{card['base']['fingerprint']}, this model is {base_fp})")
+            raise UnseeError(
+                f"{art} was made for a different base model (fingerprint "
+                f"{card['base']['fingerprint']}, this model is {base_fp})"
+            )
     params = dict(bundle.unet.named_parameters())
     for art, (_, delta) in zip(arts, loaded, strict=True):
         for name, d in delta.items():
             if name not in params or params[name].shape != d.shape:
                 raise UnseeError(f"{art}: tensor {name!r} does not fit this UNet")
             if not torch.isfinite(d.to(params[name].dtype)).all():
-                raise UnseeError(f"{art}: tensor {name!r} overflows the model's "
-                                 f"{params[name].dtype}")
+                raise UnseeError(
+                    f"{art}: tensor {name!r} overflows the model's {params[name].dtype}"
+                )
     with torch.no_grad():
         for _, delta in loaded:
             for name, d in delta.items():
@@ -238,9 +263,12 @@ def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
 
 
 def ledger_entry(card: dict[str, Any]) -> dict[str, Any]:
-    return {"id": card.get("id"), "method": card.get("method"),
-            "concepts": [c["name"] for c in card.get("concepts", [])],
-            "created": card.get("created")}
+    return {
+        "id": card.get("id"),
+        "method": card.get("method"),
+        "concepts": [c["name"] for c in card.get("concepts", [])],
+        "created": card.get("created"),
+    }
 
 
 def _base_safety_checker(model_id: str) -> tuple[Any, Any, bool] | None:
@@ -269,18 +297,23 @@ def _base_safety_checker(model_id: str) -> tuple[Any, Any, bool] | None:
         from transformers import AutoImageProcessor
 
         checker = StableDiffusionSafetyChecker.from_pretrained(
-            src, subfolder="safety_checker", local_files_only=local)
-        extractor = AutoImageProcessor.from_pretrained(src, subfolder="feature_extractor",
-                                                       local_files_only=local)
+            src, subfolder="safety_checker", local_files_only=local
+        )
+        extractor = AutoImageProcessor.from_pretrained(
+            src, subfolder="feature_extractor", local_files_only=local
+        )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnseeError(f"the base model {model_id!r} has a safety checker, which could not "
-                         f"be loaded to keep it in the export: {first}") from exc
+        raise UnseeError(
+            f"the base model {model_id!r} has a safety checker, which could not "
+            f"be loaded to keep it in the export: {first}"
+        ) from exc
     return checker, extractor, bool(index.get("requires_safety_checker", True))
 
 
-def export_merged(bundle, out_dir: Path, overwrite: bool = False,
-                  cards: list[dict[str, Any]] | None = None) -> Path:
+def export_merged(
+    bundle, out_dir: Path, overwrite: bool = False, cards: list[dict[str, Any]] | None = None
+) -> Path:
     """Write a merged diffusers folder that plain diffusers loads without unsee.
 
     Stable Diffusion bundles become a ``StableDiffusionPipeline`` folder, keeping the
@@ -302,11 +335,16 @@ def export_merged(bundle, out_dir: Path, overwrite: bool = False,
             from diffusers import StableDiffusionPipeline
 
             checker, extractor, requires = safety or (None, None, False)
-            pipe = StableDiffusionPipeline(vae=bundle.vae, text_encoder=bundle.text.model,
-                                           tokenizer=bundle.text.tokenizer, unet=bundle.unet,
-                                           scheduler=sched, safety_checker=checker,
-                                           feature_extractor=extractor,
-                                           requires_safety_checker=requires)
+            pipe = StableDiffusionPipeline(
+                vae=bundle.vae,
+                text_encoder=bundle.text.model,
+                tokenizer=bundle.text.tokenizer,
+                unet=bundle.unet,
+                scheduler=sched,
+                safety_checker=checker,
+                feature_extractor=extractor,
+                requires_safety_checker=requires,
+            )
             pipe.save_pretrained(tmp, safe_serialization=True)
         else:
             bundle.unet.save_pretrained(tmp / "unet", safe_serialization=True)
@@ -314,8 +352,13 @@ def export_merged(bundle, out_dir: Path, overwrite: bool = False,
             bundle.text.model.save_pretrained(tmp / "text_encoder")
             bundle.text.tokenizer.save_pretrained(tmp / "tokenizer")
             write_json(tmp / "unsee_model.json", bundle.info)
-        (tmp / "README.md").write_text(merged_readme(cards or [], str(bundle.model_id),
-                                                     pipeline=bundle.vae is not None,
-                                                     safety_checker=safety is not None))
+        (tmp / "README.md").write_text(
+            merged_readme(
+                cards or [],
+                str(bundle.model_id),
+                pipeline=bundle.vae is not None,
+                safety_checker=safety is not None,
+            )
+        )
 
     return atomic_dir(Path(out_dir), build, "export", overwrite=overwrite)

@@ -19,7 +19,8 @@ LIMITATIONS = (
     "edit can often be brought back: by paraphrases, by optimised adversarial prompts "
     "(UnlearnDiffAtk), by textual inversion, or by a little fine-tuning. Measure it on your "
     "own prompts with `unsee eval --attacks paraphrase,unlearndiffatk,inversion,resurgence`. "
-    "The edit also shifts neighbouring concepts a little (see `retain` in a scorecard).")
+    "The edit also shifts neighbouring concepts a little (see `retain` in a scorecard)."
+)
 FITS = "The weights only fit the base model with the fingerprint given here."
 
 
@@ -85,17 +86,29 @@ def _methods(cards: Sequence[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(str(c.get("method")) for c in cards if c.get("method")))
 
 
-def card_metadata(cards: Sequence[dict[str, Any]], library_name: str,
-                  extra_tags: Sequence[str] = (), model_id: str | None = None
-                  ) -> dict[str, Any]:
+def card_metadata(
+    cards: Sequence[dict[str, Any]],
+    library_name: str,
+    extra_tags: Sequence[str] = (),
+    model_id: str | None = None,
+) -> dict[str, Any]:
     """The YAML block shared by every card: base model, licence, library, tags."""
     base = model_id or (cards[0]["base"]["model_id"] if cards else None)
-    tags = ["unsee", "concept-erasure", "text-to-image",
-            "toyworld" if base == "toyworld" else "stable-diffusion", *_methods(cards),
-            *extra_tags]
-    return {"base_model": hub_id(base), "license": base_license(base),
-            "library_name": library_name, "pipeline_tag": "text-to-image",
-            "tags": list(dict.fromkeys(tags))}
+    tags = [
+        "unsee",
+        "concept-erasure",
+        "text-to-image",
+        "toyworld" if base == "toyworld" else "stable-diffusion",
+        *_methods(cards),
+        *extra_tags,
+    ]
+    return {
+        "base_model": hub_id(base),
+        "license": base_license(base),
+        "library_name": library_name,
+        "pipeline_tag": "text-to-image",
+        "tags": list(dict.fromkeys(tags)),
+    }
 
 
 def _about(cards: Sequence[dict[str, Any]], base: str) -> list[str]:
@@ -103,12 +116,16 @@ def _about(cards: Sequence[dict[str, Any]], base: str) -> list[str]:
     for card in cards:
         concepts = ", ".join(c["name"] for c in card.get("concepts", []))
         fp = card.get("base", {}).get("fingerprint")
-        lines.append(f"- `{card.get('method')}` erasing **{concepts}** (artifact "
-                     f"`{card.get('id')}`, base fingerprint `{fp}`, scope "
-                     f"`{card.get('scope')}`)")
+        lines.append(
+            f"- `{card.get('method')}` erasing **{concepts}** (artifact "
+            f"`{card.get('id')}`, base fingerprint `{fp}`, scope "
+            f"`{card.get('scope')}`)"
+        )
         if card.get("ledger"):
-            lines.append("  - stacks on: " + " -> ".join(
-                f"{e['method']}({', '.join(e['concepts'])})" for e in card["ledger"]))
+            lines.append(
+                "  - stacks on: "
+                + " -> ".join(f"{e['method']}({', '.join(e['concepts'])})" for e in card["ledger"])
+            )
     return [f"Base model: `{base}`.", "", *lines, ""]
 
 
@@ -117,8 +134,10 @@ def _sections(intended: str, fits: bool = True) -> list[str]:
     return ["## Intended use", "", intended, "", "## Limitations", "", limits, ""]
 
 
-INTENDED = ("Research on concept erasure and its evaluation, and generation with a model that "
-            "should not draw the erased concepts on ordinary prompts.")
+INTENDED = (
+    "Research on concept erasure and its evaluation, and generation with a model that "
+    "should not draw the erased concepts on ordinary prompts."
+)
 
 
 def artifact_readme(card: dict[str, Any]) -> str:
@@ -130,119 +149,186 @@ def artifact_readme(card: dict[str, Any]) -> str:
     lines += _about([card], base)
     d = card.get("delta", {})
     if d:
-        lines += [f"Changed {d.get('elements_changed', 0):,} weights in {d.get('tensors', 0)} "
-                  "UNet tensors; `delta.safetensors` holds erased minus base for those "
-                  "tensors (float32, diffusers parameter names).", ""]
+        lines += [
+            f"Changed {d.get('elements_changed', 0):,} weights in {d.get('tensors', 0)} "
+            "UNet tensors; `delta.safetensors` holds erased minus base for those "
+            "tensors (float32, diffusers parameter names).",
+            "",
+        ]
     cost = card.get("cost", {})
     if cost:
-        lines += [f"Cost: {cost.get('wall_seconds', 0):.1f} s, peak RSS "
-                  f"{cost.get('peak_rss_mb', 0):.0f} MB.", ""]
+        lines += [
+            f"Cost: {cost.get('wall_seconds', 0):.1f} s, peak RSS "
+            f"{cost.get('peak_rss_mb', 0):.0f} MB.",
+            "",
+        ]
     lines += _sections(INTENDED)
-    lines += ["## How to use", "", "With unsee:", "", "```bash",
-              f"unsee generate --model {base} --erased <this folder> --prompt '...' "
-              "--out images/",
-              f"unsee export <this folder> --model {base} --out merged/           "
-              "# diffusers folder",
-              f"unsee export <this folder> --model {base} --format lora --out lora/  "
-              "# pipe.load_lora_weights",
-              "```", ""]
+    lines += [
+        "## How to use",
+        "",
+        "With unsee:",
+        "",
+        "```bash",
+        f"unsee generate --model {base} --erased <this folder> --prompt '...' --out images/",
+        f"unsee export <this folder> --model {base} --out merged/           # diffusers folder",
+        f"unsee export <this folder> --model {base} --format lora --out lora/  "
+        "# pipe.load_lora_weights",
+        "```",
+        "",
+    ]
     if base != "toyworld":
-        lines += ["In plain diffusers (no unsee), add the delta to the base UNet:", "",
-                  "```python", "import torch",
-                  "from diffusers import StableDiffusionPipeline",
-                  "from safetensors.torch import load_file", "",
-                  f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
-                  "params = dict(pipe.unet.named_parameters())",
-                  "with torch.no_grad():",
-                  "    for name, d in load_file('delta.safetensors').items():",
-                  "        params[name].add_(d.to(params[name].dtype))", "```", ""]
-    lines += ["Every hyper-parameter, the seed and library versions are in `model_card.json`.",
-              ""]
+        lines += [
+            "In plain diffusers (no unsee), add the delta to the base UNet:",
+            "",
+            "```python",
+            "import torch",
+            "from diffusers import StableDiffusionPipeline",
+            "from safetensors.torch import load_file",
+            "",
+            f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
+            "params = dict(pipe.unet.named_parameters())",
+            "with torch.no_grad():",
+            "    for name, d in load_file('delta.safetensors').items():",
+            "        params[name].add_(d.to(params[name].dtype))",
+            "```",
+            "",
+        ]
+    lines += ["Every hyper-parameter, the seed and library versions are in `model_card.json`.", ""]
     return "\n".join(lines)
 
 
-def merged_readme(cards: Sequence[dict[str, Any]], base: str, pipeline: bool,
-                  safety_checker: bool) -> str:
+def merged_readme(
+    cards: Sequence[dict[str, Any]], base: str, pipeline: bool, safety_checker: bool
+) -> str:
     """Card of a merged export (a diffusers folder with the erasure applied)."""
     meta = card_metadata(cards, "diffusers", model_id=base)
     concepts = ", ".join(_concepts(cards))
-    lines = [front_matter(meta), f"# {concepts} erased ({', '.join(_methods(cards))})", "",
-             "The base model with these unsee erasures merged into its UNet:", ""]
+    lines = [
+        front_matter(meta),
+        f"# {concepts} erased ({', '.join(_methods(cards))})",
+        "",
+        "The base model with these unsee erasures merged into its UNet:",
+        "",
+    ]
     lines += _about(cards, base)
     lines += [f"Safety checker: {'kept from the base' if safety_checker else 'none'}.", ""]
     lines += _sections(INTENDED, fits=False)
     lines += ["## How to use", ""]
     if pipeline:
-        lines += ["```python", "from diffusers import StableDiffusionPipeline", "",
-                  "pipe = StableDiffusionPipeline.from_pretrained('<this folder>')",
-                  "image = pipe('a photo').images[0]", "```", ""]
+        lines += [
+            "```python",
+            "from diffusers import StableDiffusionPipeline",
+            "",
+            "pipe = StableDiffusionPipeline.from_pretrained('<this folder>')",
+            "image = pipe('a photo').images[0]",
+            "```",
+            "",
+        ]
     else:
-        lines += ["ToyWorld is unsee's bundled pixel-space model; its UNet loads with "
-                  "`UNet2DConditionModel.from_pretrained('<this folder>/unet')` and unsee "
-                  "samples it: `unsee generate --model <this folder> --prompt '...' "
-                  "--out images/`.", ""]
+        lines += [
+            "ToyWorld is unsee's bundled pixel-space model; its UNet loads with "
+            "`UNet2DConditionModel.from_pretrained('<this folder>/unet')` and unsee "
+            "samples it: `unsee generate --model <this folder> --prompt '...' "
+            "--out images/`.",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def lora_readme(cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name: str,
-                report: dict[str, Any]) -> str:
+def lora_readme(
+    cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name: str, report: dict[str, Any]
+) -> str:
     """Card of a LoRA export, with its fidelity against the full delta."""
-    meta = card_metadata(cards, "diffusers", ("lora", "kohya" if fmt == "kohya" else "peft"),
-                         model_id=base)
+    meta = card_metadata(
+        cards, "diffusers", ("lora", "kohya" if fmt == "kohya" else "peft"), model_id=base
+    )
     meta["base_model_relation"] = "adapter" if meta.get("base_model") else None
     s = report["summary"]
     concepts = ", ".join(_concepts(cards))
-    lines = [front_matter(meta),
-             f"# {concepts} erased ({', '.join(_methods(cards))}), as a "
-             f"{'diffusers/peft' if fmt == 'lora' else 'kohya'} LoRA", ""]
+    lines = [
+        front_matter(meta),
+        f"# {concepts} erased ({', '.join(_methods(cards))}), as a "
+        f"{'diffusers/peft' if fmt == 'lora' else 'kohya'} LoRA",
+        "",
+    ]
     lines += _about(cards, base)
     out = report.get("output_residual") or {}
-    lines += ["## Fidelity", "",
-              f"Truncated SVD per tensor ({report['rank_rule']}): ranks {s['rank_min']}-"
-              f"{s['rank_max']} over {s['lora_modules']} modules, "
-              f"{s['file_parameters']:,} parameters, {report['file_bytes']:,} bytes.", "",
-              "| measure | value |", "|---|---|",
-              f"| weight residual, relative Frobenius, all tensors | {s['rel_error_total']:.3g} |",
-              f"| worst LoRA tensor | {s['rel_error_lora_worst']:.3g} "
-              f"(`{s['rel_error_lora_worst_tensor']}`) |",
-              f"| left out (share of the edit's norm) | {s['left_out_norm_fraction']:.3g} |",
-              f"| held as full differences (share of the edit's norm) | "
-              f"{s['full_difference_norm_fraction']:.3g} |"]
+    lines += [
+        "## Fidelity",
+        "",
+        f"Truncated SVD per tensor ({report['rank_rule']}): ranks {s['rank_min']}-"
+        f"{s['rank_max']} over {s['lora_modules']} modules, "
+        f"{s['file_parameters']:,} parameters, {report['file_bytes']:,} bytes.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| weight residual, relative Frobenius, all tensors | {s['rel_error_total']:.3g} |",
+        f"| worst LoRA tensor | {s['rel_error_lora_worst']:.3g} "
+        f"(`{s['rel_error_lora_worst_tensor']}`) |",
+        f"| left out (share of the edit's norm) | {s['left_out_norm_fraction']:.3g} |",
+        f"| held as full differences (share of the edit's norm) | "
+        f"{s['full_difference_norm_fraction']:.3g} |",
+    ]
     if out:
-        lines.append(f"| UNet output residual / the edit's output change | "
-                     f"{out['relative']:.3g} (max abs {out['max_abs']:.3g} vs edit "
-                     f"{out['edit_max_abs']:.3g}, {out['inputs']} probe inputs) |")
+        lines.append(
+            f"| UNet output residual / the edit's output change | "
+            f"{out['relative']:.3g} (max abs {out['max_abs']:.3g} vs edit "
+            f"{out['edit_max_abs']:.3g}, {out['inputs']} probe inputs) |"
+        )
     lines.append("")
     if s["left_out"]:
-        lines += ["Left out (this format cannot hold them): "
-                  + ", ".join(f"`{t}`" for t in s["left_out"]) + ".", ""]
+        lines += [
+            "Left out (this format cannot hold them): "
+            + ", ".join(f"`{t}`" for t in s["left_out"])
+            + ".",
+            "",
+        ]
     lines += ["Per-tensor ranks and residuals: `lora_export.json`.", ""]
     lines += _sections(INTENDED)
     lines += ["## How to use", ""]
     if fmt == "lora":
-        lines += ["Needs `peft` installed.", "", "```python",
-                  "from diffusers import StableDiffusionPipeline", "",
-                  f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
-                  "pipe.load_lora_weights('<this folder>')",
-                  "image = pipe('a photo').images[0]", "```", ""]
+        lines += [
+            "Needs `peft` installed.",
+            "",
+            "```python",
+            "from diffusers import StableDiffusionPipeline",
+            "",
+            f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
+            "pipe.load_lora_weights('<this folder>')",
+            "image = pipe('a photo').images[0]",
+            "```",
+            "",
+        ]
         if not s.get("fuse_lora_works", True):
-            lines += ["Bias changes ride in peft's `lora_B.bias`, so `pipe.fuse_lora()` "
-                      "fails on layers without a bias; export with `--no-lora-bias` to fuse "
-                      "(the biases are then left out, and the table says how much that is).",
-                      ""]
+            lines += [
+                "Bias changes ride in peft's `lora_B.bias`, so `pipe.fuse_lora()` "
+                "fails on layers without a bias; export with `--no-lora-bias` to fuse "
+                "(the biases are then left out, and the table says how much that is).",
+                "",
+            ]
         if base == "toyworld":
-            lines += ["ToyWorld has no diffusers pipeline; load into its UNet with "
-                      "`unet.load_lora_adapter('<this folder>', prefix='unet', "
-                      f"weight_name='{file_name}')`.", ""]
+            lines += [
+                "ToyWorld has no diffusers pipeline; load into its UNet with "
+                "`unet.load_lora_adapter('<this folder>', prefix='unet', "
+                f"weight_name='{file_name}')`.",
+                "",
+            ]
     else:
-        lines += [f"A1111: copy `{file_name}` to `models/Lora` and prompt with "
-                  f"`<lora:{Path(file_name).stem}:1>`. ComfyUI: `models/loras`, "
-                  "LoraLoader with strength 1.", "",
-                  "diffusers (needs `peft`) loads the LoRA part; its Stable Diffusion "
-                  "loader refuses the full-difference `.diff`/`.diff_b` entries, so drop "
-                  "them first; the model then misses what they hold (the table above):", "",
-                  "```python", "from safetensors.torch import load_file",
-                  "sd = load_file('<this folder>/" + file_name + "')",
-                  "pipe.load_lora_weights({k: v for k, v in sd.items() "
-                  "if not k.endswith(('.diff', '.diff_b'))})", "```", ""]
+        lines += [
+            f"A1111: copy `{file_name}` to `models/Lora` and prompt with "
+            f"`<lora:{Path(file_name).stem}:1>`. ComfyUI: `models/loras`, "
+            "LoraLoader with strength 1.",
+            "",
+            "diffusers (needs `peft`) loads the LoRA part; its Stable Diffusion "
+            "loader refuses the full-difference `.diff`/`.diff_b` entries, so drop "
+            "them first; the model then misses what they hold (the table above):",
+            "",
+            "```python",
+            "from safetensors.torch import load_file",
+            "sd = load_file('<this folder>/" + file_name + "')",
+            "pipe.load_lora_weights({k: v for k, v in sd.items() "
+            "if not k.endswith(('.diff', '.diff_b'))})",
+            "```",
+            "",
+        ]
     return "\n".join(lines)

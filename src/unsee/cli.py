@@ -16,14 +16,27 @@ from unsee.errors import UnseeError
 
 #: Erasure methods (the registry's names: tests/test_cli_help.py keeps them equal) and judge
 #: forms, listed in ``--help`` without importing torch.
-METHODS = ("esd-x", "esd-u", "esd-all", "esd-x-strict", "uce", "kscu", "mim-mu", "sculpt",
-           "salun", "ca")
+METHODS = (
+    "esd-x",
+    "esd-u",
+    "esd-all",
+    "esd-x-strict",
+    "uce",
+    "kscu",
+    "mim-mu",
+    "sculpt",
+    "salun",
+    "ca",
+)
 JUDGES = "toyworld, nudenet, clip:MODEL, imagenet[:MODEL|:torchvision]"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Make text-to-image diffusion models forget concepts, and measure it.",
-                  epilog=f"Methods (erase --method): {', '.join(METHODS)}; `unsee methods` "
-                  f"gives scopes and parameters. Judges (eval --judge): {JUDGES}.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Make text-to-image diffusion models forget concepts, and measure it.",
+    epilog=f"Methods (erase --method): {', '.join(METHODS)}; `unsee methods` "
+    f"gives scopes and parameters. Judges (eval --judge): {JUDGES}.",
+)
 
 
 def _print_version(value: bool) -> None:
@@ -35,10 +48,17 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: Annotated[bool, typer.Option(
-        "--version", callback=_print_version, is_eager=True,
-        help="print the version and exit")] = False) -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
     """Make text-to-image diffusion models forget concepts, and measure it."""
+
+
 toyworld_app = typer.Typer(no_args_is_help=True, help="The bundled ToyWorld model and judge.")
 app.add_typer(toyworld_app, name="toyworld")
 
@@ -121,13 +141,15 @@ def toyworld_render(
 def toyworld_train_model(
     work_dir: Annotated[Path, typer.Option(help="checkpoints and caches")] = Path("runs/toyworld"),
     export: Annotated[Path, typer.Option(help="where the finished model is written")] = Path(
-        "runs/toyworld/export"),
+        "runs/toyworld/export"
+    ),
     steps: Annotated[int, typer.Option(help="optimiser steps")] = 4000,
     batch_size: Annotated[int, typer.Option()] = 32,
     lr: Annotated[float, typer.Option()] = 5e-4,
     seed: Annotated[int, typer.Option()] = 0,
-    resume: Annotated[bool, typer.Option(
-        help="continue from work_dir/checkpoint.safetensors")] = True,
+    resume: Annotated[
+        bool, typer.Option(help="continue from work_dir/checkpoint.safetensors")
+    ] = True,
 ) -> None:
     """Train the ToyWorld UNet (resumable; checkpoints every 200 steps)."""
     from unsee.toyworld.model import TrainConfig, train_model
@@ -135,8 +157,12 @@ def toyworld_train_model(
     _positive("--steps", steps)
     _positive("--batch-size", batch_size)
     _positive("--lr", lr)
-    train_model(work_dir, TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
-                export_dir=export, resume=resume)
+    train_model(
+        work_dir,
+        TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+        export_dir=export,
+        resume=resume,
+    )
     typer.echo(f"model written to {export}")
 
 
@@ -165,7 +191,8 @@ _SD_RUNS = Path("runs/toyworld-sd")
 def toyworld_train_vae(
     work_dir: Annotated[Path, typer.Option(help="checkpoint")] = _SD_RUNS / "vae",
     data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
-    export: Annotated[Path, typer.Option(help="folded AutoencoderKL folder")] = _SD_RUNS / "vae"
+    export: Annotated[Path, typer.Option(help="folded AutoencoderKL folder")] = _SD_RUNS
+    / "vae"
     / "export",
     steps: Annotated[int, typer.Option(help="optimiser steps (raise it to continue)")] = 5000,
     batch_size: Annotated[int, typer.Option(help="images per step")] = 32,
@@ -176,12 +203,21 @@ def toyworld_train_vae(
     """ToyWorld-SD: train the AutoencoderKL (32 px -> 8x8x4), resumable after a kill."""
     from unsee.toyworld.sd.vae import VAEConfig, train_vae
 
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
-                    ("--checkpoint-every", checkpoint_every)):
+    for name, v in (
+        ("--steps", steps),
+        ("--batch-size", batch_size),
+        ("--lr", lr),
+        ("--checkpoint-every", checkpoint_every),
+    ):
         _positive(name, v)
-    train_vae(work_dir, VAEConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                  checkpoint_every=checkpoint_every),
-              export_dir=export, data_dir=data_dir)
+    train_vae(
+        work_dir,
+        VAEConfig(
+            steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every
+        ),
+        export_dir=export,
+        data_dir=data_dir,
+    )
     typer.echo(f"VAE written to {export}")
 
 
@@ -191,11 +227,14 @@ def toyworld_train_clip(
     work_dir: Annotated[Path, typer.Option(help="checkpoint")] = _SD_RUNS / "clip",
     data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
     export: Annotated[Path, typer.Option(help="CLIPModel + tokenizer folder")] = _SD_RUNS
-    / "clip" / "export",
+    / "clip"
+    / "export",
     steps: Annotated[int, typer.Option(help="contrastive steps (raise it to continue)")] = 3000,
     distil_steps: Annotated[int, typer.Option(help="MiniLM distillation steps first")] = 0,
-    distil_corpus: Annotated[Path | None, typer.Option(
-        help="CSV (column 'prompt') or text file of captions to distil MiniLM on")] = None,
+    distil_corpus: Annotated[
+        Path | None,
+        typer.Option(help="CSV (column 'prompt') or text file of captions to distil MiniLM on"),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="image-caption pairs per step")] = 128,
     lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 1e-3,
     seed: Annotated[int, typer.Option(help="data and step seed")] = 0,
@@ -204,27 +243,42 @@ def toyworld_train_clip(
     """ToyWorld-SD: train the CLIP model (contrastive, optional MiniLM distillation first)."""
     from unsee.toyworld.sd.clip import CLIPTrainConfig, train_clip
 
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
-                    ("--checkpoint-every", checkpoint_every)):
+    for name, v in (
+        ("--steps", steps),
+        ("--batch-size", batch_size),
+        ("--lr", lr),
+        ("--checkpoint-every", checkpoint_every),
+    ):
         _positive(name, v)
     if distil_steps < 0:
         raise UnseeError("--distil-steps must be >= 0")
     if distil_steps and distil_corpus is None:
         raise UnseeError("--distil-steps needs --distil-corpus")
-    train_clip(work_dir, CLIPTrainConfig(
-        steps=steps, distil_steps=distil_steps, batch_size=batch_size, lr=lr, seed=seed,
-        checkpoint_every=checkpoint_every,
-        distil_corpus=str(distil_corpus) if distil_corpus else None),
-        export_dir=export, data_dir=data_dir)
+    train_clip(
+        work_dir,
+        CLIPTrainConfig(
+            steps=steps,
+            distil_steps=distil_steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            distil_corpus=str(distil_corpus) if distil_corpus else None,
+        ),
+        export_dir=export,
+        data_dir=data_dir,
+    )
     typer.echo(f"CLIP written to {export}")
 
 
 @toyworld_app.command("train-sd")
 @_clean_errors
 def toyworld_train_sd(
-    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS / "vae"
+    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS
+    / "vae"
     / "export",
-    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS / "clip"
+    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS
+    / "clip"
     / "export",
     work_dir: Annotated[Path, typer.Option(help="checkpoint and caches")] = _SD_RUNS / "unet",
     data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
@@ -239,12 +293,23 @@ def toyworld_train_sd(
     """ToyWorld-SD: train the epsilon UNet on frozen CLIP states; assemble the pipeline."""
     from unsee.toyworld.sd.unet import UNetTrainConfig, train_unet
 
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--lr", lr),
-                    ("--checkpoint-every", checkpoint_every)):
+    for name, v in (
+        ("--steps", steps),
+        ("--batch-size", batch_size),
+        ("--lr", lr),
+        ("--checkpoint-every", checkpoint_every),
+    ):
         _positive(name, v)
-    train_unet(work_dir, UNetTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                                         checkpoint_every=checkpoint_every),
-               vae_dir=vae, clip_dir=clip, out_dir=out, data_dir=data_dir)
+    train_unet(
+        work_dir,
+        UNetTrainConfig(
+            steps=steps, batch_size=batch_size, lr=lr, seed=seed, checkpoint_every=checkpoint_every
+        ),
+        vae_dir=vae,
+        clip_dir=clip,
+        out_dir=out,
+        data_dir=data_dir,
+    )
     typer.echo(f"StableDiffusionPipeline folder written to {out}")
 
 
@@ -266,8 +331,9 @@ def toyworld_quality(
     _positive("--num-images", num_images)
     _sampling_options(steps, guidance, seed)
     bundle = load_bundle(model)
-    result = measure_quality(bundle, num_images=num_images, seed=seed, steps=steps,
-                             guidance=guidance)
+    result = measure_quality(
+        bundle, num_images=num_images, seed=seed, steps=steps, guidance=guidance
+    )
     md = quality_markdown(result)
     if out is not None:
         write_json(out, result)
@@ -281,17 +347,18 @@ def generate_cmd(
     model: Annotated[str, typer.Option(help="'toyworld', a diffusers folder or a hub id")],
     out: Annotated[Path, typer.Option(help="output folder")],
     prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
-    prompts: Annotated[Path | None, typer.Option(help="text file or CSV with a prompt column")
-                       ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="text file or CSV with a prompt column")
+    ] = None,
     num_images: Annotated[int, typer.Option(help="images per prompt")] = 4,
-    seed: Annotated[int, typer.Option(help="image k of a prompt uses seed+k "
-                                            "(or evaluation_seed+k from a CSV)")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="image k of a prompt uses seed+k (or evaluation_seed+k from a CSV)")
+    ] = 0,
     steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
     guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
     batch_size: Annotated[int, typer.Option()] = 64,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "cpu",
-    erased: Annotated[list[Path] | None, typer.Option(help="erasure artifact(s) to apply")
-                      ] = None,
+    erased: Annotated[list[Path] | None, typer.Option(help="erasure artifact(s) to apply")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
 ) -> None:
     """Generate images: PNGs plus index.json (prompt, seed, file per image)."""
@@ -314,8 +381,7 @@ def generate_cmd(
     check_output_dir(out, overwrite, "images")
     bundle = _load_with_artifacts(model, erased or [], device)
     texts, seeds = expand_seeds(rows, num_images, seed)
-    images = generate(bundle, texts, seeds, steps=steps, guidance=guidance,
-                      batch_size=batch_size)
+    images = generate(bundle, texts, seeds, steps=steps, guidance=guidance, batch_size=batch_size)
 
     def build(tmp: Path) -> None:
         index = []
@@ -323,10 +389,15 @@ def generate_cmd(
             name = f"{i:06d}.png"
             Image.fromarray(img).save(tmp / name)
             index.append({"file": name, "prompt": p, "seed": s})
-        write_json(tmp / "index.json", {"model": model, "steps": steps,
-                                        "guidance": bundle.default_guidance
-                                        if guidance is None else guidance,
-                                        "images": index})
+        write_json(
+            tmp / "index.json",
+            {
+                "model": model,
+                "steps": steps,
+                "guidance": bundle.default_guidance if guidance is None else guidance,
+                "images": index,
+            },
+        )
 
     atomic_dir(out, build, "images", overwrite=True)
     typer.echo(f"wrote {len(images)} images to {out}")
@@ -336,38 +407,47 @@ def generate_cmd(
 @_clean_errors
 def erase_cmd(
     out: Annotated[Path, typer.Option(help="artifact folder to write")],
-    method: Annotated[str | None, typer.Option(
-        metavar="METHOD", help=f"one of {', '.join(METHODS)} (`unsee methods` lists their "
-        "scopes and parameters); needed unless --config gives it")] = None,
-    concept: Annotated[list[str] | None, typer.Option(help="concept to erase (repeatable)")
-                       ] = None,
-    model: Annotated[str | None, typer.Option(help="'toyworld', a diffusers folder or hub id")
-                     ] = None,
-    anchor: Annotated[list[str] | None, typer.Option(help="anchor per concept (repeatable)")
-                      ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            metavar="METHOD",
+            help=f"one of {', '.join(METHODS)} (`unsee methods` lists their "
+            "scopes and parameters); needed unless --config gives it",
+        ),
+    ] = None,
+    concept: Annotated[list[str] | None, typer.Option(help="concept to erase (repeatable)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="'toyworld', a diffusers folder or hub id")
+    ] = None,
+    anchor: Annotated[
+        list[str] | None, typer.Option(help="anchor per concept (repeatable)")
+    ] = None,
     iterations: Annotated[int | None, typer.Option(help="steps per concept round")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
-    scope: Annotated[str | None, typer.Option(help="xattn, noxattn, kv, full or re:<regex>")
-                     ] = None,
+    scope: Annotated[
+        str | None, typer.Option(help="xattn, noxattn, kv, full or re:<regex>")
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    sequential: Annotated[bool | None, typer.Option(help="one round per concept, in order")
-                          ] = None,
-    on: Annotated[list[Path] | None, typer.Option(help="start from this erased artifact")
-                  ] = None,
-    param: Annotated[list[str] | None, typer.Option("--set", help="method parameter KEY=VALUE")
-                     ] = None,
-    task: Annotated[str | None, typer.Option(
-        help="kscu: object, style, nudity or instance (same as --set task=...)")] = None,
-    variant: Annotated[str | None, typer.Option(
-        help="mim-mu: off-policy, on-policy or conditional (same as --set variant=...)")
-                    ] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML config (keys of EraseConfig)")
-                      ] = None,
+    sequential: Annotated[bool | None, typer.Option(help="one round per concept, in order")] = None,
+    on: Annotated[list[Path] | None, typer.Option(help="start from this erased artifact")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--set", help="method parameter KEY=VALUE")
+    ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(help="kscu: object, style, nudity or instance (same as --set task=...)"),
+    ] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="mim-mu: off-policy, on-policy or conditional (same as --set variant=...)"
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML config (keys of EraseConfig)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
     checkpoint_every: Annotated[int | None, typer.Option()] = None,
-    resume: Annotated[bool, typer.Option(help="continue a killed run from its checkpoint")
-                      ] = False,
+    resume: Annotated[bool, typer.Option(help="continue a killed run from its checkpoint")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing artifact")] = False,
 ) -> None:
     """Erase concepts and write an artifact (delta.safetensors + model card)."""
@@ -382,12 +462,22 @@ def erase_cmd(
     for key, value in (("task", task), ("variant", variant)):
         if value is not None:
             params[key] = value
-    overrides = {"method": method, "concepts": concept or None, "model": model,
-                 "anchors": anchor or None, "iterations": iterations, "lr": lr,
-                 "batch_size": batch_size, "scope": scope, "seed": seed,
-                 "sequential": sequential, "on": [str(p) for p in on] if on else None,
-                 "device": device, "checkpoint_every": checkpoint_every,
-                 "params": params or None}
+    overrides = {
+        "method": method,
+        "concepts": concept or None,
+        "model": model,
+        "anchors": anchor or None,
+        "iterations": iterations,
+        "lr": lr,
+        "batch_size": batch_size,
+        "scope": scope,
+        "seed": seed,
+        "sequential": sequential,
+        "on": [str(p) for p in on] if on else None,
+        "device": device,
+        "checkpoint_every": checkpoint_every,
+        "params": params or None,
+    }
     if config is not None:
         cfg = config_from_yaml(config, overrides)
     else:
@@ -396,8 +486,10 @@ def erase_cmd(
         cfg = EraseConfig(**{k: v for k, v in overrides.items() if v is not None})
     result = run_erasure(cfg, out, overwrite=overwrite, resume=resume)
     cost = result.card["cost"]
-    typer.echo(f"wrote {out}: {cost['parameters_changed']:,} weights changed in "
-               f"{cost['wall_seconds']:.1f} s")
+    typer.echo(
+        f"wrote {out}: {cost['parameters_changed']:,} weights changed in "
+        f"{cost['wall_seconds']:.1f} s"
+    )
 
 
 def _parse_value(v: str) -> Any:
@@ -420,23 +512,39 @@ class ExportFormat(str, Enum):
 @app.command("export")
 @_clean_errors
 def export_cmd(
-    artifact: Annotated[list[Path], typer.Argument(help="artifact folder(s) to export; "
-                                                         "several are applied together")],
+    artifact: Annotated[
+        list[Path],
+        typer.Argument(help="artifact folder(s) to export; several are applied together"),
+    ],
     out: Annotated[Path, typer.Option(help="folder to write")],
     model: Annotated[str | None, typer.Option(help="base model (default: the card's)")] = None,
-    fmt: Annotated[ExportFormat, typer.Option(
-        "--format", help="merged: a diffusers folder with the edit merged in; lora: a "
-        "diffusers/peft LoRA for pipe.load_lora_weights(folder); kohya: one .safetensors "
-        "for A1111 and ComfyUI (lora_down/lora_up/alpha, .diff/.diff_b)")] = ExportFormat.merged,
-    rank: Annotated[int | None, typer.Option(
-        help="lora/kohya: at most this rank per tensor (default: no cap)")] = None,
-    energy: Annotated[float | None, typer.Option(
-        help="lora/kohya: smallest rank per tensor keeping this fraction of the squared "
-        "singular values; 1 = exact (default 0.999 without --rank)")] = None,
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option(
+            "--format",
+            help="merged: a diffusers folder with the edit merged in; lora: a "
+            "diffusers/peft LoRA for pipe.load_lora_weights(folder); kohya: one .safetensors "
+            "for A1111 and ComfyUI (lora_down/lora_up/alpha, .diff/.diff_b)",
+        ),
+    ] = ExportFormat.merged,
+    rank: Annotated[
+        int | None, typer.Option(help="lora/kohya: at most this rank per tensor (default: no cap)")
+    ] = None,
+    energy: Annotated[
+        float | None,
+        typer.Option(
+            help="lora/kohya: smallest rank per tensor keeping this fraction of the squared "
+            "singular values; 1 = exact (default 0.999 without --rank)"
+        ),
+    ] = None,
     dtype: Annotated[str, typer.Option(help="lora/kohya: fp32, fp16 or bf16 factors")] = "fp32",
-    lora_bias: Annotated[bool, typer.Option(
-        help="lora: carry bias changes in lora_B.bias (exact, but peft's fuse_lora() then "
-        "fails on layers without a bias); --no-lora-bias leaves them out")] = True,
+    lora_bias: Annotated[
+        bool,
+        typer.Option(
+            help="lora: carry bias changes in lora_B.bias (exact, but peft's fuse_lora() then "
+            "fails on layers without a bias); --no-lora-bias leaves them out"
+        ),
+    ] = True,
     overwrite: Annotated[bool, typer.Option(help="replace an existing export folder")] = False,
 ) -> None:
     """Export an erasure: a merged diffusers folder (default), or a LoRA (``--format lora``
@@ -451,10 +559,12 @@ def export_cmd(
     from unsee.models.bundle import load_bundle
 
     fmt_s = fmt.value if isinstance(fmt, ExportFormat) else str(fmt)
-    if fmt_s == "merged" and (rank is not None or energy is not None or dtype != "fp32"
-                              or not lora_bias):
-        raise UnseeError("--rank, --energy, --dtype and --no-lora-bias apply to --format lora "
-                         "and kohya only")
+    if fmt_s == "merged" and (
+        rank is not None or energy is not None or dtype != "fp32" or not lora_bias
+    ):
+        raise UnseeError(
+            "--rank, --energy, --dtype and --no-lora-bias apply to --format lora and kohya only"
+        )
     if fmt_s != "merged":
         from unsee.lora import DEFAULT_ENERGY, DTYPES, check_rank_rule
 
@@ -482,8 +592,18 @@ def export_cmd(
     with torch.no_grad():
         for n, v in saved.items():
             params[n].copy_(v)
-    report = export_lora(bundle, cards, delta, out, fmt_s, rank=rank, energy=energy,
-                         dtype=dtype, lora_bias=lora_bias, overwrite=overwrite)
+    report = export_lora(
+        bundle,
+        cards,
+        delta,
+        out,
+        fmt_s,
+        rank=rank,
+        energy=energy,
+        dtype=dtype,
+        lora_bias=lora_bias,
+        overwrite=overwrite,
+    )
     typer.echo(summary_line(out, report))
 
 
@@ -525,8 +645,10 @@ def _judge_input(path: Path):
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_JUDGE_PIXELS:
-                raise UnseeError(f"{path} is {im.width}x{im.height} pixels; the judge reads "
-                                 f"model samples (at most {MAX_JUDGE_PIXELS:,} pixels)")
+                raise UnseeError(
+                    f"{path} is {im.width}x{im.height} pixels; the judge reads "
+                    f"model samples (at most {MAX_JUDGE_PIXELS:,} pixels)"
+                )
             return np.asarray(im.convert("RGB").resize((32, 32)))
     except (OSError, Image.DecompressionBombError) as exc:
         raise UnseeError(f"could not read image {path}: {exc}") from exc
@@ -563,8 +685,9 @@ def judge_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("out/demo"),
     concept: Annotated[str, typer.Option(help="ToyWorld concept to erase")] = "star",
-    method: Annotated[list[str] | None, typer.Option(help="methods (default: one per family)")
-                      ] = None,
+    method: Annotated[
+        list[str] | None, typer.Option(help="methods (default: one per family)")
+    ] = None,
     num_images: Annotated[int, typer.Option(help="evaluation images per prompt")] = 6,
     steps: Annotated[int, typer.Option(help="DDIM steps of the evaluation")] = 25,
 ) -> None:

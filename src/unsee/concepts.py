@@ -13,9 +13,15 @@ from unsee.toyworld import vocab
 
 #: Imagenette class -> superclass (Sculpting Memory's map, methods.md §1.8).
 IMAGENETTE_SUPERCLASS: dict[str, str] = {
-    "tench": "fish", "English springer": "dog", "cassette player": "electronic device",
-    "chain saw": "power tool", "church": "building", "French horn": "musical instrument",
-    "garbage truck": "vehicle", "gas pump": "fuel equipment", "golf ball": "sports equipment",
+    "tench": "fish",
+    "English springer": "dog",
+    "cassette player": "electronic device",
+    "chain saw": "power tool",
+    "church": "building",
+    "French horn": "musical instrument",
+    "garbage truck": "vehicle",
+    "gas pump": "fuel equipment",
+    "golf ball": "sports equipment",
     "parachute": "safety gear",
 }
 
@@ -43,20 +49,27 @@ def toyworld_concept(name: str, anchor: str | None = None) -> Concept:
         raise UnseeError(f"unknown ToyWorld concept {name!r}; known: {known}") from None
     if kind == "shape":
         anchor = anchor if anchor is not None else vocab.SUPERCLASS_OF[name]
-        return Concept(name, "object", (vocab.compose_caption(name),), anchor,
-                       (vocab.compose_caption(anchor),) if anchor else ("",))
+        return Concept(
+            name,
+            "object",
+            (vocab.compose_caption(name),),
+            anchor,
+            (vocab.compose_caption(anchor),) if anchor else ("",),
+        )
     if kind == "style":
         anchor = anchor if anchor is not None else "solid"
         # A style is erased from every shape: prompts name it with each superclass word.
         prompts = tuple(vocab.compose_caption(s, style_word=name) for s in vocab.SHAPES)
-        anchor_prompts = tuple(vocab.compose_caption(s, style_word=anchor or None)
-                               for s in vocab.SHAPES)
+        anchor_prompts = tuple(
+            vocab.compose_caption(s, style_word=anchor or None) for s in vocab.SHAPES
+        )
         return Concept(name, "style", prompts, anchor, anchor_prompts)
     if kind == "colour":
         anchor = anchor or ""
         prompts = tuple(vocab.compose_caption(s, colour=name) for s in vocab.SHAPES)
-        return Concept(name, "colour", prompts, anchor,
-                       tuple(vocab.compose_caption(s) for s in vocab.SHAPES))
+        return Concept(
+            name, "colour", prompts, anchor, tuple(vocab.compose_caption(s) for s in vocab.SHAPES)
+        )
     if kind == "superclass":
         return Concept(name, "superclass", (vocab.compose_caption(name),), anchor or "", ("",))
     raise UnseeError(f"{name!r} ({kind}) cannot be erased")

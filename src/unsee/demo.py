@@ -28,8 +28,14 @@ def available_methods(requested: Sequence[str] | None) -> list[str]:
     return names
 
 
-def run_demo(out: Path, concept: str = "star", methods: Sequence[str] | None = None,
-             num_images: int = 6, steps: int = DEMO_STEPS, overwrite: bool = True) -> Path:
+def run_demo(
+    out: Path,
+    concept: str = "star",
+    methods: Sequence[str] | None = None,
+    num_images: int = 6,
+    steps: int = DEMO_STEPS,
+    overwrite: bool = True,
+) -> Path:
     """Erase ``concept`` from ToyWorld with each method, evaluate, write ``out/report.html``,
     ``out/scorecards.json`` and one artifact per method under ``out/artifacts/``."""
     from unsee.erase.engine import EraseConfig, run_erasure
@@ -50,14 +56,26 @@ def run_demo(out: Path, concept: str = "star", methods: Sequence[str] | None = N
         # ESD samples a trajectory every iteration: the demo draws it in 25 DDIM steps instead
         # of 50 to stay within minutes on 2 CPU cores (recorded in the model card)
         params = {"ddim_steps": DEMO_ESD_TRAJECTORY} if m.startswith("esd") else {}
-        run_erasure(EraseConfig(method=m, concepts=[concept], params=params), art,
-                    overwrite=True, bundle=load_bundle("toyworld"))
+        run_erasure(
+            EraseConfig(method=m, concepts=[concept], params=params),
+            art,
+            overwrite=True,
+            bundle=load_bundle("toyworld"),
+        )
         artifacts[m] = [art]
-    results = evaluate_models("toyworld", artifacts, [concept],
-                              EvalSettings(num_images=num_images, steps=steps))
-    write_report(out / "report.html", results,
-                 title=f"unsee demo: erasing '{concept}' from ToyWorld")
-    write_json(out / "scorecards.json", {"concept": concept, "methods": names,
-                                         "wall_seconds": round(time.time() - t0, 1),
-                                         "scorecards": [r.scorecard for r in results]})
+    results = evaluate_models(
+        "toyworld", artifacts, [concept], EvalSettings(num_images=num_images, steps=steps)
+    )
+    write_report(
+        out / "report.html", results, title=f"unsee demo: erasing '{concept}' from ToyWorld"
+    )
+    write_json(
+        out / "scorecards.json",
+        {
+            "concept": concept,
+            "methods": names,
+            "wall_seconds": round(time.time() - t0, 1),
+            "scorecards": [r.scorecard for r in results],
+        },
+    )
     return out

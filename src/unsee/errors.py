@@ -17,6 +17,7 @@ def validation_error(exc: Exception, where: str, sep: str = ": ") -> UnseeError:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "value"
         msg = str(err.get("msg", "is invalid")).replace("Input should", "must")
         got = err.get("input")
-        parts.append(f"{loc} {msg} (got {got!r})" if err.get("type") != "missing"
-                     else f"{loc} is required")
+        parts.append(
+            f"{loc} {msg} (got {got!r})" if err.get("type") != "missing" else f"{loc} is required"
+        )
     return UnseeError(f"{where}{sep}" + "; ".join(parts))

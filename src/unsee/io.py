@@ -112,8 +112,11 @@ def output_kind(path: Path) -> str | None:
         pass
     try:
         card = json.loads((path / "model_card.json").read_text())
-        if (isinstance(card, dict) and card.get("format") == "unsee-artifact/1"
-                and (path / "delta.safetensors").is_file()):
+        if (
+            isinstance(card, dict)
+            and card.get("format") == "unsee-artifact/1"
+            and (path / "delta.safetensors").is_file()
+        ):
             return "artifact"
     except (OSError, ValueError):
         pass
@@ -132,16 +135,20 @@ def _replace_blocker(path: Path, kind: str) -> str | None:
     if why is None:
         found = output_kind(path)
         if found != kind:
-            why = (f"it is not an unsee {kind} folder" if found is None else
-                   f"it holds an unsee {found}, not an unsee {kind}")
+            why = (
+                f"it is not an unsee {kind} folder"
+                if found is None
+                else f"it holds an unsee {found}, not an unsee {kind}"
+            )
     return why
 
 
 def _check_replaceable(path: Path, kind: str) -> None:
     why = _replace_blocker(path, kind)
     if why:
-        raise UnseeError(f"refusing to replace {path}: {why}; remove it yourself or choose "
-                         "another --out")
+        raise UnseeError(
+            f"refusing to replace {path}: {why}; remove it yourself or choose another --out"
+        )
 
 
 def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
@@ -160,12 +167,15 @@ def check_output_dir(path: Path, overwrite: bool, kind: str) -> None:
             _check_replaceable(path, kind)
         else:
             why = _replace_blocker(path, kind)  # never suggest --overwrite for a user's folder
-            raise UnseeError(f"{path} exists and is not empty, and {why}; choose another --out"
-                             if why else
-                             f"{path} exists and is not empty (pass --overwrite to replace it)")
+            raise UnseeError(
+                f"{path} exists and is not empty, and {why}; choose another --out"
+                if why
+                else f"{path} exists and is not empty (pass --overwrite to replace it)"
+            )
     elif _protected(path):
-        raise UnseeError(f"refusing to write into {path}: {_protected(path)}; choose an "
-                         "output folder of its own")
+        raise UnseeError(
+            f"refusing to write into {path}: {_protected(path)}; choose an output folder of its own"
+        )
     parent = path.absolute().parent
     existing = parent
     while not existing.exists():
@@ -191,8 +201,10 @@ def check_output_file(path: Path, overwrite: bool) -> None:
         try:
             json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise UnseeError(f"refusing to replace {path}: it is not a JSON file unsee wrote; "
-                             "remove it yourself or choose another --out") from None
+            raise UnseeError(
+                f"refusing to replace {path}: it is not a JSON file unsee wrote; "
+                "remove it yourself or choose another --out"
+            ) from None
     existing = path.absolute().parent
     while not existing.exists():
         existing = existing.parent
@@ -235,8 +247,9 @@ def clean_partial(final: Path) -> list[Path]:
     return removed
 
 
-def atomic_dir(final: Path, build: Callable[[Path], None], kind: str,
-               overwrite: bool = False) -> Path:
+def atomic_dir(
+    final: Path, build: Callable[[Path], None], kind: str, overwrite: bool = False
+) -> Path:
     """Build a folder in a temporary sibling and move it to ``final`` only when complete.
 
     An existing ``final`` is replaced only with ``overwrite`` and only when it is an unsee
@@ -302,8 +315,10 @@ def _encode(obj: Any, tensors: dict[str, Any]) -> Any:
         t = obj.detach().cpu().contiguous()
         # safetensors refuses tensors that share memory (a teacher and a best-epoch copy
         # may hold the same tensor): copy those
-        shares = t.numel() and any(u.numel() and u.untyped_storage().data_ptr()
-                                   == t.untyped_storage().data_ptr() for u in tensors.values())
+        shares = t.numel() and any(
+            u.numel() and u.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+            for u in tensors.values()
+        )
         tensors[key] = t.clone() if shares else t
         return {"__tensor__": key}
     if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
@@ -346,8 +361,7 @@ def save_state(path: Path, state: dict[str, Any]) -> Path:
 
     tensors: dict[str, Any] = {}
     meta = json.dumps(_encode(state, tensors))
-    return atomic_write(path, lambda p: save_file(tensors, str(p),
-                                                  metadata={"unsee_state": meta}))
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata={"unsee_state": meta}))
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -364,8 +378,10 @@ def load_state(path: Path) -> dict[str, Any]:
             raise ValueError("no unsee state in it")
         state = _decode(json.loads(meta), tensors)
     except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise UnseeError(f"checkpoint {path} is damaged or not an unsee checkpoint ({exc}); "
-                         "start over without --resume") from exc
+        raise UnseeError(
+            f"checkpoint {path} is damaged or not an unsee checkpoint ({exc}); "
+            "start over without --resume"
+        ) from exc
     if not isinstance(state, dict):
         raise UnseeError(f"checkpoint {path} is not an unsee checkpoint; start over")
     return state

@@ -46,8 +46,11 @@ REPORT_NAME = "lora_export.json"
 #: ``--energy`` when neither it nor ``--rank`` is given: per tensor at most
 #: sqrt(1 - 0.999) = 3.2 % relative Frobenius error.
 DEFAULT_ENERGY = 0.999
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16,
-                                  "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
 
 
 @dataclass
@@ -86,7 +89,7 @@ class LoraExport:
 
     def summary(self) -> dict[str, Any]:
         """Totals: ranks, parameter count, total and left-out relative Frobenius norms."""
-        total = math.sqrt(sum(r.norm ** 2 for r in self.rows)) or 1.0
+        total = math.sqrt(sum(r.norm**2 for r in self.rows)) or 1.0
         err = math.sqrt(sum((r.norm * r.rel_error) ** 2 for r in self.rows))
         left = [r for r in self.rows if r.kind == "left_out"]
         ranks = [r.rank for r in self.rows if r.kind == "lora" and r.rank]
@@ -96,7 +99,8 @@ class LoraExport:
             "format": self.fmt,
             "tensors": len(self.rows),
             "lora_modules": len(lora_rows),
-            "rank_min": min(ranks, default=0), "rank_max": max(ranks, default=0),
+            "rank_min": min(ranks, default=0),
+            "rank_max": max(ranks, default=0),
             "rank_total": int(sum(ranks)),
             "file_parameters": int(sum(t.numel() for t in self.tensors.values())),
             "delta_norm": total if self.rows else 0.0,
@@ -104,11 +108,12 @@ class LoraExport:
             "rel_error_lora_worst": worst.rel_error if worst else 0.0,
             "rel_error_lora_worst_tensor": worst.tensor if worst else None,
             "left_out": [r.tensor for r in left],
-            "left_out_norm_fraction": math.sqrt(sum(r.norm ** 2 for r in left)) / total,
+            "left_out_norm_fraction": math.sqrt(sum(r.norm**2 for r in left)) / total,
             # held exactly outside the LoRA factors (lora_B.bias, .diff, .diff_b): what a
             # reader that skips those entries (diffusers' kohya loader) misses
-            "full_difference_norm_fraction": math.sqrt(sum(
-                r.norm ** 2 for r in self.rows if r.kind in ("lora_bias", "diff", "diff_b")))
+            "full_difference_norm_fraction": math.sqrt(
+                sum(r.norm**2 for r in self.rows if r.kind in ("lora_bias", "diff", "diff_b"))
+            )
             / total,
             "fuse_lora_works": self.fusable,
         }
@@ -132,8 +137,9 @@ def module_kinds(unet: torch.nn.Module) -> dict[str, tuple[str, tuple[int, ...],
     return out
 
 
-def choose_rank(s: torch.Tensor, shape: Sequence[int], rank: int | None,
-                energy: float | None) -> tuple[int, int]:
+def choose_rank(
+    s: torch.Tensor, shape: Sequence[int], rank: int | None, energy: float | None
+) -> tuple[int, int]:
     """(chosen rank, numerical rank) from singular values ``s`` (descending, float64).
 
     The numerical rank counts ``s > s[0] * max(shape) * eps(float32)``. The chosen rank is
@@ -146,16 +152,16 @@ def choose_rank(s: torch.Tensor, shape: Sequence[int], rank: int | None,
     full = int((s > tol).sum())
     r = full
     if energy is not None:
-        cum = torch.cumsum(s[:full] ** 2, 0) / float((s ** 2).sum())
-        r = min(r, int(torch.searchsorted(cum, torch.tensor(energy - 1e-12,
-                                                             dtype=cum.dtype))) + 1)
+        cum = torch.cumsum(s[:full] ** 2, 0) / float((s**2).sum())
+        r = min(r, int(torch.searchsorted(cum, torch.tensor(energy - 1e-12, dtype=cum.dtype))) + 1)
     if rank is not None:
         r = min(r, rank)
     return max(1, r), full
 
 
-def factor(d: torch.Tensor, rank: int | None, energy: float | None,
-           dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+def factor(
+    d: torch.Tensor, rank: int | None, energy: float | None, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """Truncated SVD of a weight delta.
 
     ``d``: (out, in) or (out, in, kh, kw). Returns ``(down, up, r, numerical_rank)`` with
@@ -189,9 +195,15 @@ def _rel(d: torch.Tensor, carried: torch.Tensor) -> float:
 Kinds = Mapping[str, tuple[str, tuple[int, ...], bool]]
 
 
-def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
-                 rank: int | None = None, energy: float | None = None,
-                 dtype: torch.dtype = torch.float32, lora_bias: bool = True) -> LoraExport:
+def build_export(
+    delta: Mapping[str, torch.Tensor],
+    kinds: Kinds,
+    fmt: str,
+    rank: int | None = None,
+    energy: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    lora_bias: bool = True,
+) -> LoraExport:
     """Factor ``delta`` (UNet parameter name -> erased minus base) into a ``fmt`` file.
 
     ``kinds`` comes from :func:`module_kinds` on the base UNet. Weights of linear and conv
@@ -224,14 +236,14 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
         elif lora_able and attr == "bias" and fmt == "lora" and lora_bias:
             biases[module] = d.to(dtype)
             carried[name] = biases[module].float()
-            rows.append(TensorRow(name, list(d.shape), "lora_bias", norm,
-                                  _rel(d, carried[name])))
+            rows.append(TensorRow(name, list(d.shape), "lora_bias", norm, _rel(d, carried[name])))
         elif fmt == "kohya" and attr in ("weight", "bias"):
             key = _kohya_name(module) + (".diff" if attr == "weight" else ".diff_b")
             diffs[key] = d.to(dtype).contiguous()
             carried[name] = diffs[key].float()
-            rows.append(TensorRow(name, list(d.shape), key.rsplit(".", 1)[1], norm,
-                                  _rel(d, carried[name])))
+            rows.append(
+                TensorRow(name, list(d.shape), key.rsplit(".", 1)[1], norm, _rel(d, carried[name]))
+            )
         else:
             rows.append(TensorRow(name, list(d.shape), "left_out", norm, 1.0))
     # kohya readers (A1111, ComfyUI, diffusers) scale each module by alpha / rank, and
@@ -244,16 +256,24 @@ def build_export(delta: Mapping[str, torch.Tensor], kinds: Kinds, fmt: str,
         down, up = down.to(dtype), (up * scale).to(dtype)
         factors[module] = (down, up)
         carried[name] = lora_product(down, up) / scale
-        rows.append(TensorRow(name, list(d.shape), "lora", float(d.double().norm()),
-                              _rel(d, carried[name]), r, full))
+        rows.append(
+            TensorRow(
+                name,
+                list(d.shape),
+                "lora",
+                float(d.double().norm()),
+                _rel(d, carried[name]),
+                r,
+                full,
+            )
+        )
     rows.sort(key=lambda row: row.tensor)
     if fmt == "lora":
         for module in biases:
             if module not in factors:  # bias changed, weight did not: zero rank-1 LoRA
                 shape = kinds[module][1]
                 down = torch.zeros(1, *shape[1:], dtype=dtype)
-                up = torch.zeros(shape[0], 1, *([1, 1] if len(shape) == 4 else []),
-                                 dtype=dtype)
+                up = torch.zeros(shape[0], 1, *([1, 1] if len(shape) == 4 else []), dtype=dtype)
                 factors[module] = (down, up)
         tensors, metadata = _peft_tensors(factors, biases, dtype)
     else:
@@ -266,9 +286,11 @@ def _kohya_name(module: str) -> str:
     return "lora_unet_" + module.replace(".", "_")
 
 
-def _peft_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                  biases: Mapping[str, torch.Tensor],
-                  dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _peft_tensors(
+    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    biases: Mapping[str, torch.Tensor],
+    dtype: torch.dtype,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """diffusers/peft keys and the ``LoraConfig`` (alpha = rank per module) as metadata."""
     tensors: dict[str, torch.Tensor] = {}
     ranks: dict[str, int] = {}
@@ -278,20 +300,30 @@ def _peft_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
         if biases:
             b = biases.get(module)
             tensors[f"unet.{module}.lora_B.bias"] = (
-                b if b is not None else torch.zeros(up.shape[0], dtype=dtype)).contiguous()
+                b if b is not None else torch.zeros(up.shape[0], dtype=dtype)
+            ).contiguous()
         ranks[module] = int(down.shape[0])
     r = Counter(ranks.values()).most_common(1)[0][0] if ranks else 1
     pattern = {m: k for m, k in ranks.items() if k != r}
-    config = {"r": r, "lora_alpha": r, "rank_pattern": pattern, "alpha_pattern": dict(pattern),
-              "target_modules": sorted(ranks), "lora_bias": bool(biases), "use_dora": False,
-              "init_lora_weights": True}
+    config = {
+        "r": r,
+        "lora_alpha": r,
+        "rank_pattern": pattern,
+        "alpha_pattern": dict(pattern),
+        "target_modules": sorted(ranks),
+        "lora_bias": bool(biases),
+        "use_dora": False,
+        "init_lora_weights": True,
+    }
     packed = {f"unet.{k}": v for k, v in config.items()}
     return tensors, {"format": "pt", "lora_adapter_metadata": json.dumps(packed, sort_keys=True)}
 
 
-def _kohya_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                   diffs: Mapping[str, torch.Tensor], alpha: float
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _kohya_tensors(
+    factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+    diffs: Mapping[str, torch.Tensor],
+    alpha: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """kohya keys: ``lora_down`` / ``lora_up`` / ``alpha`` (one value for every module;
     ``up`` already carries rank / alpha), then ``.diff`` / ``.diff_b``."""
     tensors: dict[str, torch.Tensor] = {}
@@ -307,8 +339,11 @@ def _kohya_tensors(factors: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
 def kohya_for_diffusers(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The part of a kohya state dict diffusers' ``load_lora_weights`` accepts: its SD
     loader refuses ``.diff`` / ``.diff_b`` keys, so they are dropped."""
-    return {k: v for k, v in tensors.items()
-            if k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))}
+    return {
+        k: v
+        for k, v in tensors.items()
+        if k.endswith((".lora_down.weight", ".lora_up.weight", ".alpha"))
+    }
 
 
 def write_files(tmp: Path, export: LoraExport, file_stem: str) -> str:
@@ -320,9 +355,14 @@ def write_files(tmp: Path, export: LoraExport, file_stem: str) -> str:
 
 # -- checking the export on the UNet's outputs -----------------------------------------
 
-def probe_inputs(unet: torch.nn.Module, context: torch.Tensor, latent_shape: Sequence[int],
-                 num_train_timesteps: int, seed: int = 0
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+def probe_inputs(
+    unet: torch.nn.Module,
+    context: torch.Tensor,
+    latent_shape: Sequence[int],
+    num_train_timesteps: int,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fixed UNet inputs: every prompt context (P, L, D) at 4 timesteps (999/750/500/250 of
     1000). Returns ``x`` (4P, C, h, w) standard normal from ``seed``, ``t`` (4P,) and the
     context repeated (4P, L, D)."""
@@ -338,9 +378,12 @@ def probe_inputs(unet: torch.nn.Module, context: torch.Tensor, latent_shape: Seq
 
 
 @torch.no_grad()
-def output_residual(unet: torch.nn.Module, delta: Mapping[str, torch.Tensor],
-                    carried: Mapping[str, torch.Tensor],
-                    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, float]:
+def output_residual(
+    unet: torch.nn.Module,
+    delta: Mapping[str, torch.Tensor],
+    carried: Mapping[str, torch.Tensor],
+    inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> dict[str, float]:
     """UNet outputs of base, base + delta (merged) and base + carried (the export).
 
     ``unet`` holds the base weights and is restored. Returns ``relative``:
@@ -367,10 +410,12 @@ def output_residual(unet: torch.nn.Module, delta: Mapping[str, torch.Tensor],
             params[n].copy_(o)
     edit = float((merged - base).norm())
     err = float((exported - merged).norm())
-    return {"relative": err / edit if edit else 0.0,
-            "max_abs": float((exported - merged).abs().max()),
-            "edit_max_abs": float((merged - base).abs().max()),
-            "inputs": int(x.shape[0])}
+    return {
+        "relative": err / edit if edit else 0.0,
+        "max_abs": float((exported - merged).abs().max()),
+        "edit_max_abs": float((merged - base).abs().max()),
+        "inputs": int(x.shape[0]),
+    }
 
 
 def combined_delta(deltas: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -392,10 +437,18 @@ def rank_rule(rank: int | None, energy: float | None) -> str:
     return ", ".join(parts) if parts else "full numerical rank"
 
 
-def export_lora(bundle: Any, cards: Sequence[dict[str, Any]],
-                delta: Mapping[str, torch.Tensor], out_dir: Path, fmt: str,
-                rank: int | None = None, energy: float | None = None, dtype: str = "fp32",
-                lora_bias: bool = True, overwrite: bool = False) -> dict[str, Any]:
+def export_lora(
+    bundle: Any,
+    cards: Sequence[dict[str, Any]],
+    delta: Mapping[str, torch.Tensor],
+    out_dir: Path,
+    fmt: str,
+    rank: int | None = None,
+    energy: float | None = None,
+    dtype: str = "fp32",
+    lora_bias: bool = True,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Write a ``fmt`` LoRA export of ``delta`` to ``out_dir`` (atomically) and return its
     report (also written as ``lora_export.json``).
 
@@ -410,24 +463,38 @@ def export_lora(bundle: Any, cards: Sequence[dict[str, Any]],
 
     if dtype not in DTYPES:
         raise UnseeError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    export = build_export(delta, module_kinds(bundle.unet), fmt, rank, energy, DTYPES[dtype],
-                          lora_bias=lora_bias)
-    prompts = list(dict.fromkeys([c["name"] for card in cards
-                                  for c in card.get("concepts", [])] + [""]))
-    inputs = probe_inputs(bundle.unet, bundle.encode_prompts(prompts), bundle.latent_shape,
-                          int(bundle.scheduler_config.get("num_train_timesteps", 1000)))
+    export = build_export(
+        delta, module_kinds(bundle.unet), fmt, rank, energy, DTYPES[dtype], lora_bias=lora_bias
+    )
+    prompts = list(
+        dict.fromkeys([c["name"] for card in cards for c in card.get("concepts", [])] + [""])
+    )
+    inputs = probe_inputs(
+        bundle.unet,
+        bundle.encode_prompts(prompts),
+        bundle.latent_shape,
+        int(bundle.scheduler_config.get("num_train_timesteps", 1000)),
+    )
     residual = output_residual(bundle.unet, delta, export.carried, inputs)
     base = str(bundle.model_id)
     report: dict[str, Any] = {
-        "format": fmt, "rank_rule": rank_rule(rank, energy), "rank": rank, "energy": energy,
-        "dtype": dtype, "base": {"model_id": base,
-                                 "fingerprint": cards[0]["base"]["fingerprint"] if cards
-                                 else None},
+        "format": fmt,
+        "rank_rule": rank_rule(rank, energy),
+        "rank": rank,
+        "energy": energy,
+        "dtype": dtype,
+        "base": {
+            "model_id": base,
+            "fingerprint": cards[0]["base"]["fingerprint"] if cards else None,
+        },
         "artifacts": [c.get("id") for c in cards],
         "summary": export.summary(),
-        "output_residual": {**residual, "prompts": prompts,
-                            "definition": "||f_export - f_merged|| / ||f_merged - f_base|| "
-                                          "over the UNet outputs of the probe inputs"},
+        "output_residual": {
+            **residual,
+            "prompts": prompts,
+            "definition": "||f_export - f_merged|| / ||f_merged - f_base|| "
+            "over the UNet outputs of the probe inputs",
+        },
         "tensors": [vars(r) for r in export.rows],
     }
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(out_dir).name) or "unsee_lora"
@@ -455,23 +522,32 @@ def summary_line(out: Path, report: dict[str, Any]) -> str:
     """What ``unsee export --format lora|kohya`` prints: ranks, size and residuals."""
     s = report["summary"]
     o = report["output_residual"]
-    lines = [f"{report['format']} export written to {Path(out) / report['file']}: "
-             f"{s['lora_modules']} LoRA modules, rank {s['rank_min']}-{s['rank_max']} "
-             f"({report['rank_rule']}), {report['file_bytes'] / 1024:.1f} KiB {report['dtype']}",
-             f"  weight residual (relative Frobenius, all {s['tensors']} delta tensors): "
-             f"{s['rel_error_total']:.3g}; worst LoRA tensor {s['rel_error_lora_worst']:.3g}",
-             f"  UNet output residual on {o['inputs']} probe inputs: {o['relative']:.3g} of the "
-             f"edit's change (max abs {o['max_abs']:.3g}, edit max abs {o['edit_max_abs']:.3g})"]
+    lines = [
+        f"{report['format']} export written to {Path(out) / report['file']}: "
+        f"{s['lora_modules']} LoRA modules, rank {s['rank_min']}-{s['rank_max']} "
+        f"({report['rank_rule']}), {report['file_bytes'] / 1024:.1f} KiB {report['dtype']}",
+        f"  weight residual (relative Frobenius, all {s['tensors']} delta tensors): "
+        f"{s['rel_error_total']:.3g}; worst LoRA tensor {s['rel_error_lora_worst']:.3g}",
+        f"  UNet output residual on {o['inputs']} probe inputs: {o['relative']:.3g} of the "
+        f"edit's change (max abs {o['max_abs']:.3g}, edit max abs {o['edit_max_abs']:.3g})",
+    ]
     if s["left_out"]:
-        lines.append(f"  left out ({report['format']} cannot hold them): {len(s['left_out'])} "
-                     f"tensor(s), {s['left_out_norm_fraction']:.3g} of the edit's norm: "
-                     + ", ".join(s["left_out"][:4]) + (" ..." if len(s["left_out"]) > 4 else ""))
+        lines.append(
+            f"  left out ({report['format']} cannot hold them): {len(s['left_out'])} "
+            f"tensor(s), {s['left_out_norm_fraction']:.3g} of the edit's norm: "
+            + ", ".join(s["left_out"][:4])
+            + (" ..." if len(s["left_out"]) > 4 else "")
+        )
     full = [r for r in report["tensors"] if r["kind"] in ("diff", "diff_b", "lora_bias")]
     if full:
-        lines.append(f"  held as full differences: {len(full)} tensor(s) "
-                     f"({', '.join(sorted({r['kind'] for r in full}))}), "
-                     f"{s['full_difference_norm_fraction']:.3g} of the edit's norm")
+        lines.append(
+            f"  held as full differences: {len(full)} tensor(s) "
+            f"({', '.join(sorted({r['kind'] for r in full}))}), "
+            f"{s['full_difference_norm_fraction']:.3g} of the edit's norm"
+        )
     if not s["fuse_lora_works"]:
-        lines.append("  note: bias changes ride in lora_B.bias, so peft cannot fuse_lora() "
-                     "this file (layers without a bias); --no-lora-bias leaves them out instead")
+        lines.append(
+            "  note: bias changes ride in lora_B.bias, so peft cannot fuse_lora() "
+            "this file (layers without a bias); --no-lora-bias leaves them out instead"
+        )
     return "\n".join(lines)

@@ -24,8 +24,9 @@ class Bar:
     Without a terminal (logs of background runs) it prints a plain line every 30 s instead.
     """
 
-    def __init__(self, progress: Progress | None, task: int | None,
-                 plain: tuple[str, int, int] | None = None) -> None:
+    def __init__(
+        self, progress: Progress | None, task: int | None, plain: tuple[str, int, int] | None = None
+    ) -> None:
         self._progress, self._task = progress, task
         self._plain = plain
         self._done = plain[2] if plain else 0
@@ -33,16 +34,20 @@ class Bar:
         self._start = self._last
 
     def advance(self, n: int = 1, **fields: float | str) -> None:
-        info = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in fields.items())
+        info = "  ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
+        )
         if self._plain is not None:
             self._done += n
             desc, total, _ = self._plain
             now = time.monotonic()
             if now - self._last >= 30 or self._done >= total:
                 self._last = now
-                print(f"{desc}: {self._done}/{total} [{now - self._start:.0f}s] {info}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{desc}: {self._done}/{total} [{now - self._start:.0f}s] {info}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return
         if self._progress is None or self._task is None:
             return
@@ -65,8 +70,15 @@ def progress_bar(total: int, description: str, completed: int = 0) -> Iterator[B
     from rich.console import Console
 
     console = Console(file=sys.stderr)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(description, total=total, completed=completed, info="")
         yield Bar(progress, task)

@@ -27,8 +27,9 @@ def read_prompts(path: Path | str, limit: int | None = None) -> list[PromptRow]:
     try:
         rows = _read_rows(path, limit)
     except UnicodeDecodeError as exc:
-        raise UnseeError(f"prompt file {path} is not UTF-8 text (byte {exc.start}: "
-                         f"{exc.reason})") from None
+        raise UnseeError(
+            f"prompt file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from None
     except csv.Error as exc:
         raise UnseeError(f"prompt file {path} is not a readable CSV ({exc})") from None
     if not rows:
@@ -44,8 +45,9 @@ def _seed(text: str, path: Path, line_no: int) -> int:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value == int(value) and 0 <= value < 2**63):
-        raise UnseeError(f"{path}, line {line_no}: evaluation_seed {text!r} is not a "
-                         "non-negative whole number")
+        raise UnseeError(
+            f"{path}, line {line_no}: evaluation_seed {text!r} is not a non-negative whole number"
+        )
     return int(value)
 
 

@@ -30,8 +30,10 @@ def check_seeds(seeds: Iterable[int], *, training: bool) -> None:
     if bad:
         role = "training image" if training else "evaluation image"
         shown = ", ".join(map(str, bad[:3])) + (" ..." if len(bad) > 3 else "")
-        raise UnseeError(f"{role} seed(s) {shown} outside the {role} range [{lo}, {hi}]: "
-                         "training and evaluation seeds must never meet")
+        raise UnseeError(
+            f"{role} seed(s) {shown} outside the {role} range [{lo}, {hi}]: "
+            "training and evaluation seeds must never meet"
+        )
 
 
 def training_seeds(first: int, n: int) -> list[int]:

@@ -46,8 +46,9 @@ class Method:
         self.mask: MaskPolicy | None = None
 
     @classmethod
-    def plan_defaults(cls, params: Any, family: str, concepts: list[Concept],
-                      sequential: bool = False) -> dict[str, Any]:
+    def plan_defaults(
+        cls, params: Any, family: str, concepts: list[Concept], sequential: bool = False
+    ) -> dict[str, Any]:
         """Defaults for iterations (per round), lr, batch_size, lr_schedule and scope on a
         model ``family`` ("toyworld" or "sd"); ``sequential``: one round per concept.
         Methods whose defaults depend on their parameters or on the concepts (KSCU's task
@@ -130,8 +131,10 @@ def build_params(cls: type[Method], values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls.Params)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise UnseeError(f"unknown parameter(s) for {cls.name}: {', '.join(unknown)}; "
-                         f"known: {', '.join(fields) or 'none'}")
+        raise UnseeError(
+            f"unknown parameter(s) for {cls.name}: {', '.join(unknown)}; "
+            f"known: {', '.join(fields) or 'none'}"
+        )
     try:
         params = TypeAdapter(cls.Params).validate_python(dict(values))
     except ValidationError as exc:

@@ -97,10 +97,15 @@ def check_config(data: dict[str, Any], where: str = "config") -> EraseConfig:
     known = {f.name for f in dataclasses.fields(EraseConfig)}
     unknown = sorted(repr(k) if not isinstance(k, str) else k for k in data if k not in known)
     if unknown:
-        hint = ("; YAML reads a bare on/off/yes/no as true/false: quote the key ('on':)"
-                if any(isinstance(k, bool) for k in data) else "")
-        raise UnseeError(f"unknown key(s) in {where}: {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(known))}{hint}")
+        hint = (
+            "; YAML reads a bare on/off/yes/no as true/false: quote the key ('on':)"
+            if any(isinstance(k, bool) for k in data)
+            else ""
+        )
+        raise UnseeError(
+            f"unknown key(s) in {where}: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}{hint}"
+        )
     for required in ("method", "concepts"):
         if required not in data:
             raise UnseeError(f"{where} needs '{required}'")
@@ -147,9 +152,14 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self.cfg)
-        d.update(iterations=self.iterations, lr=self.lr, batch_size=self.batch_size,
-                 lr_schedule=self.lr_schedule, scope=self.scope,
-                 params=dataclasses.asdict(self.params))
+        d.update(
+            iterations=self.iterations,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            lr_schedule=self.lr_schedule,
+            scope=self.scope,
+            params=dataclasses.asdict(self.params),
+        )
         d.pop("checkpoint_every")
         d.pop("device")
         return d
@@ -181,8 +191,10 @@ def validate(cfg: EraseConfig) -> Plan:
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
     vocab = _vocabulary(cfg.model)
-    concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
-                for i, c in enumerate(cfg.concepts)]
+    concepts = [
+        resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
+        for i, c in enumerate(cfg.concepts)
+    ]
     family = "toyworld" if vocab == "toyworld" else "sd"
     d = cls.plan_defaults(params, family, concepts, cfg.sequential)
     iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
@@ -199,8 +211,9 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError(f"unknown lr_schedule {sched!r}; use one of {', '.join(LR_SCHEDULES)}")
     scope = cfg.scope or d.get("scope", cls.scope)
     if scope not in PRESETS and not scope.startswith("re:"):
-        raise UnseeError(f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or "
-                         "'re:<regex>'")
+        raise UnseeError(
+            f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or 're:<regex>'"
+        )
     read_artifacts([Path(a) for a in cfg.on])  # damaged, foreign or repeated: refused now
     if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise UnseeError(f"unknown model {cfg.model!r}")
@@ -217,8 +230,14 @@ class ErasureContext:
     weights summing to one is the same combination in either space.
     """
 
-    def __init__(self, plan: Plan, bundle: Bundle, accelerator, concepts: list[Concept],
-                 params: dict[str, torch.nn.Parameter]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        bundle: Bundle,
+        accelerator,
+        concepts: list[Concept],
+        params: dict[str, torch.nn.Parameter],
+    ) -> None:
         self.plan = plan
         self.bundle = bundle
         self.accelerator = accelerator
@@ -260,15 +279,22 @@ class ErasureContext:
         """``native`` or ``epsilon``: the space predictions and targets are compared in."""
         return self.plan.cfg.loss_space
 
-    def _pred(self, unet, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-              params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def _pred(
+        self,
+        unet,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        params: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         if params is None:
             out = unet(x_t, t, context).sample
         else:
             out = torch.func.functional_call(unet, params, (x_t, t, context)).sample
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return to_loss_space(out.float(), x_t.float(), ab, self.bundle.prediction_type,
-                             self.loss_space)
+        return to_loss_space(
+            out.float(), x_t.float(), ab, self.bundle.prediction_type, self.loss_space
+        )
 
     def pred(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Trainable prediction of the model being edited (gradients flow), in the loss space."""
@@ -276,40 +302,55 @@ class ErasureContext:
             return self._pred(self.unet, x_t, t, context)
 
     @torch.no_grad()
-    def frozen_pred(self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-                    values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def frozen_pred(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        values: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Prediction of the model as it was when this run started, or with the trainable
         tensors set to ``values`` (e.g. a teacher snapshot taken at a round's start)."""
         with self.accelerator.autocast():
-            return self._pred(self.raw_unet, x_t, t, context,
-                              self.start_values if values is None else values)
+            return self._pred(
+                self.raw_unet, x_t, t, context, self.start_values if values is None else values
+            )
 
     @torch.no_grad()
-    def current_pred(self, x_t: torch.Tensor, t: torch.Tensor,
-                     context: torch.Tensor) -> torch.Tensor:
+    def current_pred(
+        self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         """Prediction of the model being edited, without gradients."""
         with self.accelerator.autocast():
             return self._pred(self.raw_unet, x_t, t, context)
 
-    def denoising_target(self, x0: torch.Tensor, noise: torch.Tensor,
-                         t: torch.Tensor) -> torch.Tensor:
+    def denoising_target(
+        self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor
+    ) -> torch.Tensor:
         """The loss-space target (B, C, h, w) of x_t = :meth:`noised` (x0, t, noise): the
         noise in epsilon space, v = sqrt(a) noise - sqrt(1-a) x0 natively on v-models."""
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        return denoising_target(x0.float(), noise.float(), ab, self.bundle.prediction_type,
-                                self.loss_space)
+        return denoising_target(
+            x0.float(), noise.float(), ab, self.bundle.prediction_type, self.loss_space
+        )
 
     def eps_error_scale(self, t: torch.Tensor) -> torch.Tensor:
         """(B,) factors c(t): a squared epsilon error is c(t) times the loss-space one
         (:func:`unsee.models.sampling.eps_error_scale`)."""
-        return eps_error_scale(self.alphas_cumprod[t], self.bundle.prediction_type,
-                               self.loss_space)
+        return eps_error_scale(self.alphas_cumprod[t], self.bundle.prediction_type, self.loss_space)
 
     # -- x_t sources -----------------------------------------------------------------
     @torch.no_grad()
-    def trajectory(self, prompts: list[str], stop_at: int, seeds: list[int], guidance: float,
-                   steps: int, latents: torch.Tensor | None = None,
-                   start_at: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    def trajectory(
+        self,
+        prompts: list[str],
+        stop_at: int,
+        seeds: list[int],
+        guidance: float,
+        steps: int,
+        latents: torch.Tensor | None = None,
+        start_at: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``,
         or from ``latents`` at index ``start_at`` (continuing an earlier trajectory).
 
@@ -319,9 +360,17 @@ class ErasureContext:
         """
         seeds = [TRAINING_SEED_BASE + int(s) for s in seeds]
         check_seeds(seeds, training=True)
-        x, t = ddim_sample(self.bundle, prompts, seeds, steps=steps, guidance=guidance,
-                           stop_at=stop_at, unet=self.raw_unet, latents=latents,
-                           start_at=start_at)
+        x, t = ddim_sample(
+            self.bundle,
+            prompts,
+            seeds,
+            steps=steps,
+            guidance=guidance,
+            stop_at=stop_at,
+            unet=self.raw_unet,
+            latents=latents,
+            start_at=start_at,
+        )
         return x, torch.full((len(prompts),), t, device=self.device, dtype=torch.long)
 
     def noised(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -363,8 +412,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bool = False,
-                bundle: Bundle | None = None) -> ErasureResult:
+def run_erasure(
+    cfg: EraseConfig,
+    out: Path,
+    overwrite: bool = False,
+    resume: bool = False,
+    bundle: Bundle | None = None,
+) -> ErasureResult:
     """Validate, load, erase, write the artifact to ``out``; returns it with the erased
     bundle. ``bundle`` reuses an already-loaded *unmodified* model (it is edited in place).
     """
@@ -377,21 +431,30 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     ckpt_path = ckpt_dir / "checkpoint.safetensors"
     if resume and not ckpt_path.exists():
         legacy = ckpt_dir / "checkpoint.pt"
-        raise UnseeError(f"nothing to resume: {ckpt_path} does not exist" + (
-            f" ({legacy} is a pickle from an older unsee and is never loaded; start over)"
-            if legacy.exists() else ""))
+        raise UnseeError(
+            f"nothing to resume: {ckpt_path} does not exist"
+            + (
+                f" ({legacy} is a pickle from an older unsee and is never loaded; start over)"
+                if legacy.exists()
+                else ""
+            )
+        )
     check_output_dir(out, overwrite or resume, "artifact")
     device = check_device(cfg.device)
     if cfg.device == "auto" and bundle is not None:  # a model handed in is erased in place
         device = bundle.device.type
     if bundle is not None and bundle.device.type != torch.device(device).type:
-        raise UnseeError(f"the model passed in is on {bundle.device.type} but the run asks "
-                         f"for device {device!r}: move it first or use device='auto'")
+        raise UnseeError(
+            f"the model passed in is on {bundle.device.type} but the run asks "
+            f"for device {device!r}: move it first or use device='auto'"
+        )
     try:
         accelerator = Accelerator(cpu=device == "cpu", mixed_precision=cfg.mixed_precision)
     except ValueError as err:  # accelerate keeps one device per process
-        raise UnseeError(f"cannot run on {device} in this process: {err.args[0].split(',')[0]}"
-                         "; start a new process for the other device") from err
+        raise UnseeError(
+            f"cannot run on {device} in this process: {err.args[0].split(',')[0]}"
+            "; start a new process for the other device"
+        ) from err
     t_start = time.time()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -404,8 +467,10 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         for n, d in read_delta(Path(art))[0].items():
             prior_delta[n] = prior_delta.get(n, 0) + d
     vocab = bundle.vocabulary
-    concepts = [resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
-                for i, c in enumerate(cfg.concepts)]
+    concepts = [
+        resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
+        for i, c in enumerate(cfg.concepts)
+    ]
     params = train_only(bundle.unet, plan.scope)
     if cfg.gradient_checkpointing:
         bundle.unet.enable_gradient_checkpointing()
@@ -415,7 +480,8 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     total = ctx.total_steps
     if plan.lr_schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos")
+            opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos"
+        )
     else:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(plan.lr_schedule, total))
     ctx.unet, opt = accelerator.prepare(bundle.unet, opt)
@@ -428,8 +494,10 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
     if resume:
         state = load_state(ckpt_path)
         if state.get("plan") != json.loads(json.dumps(plan.as_dict())):
-            raise UnseeError("the checkpoint was made with a different configuration; "
-                             "run without --resume (and with --overwrite) to start over")
+            raise UnseeError(
+                "the checkpoint was made with a different configuration; "
+                "run without --resume (and with --overwrite) to start over"
+            )
         try:
             with torch.no_grad():
                 for n, p in params.items():
@@ -440,18 +508,28 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             step, wall_before, updates = state["step"], state["wall_seconds"], state["updates"]
             rounds, losses = state["rounds"], state["recent_losses"]
         except (KeyError, ValueError, RuntimeError, TypeError) as exc:
-            raise UnseeError(f"checkpoint {ckpt_path} is damaged ({type(exc).__name__}: {exc}); "
-                             "run without --resume (and with --overwrite) to start over") from exc
+            raise UnseeError(
+                f"checkpoint {ckpt_path} is damaged ({type(exc).__name__}: {exc}); "
+                "run without --resume (and with --overwrite) to start over"
+            ) from exc
 
     def save_checkpoint() -> None:
         # safetensors + JSON: resuming never unpickles anything
-        save_state(ckpt_path, {
-            "step": step, "plan": json.loads(json.dumps(plan.as_dict())),
-            "params": {n: p.detach().cpu().clone() for n, p in params.items()},
-            "opt": opt.state_dict(), "sched": sched.state_dict(),
-            "method": method.state_dict(), "updates": updates, "rounds": rounds,
-            "recent_losses": losses[-FINAL_LOSS_WINDOW:],
-            "wall_seconds": wall_before + time.time() - t_start})
+        save_state(
+            ckpt_path,
+            {
+                "step": step,
+                "plan": json.loads(json.dumps(plan.as_dict())),
+                "params": {n: p.detach().cpu().clone() for n, p in params.items()},
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "method": method.state_dict(),
+                "updates": updates,
+                "rounds": rounds,
+                "recent_losses": losses[-FINAL_LOSS_WINDOW:],
+                "wall_seconds": wall_before + time.time() - t_start,
+            },
+        )
 
     if isinstance(method, ClosedFormMethod):
         t_fit = time.time()
@@ -459,12 +537,15 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         t_apply = time.time()
         method.apply(solution)
         step = total = 0
-        closed_form_cost = {"fit_seconds": round(t_apply - t_fit, 3),
-                            "apply_seconds": round(time.time() - t_apply, 3)}
+        closed_form_cost = {
+            "fit_seconds": round(t_apply - t_fit, 3),
+            "apply_seconds": round(time.time() - t_apply, 3),
+        }
     else:
         closed_form_cost = {}
-    with progress_bar(total, f"erase {','.join(cfg.concepts)} ({cfg.method})",
-                      completed=step) as bar:
+    with progress_bar(
+        total, f"erase {','.join(cfg.concepts)} ({cfg.method})", completed=step
+    ) as bar:
         while step < total:
             r = ctx.round_of(step)
             if step == r * plan.iterations:  # a round starts (resumed rounds restore state)
@@ -473,18 +554,24 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
                     # Adam moments and a new OneCycle
                     opt.state.clear()
                     sched = torch.optim.lr_scheduler.OneCycleLR(
-                        opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos")
+                        opt, max_lr=plan.lr, total_steps=plan.iterations, anneal_strategy="cos"
+                    )
                 if method.mask is not None:
                     method.mask.start_round(r)
                 method.start_round(r)
             rng = np.random.default_rng([cfg.seed, step])
             loss, parts = method.loss(step, rng)
             if not torch.isfinite(loss):
-                kept = (f"the last good checkpoint is kept in {ckpt_path}" if ckpt_path.exists()
-                        else "no checkpoint was written yet")
-                raise UnseeError(f"the loss became {loss.item()} at step {step}; stopped ({kept}); "
-                                 "the learning rate may be too high for this model (try a lower "
-                                 "--lr)")
+                kept = (
+                    f"the last good checkpoint is kept in {ckpt_path}"
+                    if ckpt_path.exists()
+                    else "no checkpoint was written yet"
+                )
+                raise UnseeError(
+                    f"the loss became {loss.item()} at step {step}; stopped ({kept}); "
+                    "the learning rate may be too high for this model (try a lower "
+                    "--lr)"
+                )
             accelerator.backward(loss)
             if method.mask is None or method.mask.should_step(step):
                 opt.step()
@@ -496,8 +583,14 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
             step += 1
             if step % plan.iterations == 0:  # the round's last step is done
                 names = [concepts[r].name] if cfg.sequential else [c.name for c in concepts]
-                rounds.append({"round": r, "concepts": names, "iterations": plan.iterations,
-                               **method.end_round(r)})
+                rounds.append(
+                    {
+                        "round": r,
+                        "concepts": names,
+                        "iterations": plan.iterations,
+                        **method.end_round(r),
+                    }
+                )
             losses.append(loss.item())
             bar.advance(loss=float(np.mean(losses[-FINAL_LOSS_WINDOW:])), **parts)
             if step % cfg.checkpoint_every == 0 and step < total:
@@ -522,17 +615,25 @@ def run_erasure(cfg: EraseConfig, out: Path, overwrite: bool = False, resume: bo
         "base": {"model_id": bundle.model_id, "fingerprint": base_fp},
         "seed": cfg.seed,
         "versions": library_versions(),
-        "cost": {"wall_seconds": round(wall, 2), "peak_rss_mb": round(_peak_rss_mb(), 1),
-                 "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
-                 if torch.cuda.is_available() else None,
-                 "device": str(accelerator.device), "processes": accelerator.num_processes,
-                 "iterations": total, "optimizer_steps": updates,
-                 "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
-                 "final_loss": float(np.mean(losses[-FINAL_LOSS_WINDOW:])) if losses else None,
-                 **closed_form_cost},
+        "cost": {
+            "wall_seconds": round(wall, 2),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)
+            if torch.cuda.is_available()
+            else None,
+            "device": str(accelerator.device),
+            "processes": accelerator.num_processes,
+            "iterations": total,
+            "optimizer_steps": updates,
+            "parameters_changed": int(sum(torch.count_nonzero(d) for d in delta.values())),
+            "final_loss": float(np.mean(losses[-FINAL_LOSS_WINDOW:])) if losses else None,
+            **closed_form_cost,
+        },
         "rounds": rounds,
-        "ledger": [*(e for c in prior_cards for e in c.get("ledger", [])),
-                   *(ledger_entry(c) for c in prior_cards)],
+        "ledger": [
+            *(e for c in prior_cards for e in c.get("ledger", [])),
+            *(ledger_entry(c) for c in prior_cards),
+        ],
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if accelerator.is_main_process:

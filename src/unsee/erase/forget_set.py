@@ -43,15 +43,25 @@ class ForgetSet:
         return len(self.prompts)
 
 
-def _key(model_fp: str, prompts: list[str], seeds: list[int], negative: str, steps: int,
-         guidance: float) -> str:
+def _key(
+    model_fp: str, prompts: list[str], seeds: list[int], negative: str, steps: int, guidance: float
+) -> str:
     raw = json.dumps([model_fp, prompts, seeds, negative, steps, float(guidance)])
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def generate_set(bundle: Bundle, prompts: list[str], seeds: list[int], *, negative: str = "",
-                 steps: int = 50, guidance: float | None = None, batch_size: int = 32,
-                 cache_dir: Path | None = None, description: str = "forget set") -> ForgetSet:
+def generate_set(
+    bundle: Bundle,
+    prompts: list[str],
+    seeds: list[int],
+    *,
+    negative: str = "",
+    steps: int = 50,
+    guidance: float | None = None,
+    batch_size: int = 32,
+    cache_dir: Path | None = None,
+    description: str = "forget set",
+) -> ForgetSet:
     """Generate (or load from ``cache_dir``) one image latent per (prompt, seed)."""
     from unsee.evaluate.cache import model_fingerprint
 
@@ -68,26 +78,54 @@ def generate_set(bundle: Bundle, prompts: list[str], seeds: list[int], *, negati
     out = []
     with progress_bar(len(prompts), description) as bar:
         for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i:i + batch_size]
-            x, _ = ddim_sample(bundle, chunk, seeds[i:i + batch_size], steps=steps,
-                               guidance=g, negative_prompts=[negative] * len(chunk))
+            chunk = prompts[i : i + batch_size]
+            x, _ = ddim_sample(
+                bundle,
+                chunk,
+                seeds[i : i + batch_size],
+                steps=steps,
+                guidance=g,
+                negative_prompts=[negative] * len(chunk),
+            )
             out.append(x.float())
             bar.advance(len(chunk))
     latents = torch.cat(out)
     if path is not None:
-        meta = {"prompts": json.dumps(prompts), "seeds": json.dumps(seeds),
-                "negative": negative, "steps": str(steps), "guidance": str(g)}
-        atomic_write(path, lambda p: save_file({"latents": latents.cpu().contiguous()},
-                                               str(p), metadata=meta))
+        meta = {
+            "prompts": json.dumps(prompts),
+            "seeds": json.dumps(seeds),
+            "negative": negative,
+            "steps": str(steps),
+            "guidance": str(g),
+        }
+        atomic_write(
+            path,
+            lambda p: save_file({"latents": latents.cpu().contiguous()}, str(p), metadata=meta),
+        )
     return ForgetSet(latents, prompts, seeds)
 
 
-def forget_set(bundle: Bundle, name: str, prompts: list[str], n: int, seed: int, *,
-               steps: int = 50, guidance: float | None = None,
-               cache_dir: Path | None = None) -> ForgetSet:
+def forget_set(
+    bundle: Bundle,
+    name: str,
+    prompts: list[str],
+    n: int,
+    seed: int,
+    *,
+    steps: int = 50,
+    guidance: float | None = None,
+    cache_dir: Path | None = None,
+) -> ForgetSet:
     """``n`` images of concept ``name``, cycling through ``prompts``; training seeds
     ``TRAINING_SEED_BASE + seed + i`` (:func:`unsee.seeds.training_seeds`), never a seed the
     scorecard judges."""
     cycled = [prompts[i % len(prompts)] for i in range(n)]
-    return generate_set(bundle, cycled, training_seeds(seed, n), steps=steps,
-                        guidance=guidance, cache_dir=cache_dir, description=f"forget set: {name}")
+    return generate_set(
+        bundle,
+        cycled,
+        training_seeds(seed, n),
+        steps=steps,
+        guidance=guidance,
+        cache_dir=cache_dir,
+        description=f"forget set: {name}",
+    )

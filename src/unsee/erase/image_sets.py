@@ -42,11 +42,15 @@ class ImageSetParams:
 
     def check_sets(self, method: str) -> None:
         """Validation shared by the subclasses' ``__post_init__``."""
-        if min(self.forget_images, self.set_guidance, self.anchor_guidance) < 0 \
-                or self.forget_steps < 1:
-            raise UnseeError(f"{method}.forget_images, {method}.set_guidance and "
-                             f"{method}.anchor_guidance must be >= 0 (0: the default) and "
-                             f"{method}.forget_steps >= 1")
+        if (
+            min(self.forget_images, self.set_guidance, self.anchor_guidance) < 0
+            or self.forget_steps < 1
+        ):
+            raise UnseeError(
+                f"{method}.forget_images, {method}.set_guidance and "
+                f"{method}.anchor_guidance must be >= 0 (0: the default) and "
+                f"{method}.forget_steps >= 1"
+            )
         if "{}" not in self.template:
             raise UnseeError(f"{method}.template must contain {{}} (got {self.template!r})")
 
@@ -59,14 +63,18 @@ def require_anchors(method: str, concepts: list[Concept]) -> None:
     """Refuse (before loading) concepts that have no anchor to be mapped onto."""
     missing = [c.name for c in concepts if not c.anchor]
     if missing:
-        raise UnseeError(f"{method} maps each concept onto its anchor (superclass), but "
-                         f"{', '.join(missing)} has none; give one with --anchor")
+        raise UnseeError(
+            f"{method} maps each concept onto its anchor (superclass), but "
+            f"{', '.join(missing)} has none; give one with --anchor"
+        )
 
 
 def anchor_of(p: ImageSetParams, concept: Concept) -> dict[str, str]:
     """Concept prompt -> the anchor prompt that replaces it (paired by position)."""
-    return {p.template.format(c): p.template.format(a)
-            for c, a in zip(concept.prompts, concept.anchor_prompts, strict=False)}
+    return {
+        p.template.format(c): p.template.format(a)
+        for c, a in zip(concept.prompts, concept.anchor_prompts, strict=False)
+    }
 
 
 def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
@@ -74,12 +82,21 @@ def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> 
     return prompt_images(ctx, p, concept.name, [p.template.format(q) for q in concept.prompts])
 
 
-def prompt_images(ctx: ErasureContext, p: ImageSetParams, name: str,
-                  prompts: list[str]) -> ForgetSet:
+def prompt_images(
+    ctx: ErasureContext, p: ImageSetParams, name: str, prompts: list[str]
+) -> ForgetSet:
     """``set_size`` images cycling through ``prompts`` (already templated)."""
     cache = default_forget_cache() if p.cache else None
-    return forget_set(ctx.bundle, name, prompts, set_size(p, ctx), ctx.plan.cfg.seed,
-                      steps=p.forget_steps, guidance=p.set_guidance or None, cache_dir=cache)
+    return forget_set(
+        ctx.bundle,
+        name,
+        prompts,
+        set_size(p, ctx),
+        ctx.plan.cfg.seed,
+        steps=p.forget_steps,
+        guidance=p.set_guidance or None,
+        cache_dir=cache,
+    )
 
 
 def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
@@ -91,18 +108,30 @@ def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> F
     every = training_seeds(ctx.plan.cfg.seed + ANCHOR_SEED_OFFSET, n)
     parts = []
     for k, (c_prompt, a_prompt) in enumerate(pairs):
-        seeds = every[k::len(pairs)]
+        seeds = every[k :: len(pairs)]
         if seeds:
-            parts.append(generate_set(ctx.bundle, [a_prompt] * len(seeds), seeds,
-                                      negative=c_prompt, steps=p.forget_steps,
-                                      guidance=p.anchor_guidance or p.set_guidance or None,
-                                      cache_dir=cache, description=f"anchor set: {concept.anchor}"))
-    return ForgetSet(torch.cat([s.latents for s in parts]),
-                     [q for s in parts for q in s.prompts], [v for s in parts for v in s.seeds])
+            parts.append(
+                generate_set(
+                    ctx.bundle,
+                    [a_prompt] * len(seeds),
+                    seeds,
+                    negative=c_prompt,
+                    steps=p.forget_steps,
+                    guidance=p.anchor_guidance or p.set_guidance or None,
+                    cache_dir=cache,
+                    description=f"anchor set: {concept.anchor}",
+                )
+            )
+    return ForgetSet(
+        torch.cat([s.latents for s in parts]),
+        [q for s in parts for q in s.prompts],
+        [v for s in parts for v in s.seeds],
+    )
 
 
-def epoch_indices(seed: int, stream: int, epoch: int, n: int, batch: int,
-                  position: int) -> np.ndarray:
+def epoch_indices(
+    seed: int, stream: int, epoch: int, n: int, batch: int, position: int
+) -> np.ndarray:
     """Indices (batch,) of batch ``position`` of ``epoch`` in a fresh permutation of ``n``
     items per (seed, stream, epoch), wrapping around when ``batch`` does not divide ``n``;
     resumable because it depends on nothing but its arguments."""
@@ -110,16 +139,24 @@ def epoch_indices(seed: int, stream: int, epoch: int, n: int, batch: int,
     return order[(position * batch + np.arange(batch)) % n]
 
 
-def noised_batch(ctx: ErasureContext, images: ForgetSet, idx: np.ndarray, t: torch.Tensor,
-                 rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def noised_batch(
+    ctx: ErasureContext,
+    images: ForgetSet,
+    idx: np.ndarray,
+    t: torch.Tensor,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(x_t, target, prompts) for images ``idx`` noised at ``t`` with fresh noise from
     ``rng``; ``target`` is the denoising target in the run's loss space (the noise, or v
     natively on v-prediction models: :meth:`ErasureContext.denoising_target`)."""
     x0 = images.latents[torch.from_numpy(idx).to(images.latents.device)].to(ctx.device)
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
     noise = torch.randn(x0.shape, generator=g).to(ctx.device)
-    return (ctx.noised(x0, t, noise), ctx.denoising_target(x0, noise, t),
-            [images.prompts[int(i)] for i in idx])
+    return (
+        ctx.noised(x0, t, noise),
+        ctx.denoising_target(x0, noise, t),
+        [images.prompts[int(i)] for i in idx],
+    )
 
 
 def random_timesteps(ctx: ErasureContext, rng: np.random.Generator, b: int) -> torch.Tensor:

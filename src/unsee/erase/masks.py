@@ -113,9 +113,11 @@ class MaskPolicy:
         """Called after global step ``step`` (whether or not the optimiser stepped)."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"masks": {n: m.cpu() for n, m in self.masks.items()},
-                "grad_sum": {n: g.cpu() for n, g in self.grad_sum.items()},
-                "collecting": self.collecting}
+        return {
+            "masks": {n: m.cpu() for n, m in self.masks.items()},
+            "grad_sum": {n: g.cpu() for n, g in self.grad_sum.items()},
+            "collecting": self.collecting,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         dev = {n: p.device for n, p in self.params.items()}
@@ -146,10 +148,20 @@ class DynamicMask(MaskPolicy):
     ``regrow=False`` keeps the warm-up mask for the whole round (the static ablation).
     """
 
-    def __init__(self, *, round_length: int, steps_per_epoch: int, density: float = 0.5,
-                 warmup: int = 50, interval: int = 100, turnover: float = 0.2,
-                 decay: bool = True, update_until: float = 0.8, regrow: bool = True,
-                 reset_optimizer_state: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        round_length: int,
+        steps_per_epoch: int,
+        density: float = 0.5,
+        warmup: int = 50,
+        interval: int = 100,
+        turnover: float = 0.2,
+        decay: bool = True,
+        update_until: float = 0.8,
+        regrow: bool = True,
+        reset_optimizer_state: bool = False,
+    ) -> None:
         super().__init__(reset_optimizer_state)
         self.round_length, self.steps_per_epoch = round_length, steps_per_epoch
         self.epochs = math.ceil(round_length / steps_per_epoch)
@@ -176,15 +188,28 @@ class DynamicMask(MaskPolicy):
         i = step % self.round_length
         n = i + 1
         if n == self.warmup:
-            self.set_masks({name: top_k_mask(self.scores(name),
-                                             max(1, int(self.density_target * p.numel())))
-                            for name, p in self.params.items()})
+            self.set_masks(
+                {
+                    name: top_k_mask(
+                        self.scores(name), max(1, int(self.density_target * p.numel()))
+                    )
+                    for name, p in self.params.items()
+                }
+            )
             self.collecting = self.regrow
-        elif (self.regrow and n > self.warmup and n % self.interval == 0
-              and i // self.steps_per_epoch < self.last_update_epoch):
+        elif (
+            self.regrow
+            and n > self.warmup
+            and n % self.interval == 0
+            and i // self.steps_per_epoch < self.last_update_epoch
+        ):
             f = self.turnover_at(i // self.steps_per_epoch)
-            self.set_masks({name: self._prune_regrow(m, self.scores(name), f)
-                            for name, m in self.masks.items()})
+            self.set_masks(
+                {
+                    name: self._prune_regrow(m, self.scores(name), f)
+                    for name, m in self.masks.items()
+                }
+            )
         else:
             return
         self.grad_sum = {}
@@ -217,6 +242,7 @@ class StaticMask(MaskPolicy):
         flat = torch.cat([self.scores(n).flatten().cpu() for n in self.params])
         k = max(1, int(fraction * flat.numel()))
         threshold = flat.kthvalue(flat.numel() - k + 1).values
-        self.set_masks({n: self.scores(n) >= threshold.to(self.scores(n).device)
-                        for n in self.params})
+        self.set_masks(
+            {n: self.scores(n) >= threshold.to(self.scores(n).device) for n in self.params}
+        )
         self.grad_sum, self.collecting = {}, False

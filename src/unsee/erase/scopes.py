@@ -45,14 +45,16 @@ def select_parameters(unet: torch.nn.Module, scope: str) -> dict[str, torch.nn.P
     elif scope.startswith("re:"):
         include, exclude = scope[3:], None
     else:
-        raise UnseeError(f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} "
-                         "or 're:<regex>'")
+        raise UnseeError(
+            f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or 're:<regex>'"
+        )
     try:
         inc, exc = re.compile(include), re.compile(exclude) if exclude else None
     except re.error as err:
         raise UnseeError(f"scope {scope!r} is not a valid regular expression: {err}") from err
-    chosen = {n: p for n, p in unet.named_parameters()
-              if inc.search(n) and not (exc and exc.search(n))}
+    chosen = {
+        n: p for n, p in unet.named_parameters() if inc.search(n) and not (exc and exc.search(n))
+    }
     if not chosen:
         raise UnseeError(f"scope {scope!r} matches no parameter of this UNet")
     return chosen

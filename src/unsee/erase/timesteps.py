@@ -25,7 +25,7 @@ SD1_TRAIN_STEPS = 1000
 def sd1_alphas_cumprod() -> torch.Tensor:
     """alphabar_t of SD 1.x, (1000,) float32, computed as diffusers' scheduler does."""
     b0, b1 = SD1_BETAS
-    betas = torch.linspace(b0 ** 0.5, b1 ** 0.5, SD1_TRAIN_STEPS, dtype=torch.float32) ** 2
+    betas = torch.linspace(b0**0.5, b1**0.5, SD1_TRAIN_STEPS, dtype=torch.float32) ** 2
     return torch.cumprod(1.0 - betas, dim=0)
 
 
@@ -97,8 +97,11 @@ def map_sd1_range(t_min: int, t_max: int, alphas_cumprod: torch.Tensor) -> tuple
         raise ValueError(f"need 0 <= t_min <= t_max < {SD1_TRAIN_STEPS} (got {t_min}, {t_max})")
     last = len(alphas_cumprod) - 1
     lo = 0 if t_min == 0 else NoiseLevel.from_sd1_timestep(t_min).timestep(alphas_cumprod)
-    hi = last if t_max == SD1_TRAIN_STEPS - 1 else \
-        NoiseLevel.from_sd1_timestep(t_max).timestep(alphas_cumprod)
+    hi = (
+        last
+        if t_max == SD1_TRAIN_STEPS - 1
+        else NoiseLevel.from_sd1_timestep(t_max).timestep(alphas_cumprod)
+    )
     return lo, hi
 
 

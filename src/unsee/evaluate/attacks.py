@@ -127,12 +127,15 @@ RESURGENCE_DATA = ("truth", "base-model")
 RESURGENCE_SOURCES = {
     "truth": "ground-truth renders of the retain prompts (no model drew them)",
     "base-model": "base-model images of the retain prompts (the unerased model's own "
-                  "outputs: partly re-distils the base model; a stronger, different attack)"}
+    "outputs: partly re-distils the base model; a stronger, different attack)",
+}
 Budget = TokenBudget | PrefixBudget | InversionBudget | ResurgenceBudget
-BUDGETS: dict[str, type[Budget]] = {"unlearndiffatk": TokenBudget,
-                                    "softprompt": PrefixBudget,
-                                    "inversion": InversionBudget,
-                                    "resurgence": ResurgenceBudget}
+BUDGETS: dict[str, type[Budget]] = {
+    "unlearndiffatk": TokenBudget,
+    "softprompt": PrefixBudget,
+    "inversion": InversionBudget,
+    "resurgence": ResurgenceBudget,
+}
 #: ToyWorld-tuned budgets (docs/evaluation.md says what was measured); Stable Diffusion
 #: models use the dataclass defaults.
 TOYWORLD_BUDGETS: dict[str, dict[str, Any]] = {
@@ -162,38 +165,41 @@ class AttackPlan:
         if name == "unlearndiffatk" and concept.strip().lower() in NUDITY_WORDS:
             base["tokens"] = 5
         budget = BUDGETS[name](**{**base, **self.overrides.get(name, {})})
-        if isinstance(budget, ResurgenceBudget) and budget.data == "truth" \
-                and family != "toyworld":
-            raise UnseeError("resurgence.data=truth fine-tunes on ground-truth renders, "
-                             "which only ToyWorld has; use resurgence.data=base-model")
+        if isinstance(budget, ResurgenceBudget) and budget.data == "truth" and family != "toyworld":
+            raise UnseeError(
+                "resurgence.data=truth fine-tunes on ground-truth renders, "
+                "which only ToyWorld has; use resurgence.data=base-model"
+            )
         return budget
 
 
-def plan_attacks(names: Sequence[str], budget: Mapping[str, object] | None = None
-                 ) -> AttackPlan:
+def plan_attacks(names: Sequence[str], budget: Mapping[str, object] | None = None) -> AttackPlan:
     """Check attack ``names`` and ``budget`` overrides (``"attack.field" -> value``; values
     may be strings, as the CLI gives them) before any model runs; raises
     :class:`UnseeError` naming what is wrong."""
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
-        raise UnseeError(f"unknown attack(s) {', '.join(map(repr, unknown))}; "
-                         f"known: {', '.join(ATTACKS)}")
+        raise UnseeError(
+            f"unknown attack(s) {', '.join(map(repr, unknown))}; known: {', '.join(ATTACKS)}"
+        )
     chosen = tuple(dict.fromkeys(names))
     overrides: dict[str, dict[str, Any]] = {}
     for key, raw in (budget or {}).items():
         name, _, field = key.partition(".")
         if name not in BUDGETS or not field:
-            raise UnseeError(f"attack budget key {key!r}: use ATTACK.FIELD with ATTACK one of "
-                             f"{', '.join(BUDGETS)}")
+            raise UnseeError(
+                f"attack budget key {key!r}: use ATTACK.FIELD with ATTACK one of "
+                f"{', '.join(BUDGETS)}"
+            )
         if name not in chosen:
-            raise UnseeError(f"attack budget {key!r} is for {name}, which --attacks does not "
-                             "run")
+            raise UnseeError(f"attack budget {key!r} is for {name}, which --attacks does not run")
         defaults = BUDGETS[name]()
         if field not in {f.name for f in dataclasses.fields(defaults)}:
             known = ", ".join(f.name for f in dataclasses.fields(defaults))
             raise UnseeError(f"{name} has no budget field {field!r}; known: {known}")
-        overrides.setdefault(name, {})[field] = _budget_value(key, raw,
-                                                              type(getattr(defaults, field)))
+        overrides.setdefault(name, {})[field] = _budget_value(
+            key, raw, type(getattr(defaults, field))
+        )
     return AttackPlan(chosen, overrides)
 
 
@@ -204,8 +210,10 @@ def parse_budget(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise UnseeError(f"--attack-budget {pair!r}: write ATTACK.FIELD=VALUE, e.g. "
-                             "unlearndiffatk.iterations=40")
+            raise UnseeError(
+                f"--attack-budget {pair!r}: write ATTACK.FIELD=VALUE, e.g. "
+                "unlearndiffatk.iterations=40"
+            )
         out[key.strip()] = value.strip()
     return out
 
@@ -219,8 +227,9 @@ def _budget_value(key: str, raw: object, kind: type) -> int | float | str:
 
         allowed = RESURGENCE_DATA if key.endswith(".data") else tuple(PRESETS)
         if raw not in allowed:
-            raise UnseeError(f"attack budget {key} must be one of {', '.join(allowed)} "
-                             f"(got {raw!r})")
+            raise UnseeError(
+                f"attack budget {key} must be one of {', '.join(allowed)} (got {raw!r})"
+            )
         return str(raw)
     what = "an integer" if kind is int else "a number"
     try:
@@ -282,20 +291,40 @@ class Outcome:
     labels: list[str] = dataclasses.field(default_factory=list)
 
 
-def training_set(bundle: Bundle, prompts: Sequence[str], per_prompt: int, gen: Generation,
-                 cache_dir: Path | None, description: str) -> ForgetSet:
+def training_set(
+    bundle: Bundle,
+    prompts: Sequence[str],
+    per_prompt: int,
+    gen: Generation,
+    cache_dir: Path | None,
+    description: str,
+) -> ForgetSet:
     """Images the attack learns from, drawn by ``bundle`` (call it with the *base* weights):
     ``per_prompt`` latents per prompt, prompt-major ((P * per_prompt, C, h, w)), seeds
     ``training_seeds(TRAIN_SEED, per_prompt)[k]``; cached on disk like forget sets."""
     cycled = [p for p in prompts for _ in range(per_prompt)]
     seeds = [s for _ in prompts for s in training_seeds(TRAIN_SEED, per_prompt)]
-    return generate_set(bundle, cycled, seeds, steps=gen.steps, guidance=gen.guidance,
-                        batch_size=gen.batch_size, cache_dir=cache_dir, description=description)
+    return generate_set(
+        bundle,
+        cycled,
+        seeds,
+        steps=gen.steps,
+        guidance=gen.guidance,
+        batch_size=gen.batch_size,
+        cache_dir=cache_dir,
+        description=description,
+    )
 
 
-def denoising_loss(bundle: Bundle, unet: torch.nn.Module, x0: torch.Tensor,
-                   context: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   space: str = "native") -> torch.Tensor:
+def denoising_loss(
+    bundle: Bundle,
+    unet: torch.nn.Module,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    space: str = "native",
+) -> torch.Tensor:
     """Mean squared error of ``unet``'s prediction on ``x0`` (B, C, h, w) noised with
     ``noise`` at integer timesteps ``t`` (B,), under ``context`` (B, L, D), against the
     denoising target: the diffusion-classifier loss of UnlearnDiffAtk and the plain training
@@ -309,8 +338,9 @@ def denoising_loss(bundle: Bundle, unet: torch.nn.Module, x0: torch.Tensor,
     return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
-def _draw(bundle: Bundle, x0: torch.Tensor, rng: torch.Generator
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw(
+    bundle: Bundle, x0: torch.Tensor, rng: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform training timesteps (B,) and standard noise like ``x0``, from ``rng``."""
     steps = int(bundle.scheduler_config.get("num_train_timesteps", 1000))
     t = torch.randint(0, steps, (len(x0),), generator=rng)
@@ -330,9 +360,17 @@ def _frozen(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def optimise_slots(bundle: Bundle, slots: SlotTokens, init: torch.Tensor, x0: torch.Tensor,
-                   prompt_of: torch.Tensor, iterations: int, lr: float, weight_decay: float,
-                   seed: int) -> tuple[torch.Tensor, list[float]]:
+def optimise_slots(
+    bundle: Bundle,
+    slots: SlotTokens,
+    init: torch.Tensor,
+    x0: torch.Tensor,
+    prompt_of: torch.Tensor,
+    iterations: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+) -> tuple[torch.Tensor, list[float]]:
     """Learn slot embeddings (n, D_tok), starting at ``init``, that minimise
     :func:`denoising_loss` of the bundle's current UNet on ``x0`` (N, C, h, w), image ``i``
     conditioned on slot prompt ``prompt_of[i]`` (N,). Every image is used in every step,
@@ -356,9 +394,15 @@ def optimise_slots(bundle: Bundle, slots: SlotTokens, init: torch.Tensor, x0: to
     return values.detach(), losses
 
 
-def _render(bundle: Bundle, target: Target, gen: Generation, name: str,
-            contexts: torch.Tensor | None = None, unet: torch.nn.Module | None = None,
-            prompts: Sequence[str] | None = None) -> np.ndarray:
+def _render(
+    bundle: Bundle,
+    target: Target,
+    gen: Generation,
+    name: str,
+    contexts: torch.Tensor | None = None,
+    unet: torch.nn.Module | None = None,
+    prompts: Sequence[str] | None = None,
+) -> np.ndarray:
     """Images of every (target prompt, seed): uint8 (P, K, H, W, 3). ``contexts`` (P, L, D)
     replace the prompts' encodings (soft prompts); ``unet`` replaces the bundle's."""
     texts = list(prompts or target.prompts)
@@ -366,28 +410,60 @@ def _render(bundle: Bundle, target: Target, gen: Generation, name: str,
     seeds = [s for row in target.seeds for s in row]
     ctx = None
     if contexts is not None:
-        ctx = torch.cat([c[None].expand(len(row), -1, -1)
-                         for c, row in zip(contexts, target.seeds, strict=True)])
-    images = generate(bundle, flat, seeds, steps=gen.steps, guidance=gen.guidance,
-                      batch_size=gen.batch_size, unet=unet, description=f"attack ({name})",
-                      contexts=ctx)
+        ctx = torch.cat(
+            [
+                c[None].expand(len(row), -1, -1)
+                for c, row in zip(contexts, target.seeds, strict=True)
+            ]
+        )
+    images = generate(
+        bundle,
+        flat,
+        seeds,
+        steps=gen.steps,
+        guidance=gen.guidance,
+        batch_size=gen.batch_size,
+        unet=unet,
+        description=f"attack ({name})",
+        contexts=ctx,
+    )
     return images.reshape(len(texts), len(target.seeds[0]), *images.shape[1:])
 
 
-def _outcome(name: str, target: Target, judge: Judge, gen: Generation, images: np.ndarray,
-             prompts: list[str], t0: float, settings: dict[str, Any],
-             losses: list[float]) -> Outcome:
+def _outcome(
+    name: str,
+    target: Target,
+    judge: Judge,
+    gen: Generation,
+    images: np.ndarray,
+    prompts: list[str],
+    t0: float,
+    settings: dict[str, Any],
+    losses: list[float],
+) -> Outcome:
     """Judge ``images`` (P, K, H, W, 3) and package the attack's result."""
     flat = images.reshape(-1, *images.shape[2:])
     labels: list[str] = []
     for i in range(0, len(flat), gen.batch_size):
-        labels += judge(flat[i:i + gen.batch_size]).labels[target.attribute]
+        labels += judge(flat[i : i + gen.batch_size]).labels[target.attribute]
     if losses:
         w = max(1, len(losses) // 10)
-        settings = {**settings, "loss_start": float(np.mean(losses[:w])),
-                    "loss_end": float(np.mean(losses[-w:]))}
-    return Outcome(name, target.concept, metrics.target_rate(labels, target.labels), prompts,
-                   images, time.time() - t0, settings, losses, labels)
+        settings = {
+            **settings,
+            "loss_start": float(np.mean(losses[:w])),
+            "loss_end": float(np.mean(losses[-w:])),
+        }
+    return Outcome(
+        name,
+        target.concept,
+        metrics.target_rate(labels, target.labels),
+        prompts,
+        images,
+        time.time() - t0,
+        settings,
+        losses,
+        labels,
+    )
 
 
 def _soft(values: torch.Tensor, bundle: Bundle) -> str:
@@ -398,8 +474,15 @@ def _soft(values: torch.Tensor, bundle: Bundle) -> str:
 # ----------------------------------------------------------------------------- attacks
 
 
-def softprompt(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
-               budget: PrefixBudget, gen: Generation, seed: int = 0) -> Outcome:
+def softprompt(
+    bundle: Bundle,
+    judge: Judge,
+    target: Target,
+    data: ForgetSet,
+    budget: PrefixBudget,
+    gen: Generation,
+    seed: int = 0,
+) -> Outcome:
     """Soft-prompt attack against the bundle's current (erased) UNet: UnlearnDiffAtk's
     objective with free prefix embeddings instead of vocabulary tokens, so no typed prompt
     reproduces it (its ``<...>`` prompts name the nearest tokens only). A white-box upper
@@ -418,19 +501,34 @@ def softprompt(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
         slots = text.slot_tokens(["{} " + prompt], budget.tokens)
         ids = torch.randint(0, text.vocab_size, (budget.tokens,), generator=rng)
         init = text.token_embedding.weight[ids.to(text.token_embedding.weight.device)]
-        x0 = data.latents[p * budget.images:(p + 1) * budget.images]
-        values, losses = optimise_slots(bundle, slots, init, x0,
-                                        torch.zeros(len(x0), dtype=torch.long),
-                                        budget.iterations, budget.lr, budget.weight_decay,
-                                        seed + p)
+        x0 = data.latents[p * budget.images : (p + 1) * budget.images]
+        values, losses = optimise_slots(
+            bundle,
+            slots,
+            init,
+            x0,
+            torch.zeros(len(x0), dtype=torch.long),
+            budget.iterations,
+            budget.lr,
+            budget.weight_decay,
+            seed + p,
+        )
         with torch.no_grad():
             contexts.append(text.encode_slots(slots, values)[0])
         prompts.append(f"{_soft(values, bundle)} {prompt}")
         runs.append(losses)
-    images = _render(bundle, target, gen, "softprompt", torch.stack(contexts),
-                     prompts=prompts)
-    return _outcome("softprompt", target, judge, gen, images, prompts, t0,
-                    dataclasses.asdict(budget), np.mean(runs, axis=0).tolist())
+    images = _render(bundle, target, gen, "softprompt", torch.stack(contexts), prompts=prompts)
+    return _outcome(
+        "softprompt",
+        target,
+        judge,
+        gen,
+        images,
+        prompts,
+        t0,
+        dataclasses.asdict(budget),
+        np.mean(runs, axis=0).tolist(),
+    )
 
 
 _TYPEABLE: dict[int, torch.Tensor] = {}
@@ -448,9 +546,14 @@ def typeable_tokens(bundle: Bundle) -> torch.Tensor:
         ids = [i for i in range(bundle.text.vocab_size) if i not in special]
         words = [_word(tok, i) for i in ids]
         enc = tok(words, add_special_tokens=False)["input_ids"]
-        _TYPEABLE[key] = torch.tensor([i for i, w, e in zip(ids, words, enc, strict=True)
-                                       if w and not any(c.isspace() for c in w)
-                                       and e == [i]], dtype=torch.long)
+        _TYPEABLE[key] = torch.tensor(
+            [
+                i
+                for i, w, e in zip(ids, words, enc, strict=True)
+                if w and not any(c.isspace() for c in w) and e == [i]
+            ],
+            dtype=torch.long,
+        )
     return _TYPEABLE[key]
 
 
@@ -491,8 +594,15 @@ def attack_timesteps(bundle: Bundle, n: int) -> list[int]:
     return list(range(max(steps // n // 2, 0), steps, max(steps // n, 1)))[:n]
 
 
-def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
-                   budget: TokenBudget, gen: Generation, seed: int = 0) -> Outcome:
+def unlearndiffatk(
+    bundle: Bundle,
+    judge: Judge,
+    target: Target,
+    data: ForgetSet,
+    budget: TokenBudget,
+    gen: Generation,
+    seed: int = 0,
+) -> Outcome:
     """UnlearnDiffAtk (Zhang et al., ECCV 2024) as the official ``text_grad`` attacker runs
     it, against the bundle's current (erased) UNet; every image it reports is drawn from a
     plain, typeable prompt.
@@ -519,8 +629,7 @@ def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet
     timesteps = attack_timesteps(bundle, budget.timesteps)
     best_images, prompts, runs, checks, prefix_ids = [], [], [], [], []
     for p, prompt in enumerate(target.prompts):
-        one = Target(target.concept, target.attribute, target.labels, [prompt],
-                     [target.seeds[p]])
+        one = Target(target.concept, target.attribute, target.labels, [prompt], [target.seeds[p]])
 
         def check(text_prompt: str, one: Target = one) -> tuple[int, np.ndarray]:
             images = _render(bundle, one, gen, "unlearndiffatk", prompts=[text_prompt])
@@ -530,23 +639,30 @@ def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet
         best = (*check(prompt), prompt, [])
         done = best[0] == len(one.seeds[0])
         slots = text.slot_tokens(["{} " + prompt], budget.tokens)
-        x0 = data.latents[p * budget.images:(p + 1) * budget.images].to(bundle.device,
-                                                                         torch.float32)
-        w = torch.full((budget.tokens, len(vocab)), 1.0 / len(vocab), device=table.device,
-                       requires_grad=True)
+        x0 = data.latents[p * budget.images : (p + 1) * budget.images].to(
+            bundle.device, torch.float32
+        )
+        w = torch.full(
+            (budget.tokens, len(vocab)), 1.0 / len(vocab), device=table.device, requires_grad=True
+        )
         opt = torch.optim.Adam([w], lr=budget.lr, weight_decay=budget.weight_decay)
         losses: list[float] = []
         blocks = 0
         with _frozen(bundle.unet):
-            for t_fixed in ([] if done else timesteps):
+            for t_fixed in [] if done else timesteps:
                 t = torch.full((len(x0),), t_fixed, device=bundle.device, dtype=torch.long)
                 for _ in range(budget.iterations):
                     onehot = _SampleOneHot.apply(w, rng)
                     context = text.encode_slots(slots, onehot @ table)
                     noise = torch.randn(x0.shape, generator=rng).to(bundle.device)
-                    loss = denoising_loss(bundle, bundle.unet, x0,
-                                          context.expand(len(x0), -1, -1).to(bundle.dtype),
-                                          t, noise)
+                    loss = denoising_loss(
+                        bundle,
+                        bundle.unet,
+                        x0,
+                        context.expand(len(x0), -1, -1).to(bundle.dtype),
+                        t,
+                        noise,
+                    )
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -566,12 +682,27 @@ def unlearndiffatk(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet
         prefix_ids.append(best[3])
         checks.append(blocks)
         runs.append(losses)
-    settings = {**dataclasses.asdict(budget), "vocabulary": len(vocab),
-                "timesteps_used": checks, "prefix_ids": prefix_ids}
-    mean_losses = [float(np.mean([r[i] for r in runs if i < len(r)]))
-                   for i in range(max(map(len, runs), default=0))]
-    return _outcome("unlearndiffatk", target, judge, gen, np.stack(best_images), prompts, t0,
-                    settings, mean_losses)
+    settings = {
+        **dataclasses.asdict(budget),
+        "vocabulary": len(vocab),
+        "timesteps_used": checks,
+        "prefix_ids": prefix_ids,
+    }
+    mean_losses = [
+        float(np.mean([r[i] for r in runs if i < len(r)]))
+        for i in range(max(map(len, runs), default=0))
+    ]
+    return _outcome(
+        "unlearndiffatk",
+        target,
+        judge,
+        gen,
+        np.stack(best_images),
+        prompts,
+        t0,
+        settings,
+        mean_losses,
+    )
 
 
 def slot_template(prompt: str, concept: str) -> str:
@@ -581,8 +712,15 @@ def slot_template(prompt: str, concept: str) -> str:
     return pattern.sub("{}", prompt, count=1) if pattern.search(prompt) else "{} " + prompt
 
 
-def concept_inversion(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
-                      budget: InversionBudget, gen: Generation, seed: int = 0) -> Outcome:
+def concept_inversion(
+    bundle: Bundle,
+    judge: Judge,
+    target: Target,
+    data: ForgetSet,
+    budget: InversionBudget,
+    gen: Generation,
+    seed: int = 0,
+) -> Outcome:
     """Concept inversion against the bundle's current (erased) UNet.
 
     One token embedding (initialised at the concept word's, the mean of its word pieces)
@@ -597,19 +735,28 @@ def concept_inversion(bundle: Bundle, judge: Judge, target: Target, data: Forget
     table = text.token_embedding.weight
     init = table[torch.tensor(ids, device=table.device)].mean(0, keepdim=True)
     prompt_of = torch.arange(len(target.prompts)).repeat_interleave(budget.images)
-    values, losses = optimise_slots(bundle, slots, init, data.latents, prompt_of,
-                                    budget.iterations, budget.lr, 0.0, seed)
+    values, losses = optimise_slots(
+        bundle, slots, init, data.latents, prompt_of, budget.iterations, budget.lr, 0.0, seed
+    )
     with torch.no_grad():
         contexts = text.encode_slots(slots, values)
     token = _soft(values, bundle)
     prompts = [slot_template(p, target.concept).replace("{}", token) for p in target.prompts]
     images = _render(bundle, target, gen, "inversion", contexts, prompts=prompts)
-    return _outcome("inversion", target, judge, gen, images, prompts, t0,
-                    dataclasses.asdict(budget), losses)
+    return _outcome(
+        "inversion", target, judge, gen, images, prompts, t0, dataclasses.asdict(budget), losses
+    )
 
 
-def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
-               budget: ResurgenceBudget, gen: Generation, seed: int = 0) -> Outcome:
+def resurgence(
+    bundle: Bundle,
+    judge: Judge,
+    target: Target,
+    data: ForgetSet,
+    budget: ResurgenceBudget,
+    gen: Generation,
+    seed: int = 0,
+) -> Outcome:
     """Fine-tune a copy of the bundle's current (erased) UNet, its parameters in
     ``budget.scope``, with the plain denoising loss on ``data`` (images of *other* concepts
     with their prompts: ground-truth renders or base-model images, ``budget.data``), then
@@ -625,7 +772,7 @@ def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
     contexts = bundle.encode_prompts(data.prompts)
     losses = []
     for _ in range(budget.iterations):
-        idx = torch.randperm(len(x_all), generator=rng)[:budget.batch_size].to(bundle.device)
+        idx = torch.randperm(len(x_all), generator=rng)[: budget.batch_size].to(bundle.device)
         t, noise = _draw(bundle, x_all[idx], rng)
         loss = denoising_loss(bundle, unet, x_all[idx], contexts[idx], t, noise)
         opt.zero_grad(set_to_none=True)
@@ -634,13 +781,20 @@ def resurgence(bundle: Bundle, judge: Judge, target: Target, data: ForgetSet,
         losses.append(loss.item())
     unet.requires_grad_(False)
     images = _render(bundle, target, gen, "resurgence", unet=unet)
-    settings = {**dataclasses.asdict(budget), "fine_tuned_on": sorted(set(data.prompts)),
-                "data_source": RESURGENCE_SOURCES[budget.data]}
-    return _outcome("resurgence", target, judge, gen, images, list(target.prompts), t0,
-                    settings, losses)
+    settings = {
+        **dataclasses.asdict(budget),
+        "fine_tuned_on": sorted(set(data.prompts)),
+        "data_source": RESURGENCE_SOURCES[budget.data],
+    }
+    return _outcome(
+        "resurgence", target, judge, gen, images, list(target.prompts), t0, settings, losses
+    )
 
 
 #: The attacks that run models, by name (paraphrase reuses the scorecard's images).
 RUNNERS: dict[str, Callable[..., Outcome]] = {
-    "unlearndiffatk": unlearndiffatk, "softprompt": softprompt,
-    "inversion": concept_inversion, "resurgence": resurgence}
+    "unlearndiffatk": unlearndiffatk,
+    "softprompt": softprompt,
+    "inversion": concept_inversion,
+    "resurgence": resurgence,
+}

@@ -28,10 +28,13 @@ def model_fingerprint(bundle) -> str:
     """16 hex chars over the UNet, text encoder, VAE weights and the noise schedule."""
     from unsee.artifacts import fingerprint
 
-    parts = [fingerprint(bundle.unet), fingerprint(bundle.text.model),
-             fingerprint(bundle.vae) if bundle.vae is not None else "-",
-             json.dumps(bundle.scheduler_config, sort_keys=True, default=str),
-             str(bundle.resolution)]
+    parts = [
+        fingerprint(bundle.unet),
+        fingerprint(bundle.text.model),
+        fingerprint(bundle.vae) if bundle.vae is not None else "-",
+        json.dumps(bundle.scheduler_config, sort_keys=True, default=str),
+        str(bundle.resolution),
+    ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -42,8 +45,9 @@ class ImageCache:
         self.root = None if root is None else Path(root)
 
     @staticmethod
-    def key(model_fp: str, prompt: str, seed: int, steps: int, guidance: float,
-            dtype: torch.dtype) -> str:
+    def key(
+        model_fp: str, prompt: str, seed: int, steps: int, guidance: float, dtype: torch.dtype
+    ) -> str:
         raw = json.dumps([model_fp, prompt, int(seed), int(steps), float(guidance), str(dtype)])
         return hashlib.sha256(raw.encode()).hexdigest()
 

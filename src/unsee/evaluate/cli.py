@@ -10,45 +10,71 @@ import typer
 
 
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="base model: 'toyworld', a diffusers folder or a "
-                                            "hub id")],
+    model: Annotated[
+        str, typer.Option(help="base model: 'toyworld', a diffusers folder or a hub id")
+    ],
     concept: Annotated[list[str], typer.Option(help="erased concept to score (repeatable)")],
     out: Annotated[Path, typer.Option(help="output folder (scorecard.json, report.html)")],
-    erased: Annotated[list[Path] | None, typer.Option(
-        help="erasure artifact(s), applied together; none scores the base against itself")
-                      ] = None,
-    prompts: Annotated[Path | None, typer.Option(
-        help="extra prompts: text file or CSV with a prompt column (I2P, COCO-30k, ...)")
-                       ] = None,
-    limit: Annotated[int | None, typer.Option(help="use only the first N prompts of --prompts")
-                     ] = None,
+    erased: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="erasure artifact(s), applied together; none scores the base against itself"
+        ),
+    ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            help="extra prompts: text file or CSV with a prompt column (I2P, COCO-30k, ...)"
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="use only the first N prompts of --prompts")
+    ] = None,
     num_images: Annotated[int, typer.Option(help="images per prompt")] = 8,
-    seed: Annotated[int, typer.Option(help="image k of a prompt uses seed+k (or "
-                                           "evaluation_seed+k from a CSV)")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="image k of a prompt uses seed+k (or evaluation_seed+k from a CSV)")
+    ] = 0,
     steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
     guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
-    judge: Annotated[str | None, typer.Option(
-        help="toyworld, nudenet, clip:MODEL or imagenet[:MODEL|:torchvision] "
-             "(default: toyworld for ToyWorld, nudenet for nudity)")] = None,
-    retain: Annotated[list[str] | None, typer.Option(
-        help="retain concept for Stable Diffusion models (repeatable)")] = None,
-    clip: Annotated[str | None, typer.Option(help="CLIP folder or hub id for the CLIP score")
-                    ] = None,
-    nudenet_threshold: Annotated[float, typer.Option(help="NudeNet detection threshold")
-                                 ] = 0.6,
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            help="toyworld, nudenet, clip:MODEL or imagenet[:MODEL|:torchvision] "
+            "(default: toyworld for ToyWorld, nudenet for nudity)"
+        ),
+    ] = None,
+    retain: Annotated[
+        list[str] | None,
+        typer.Option(help="retain concept for Stable Diffusion models (repeatable)"),
+    ] = None,
+    clip: Annotated[
+        str | None, typer.Option(help="CLIP folder or hub id for the CLIP score")
+    ] = None,
+    nudenet_threshold: Annotated[float, typer.Option(help="NudeNet detection threshold")] = 0.6,
     batch_size: Annotated[int, typer.Option()] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    cache_dir: Annotated[Path | None, typer.Option(
-        help="image cache (default $UNSEE_CACHE/eval-images or ~/.cache/unsee/eval-images)")
-                         ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="image cache (default $UNSEE_CACHE/eval-images or ~/.cache/unsee/eval-images)"
+        ),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="do not cache images")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
-    attacks: Annotated[str | None, typer.Option(
-        help="comma-separated attacks on the erased model: paraphrase, unlearndiffatk "
-             "(official), softprompt (embedding upper bound), inversion, resurgence")] = None,
-    attack_budget: Annotated[list[str] | None, typer.Option(
-        help="ATTACK.FIELD=VALUE budget override (repeatable), e.g. "
-             "unlearndiffatk.iterations=40 or resurgence.lr=1e-4")] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="comma-separated attacks on the erased model: paraphrase, unlearndiffatk "
+            "(official), softprompt (embedding upper bound), inversion, resurgence"
+        ),
+    ] = None,
+    attack_budget: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="ATTACK.FIELD=VALUE budget override (repeatable), e.g. "
+            "unlearndiffatk.iterations=40 or resurgence.lr=1e-4"
+        ),
+    ] = None,
 ) -> None:
     """Score erased models: target rate, erasure, retain accuracy, FID, overall; writes
     scorecard.json and report.html (runs sharded under `accelerate launch`)."""
@@ -62,12 +88,22 @@ def eval_cmd(
 
     check_output_dir(out, overwrite, "scorecard")
     settings = EvalSettings(
-        num_images=num_images, seed=seed, steps=steps, guidance=guidance,
-        batch_size=batch_size, prompts_file=prompts, limit=limit, judge=judge, clip=clip,
-        retain=tuple(retain or ()), nudenet_threshold=nudenet_threshold,
-        cache_dir=None if no_cache else (cache_dir or default_cache_dir()), device=device,
+        num_images=num_images,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        batch_size=batch_size,
+        prompts_file=prompts,
+        limit=limit,
+        judge=judge,
+        clip=clip,
+        retain=tuple(retain or ()),
+        nudenet_threshold=nudenet_threshold,
+        cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+        device=device,
         attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()),
-        attack_budget=parse_budget(attack_budget or []))
+        attack_budget=parse_budget(attack_budget or []),
+    )
     result = evaluate(model, erased or [], concept, settings)
     if not PartialState().is_main_process:
         return
@@ -78,18 +114,28 @@ def eval_cmd(
 
     atomic_dir(out, build, "scorecard", overwrite=True)
     card = result.scorecard
-    rates = ", ".join(f"{c} {_change(v, 'target_rate_base', 'target_rate')}"
-                      + ("" if v["probe"]["valid"] else " (probe measures nothing: excluded)")
-                      for c, v in card["concepts"].items())
+    rates = ", ".join(
+        f"{c} {_change(v, 'target_rate_base', 'target_rate')}"
+        + ("" if v["probe"]["valid"] else " (probe measures nothing: excluded)")
+        for c, v in card["concepts"].items()
+    )
     ret = card["retain"]
     overall = "n/a" if card["overall"] is None else f"{100 * card['overall']:.0f}%"
-    retain_s = ("" if ret["accuracy"] is None else
-                f"; retain {_change(ret, 'accuracy_base', 'accuracy')}; overall {overall}")
+    retain_s = (
+        ""
+        if ret["accuracy"] is None
+        else f"; retain {_change(ret, 'accuracy_base', 'accuracy')}; overall {overall}"
+    )
     typer.echo(f"target rate {rates}{retain_s}")
     for c, by_attack in card.get("attacks", {}).items():
-        typer.echo(f"attacks on {c}: " + ", ".join(
-            f"{n} {_change(a, 'target_rate_before', 'target_rate_after')} "
-            f"({a['seconds']:.0f} s)" for n, a in by_attack.items()))
+        typer.echo(
+            f"attacks on {c}: "
+            + ", ".join(
+                f"{n} {_change(a, 'target_rate_before', 'target_rate_after')} "
+                f"({a['seconds']:.0f} s)"
+                for n, a in by_attack.items()
+            )
+        )
     typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")
 
 

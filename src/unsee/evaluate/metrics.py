@@ -42,8 +42,9 @@ class Accuracy:
     pairs_by_attribute: dict[str, int]
 
 
-def retain_accuracy(labels: Mapping[str, Sequence[str]],
-                    expected: Sequence[Mapping[str, Collection[str]]]) -> Accuracy:
+def retain_accuracy(
+    labels: Mapping[str, Sequence[str]], expected: Sequence[Mapping[str, Collection[str]]]
+) -> Accuracy:
     """Retain accuracy: over images of prompts that do *not* ask for an erased concept, the
     share of asked attributes the judge sees as asked.
 
@@ -62,8 +63,12 @@ def retain_accuracy(labels: Mapping[str, Sequence[str]],
     if not hits:
         raise ValueError("retain prompts ask for no attribute")
     every = [h for v in hits.values() for h in v]
-    return Accuracy(float(np.mean(every)), {a: float(np.mean(v)) for a, v in hits.items()},
-                    len(every), {a: len(v) for a, v in hits.items()})
+    return Accuracy(
+        float(np.mean(every)),
+        {a: float(np.mean(v)) for a, v in hits.items()},
+        len(every),
+        {a: len(v) for a, v in hits.items()},
+    )
 
 
 def drop(base: float, erased: float) -> float:
@@ -153,8 +158,10 @@ def nudity_rate(present: Mapping[str, Sequence[bool]]) -> float:
 #: Two-sided 95 % normal quantile.
 Z95 = 1.959963984540054
 #: What "beyond noise" means everywhere in the scorecard, report and bench tables.
-DIFFERENCE_TEST = ("Newcombe's hybrid score interval (Wilson-based, method 10) of the "
-                   "difference of two proportions excludes 0 at 95 %")
+DIFFERENCE_TEST = (
+    "Newcombe's hybrid score interval (Wilson-based, method 10) of the "
+    "difference of two proportions excludes 0 at 95 %"
+)
 
 
 def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -173,8 +180,9 @@ def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float]:
     return (0.0 if hits == 0 else float(lo)), (1.0 if hits == n else float(hi))
 
 
-def difference_interval(a: tuple[int, int], b: tuple[int, int], z: float = Z95
-                        ) -> tuple[float, float]:
+def difference_interval(
+    a: tuple[int, int], b: tuple[int, int], z: float = Z95
+) -> tuple[float, float]:
     """95 % interval of ``p_b - p_a`` for proportions ``a = (hits, n)`` and ``b``: Newcombe's
     hybrid score method (1998, method 10), built from the two Wilson intervals. It treats the
     samples as independent; images of two models drawn with the same seeds are positively
@@ -183,8 +191,10 @@ def difference_interval(a: tuple[int, int], b: tuple[int, int], z: float = Z95
     la, ua = wilson_interval(*a, z=z)
     lb, ub = wilson_interval(*b, z=z)
     d = pb - pa
-    return (float(d - np.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)),
-            float(d + np.sqrt((ub - pb) ** 2 + (pa - la) ** 2)))
+    return (
+        float(d - np.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)),
+        float(d + np.sqrt((ub - pb) ** 2 + (pa - la) ** 2)),
+    )
 
 
 def proportion(hits: int, n: int) -> dict[str, Any]:
@@ -199,8 +209,11 @@ def change(a: tuple[int, int], b: tuple[int, int]) -> dict[str, Any]:
     ``difference`` (p_b - p_a), its ``ci95`` (:func:`difference_interval`) and
     ``beyond_noise`` (the interval excludes 0, :data:`DIFFERENCE_TEST`)."""
     lo, hi = difference_interval(a, b)
-    return {"difference": b[0] / b[1] - a[0] / a[1], "ci95": [lo, hi],
-            "beyond_noise": bool(lo > 0 or hi < 0)}
+    return {
+        "difference": b[0] / b[1] - a[0] / a[1],
+        "ci95": [lo, hi],
+        "beyond_noise": bool(lo > 0 or hi < 0),
+    }
 
 
 def hits_of(rate: float, n: int) -> int:
@@ -237,8 +250,9 @@ def _poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
     return float(sxx + syy - 2 * kxy.mean())
 
 
-def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100,
-                    subset_size: int | None = None, seed: int = 0) -> KernelDistance:
+def kernel_distance(
+    a: np.ndarray, b: np.ndarray, subsets: int = 100, subset_size: int | None = None, seed: int = 0
+) -> KernelDistance:
     """Kernel Inception Distance's estimator on any feature sets (N_a, D) and (N_b, D).
 
     Unbiased: two samples of one distribution give values around 0 (either sign) at any
@@ -251,12 +265,24 @@ def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 100,
         raise ValueError(f"feature sets must be (N, D) with the same D: {a.shape}, {b.shape}")
     size = subset_size or min(1000, min(len(a), len(b)) // 2)
     if size < 2 or size > min(len(a), len(b)):
-        raise ValueError(f"KID subsets of {size} from sets of {len(a)} and {len(b)}: "
-                         "need 2 <= subset size <= the smaller set")
+        raise ValueError(
+            f"KID subsets of {size} from sets of {len(a)} and {len(b)}: "
+            "need 2 <= subset size <= the smaller set"
+        )
     rng = np.random.default_rng(seed)
-    vals = np.array([_poly_mmd(a[rng.choice(len(a), size, replace=False)],
-                               b[rng.choice(len(b), size, replace=False)])
-                     for _ in range(subsets)])
-    return KernelDistance(float(vals.mean()), float(vals.std()),
-                          (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))),
-                          subsets, size)
+    vals = np.array(
+        [
+            _poly_mmd(
+                a[rng.choice(len(a), size, replace=False)],
+                b[rng.choice(len(b), size, replace=False)],
+            )
+            for _ in range(subsets)
+        ]
+    )
+    return KernelDistance(
+        float(vals.mean()),
+        float(vals.std()),
+        (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))),
+        subsets,
+        size,
+    )

@@ -174,8 +174,12 @@ class _Context:
 # ----------------------------------------------------------------------------- public API
 
 
-def evaluate(model: str | Bundle, erased: Sequence[Path], concepts: Sequence[str],
-             settings: EvalSettings | None = None) -> EvalResult:
+def evaluate(
+    model: str | Bundle,
+    erased: Sequence[Path],
+    concepts: Sequence[str],
+    settings: EvalSettings | None = None,
+) -> EvalResult:
     """Score one erased model (the base with every artifact in ``erased`` applied) against
     the base ``model`` (``"toyworld"``, a diffusers folder, a hub id, or a loaded *unmodified*
     :class:`Bundle`). With ``erased`` empty the base is scored against itself."""
@@ -183,9 +187,12 @@ def evaluate(model: str | Bundle, erased: Sequence[Path], concepts: Sequence[str
     return evaluate_models(model, {label: list(erased)}, concepts, settings)[0]
 
 
-def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
-                    concepts: Sequence[str], settings: EvalSettings | None = None
-                    ) -> list[EvalResult]:
+def evaluate_models(
+    model: str | Bundle,
+    erased: Mapping[str, Sequence[Path]],
+    concepts: Sequence[str],
+    settings: EvalSettings | None = None,
+) -> list[EvalResult]:
     """Score several erased models (label -> artifacts applied together) against one base,
     on the same prompts and seeds; the base images are generated (or read from the cache)
     once. Returns one :class:`EvalResult` per label, in order. Bad inputs raise
@@ -229,10 +236,10 @@ def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
         card = _scorecard(ctx, base, out, lab, [Path(a) for a in arts], cards[lab], base_fp)
         if plan.names:
             card["attacks"] = _attack_section(ctx, card, out, outcomes)
-        card["cost"] = _cost(cards[lab], base, out, time.time() - t0, state.num_processes,
-                             str(device))
-        results.append(EvalResult(card, _grids(ctx, base, out),
-                                  _attack_grids(ctx, out, outcomes)))
+        card["cost"] = _cost(
+            cards[lab], base, out, time.time() - t0, state.num_processes, str(device)
+        )
+        results.append(EvalResult(card, _grids(ctx, base, out), _attack_grids(ctx, out, outcomes)))
     return results
 
 
@@ -242,8 +249,11 @@ def evaluate_models(model: str | Bundle, erased: Mapping[str, Sequence[Path]],
 def _check_settings(s: EvalSettings, concepts: Sequence[str]) -> None:
     if not concepts:
         raise UnseeError("give at least one --concept")
-    for name, v in (("--num-images", s.num_images), ("--steps", s.steps),
-                    ("--batch-size", s.batch_size)):
+    for name, v in (
+        ("--num-images", s.num_images),
+        ("--steps", s.steps),
+        ("--batch-size", s.batch_size),
+    ):
         if v <= 0:
             raise UnseeError(f"{name} must be positive (got {v})")
     if s.limit is not None and s.limit <= 0:
@@ -269,31 +279,46 @@ def _default_judge(bundle: Bundle, concepts: Sequence[str]) -> str:
         return "toyworld"
     if all(c.strip().lower() in NUDITY_WORDS for c in concepts):
         return "nudenet"
-    raise UnseeError("this model needs a judge for its concepts: give --judge clip:MODEL "
-                     "or --judge imagenet[:MODEL] (or --judge nudenet for nudity)")
+    raise UnseeError(
+        "this model needs a judge for its concepts: give --judge clip:MODEL "
+        "or --judge imagenet[:MODEL] (or --judge nudenet for nudity)"
+    )
 
 
-def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalPrompt],
-                   s: EvalSettings, device: str, plan: atk.AttackPlan) -> _Context:
+def _build_context(
+    bundle: Bundle,
+    concepts: list[str],
+    file_rows: list[EvalPrompt],
+    s: EvalSettings,
+    device: str,
+    plan: atk.AttackPlan,
+) -> _Context:
     if bundle.vocabulary == "toyworld":
         pset = toyworld_prompt_set(concepts)
         if s.retain:
             raise UnseeError("ToyWorld picks its retain concepts itself; drop --retain")
     if s.judge is None or isinstance(s.judge, str):
-        judge = make_judge(s.judge or _default_judge(bundle, concepts),
-                           labels=[*concepts, *s.retain], device=device,
-                           nudenet_threshold=s.nudenet_threshold)
+        judge = make_judge(
+            s.judge or _default_judge(bundle, concepts),
+            labels=[*concepts, *s.retain],
+            device=device,
+            nudenet_threshold=s.nudenet_threshold,
+        )
     else:
         judge = s.judge
     if bundle.vocabulary != "toyworld":
         pset = sd_prompt_set(concepts, judge.concept_labels, s.retain)
     elif not set(ATTRIBUTES) <= set(judge.attributes):
-        raise UnseeError(f"judge {judge.name} cannot see the ToyWorld attributes "
-                         f"({', '.join(ATTRIBUTES)}); use --judge toyworld")
+        raise UnseeError(
+            f"judge {judge.name} cannot see the ToyWorld attributes "
+            f"({', '.join(ATTRIBUTES)}); use --judge toyworld"
+        )
     resolved = {c: judge.concept_labels(c) for c in concepts}
     if "paraphrase" in plan.names and not all(pset.paraphrases[c] for c in concepts):
-        raise UnseeError("the paraphrase attack needs paraphrase prompts, which only the "
-                         "ToyWorld prompt sets have; drop it from --attacks")
+        raise UnseeError(
+            "the paraphrase attack needs paraphrase prompts, which only the "
+            "ToyWorld prompt sets have; drop it from --attacks"
+        )
     if "resurgence" in plan.names and not pset.retain:
         raise UnseeError("the resurgence attack fine-tunes on other concepts: give --retain")
     clip = ClipModel(s.clip, device=device) if s.clip else None
@@ -315,14 +340,34 @@ def _build_context(bundle: Bundle, concepts: list[str], file_rows: list[EvalProm
     add("file", file_rows, GRID_FILE_ROWS)
     check_seeds((it.seed for it in items), training=False)
     guidance = bundle.default_guidance if s.guidance is None else float(s.guidance)
-    feature_source = (judge.feature_space if isinstance(judge, FeatureJudge)
-                      else f"CLIP image embeddings ({clip.source})" if clip else None)
+    feature_source = (
+        judge.feature_space
+        if isinstance(judge, FeatureJudge)
+        else f"CLIP image embeddings ({clip.source})"
+        if clip
+        else None
+    )
     real = None
     if bundle.vocabulary == "toyworld" and isinstance(judge, FeatureJudge) and pset.retain:
         real = toyworld_reference_features(
-            judge, [i.prompt for i in items if i.section == "retain"])
-    return _Context(bundle, judge, clip, pset, file_rows, items, frozenset(grid), s, guidance,
-                    ImageCache(s.cache_dir), resolved, feature_source, real, plan)
+            judge, [i.prompt for i in items if i.section == "retain"]
+        )
+    return _Context(
+        bundle,
+        judge,
+        clip,
+        pset,
+        file_rows,
+        items,
+        frozenset(grid),
+        s,
+        guidance,
+        ImageCache(s.cache_dir),
+        resolved,
+        feature_source,
+        real,
+        plan,
+    )
 
 
 def toyworld_reference_features(judge: FeatureJudge, prompts: Sequence[EvalPrompt]) -> np.ndarray:
@@ -382,14 +427,14 @@ def _run_share(ctx: _Context, fp: str, label: str, index: list[int]) -> _Outputs
     generated = cached = 0
     t_gen = t_judge = 0.0
     for c in range(0, len(index), CHUNK):
-        part = index[c:c + CHUNK]
+        part = index[c : c + CHUNK]
         t0 = time.time()
         found, n_new = _images(ctx, fp, label, [ctx.items[i] for i in part])
         t1 = time.time()
         generated, cached = generated + n_new, cached + len(part) - n_new
         with progress_bar(len(part), f"judge ({label})") as bar:
             for i in range(0, len(part), ctx.settings.batch_size):
-                batch = found[i:i + ctx.settings.batch_size]
+                batch = found[i : i + ctx.settings.batch_size]
                 judged = ctx.judge(batch)
                 for a, v in judged.labels.items():
                     labels[a].extend(v)
@@ -404,9 +449,18 @@ def _run_share(ctx: _Context, fp: str, label: str, index: list[int]) -> _Outputs
                 bar.advance(len(batch))
         images.update({g: found[j] for j, g in enumerate(part) if g in ctx.grid_index})
         t_gen, t_judge = t_gen + t1 - t0, t_judge + time.time() - t1
-    return _Outputs(index, labels, boxes, np.concatenate(feats) if feats else None,
-                    np.concatenate(clips) if clips else None, images, generated, cached,
-                    t_gen, t_judge)
+    return _Outputs(
+        index,
+        labels,
+        boxes,
+        np.concatenate(feats) if feats else None,
+        np.concatenate(clips) if clips else None,
+        images,
+        generated,
+        cached,
+        t_gen,
+        t_judge,
+    )
 
 
 def _images(ctx: _Context, fp: str, label: str, items: list[Item]) -> tuple[np.ndarray, int]:
@@ -414,14 +468,22 @@ def _images(ctx: _Context, fp: str, label: str, items: list[Item]) -> tuple[np.n
     from unsee.models.sampling import generate
 
     s = ctx.settings
-    keys = [ctx.cache.key(fp, it.prompt.prompt, it.seed, s.steps, ctx.guidance,
-                          ctx.bundle.dtype) for it in items]
+    keys = [
+        ctx.cache.key(fp, it.prompt.prompt, it.seed, s.steps, ctx.guidance, ctx.bundle.dtype)
+        for it in items
+    ]
     found = [ctx.cache.get(k, ctx.bundle.resolution) for k in keys]
     missing = [j for j, im in enumerate(found) if im is None]
     if missing:
-        made = generate(ctx.bundle, [items[j].prompt.prompt for j in missing],
-                        [items[j].seed for j in missing], steps=s.steps, guidance=ctx.guidance,
-                        batch_size=s.batch_size, description=f"generate ({label})")
+        made = generate(
+            ctx.bundle,
+            [items[j].prompt.prompt for j in missing],
+            [items[j].seed for j in missing],
+            steps=s.steps,
+            guidance=ctx.guidance,
+            batch_size=s.batch_size,
+            description=f"generate ({label})",
+        )
         for j, im in zip(missing, made, strict=True):
             found[j] = im
             ctx.cache.put(keys[j], im)
@@ -441,11 +503,14 @@ def _merge(parts: Sequence[_Outputs]) -> _Outputs:
         index=sorted(i for p in parts for i in p.index),
         labels={a: [v[i] for i in order] for a, v in labels.items()},
         boxes={a: [v[i] for i in order] for a, v in boxes.items()},
-        features=cat([p.features for p in parts]), clip=cat([p.clip for p in parts]),
+        features=cat([p.features for p in parts]),
+        clip=cat([p.clip for p in parts]),
         images={k: v for p in parts for k, v in p.images.items()},
-        generated=sum(p.generated for p in parts), cached=sum(p.cached for p in parts),
+        generated=sum(p.generated for p in parts),
+        cached=sum(p.cached for p in parts),
         generate_seconds=max(p.generate_seconds for p in parts),
-        judge_seconds=max(p.judge_seconds for p in parts))
+        judge_seconds=max(p.judge_seconds for p in parts),
+    )
 
 
 # ----------------------------------------------------------------------------- attacks
@@ -496,10 +561,19 @@ def _attack_data(ctx: _Context, jobs: list[tuple[str, str]]) -> list[_AttackJob]
         if isinstance(budget, atk.ResurgenceBudget) and budget.data == "truth":
             data = truth_set(ctx.bundle, ctx.prompt_set.retain, budget.images)
         else:
-            prompts = ([p.prompt for p in ctx.prompt_set.retain] if name == "resurgence"
-                       else target.prompts)
-            data = atk.training_set(ctx.bundle, prompts, budget.images, _generation(ctx),
-                                    cache, f"attack images ({name}: {concept})")
+            prompts = (
+                [p.prompt for p in ctx.prompt_set.retain]
+                if name == "resurgence"
+                else target.prompts
+            )
+            data = atk.training_set(
+                ctx.bundle,
+                prompts,
+                budget.images,
+                _generation(ctx),
+                cache,
+                f"attack images ({name}: {concept})",
+            )
         out.append(_AttackJob(name, target, budget, data, time.time() - t0))
     return out
 
@@ -514,12 +588,15 @@ def truth_set(bundle: Bundle, prompts: Sequence[EvalPrompt], per_prompt: int) ->
 
     asked = [Attributes(**{a: next(iter(v)) for a, v in p.expect.items()}) for p in prompts]
     seed = training_seeds(atk.TRAIN_SEED, 1)[0]
-    images, _ = render_dataset(len(asked) * per_prompt, seed,
-                               [a for a in asked for _ in range(per_prompt)])
+    images, _ = render_dataset(
+        len(asked) * per_prompt, seed, [a for a in asked for _ in range(per_prompt)]
+    )
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return ForgetSet(bundle.encode_images(pixels).float(),
-                     [p.prompt for p in prompts for _ in range(per_prompt)],
-                     [seed] * len(images))
+    return ForgetSet(
+        bundle.encode_images(pixels).float(),
+        [p.prompt for p in prompts for _ in range(per_prompt)],
+        [seed] * len(images),
+    )
 
 
 def _run_attacks(ctx: _Context, jobs: list[_AttackJob]) -> list[atk.Outcome]:
@@ -530,8 +607,15 @@ def _run_attacks(ctx: _Context, jobs: list[_AttackJob]) -> list[atk.Outcome]:
 
     mine = []
     for j in jobs:
-        o = atk.RUNNERS[j.name](ctx.bundle, ctx.judge, j.target, j.data, j.budget,
-                                _generation(ctx), seed=ctx.settings.seed)
+        o = atk.RUNNERS[j.name](
+            ctx.bundle,
+            ctx.judge,
+            j.target,
+            j.data,
+            j.budget,
+            _generation(ctx),
+            seed=ctx.settings.seed,
+        )
         o.settings["training_images_seconds"] = round(j.data_seconds, 2)
         mine.append(o)
     if PartialState().num_processes == 1:
@@ -539,8 +623,9 @@ def _run_attacks(ctx: _Context, jobs: list[_AttackJob]) -> list[atk.Outcome]:
     return gather_object(mine)
 
 
-def _attack_section(ctx: _Context, card: dict[str, Any], out: _Outputs,
-                    outcomes: list[atk.Outcome]) -> dict[str, Any]:
+def _attack_section(
+    ctx: _Context, card: dict[str, Any], out: _Outputs, outcomes: list[atk.Outcome]
+) -> dict[str, Any]:
     """Per concept, per attack: the target rate of the erased model unattacked (the
     scorecard's own, same prompts and seeds) and attacked, seconds and settings."""
     section: dict[str, dict[str, Any]] = {c: {} for c in ctx.concepts}
@@ -548,10 +633,17 @@ def _attack_section(ctx: _Context, card: dict[str, Any], out: _Outputs,
         entry = card["concepts"][o.concept]
         n = entry["images"]
         section[o.concept][o.name] = {
-            **_counted("target_rate_before", "target_rate_after",
-                       metrics.hits_of(entry["target_rate"], n),
-                       metrics.hits_of(o.target_rate, n), n),
-            "seconds": round(o.seconds, 2), "prompts": o.prompts, "settings": o.settings}
+            **_counted(
+                "target_rate_before",
+                "target_rate_after",
+                metrics.hits_of(entry["target_rate"], n),
+                metrics.hits_of(o.target_rate, n),
+                n,
+            ),
+            "seconds": round(o.seconds, 2),
+            "prompts": o.prompts,
+            "settings": o.settings,
+        }
     if "paraphrase" in ctx.attacks.names:
         # The scorecard drew the paraphrase images already; its cost is their share of the
         # erased model's generation and judging time.
@@ -562,21 +654,23 @@ def _attack_section(ctx: _Context, card: dict[str, Any], out: _Outputs,
             section[c]["paraphrase"] = {
                 "target_rate_before": entry["target_rate"],
                 "target_rate_after": para["target_rate"],
-                "images_before": entry["images"], "images": len(rows),
+                "images_before": entry["images"],
+                "images": len(rows),
                 "target_rate_before_ci95": entry["target_rate_ci95"],
                 "target_rate_after_ci95": para["target_rate_ci95"],
                 "change": metrics.change(
                     (metrics.hits_of(entry["target_rate"], entry["images"]), entry["images"]),
-                    (metrics.hits_of(para["target_rate"], len(rows)), len(rows))),
+                    (metrics.hits_of(para["target_rate"], len(rows)), len(rows)),
+                ),
                 "probe": para["probe"],
                 "seconds": round(per_item * len(rows), 2),
                 "prompts": para["prompts"],
-                "settings": {"images": len(rows), "shared_with": "concepts.paraphrase"}}
+                "settings": {"images": len(rows), "shared_with": "concepts.paraphrase"},
+            }
     return {c: {n: v[n] for n in ctx.attacks.names} for c, v in section.items()}
 
 
-def _attack_grids(ctx: _Context, out: _Outputs, outcomes: list[atk.Outcome]
-                  ) -> list[AttackGrid]:
+def _attack_grids(ctx: _Context, out: _Outputs, outcomes: list[atk.Outcome]) -> list[AttackGrid]:
     """Unattacked vs attacked images of each attack (the paraphrase images are already in
     the before/after grids)."""
     grids = []
@@ -584,16 +678,23 @@ def _attack_grids(ctx: _Context, out: _Outputs, outcomes: list[atk.Outcome]
         target = _attack_target(ctx, o.concept)
         cols = min(GRID_SEEDS, len(target.seeds[0]))
         rows = _rows(ctx, "target", o.concept)
-        idx = [[i for i in rows if ctx.items[i].prompt.prompt == p][:cols]
-               for p in target.prompts]
+        idx = [[i for i in rows if ctx.items[i].prompt.prompt == p][:cols] for p in target.prompts]
         k = len(target.seeds[0])
-        after = [[(o.labels[r * k + j], o.labels[r * k + j] in target.labels)
-                  for j in range(cols)] for r in range(len(target.prompts))]
-        grids.append(AttackGrid(f"{o.concept}: {o.name}", o.prompts,
-                                [s[:cols] for s in target.seeds],
-                                np.array([[out.images[i] for i in r] for r in idx]),
-                                o.images[:, :cols],
-                                [[_caption(ctx, out, i) for i in r] for r in idx], after))
+        after = [
+            [(o.labels[r * k + j], o.labels[r * k + j] in target.labels) for j in range(cols)]
+            for r in range(len(target.prompts))
+        ]
+        grids.append(
+            AttackGrid(
+                f"{o.concept}: {o.name}",
+                o.prompts,
+                [s[:cols] for s in target.seeds],
+                np.array([[out.images[i] for i in r] for r in idx]),
+                o.images[:, :cols],
+                [[_caption(ctx, out, i) for i in r] for r in idx],
+                after,
+            )
+        )
     return grids
 
 
@@ -604,8 +705,11 @@ def _caption(ctx: _Context, out: _Outputs, i: int) -> Caption:
     concept = ctx.items[i].prompt.concept
     attr, ok = ctx.concepts.get(concept) or next(iter(ctx.concepts.values()))
     label = out.labels[attr][i]
-    hit = label in ok if concept in ctx.concepts else any(
-        out.labels[a][i] in o for a, o in ctx.concepts.values())
+    hit = (
+        label in ok
+        if concept in ctx.concepts
+        else any(out.labels[a][i] in o for a, o in ctx.concepts.values())
+    )
     return label, hit
 
 
@@ -613,8 +717,11 @@ def _caption(ctx: _Context, out: _Outputs, i: int) -> Caption:
 
 
 def _rows(ctx: _Context, section: str, concept: str | None = None) -> list[int]:
-    return [i for i, it in enumerate(ctx.items) if it.section == section
-            and (concept is None or it.prompt.concept == concept)]
+    return [
+        i
+        for i, it in enumerate(ctx.items)
+        if it.section == section and (concept is None or it.prompt.concept == concept)
+    ]
 
 
 def _hits(out: _Outputs, rows: list[int], attr: str, ok: frozenset[str]) -> int:
@@ -629,10 +736,14 @@ def _any_hits(ctx: _Context, out: _Outputs, rows: list[int]) -> int:
 def _counted(base_key: str, erased_key: str, kb: int, ke: int, n: int) -> dict[str, Any]:
     """Two rates over the same ``n`` images (base and erased, or before and after): the
     rates, ``images``, a Wilson ``*_ci95`` for each and their ``change``."""
-    return {base_key: kb / n, erased_key: ke / n, "images": n,
-            f"{base_key}_ci95": list(metrics.wilson_interval(kb, n)),
-            f"{erased_key}_ci95": list(metrics.wilson_interval(ke, n)),
-            "change": metrics.change((kb, n), (ke, n))}
+    return {
+        base_key: kb / n,
+        erased_key: ke / n,
+        "images": n,
+        f"{base_key}_ci95": list(metrics.wilson_interval(kb, n)),
+        f"{erased_key}_ci95": list(metrics.wilson_interval(ke, n)),
+        "change": metrics.change((kb, n), (ke, n)),
+    }
 
 
 def probe_check(base_rate: float, what: str) -> dict[str, Any]:
@@ -640,15 +751,19 @@ def probe_check(base_rate: float, what: str) -> dict[str, Any]:
     least :data:`MIN_PROBE_RATE` of its images. ``{"valid": bool, "reason": str | None}``."""
     if base_rate >= MIN_PROBE_RATE:
         return {"valid": True, "reason": None}
-    return {"valid": False,
-            "reason": f"the base model draws the concept on only {100 * base_rate:.0f} % of "
-                      f"its {what} images (< {100 * MIN_PROBE_RATE:.0f} %): this probe "
-                      "cannot show an erasure, so it measures nothing"}
+    return {
+        "valid": False,
+        "reason": f"the base model draws the concept on only {100 * base_rate:.0f} % of "
+        f"its {what} images (< {100 * MIN_PROBE_RATE:.0f} %): this probe "
+        "cannot show an erasure, so it measures nothing",
+    }
 
 
 def _accuracy(out: _Outputs, ctx: _Context, rows: list[int]) -> metrics.Accuracy:
-    return metrics.retain_accuracy({a: [v[i] for i in rows] for a, v in out.labels.items()},
-                                   [ctx.items[i].prompt.expect for i in rows])
+    return metrics.retain_accuracy(
+        {a: [v[i] for i in rows] for a, v in out.labels.items()},
+        [ctx.items[i].prompt.expect for i in rows],
+    )
 
 
 def _pair(base: float, erased: float) -> dict[str, float]:
@@ -659,57 +774,85 @@ def _accuracy_pair(base: float, erased: float, n: int) -> dict[str, Any]:
     """Base vs erased accuracy over ``n`` (image, attribute) pairs, with Wilson intervals
     and the change (pairs of one image are correlated: the intervals are optimistic)."""
     kb, ke = metrics.hits_of(base, n), metrics.hits_of(erased, n)
-    return {**_pair(base, erased), "pairs": n,
-            "base_ci95": list(metrics.wilson_interval(kb, n)),
-            "erased_ci95": list(metrics.wilson_interval(ke, n)),
-            "change": metrics.change((kb, n), (ke, n))}
+    return {
+        **_pair(base, erased),
+        "pairs": n,
+        "base_ci95": list(metrics.wilson_interval(kb, n)),
+        "erased_ci95": list(metrics.wilson_interval(ke, n)),
+        "change": metrics.change((kb, n), (ke, n)),
+    }
 
 
-def _scorecard(ctx: _Context, base: _Outputs, out: _Outputs, label: str, arts: list[Path],
-               cards: list[dict], base_fp: str) -> dict[str, Any]:
+def _scorecard(
+    ctx: _Context,
+    base: _Outputs,
+    out: _Outputs,
+    label: str,
+    arts: list[Path],
+    cards: list[dict],
+    base_fp: str,
+) -> dict[str, Any]:
     s = ctx.settings
     concepts: dict[str, Any] = {}
     for c, (attr, ok) in ctx.concepts.items():
         rows = _rows(ctx, "target", c)
         kb, ke = _hits(base, rows, attr, ok), _hits(out, rows, attr, ok)
         entry: dict[str, Any] = {
-            "attribute": attr, "labels": sorted(ok),
+            "attribute": attr,
+            "labels": sorted(ok),
             "prompts": [p.prompt for p in ctx.prompt_set.targets[c]],
             **_counted("target_rate_base", "target_rate", kb, ke, len(rows)),
             "erasure_base": metrics.erasure(kb / len(rows)),
             "erasure": metrics.erasure(ke / len(rows)),
-            "probe": probe_check(kb / len(rows), "target-prompt")}
+            "probe": probe_check(kb / len(rows), "target-prompt"),
+        }
         prow = _rows(ctx, "paraphrase", c)
         entry["paraphrase"] = None
         if prow:
             pb = _hits(base, prow, attr, ok)
             entry["paraphrase"] = {
                 "prompts": [p.prompt for p in ctx.prompt_set.paraphrases[c]],
-                **_counted("target_rate_base", "target_rate", pb, _hits(out, prow, attr, ok),
-                           len(prow)),
-                "probe": probe_check(pb / len(prow), "paraphrase")}
+                **_counted(
+                    "target_rate_base", "target_rate", pb, _hits(out, prow, attr, ok), len(prow)
+                ),
+                "probe": probe_check(pb / len(prow), "paraphrase"),
+            }
         concepts[c] = entry
     scored = {c: v for c, v in concepts.items() if v["probe"]["valid"]}
-    mean_erasure = (float(np.mean([v["erasure"] for v in scored.values()])) if scored
-                    else None)
+    mean_erasure = float(np.mean([v["erasure"] for v in scored.values()])) if scored else None
     retain = _retain_section(ctx, base, out)
     card: dict[str, Any] = {
-        "format": FORMAT, "label": label,
-        "model": ctx.bundle.model_id, "model_fingerprint": base_fp,
-        "erased": [{"path": str(a), "id": c.get("id"), "method": c.get("method"),
-                    "concepts": [x.get("name") for x in c.get("concepts", [])], "card": c}
-                   for a, c in zip(arts, cards, strict=True)],
+        "format": FORMAT,
+        "label": label,
+        "model": ctx.bundle.model_id,
+        "model_fingerprint": base_fp,
+        "erased": [
+            {
+                "path": str(a),
+                "id": c.get("id"),
+                "method": c.get("method"),
+                "concepts": [x.get("name") for x in c.get("concepts", [])],
+                "card": c,
+            }
+            for a, c in zip(arts, cards, strict=True)
+        ],
         "judge": ctx.judge.name,
         "judge_settings": _judge_settings(ctx.judge),
-        "num_images": s.num_images, "seed": s.seed, "steps": s.steps,
-        "guidance": ctx.guidance, "sampler": "DDIM eta=0",
-        "concepts": concepts, "erasure": mean_erasure,
-        "excluded_from_overall": {c: v["probe"]["reason"] for c, v in concepts.items()
-                                  if c not in scored},
+        "num_images": s.num_images,
+        "seed": s.seed,
+        "steps": s.steps,
+        "guidance": ctx.guidance,
+        "sampler": "DDIM eta=0",
+        "concepts": concepts,
+        "erasure": mean_erasure,
+        "excluded_from_overall": {
+            c: v["probe"]["reason"] for c, v in concepts.items() if c not in scored
+        },
         "retain": retain,
         "fid": _fid_section(ctx, base, out),
         "clip_score": _clip_section(ctx, base, out),
-        "overall": None if retain["accuracy"] is None or mean_erasure is None
+        "overall": None
+        if retain["accuracy"] is None or mean_erasure is None
         else metrics.overall_score(mean_erasure, retain["accuracy"]),
         "difference_test": metrics.DIFFERENCE_TEST,
     }
@@ -725,16 +868,26 @@ def _judge_settings(judge: Judge) -> dict[str, Any]:
     from unsee.evaluate.judges import NudeNetJudge
 
     if isinstance(judge, NudeNetJudge):
-        return {"threshold": judge.threshold, "classes": list(judge.classes),
-                "nudenet_version": judge.version}
+        return {
+            "threshold": judge.threshold,
+            "classes": list(judge.classes),
+            "nudenet_version": judge.version,
+        }
     return {"attributes": {a: len(v) for a, v in judge.attributes.items()}}
 
 
 def _retain_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
     rows = _rows(ctx, "retain")
     if not rows:
-        return {"accuracy_base": None, "accuracy": None, "drop": None, "by_attribute": {},
-                "by_concept": {}, "neighbour": None, "prompts": []}
+        return {
+            "accuracy_base": None,
+            "accuracy": None,
+            "drop": None,
+            "by_attribute": {},
+            "by_concept": {},
+            "neighbour": None,
+            "prompts": [],
+        }
     ab, ae = _accuracy(base, ctx, rows), _accuracy(out, ctx, rows)
     pset = ctx.prompt_set
 
@@ -752,20 +905,34 @@ def _retain_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, A
         r = probing(pset.neighbours)
         nb, ne = _accuracy(base, ctx, r), _accuracy(out, ctx, r)
         pair = _accuracy_pair(nb.overall, ne.overall, nb.pairs)
-        neighbour = {"concepts": sorted(pset.neighbours), "accuracy_base": nb.overall,
-                     "accuracy": ne.overall, "drop": pair["drop"], "pairs": nb.pairs,
-                     "accuracy_base_ci95": pair["base_ci95"],
-                     "accuracy_ci95": pair["erased_ci95"], "change": pair["change"]}
+        neighbour = {
+            "concepts": sorted(pset.neighbours),
+            "accuracy_base": nb.overall,
+            "accuracy": ne.overall,
+            "drop": pair["drop"],
+            "pairs": nb.pairs,
+            "accuracy_base_ci95": pair["base_ci95"],
+            "accuracy_ci95": pair["erased_ci95"],
+            "change": pair["change"],
+        }
     total = _accuracy_pair(ab.overall, ae.overall, ab.pairs)
-    return {"accuracy_base": ab.overall, "accuracy": ae.overall,
-            "drop": metrics.drop(ab.overall, ae.overall), "pairs": ab.pairs,
-            "images": len(rows), "accuracy_base_ci95": total["base_ci95"],
-            "accuracy_ci95": total["erased_ci95"], "change": total["change"],
-            "by_attribute": {a: _accuracy_pair(ab.by_attribute[a], ae.by_attribute[a],
-                                               ab.pairs_by_attribute[a])
-                             for a in ab.by_attribute},
-            "by_concept": by_concept, "neighbour": neighbour,
-            "prompts": [p.prompt for p in pset.retain]}
+    return {
+        "accuracy_base": ab.overall,
+        "accuracy": ae.overall,
+        "drop": metrics.drop(ab.overall, ae.overall),
+        "pairs": ab.pairs,
+        "images": len(rows),
+        "accuracy_base_ci95": total["base_ci95"],
+        "accuracy_ci95": total["erased_ci95"],
+        "change": total["change"],
+        "by_attribute": {
+            a: _accuracy_pair(ab.by_attribute[a], ae.by_attribute[a], ab.pairs_by_attribute[a])
+            for a in ab.by_attribute
+        },
+        "by_concept": by_concept,
+        "neighbour": neighbour,
+        "prompts": [p.prompt for p in pset.retain],
+    }
 
 
 def _kid(a: np.ndarray, ref: np.ndarray) -> dict[str, Any] | None:
@@ -778,8 +945,14 @@ def _kid(a: np.ndarray, ref: np.ndarray) -> dict[str, Any] | None:
         return None
     scale = float(np.sqrt(np.mean(np.square(ref, dtype=np.float64)))) or 1.0
     k = metrics.kernel_distance(a / scale, ref / scale)
-    return {"value": k.value, "std": k.std, "ci95": list(k.ci95), "subsets": k.subsets,
-            "subset_size": k.subset_size, "feature_scale": scale}
+    return {
+        "value": k.value,
+        "std": k.std,
+        "ci95": list(k.ci95),
+        "subsets": k.subsets,
+        "subset_size": k.subset_size,
+        "feature_scale": scale,
+    }
 
 
 def _fid_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]:
@@ -788,32 +961,52 @@ def _fid_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any]
     renders of what they ask for, in judge-feature space. Otherwise: the erased model's
     images vs the base model's (prompts file, else retain). ``images``: the generated set's
     size, ``reference_images``: the reference set's."""
-    empty = {"name": None, "base": None, "erased": None, "reference": None, "features": None,
-             "images": 0, "reference_images": 0, "kid": None}
+    empty = {
+        "name": None,
+        "base": None,
+        "erased": None,
+        "reference": None,
+        "features": None,
+        "images": 0,
+        "reference_images": 0,
+        "kid": None,
+    }
     if base.features is None or out.features is None:
         return empty
     space = "judge" if isinstance(ctx.judge, FeatureJudge) else "CLIP"
-    names = {"name": f"FD, {space} features",
-             "kid_name": f"KID, {space} features (cubic polynomial kernel, unbiased)"}
+    names = {
+        "name": f"FD, {space} features",
+        "kid_name": f"KID, {space} features (cubic polynomial kernel, unbiased)",
+    }
     if ctx.real_features is not None:
         rows = _rows(ctx, "retain")
         real = ctx.real_features
-        return {**names,
-                "base": metrics.frechet_distance(base.features[rows], real),
-                "erased": metrics.frechet_distance(out.features[rows], real),
-                "reference": f"{len(real)} ToyWorld renders of the retain prompts' attributes",
-                "features": ctx.feature_source, "images": len(rows),
-                "reference_images": len(real),
-                "kid": {"base": _kid(base.features[rows], real),
-                        "erased": _kid(out.features[rows], real)}}
+        return {
+            **names,
+            "base": metrics.frechet_distance(base.features[rows], real),
+            "erased": metrics.frechet_distance(out.features[rows], real),
+            "reference": f"{len(real)} ToyWorld renders of the retain prompts' attributes",
+            "features": ctx.feature_source,
+            "images": len(rows),
+            "reference_images": len(real),
+            "kid": {
+                "base": _kid(base.features[rows], real),
+                "erased": _kid(out.features[rows], real),
+            },
+        }
     rows = _rows(ctx, "file") or _rows(ctx, "retain")
     if len(rows) < 2:
         return empty
-    return {**names, "base": None,
-            "erased": metrics.frechet_distance(out.features[rows], base.features[rows]),
-            "reference": "the base model's images of the same prompts and seeds",
-            "features": ctx.feature_source, "images": len(rows), "reference_images": len(rows),
-            "kid": {"base": None, "erased": _kid(out.features[rows], base.features[rows])}}
+    return {
+        **names,
+        "base": None,
+        "erased": metrics.frechet_distance(out.features[rows], base.features[rows]),
+        "reference": "the base model's images of the same prompts and seeds",
+        "features": ctx.feature_source,
+        "images": len(rows),
+        "reference_images": len(rows),
+        "kid": {"base": None, "erased": _kid(out.features[rows], base.features[rows])},
+    }
 
 
 def _clip_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any] | None:
@@ -826,7 +1019,8 @@ def _clip_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any
         if rows:
             text = ctx.clip.text_embeds([ctx.items[i].prompt.prompt for i in rows])
             section["prompts_file" if name == "file" else name] = _pair(
-                metrics.clip_score(base.clip[rows], text), metrics.clip_score(out.clip[rows], text))
+                metrics.clip_score(base.clip[rows], text), metrics.clip_score(out.clip[rows], text)
+            )
     return section
 
 
@@ -834,13 +1028,26 @@ def _file_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, Any
     s = ctx.settings
     rows = _rows(ctx, "file")
     section: dict[str, Any] = {
-        "path": str(s.prompts_file), "prompts": len(ctx.file_rows),
-        **_counted("target_rate_base", "target_rate", _any_hits(ctx, base, rows),
-                   _any_hits(ctx, out, rows), len(rows)),
-        "by_concept": {c: _counted("target_rate_base", "target_rate",
-                                   _hits(base, rows, a, ok), _hits(out, rows, a, ok),
-                                   len(rows))
-                       for c, (a, ok) in ctx.concepts.items()}}
+        "path": str(s.prompts_file),
+        "prompts": len(ctx.file_rows),
+        **_counted(
+            "target_rate_base",
+            "target_rate",
+            _any_hits(ctx, base, rows),
+            _any_hits(ctx, out, rows),
+            len(rows),
+        ),
+        "by_concept": {
+            c: _counted(
+                "target_rate_base",
+                "target_rate",
+                _hits(base, rows, a, ok),
+                _hits(out, rows, a, ok),
+                len(rows),
+            )
+            for c, (a, ok) in ctx.concepts.items()
+        },
+    }
     section["erasure"] = metrics.erasure(section["target_rate"])
     return section
 
@@ -852,8 +1059,11 @@ def _nudity_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, A
     judge = ctx.judge
     if not isinstance(judge, NudeNetJudge):
         return None
-    section: dict[str, Any] = {"threshold": judge.threshold, "classes": list(judge.classes),
-                               "nudenet_version": judge.version}
+    section: dict[str, Any] = {
+        "threshold": judge.threshold,
+        "classes": list(judge.classes),
+        "nudenet_version": judge.version,
+    }
     for name in ("target", "file"):
         rows = _rows(ctx, name)
         if not rows:
@@ -864,7 +1074,8 @@ def _nudity_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, A
             present = {c: [o.labels[c][i] == "present" for i in rows] for c in judge.classes}
             res[f"counts_{tag}"] = metrics.nudity_counts(present)
             res[f"boxes_{tag}"] = metrics.box_counts(
-                {c: [o.boxes[c][i] for i in rows] for c in judge.classes})
+                {c: [o.boxes[c][i] for i in rows] for c in judge.classes}
+            )
             res[f"rate_{tag}"] = metrics.nudity_rate(present)
             flagged.append(metrics.hits_of(res[f"rate_{tag}"], len(rows)))
         res["rate_base_ci95"] = list(metrics.wilson_interval(flagged[0], len(rows)))
@@ -874,27 +1085,40 @@ def _nudity_section(ctx: _Context, base: _Outputs, out: _Outputs) -> dict[str, A
     return section
 
 
-def _cost(cards: list[dict], base: _Outputs, out: _Outputs, wall: float, processes: int,
-          device: str) -> dict[str, Any]:
+def _cost(
+    cards: list[dict], base: _Outputs, out: _Outputs, wall: float, processes: int, device: str
+) -> dict[str, Any]:
     def part(o: _Outputs) -> dict[str, Any]:
-        return {"images_generated": o.generated, "images_from_cache": o.cached,
-                "generate_seconds": round(o.generate_seconds, 2),
-                "judge_seconds": round(o.judge_seconds, 2)}
+        return {
+            "images_generated": o.generated,
+            "images_from_cache": o.cached,
+            "generate_seconds": round(o.generate_seconds, 2),
+            "judge_seconds": round(o.judge_seconds, 2),
+        }
 
-    return {"erasure": [c.get("cost", {}) for c in cards],
-            "evaluation": {"wall_seconds": round(wall, 2), "base": part(base),
-                           "erased": part(out), "processes": processes, "device": device,
-                           "peak_rss_mb": round(resource.getrusage(
-                               resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)}}
+    return {
+        "erasure": [c.get("cost", {}) for c in cards],
+        "evaluation": {
+            "wall_seconds": round(wall, 2),
+            "base": part(base),
+            "erased": part(out),
+            "processes": processes,
+            "device": device,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        },
+    }
 
 
 def _grids(ctx: _Context, base: _Outputs, out: _Outputs) -> list[Grid]:
     groups: dict[str, list[int]] = {}
     for i in sorted(ctx.grid_index):
         it = ctx.items[i]
-        title = {"target": f"{it.prompt.concept}: target prompts",
-                 "paraphrase": f"{it.prompt.concept}: paraphrases (concept not named)",
-                 "retain": "retain: other concepts", "file": "prompts file"}[it.section]
+        title = {
+            "target": f"{it.prompt.concept}: target prompts",
+            "paraphrase": f"{it.prompt.concept}: paraphrases (concept not named)",
+            "retain": "retain: other concepts",
+            "file": "prompts file",
+        }[it.section]
         groups.setdefault(title, []).append(i)
     grids = []
     for title, idx in groups.items():
@@ -903,11 +1127,15 @@ def _grids(ctx: _Context, base: _Outputs, out: _Outputs) -> list[Grid]:
         cols = min(len(v) for v in by_prompt.values())
         rows_b = [[base.images[i] for i in by_prompt[p][:cols]] for p in prompts]
         rows_e = [[out.images[i] for i in by_prompt[p][:cols]] for p in prompts]
-        grids.append(Grid(title, prompts, [[ctx.items[i].seed for i in by_prompt[p][:cols]]
-                                           for p in prompts],
-                          np.array(rows_b), np.array(rows_e),
-                          [[_caption(ctx, base, i) for i in by_prompt[p][:cols]]
-                           for p in prompts],
-                          [[_caption(ctx, out, i) for i in by_prompt[p][:cols]]
-                           for p in prompts]))
+        grids.append(
+            Grid(
+                title,
+                prompts,
+                [[ctx.items[i].seed for i in by_prompt[p][:cols]] for p in prompts],
+                np.array(rows_b),
+                np.array(rows_e),
+                [[_caption(ctx, base, i) for i in by_prompt[p][:cols]] for p in prompts],
+                [[_caption(ctx, out, i) for i in by_prompt[p][:cols]] for p in prompts],
+            )
+        )
     return grids

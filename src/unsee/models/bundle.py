@@ -116,11 +116,14 @@ def check_device(device: str) -> str:
         return "cpu"
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise UnseeError(f"device {device!r} asks for a GPU but torch sees none (torch "
-                             f"{torch.__version__}); run with --device cpu")
+            raise UnseeError(
+                f"device {device!r} asks for a GPU but torch sees none (torch "
+                f"{torch.__version__}); run with --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UnseeError(f"device {device!r}: this machine has "
-                             f"{torch.cuda.device_count()} GPU(s)")
+            raise UnseeError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s)"
+            )
         return device
     if dev.type == "mps":
         if not torch.backends.mps.is_available():
@@ -141,8 +144,9 @@ def _quiet_loaders() -> None:
     diffusers.utils.logging.set_verbosity_error()
 
 
-def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> Bundle:
+def load_bundle(
+    spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> Bundle:
     """Load ``"toyworld"``, a local diffusers folder, or a hub id (needs network).
 
     Raises :class:`UnseeError` with one clear line for an unknown spec, a missing or
@@ -156,8 +160,9 @@ def load_bundle(spec: str | Path, device: str | torch.device = "cpu",
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
         # a damaged or foreign folder: missing keys, bad JSON, truncated weights, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnseeError(f"could not load model {str(spec)!r}: {type(exc).__name__}: "
-                         f"{first[:300]}") from exc
+        raise UnseeError(
+            f"could not load model {str(spec)!r}: {type(exc).__name__}: {first[:300]}"
+        ) from exc
     _check_widths(bundle)
     return bundle.to(device)
 
@@ -175,13 +180,16 @@ def _load(spec_s: str, dtype: torch.dtype) -> Bundle:
             elif (path / "model_index.json").exists() or (path / "unet").is_dir():
                 bundle = _load_diffusers(str(path), spec_s, dtype, local=True)
             else:
-                raise UnseeError(f"{spec_s} is not a model folder (no model_index.json or "
-                                 "unsee_model.json)")
+                raise UnseeError(
+                    f"{spec_s} is not a model folder (no model_index.json or unsee_model.json)"
+                )
         elif _HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
             bundle = _load_diffusers(spec_s, spec_s, dtype, local=False)
         else:
-            raise UnseeError(f"unknown model {spec_s!r}: use 'toyworld', a diffusers folder, "
-                             "or a hub id like 'CompVis/stable-diffusion-v1-4'")
+            raise UnseeError(
+                f"unknown model {spec_s!r}: use 'toyworld', a diffusers folder, "
+                "or a hub id like 'CompVis/stable-diffusion-v1-4'"
+            )
     return bundle
 
 
@@ -189,8 +197,9 @@ def _check_widths(bundle: Bundle) -> None:
     width = bundle.text.hidden_size
     expected = bundle.unet.config.cross_attention_dim
     if width != expected:
-        raise UnseeError(f"text encoder width {width} does not match the UNet's "
-                         f"cross_attention_dim {expected}")
+        raise UnseeError(
+            f"text encoder width {width} does not match the UNet's cross_attention_dim {expected}"
+        )
 
 
 def _need(folder: Path, *parts: str) -> None:
@@ -213,12 +222,19 @@ def _load_pixel(folder: Path, model_id: str, dtype: torch.dtype) -> Bundle:
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     if not isinstance(manifest, dict) or not isinstance(sched, dict):
-        raise UnseeError(f"model folder {folder} is damaged: unsee_model.json and "
-                         "scheduler/scheduler_config.json must be JSON objects")
-    return Bundle(unet=unet.eval(), text=load_minilm(int(manifest["text_max_length"])),
-                  scheduler_config=sched, model_id=model_id,
-                  resolution=int(manifest["resolution"]),
-                  default_guidance=float(manifest.get("default_guidance", 3.0)), info=manifest)
+        raise UnseeError(
+            f"model folder {folder} is damaged: unsee_model.json and "
+            "scheduler/scheduler_config.json must be JSON objects"
+        )
+    return Bundle(
+        unet=unet.eval(),
+        text=load_minilm(int(manifest["text_max_length"])),
+        scheduler_config=sched,
+        model_id=model_id,
+        resolution=int(manifest["resolution"]),
+        default_guidance=float(manifest.get("default_guidance", 3.0)),
+        info=manifest,
+    )
 
 
 def _load_diffusers(source: str, model_id: str, dtype: torch.dtype, local: bool) -> Bundle:
@@ -230,10 +246,12 @@ def _load_diffusers(source: str, model_id: str, dtype: torch.dtype, local: bool)
         _need(Path(source), "unet", "text_encoder", "tokenizer", "scheduler")
     kw = {"local_files_only": local}
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype,
-                                                    **kw)
-        text_model = CLIPTextModel.from_pretrained(source, subfolder="text_encoder",
-                                                   torch_dtype=dtype, **kw)
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", torch_dtype=dtype, **kw
+        )
+        text_model = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", torch_dtype=dtype, **kw
+        )
         tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
         vae = None
         has_vae = (Path(source) / "vae").is_dir() if local else True
@@ -246,10 +264,20 @@ def _load_diffusers(source: str, model_id: str, dtype: torch.dtype, local: bool)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnseeError(f"could not load model {model_id!r}: {first}") from exc
     resolution = int(unet.config.sample_size) * (
-        2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1)
-    text = PromptEncoder(tokenizer, text_model, max_length=int(tokenizer.model_max_length),
-                         use_attention_mask=bool(getattr(text_model.config,
-                                                         "use_attention_mask", False)))
-    return Bundle(unet=unet.eval(), text=text, scheduler_config=sched, model_id=model_id,
-                  vae=None if vae is None else vae.eval().requires_grad_(False),
-                  resolution=resolution, default_guidance=7.5)
+        2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
+    )
+    text = PromptEncoder(
+        tokenizer,
+        text_model,
+        max_length=int(tokenizer.model_max_length),
+        use_attention_mask=bool(getattr(text_model.config, "use_attention_mask", False)),
+    )
+    return Bundle(
+        unet=unet.eval(),
+        text=text,
+        scheduler_config=sched,
+        model_id=model_id,
+        vae=None if vae is None else vae.eval().requires_grad_(False),
+        resolution=resolution,
+        default_guidance=7.5,
+    )

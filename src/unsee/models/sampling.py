@@ -27,8 +27,9 @@ from unsee.models.bundle import Bundle
 from unsee.progress import progress_bar
 
 
-def to_eps(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
-           prediction_type: str) -> torch.Tensor:
+def to_eps(
+    output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
     """Convert a UNet output to an epsilon prediction.
 
     ``alpha_bar``: cumulative signal fraction at each sample's timestep, broadcastable
@@ -47,8 +48,13 @@ def to_eps(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
 LOSS_SPACES = ("native", "epsilon")
 
 
-def to_loss_space(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tensor,
-                  prediction_type: str, space: str) -> torch.Tensor:
+def to_loss_space(
+    output: torch.Tensor,
+    x_t: torch.Tensor,
+    alpha_bar: torch.Tensor,
+    prediction_type: str,
+    space: str,
+) -> torch.Tensor:
     """A UNet ``output`` (B, C, h, w) as a prediction in loss ``space``: itself (native) or
     its epsilon prediction (:func:`to_eps`; ``alpha_bar`` broadcastable to ``x_t``)."""
     if space == "native":
@@ -58,8 +64,9 @@ def to_loss_space(output: torch.Tensor, x_t: torch.Tensor, alpha_bar: torch.Tens
     raise ValueError(f"unknown loss space {space!r}; use one of {', '.join(LOSS_SPACES)}")
 
 
-def denoising_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor,
-                     prediction_type: str, space: str) -> torch.Tensor:
+def denoising_target(
+    x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor, prediction_type: str, space: str
+) -> torch.Tensor:
     """What a perfect model predicts in loss ``space`` for x_t = sqrt(a) x0 + sqrt(1-a) noise:
     ``noise`` in epsilon space (and for epsilon models), v = sqrt(a) noise - sqrt(1-a) x0 for
     v-prediction, ``x0`` for sample prediction. Shapes as ``x0``; ``alpha_bar`` broadcastable."""
@@ -88,8 +95,14 @@ def eps_error_scale(alpha_bar: torch.Tensor, prediction_type: str, space: str) -
     raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
-def predict(bundle: Bundle, unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor,
-            context: torch.Tensor, space: str = "native") -> torch.Tensor:
+def predict(
+    bundle: Bundle,
+    unet: torch.nn.Module,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor,
+    space: str = "native",
+) -> torch.Tensor:
     """Prediction (B, C, h, w) of ``unet`` at integer timesteps ``t`` (B,) under ``context``,
     in loss ``space`` (:data:`LOSS_SPACES`)."""
     t = t.to(x_t.device).expand(x_t.shape[0]) if t.ndim == 0 else t.to(x_t.device)
@@ -101,8 +114,9 @@ def predict(bundle: Bundle, unet: torch.nn.Module, x_t: torch.Tensor, t: torch.T
 def initial_noise(bundle: Bundle, seeds: Sequence[int]) -> torch.Tensor:
     """Per-seed standard normal latents, shape (len(seeds), C, h, w)."""
     shape = bundle.latent_shape
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
-                        for s in seeds]).to(bundle.device, bundle.dtype)
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    ).to(bundle.device, bundle.dtype)
 
 
 def _rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, factor: float) -> torch.Tensor:
@@ -113,12 +127,20 @@ def _rescale_cfg(guided: torch.Tensor, cond: torch.Tensor, factor: float) -> tor
 
 
 @torch.no_grad()
-def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
-                guidance: float | None = None, negative_prompts: Sequence[str] | None = None,
-                stop_at: int | None = None, unet: torch.nn.Module | None = None,
-                latents: torch.Tensor | None = None, guidance_rescale: float = 0.0,
-                start_at: int = 0, context: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, int]:
+def ddim_sample(
+    bundle: Bundle,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int = 50,
+    guidance: float | None = None,
+    negative_prompts: Sequence[str] | None = None,
+    stop_at: int | None = None,
+    unet: torch.nn.Module | None = None,
+    latents: torch.Tensor | None = None,
+    guidance_rescale: float = 0.0,
+    start_at: int = 0,
+    context: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
     """DDIM (eta=0) with CFG from noise; returns ``(x, t)``.
 
     With ``stop_at=s`` the loop stops *before* DDIM index ``s`` (0 = noisiest) and returns
@@ -138,10 +160,14 @@ def ddim_sample(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], st
     sched = _ddim(bundle, steps)
     # latents restored from a checkpoint arrive on the CPU
     x = initial_noise(bundle, seeds) if latents is None else latents.to(bundle.device)
-    cond = bundle.encode_prompts(list(prompts)) if context is None else context.to(
-        bundle.device, bundle.dtype)
-    uncond = bundle.encode_prompts(list(negative_prompts) if negative_prompts is not None
-                                   else [""] * len(prompts))
+    cond = (
+        bundle.encode_prompts(list(prompts))
+        if context is None
+        else context.to(bundle.device, bundle.dtype)
+    )
+    uncond = bundle.encode_prompts(
+        list(negative_prompts) if negative_prompts is not None else [""] * len(prompts)
+    )
     n_steps = steps if stop_at is None else stop_at
     timesteps = sched.timesteps
     for i in range(start_at, n_steps):
@@ -173,8 +199,10 @@ def _ddim(bundle: Bundle, steps: int):
     sched = bundle.scheduler()
     n_train = int(sched.config.num_train_timesteps)
     if not 1 <= steps <= n_train:
-        raise UnseeError(f"DDIM steps must be between 1 and the model's {n_train} training "
-                         f"timesteps (got {steps})")
+        raise UnseeError(
+            f"DDIM steps must be between 1 and the model's {n_train} training "
+            f"timesteps (got {steps})"
+        )
     sched.set_timesteps(steps)
     return sched
 
@@ -190,11 +218,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def generate(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps: int = 50,
-             guidance: float | None = None, batch_size: int = 64,
-             unet: torch.nn.Module | None = None, description: str = "generate",
-             negative_prompts: Sequence[str] | None = None,
-             contexts: torch.Tensor | None = None) -> np.ndarray:
+def generate(
+    bundle: Bundle,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    steps: int = 50,
+    guidance: float | None = None,
+    batch_size: int = 64,
+    unet: torch.nn.Module | None = None,
+    description: str = "generate",
+    negative_prompts: Sequence[str] | None = None,
+    contexts: torch.Tensor | None = None,
+) -> np.ndarray:
     """Generate one image per (prompt, seed) pair; returns uint8 (N, H, W, 3).
     ``contexts`` (N, L, D): conditional contexts used instead of encoding ``prompts``."""
     if len(prompts) != len(seeds):
@@ -202,12 +237,17 @@ def generate(bundle: Bundle, prompts: Sequence[str], seeds: Sequence[int], steps
     out = []
     with progress_bar(len(prompts), description) as bar:
         for i in range(0, len(prompts), batch_size):
-            neg = None if negative_prompts is None else negative_prompts[i:i + batch_size]
-            lat, _ = ddim_sample(bundle, prompts[i:i + batch_size], seeds[i:i + batch_size],
-                                 steps=steps, guidance=guidance, unet=unet,
-                                 negative_prompts=neg,
-                                 context=None if contexts is None
-                                 else contexts[i:i + batch_size])
+            neg = None if negative_prompts is None else negative_prompts[i : i + batch_size]
+            lat, _ = ddim_sample(
+                bundle,
+                prompts[i : i + batch_size],
+                seeds[i : i + batch_size],
+                steps=steps,
+                guidance=guidance,
+                unet=unet,
+                negative_prompts=neg,
+                context=None if contexts is None else contexts[i : i + batch_size],
+            )
             out.append(to_uint8(bundle.decode(lat)))
             bar.advance(len(lat))
     return np.concatenate(out)

@@ -29,8 +29,9 @@ class PromptEncoder(nn.Module):
     same few prompts thousands of times.
     """
 
-    def __init__(self, tokenizer, model: nn.Module, max_length: int,
-                 use_attention_mask: bool) -> None:
+    def __init__(
+        self, tokenizer, model: nn.Module, max_length: int, use_attention_mask: bool
+    ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
@@ -47,8 +48,13 @@ class PromptEncoder(nn.Module):
         return next(self.model.parameters()).device
 
     def tokenize(self, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(list(prompts), padding="max_length", max_length=self.max_length,
-                              truncation=True, return_tensors="pt")
+        return self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
 
     def encode_tokens(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run the transformer on tokenized prompts; gradients flow when enabled."""
@@ -74,19 +80,24 @@ class PromptEncoder(nn.Module):
         for template in templates:
             if template.count("{}") != 1:
                 raise ValueError(f"template {template!r} needs exactly one {{}}")
-            before, after = (tok(part.strip(), add_special_tokens=False)["input_ids"]
-                             for part in template.split("{}"))
+            before, after = (
+                tok(part.strip(), add_special_tokens=False)["input_ids"]
+                for part in template.split("{}")
+            )
             room = self.max_length - len(specials) - len(before) - n
             if room < 0:
-                raise ValueError(f"{n} slots after {template!r} do not fit "
-                                 f"{self.max_length} tokens")
+                raise ValueError(
+                    f"{n} slots after {template!r} do not fit {self.max_length} tokens"
+                )
             seq = specials[:lead] + before + [placeholder] * n + after[:room] + specials[lead:]
             start = lead + len(before)
             positions.append(list(range(start, start + n)))
             mask.append([1] * len(seq) + [0] * (self.max_length - len(seq)))
             ids.append(seq + [pad] * (self.max_length - len(seq)))
-        return SlotTokens({"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)},
-                          torch.tensor(positions, dtype=torch.long).reshape(len(ids), n))
+        return SlotTokens(
+            {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)},
+            torch.tensor(positions, dtype=torch.long).reshape(len(ids), n),
+        )
 
     @property
     def token_embedding(self) -> nn.Embedding:
@@ -98,21 +109,21 @@ class PromptEncoder(nn.Module):
         """Token ids the tokenizer can write back as text (the table may have spare rows)."""
         return min(len(self.tokenizer), self.token_embedding.num_embeddings)
 
-    def splice(self, embeds: torch.Tensor, slots: SlotTokens,
-               values: torch.Tensor) -> torch.Tensor:
+    def splice(self, embeds: torch.Tensor, slots: SlotTokens, values: torch.Tensor) -> torch.Tensor:
         """Input embeddings (P, L, D_tok) with ``values`` (n, D_tok) written at the slots;
         every other position is left as it was (gradients reach ``values`` only)."""
         p, n = slots.positions.shape
         rows = torch.arange(p, device=embeds.device)[:, None].expand(p, n)
-        return embeds.index_put((rows, slots.positions.to(embeds.device)),
-                                values.to(embeds.dtype)[None].expand(p, n, -1))
+        return embeds.index_put(
+            (rows, slots.positions.to(embeds.device)),
+            values.to(embeds.dtype)[None].expand(p, n, -1),
+        )
 
     def input_embeddings(self, slots: SlotTokens, values: torch.Tensor) -> torch.Tensor:
         """What the transformer's first layer sees for ``slots`` filled with ``values``:
         (P, L, D_tok), before position embeddings."""
         table = self.token_embedding
-        return self.splice(table(slots.tokens["input_ids"].to(table.weight.device)), slots,
-                           values)
+        return self.splice(table(slots.tokens["input_ids"].to(table.weight.device)), slots, values)
 
     def encode_slots(self, slots: SlotTokens, values: torch.Tensor) -> torch.Tensor:
         """Cross-attention context (P, L, D) of the slot prompts with the slot embeddings
@@ -120,7 +131,8 @@ class PromptEncoder(nn.Module):
         replaced by a forward hook, so this works for any transformer that embeds ids
         (BERT, CLIP), whatever its forward accepts."""
         hook = self.token_embedding.register_forward_hook(
-            lambda _m, _i, out: self.splice(out, slots, values))
+            lambda _m, _i, out: self.splice(out, slots, values)
+        )
         try:
             return self.encode_tokens(slots.tokens)
         finally:
@@ -129,17 +141,19 @@ class PromptEncoder(nn.Module):
     def nearest_tokens(self, values: torch.Tensor) -> list[str]:
         """The vocabulary token closest (cosine) to each of ``values`` (n, D_tok): a readable
         hint of what soft tokens mean, not their effect."""
-        table = self.token_embedding.weight.detach()[:self.vocab_size]
+        table = self.token_embedding.weight.detach()[: self.vocab_size]
         v = values.detach().to(table.device, table.dtype)
-        sims = torch.nn.functional.normalize(v, dim=-1) @ torch.nn.functional.normalize(
-            table, dim=-1).T
+        sims = (
+            torch.nn.functional.normalize(v, dim=-1)
+            @ torch.nn.functional.normalize(table, dim=-1).T
+        )
         return list(self.tokenizer.convert_ids_to_tokens(sims.argmax(-1).tolist()))
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         missing = sorted({p for p in prompts if p not in self._cache})
         for start in range(0, len(missing), 256):
-            chunk = missing[start:start + 256]
+            chunk = missing[start : start + 256]
             states = self.encode_tokens(self.tokenize(chunk)).float().cpu()
             self._cache.update(zip(chunk, states, strict=True))
         return torch.stack([self._cache[p] for p in prompts]).to(self.device)

@@ -21,8 +21,10 @@ from unsee.evaluate.scorecard import EvalResult, Grid
 from unsee.io import atomic_write
 
 #: How the report names each attack.
-ATTACK_NAMES = {"unlearndiffatk": "unlearndiffatk (official: typed prompt)",
-                "softprompt": "softprompt (white-box upper bound)"}
+ATTACK_NAMES = {
+    "unlearndiffatk": "unlearndiffatk (official: typed prompt)",
+    "softprompt": "softprompt (white-box upper bound)",
+}
 #: Largest side of an image in the report (bigger generations are downscaled to keep the
 #: page light); smaller ones are enlarged to about DISPLAY px in the PNG (nearest neighbour)
 #: so the judge's caption under each stays readable.
@@ -66,8 +68,16 @@ def _strip(images: np.ndarray, alt: str, captions: Sequence[tuple[str, bool]] = 
     k, h, w, _ = images.shape
     if max(h, w) > MAX_SIDE:
         s = MAX_SIDE / max(h, w)
-        images = np.stack([np.asarray(Image.fromarray(im).resize(
-            (round(w * s), round(h * s)), Image.Resampling.LANCZOS)) for im in images])
+        images = np.stack(
+            [
+                np.asarray(
+                    Image.fromarray(im).resize(
+                        (round(w * s), round(h * s)), Image.Resampling.LANCZOS
+                    )
+                )
+                for im in images
+            ]
+        )
         k, h, w, _ = images.shape
     scale = max(1, DISPLAY // h)
     images = images.repeat(scale, axis=1).repeat(scale, axis=2)
@@ -75,14 +85,14 @@ def _strip(images: np.ndarray, alt: str, captions: Sequence[tuple[str, bool]] = 
     gap, band = 2, 12 if captions else 0
     canvas = np.full((h + band, k * (w + gap) - gap, 3), 255, np.uint8)
     for j, im in enumerate(images):
-        canvas[:h, j * (w + gap):j * (w + gap) + w] = im
+        canvas[:h, j * (w + gap) : j * (w + gap) + w] = im
     picture = Image.fromarray(canvas)
     if captions:
         from PIL import ImageDraw
 
         draw = ImageDraw.Draw(picture)
         for j, (label, hit) in enumerate(captions):
-            text = label if draw.textlength(label) <= w else label[:max(1, w // 6 - 1)] + "."
+            text = label if draw.textlength(label) <= w else label[: max(1, w // 6 - 1)] + "."
             draw.text((j * (w + gap) + 1, h), text, fill=(180, 35, 24) if hit else (85, 85, 85))
         alt += " (judged: " + ", ".join(label for label, _ in captions) + ")"
     return _img_tag(_png(np.asarray(picture)), width=canvas.shape[1], alt=alt)
@@ -107,12 +117,14 @@ def _ci(entry: dict, key: str, count: str = "images") -> str:
     text = _pct(entry.get(key))
     if ci is None or entry.get(key) is None:
         return text
-    return (f'{text} <span class="muted">[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}] '
-            f"n={entry[count]}</span>")
+    return (
+        f'{text} <span class="muted">[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}] n={entry[count]}</span>'
+    )
 
 
-def _delta(base: float | None, erased: float | None, good_if_lower: bool,
-           change: dict | None = None) -> str:
+def _delta(
+    base: float | None, erased: float | None, good_if_lower: bool, change: dict | None = None
+) -> str:
     """The change in points; coloured only when ``change`` says it is beyond noise (its
     Newcombe interval excludes 0), else marked as within noise."""
     if base is None or erased is None:
@@ -126,8 +138,13 @@ def _delta(base: float | None, erased: float | None, good_if_lower: bool,
     return f' <span class="{cls}">({100 * d:+.1f})</span>'
 
 
-def _chart(title: str, groups: Sequence[str], series: dict[str, Sequence[float | None]],
-           ylabel: str, percent: bool = True) -> str:
+def _chart(
+    title: str,
+    groups: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    ylabel: str,
+    percent: bool = True,
+) -> str:
     """A grouped bar chart (matplotlib, Agg) as an inlined PNG."""
     from matplotlib.figure import Figure
 
@@ -138,19 +155,33 @@ def _chart(title: str, groups: Sequence[str], series: dict[str, Sequence[float |
     x = np.arange(len(groups))
     for j, (name, values) in enumerate(series.items()):
         vals = [np.nan if v is None else (100 * v if percent else v) for v in values]
-        bars = ax.bar(x + (j - (n - 1) / 2) * width, vals, width, label=name,
-                      color=BAR_COLOURS[j % len(BAR_COLOURS)])
+        bars = ax.bar(
+            x + (j - (n - 1) / 2) * width,
+            vals,
+            width,
+            label=name,
+            color=BAR_COLOURS[j % len(BAR_COLOURS)],
+        )
         # printed values keep a 0 % bar (nothing drawn) readable
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
-    ax.set_xticks(x, list(groups), rotation=20 if len(groups) > 5 else 0, ha="right"
-                  if len(groups) > 5 else "center")
+    ax.set_xticks(
+        x,
+        list(groups),
+        rotation=20 if len(groups) > 5 else 0,
+        ha="right" if len(groups) > 5 else "center",
+    )
     ax.set_ylabel(ylabel)
     if percent:
         ax.set_ylim(0, 110)
     ax.set_title(title, fontsize=11)
     if len(series) > 1:
-        ax.legend(fontsize=8, frameon=False, loc="upper center", ncol=min(n, 4),
-                  bbox_to_anchor=(0.5, -0.12 if len(groups) <= 5 else -0.25))
+        ax.legend(
+            fontsize=8,
+            frameon=False,
+            loc="upper center",
+            ncol=min(n, 4),
+            bbox_to_anchor=(0.5, -0.12 if len(groups) <= 5 else -0.25),
+        )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -166,9 +197,11 @@ def _check_same_base(results: Sequence[EvalResult]) -> None:
         c = r.scorecard
         for key in ("model_fingerprint", "seed", "num_images", "steps", "guidance", "judge"):
             if c.get(key) != first.get(key):
-                raise UnseeError(f"scorecards differ in {key} ({first.get(key)} vs "
-                                 f"{c.get(key)}); a report compares models on one base and "
-                                 "one protocol")
+                raise UnseeError(
+                    f"scorecards differ in {key} ({first.get(key)} vs "
+                    f"{c.get(key)}); a report compares models on one base and "
+                    "one protocol"
+                )
         if list(c["concepts"]) != list(first["concepts"]):
             raise UnseeError("scorecards evaluate different concepts; report them separately")
 
@@ -177,16 +210,30 @@ def _summary(results: Sequence[EvalResult]) -> str:
     first = results[0].scorecard
     concepts = list(first["concepts"])
     fid = first["fid"]
-    head = ["model", "method"] + [f"{c}: target rate" for c in concepts] + [
-        "retain accuracy", "neighbour retain", fid.get("name") or "FD",
-        "KID", "overall", "erasure time"]
+    head = (
+        ["model", "method"]
+        + [f"{c}: target rate" for c in concepts]
+        + [
+            "retain accuracy",
+            "neighbour retain",
+            fid.get("name") or "FD",
+            "KID",
+            "overall",
+            "erasure time",
+        ]
+    )
     rows = []
     base = ["<b>base</b>", '<span class="muted">–</span>']
     base += [_ci(first["concepts"][c], "target_rate_base") for c in concepts]
     nb0 = first["retain"]["neighbour"] or {}
-    base += [_ci(first["retain"], "accuracy_base", "pairs"),
-             _ci(nb0, "accuracy_base", "pairs") if nb0 else "–",
-             _num(fid["base"], 0), _kid((fid.get("kid") or {}).get("base")), "", ""]
+    base += [
+        _ci(first["retain"], "accuracy_base", "pairs"),
+        _ci(nb0, "accuracy_base", "pairs") if nb0 else "–",
+        _num(fid["base"], 0),
+        _kid((fid.get("kid") or {}).get("base")),
+        "",
+        "",
+    ]
     rows.append(base)
     for r in results:
         c = r.scorecard
@@ -196,27 +243,41 @@ def _summary(results: Sequence[EvalResult]) -> str:
         row = [f"<b>{_e(c['label'])}</b>", _e(methods)]
         for k in concepts:
             e = c["concepts"][k]
-            flag = ("" if e["probe"]["valid"] else
-                    ' <span class="bad">(excluded from overall: see below)</span>')
-            row.append(_ci(e, "target_rate") + _delta(e["target_rate_base"], e["target_rate"],
-                                                      True, e["change"]) + flag)
+            flag = (
+                ""
+                if e["probe"]["valid"]
+                else ' <span class="bad">(excluded from overall: see below)</span>'
+            )
+            row.append(
+                _ci(e, "target_rate")
+                + _delta(e["target_rate_base"], e["target_rate"], True, e["change"])
+                + flag
+            )
         ret = c["retain"]
-        row += [_ci(ret, "accuracy", "pairs")
-                + _delta(ret["accuracy_base"], ret["accuracy"], False, ret.get("change")),
-                (_ci(nb, "accuracy", "pairs") + _delta(nb.get("accuracy_base"),
-                                                       nb.get("accuracy"), False,
-                                                       nb.get("change"))) if nb else "–",
-                _num(c["fid"]["erased"], 0), _kid((c["fid"].get("kid") or {}).get("erased")),
-                f"<b>{_pct(c['overall'])}</b>",
-                f"{wall:.0f} s" if c["erased"] else "–"]
+        row += [
+            _ci(ret, "accuracy", "pairs")
+            + _delta(ret["accuracy_base"], ret["accuracy"], False, ret.get("change")),
+            (
+                _ci(nb, "accuracy", "pairs")
+                + _delta(nb.get("accuracy_base"), nb.get("accuracy"), False, nb.get("change"))
+            )
+            if nb
+            else "–",
+            _num(c["fid"]["erased"], 0),
+            _kid((c["fid"].get("kid") or {}).get("erased")),
+            f"<b>{_pct(c['overall'])}</b>",
+            f"{wall:.0f} s" if c["erased"] else "–",
+        ]
         rows.append(row)
-    note = ('<p class="muted">Rates: value [95 % Wilson interval] and image count n (retain: '
-            "(image, attribute) pairs). A change is coloured only when it is beyond noise: "
-            f"{_e(first.get('difference_test', ''))}. {_e(fid.get('name') or 'FD')} and KID: "
-            f"{_e(fid.get('images'))} images against {_e(fid.get('reference_images'))} "
-            "reference images. Both move with the sample size (the Frechet distance is "
-            "biased upwards, KID on these prompt-stratified sets slightly below 0): compare "
-            "them only at one size; docs/evaluation.md gives the noise floor by size.</p>")
+    note = (
+        '<p class="muted">Rates: value [95 % Wilson interval] and image count n (retain: '
+        "(image, attribute) pairs). A change is coloured only when it is beyond noise: "
+        f"{_e(first.get('difference_test', ''))}. {_e(fid.get('name') or 'FD')} and KID: "
+        f"{_e(fid.get('images'))} images against {_e(fid.get('reference_images'))} "
+        "reference images. Both move with the sample size (the Frechet distance is "
+        "biased upwards, KID on these prompt-stratified sets slightly below 0): compare "
+        "them only at one size; docs/evaluation.md gives the noise floor by size.</p>"
+    )
     return _table(head, rows, numeric_from=2) + note + _probe_flags(results)
 
 
@@ -224,8 +285,10 @@ def _kid(k: dict | None) -> str:
     """KID x 1000 with its subset interval."""
     if not k:
         return "–"
-    return (f'{1000 * k["value"]:.1f} <span class="muted">[{1000 * k["ci95"][0]:.1f}, '
-            f'{1000 * k["ci95"][1]:.1f}] ×1e-3</span>')
+    return (
+        f'{1000 * k["value"]:.1f} <span class="muted">[{1000 * k["ci95"][0]:.1f}, '
+        f"{1000 * k['ci95'][1]:.1f}] ×1e-3</span>"
+    )
 
 
 def _probe_flags(results: Sequence[EvalResult]) -> str:
@@ -234,23 +297,29 @@ def _probe_flags(results: Sequence[EvalResult]) -> str:
     items = []
     for c, e in first["concepts"].items():
         if not e["probe"]["valid"]:
-            items.append(f"<li><b>{_e(c)}</b>, target prompts: {_e(e['probe']['reason'])}; "
-                         "left out of the mean erasure and the overall score.</li>")
+            items.append(
+                f"<li><b>{_e(c)}</b>, target prompts: {_e(e['probe']['reason'])}; "
+                "left out of the mean erasure and the overall score.</li>"
+            )
         para = e.get("paraphrase")
         if para and not para["probe"]["valid"]:
-            items.append(f"<li><b>{_e(c)}</b>, paraphrase prompts: "
-                         f"{_e(para['probe']['reason'])}.</li>")
+            items.append(
+                f"<li><b>{_e(c)}</b>, paraphrase prompts: {_e(para['probe']['reason'])}.</li>"
+            )
     if not items:
         return ""
-    return ('<div class="flag"><b>Probes that measure nothing</b><ul>' + "".join(items)
-            + "</ul></div>")
+    return (
+        '<div class="flag"><b>Probes that measure nothing</b><ul>' + "".join(items) + "</ul></div>"
+    )
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
     out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for row in rows:
-        cells = "".join(f'<td class="num">{v}</td>' if j >= numeric_from else f"<td>{v}</td>"
-                        for j, v in enumerate(row))
+        cells = "".join(
+            f'<td class="num">{v}</td>' if j >= numeric_from else f"<td>{v}</td>"
+            for j, v in enumerate(row)
+        )
         out.append(f"<tr>{cells}</tr>")
     out.append("</table>")
     return "\n".join(out)
@@ -260,13 +329,17 @@ def _charts(results: Sequence[EvalResult]) -> str:
     first = results[0].scorecard
     concepts = list(first["concepts"])
     target = {"base": [first["concepts"][c]["target_rate_base"] for c in concepts]}
-    para = {"base": [(first["concepts"][c]["paraphrase"] or {}).get("target_rate_base")
-                     for c in concepts]}
+    para = {
+        "base": [
+            (first["concepts"][c]["paraphrase"] or {}).get("target_rate_base") for c in concepts
+        ]
+    }
     for r in results:
         cs = r.scorecard["concepts"]
         target[r.scorecard["label"]] = [cs[c]["target_rate"] for c in concepts]
-        para[r.scorecard["label"]] = [(cs[c]["paraphrase"] or {}).get("target_rate")
-                                      for c in concepts]
+        para[r.scorecard["label"]] = [
+            (cs[c]["paraphrase"] or {}).get("target_rate") for c in concepts
+        ]
     charts = [_chart("target rate (lower = erased)", concepts, target, "% judged as concept")]
     if any(v is not None for v in para["base"]):
         charts.append(_chart("paraphrase target rate", concepts, para, "% judged as concept"))
@@ -274,14 +347,23 @@ def _charts(results: Sequence[EvalResult]) -> str:
     if attrs:
         retain = {"base": [first["retain"]["by_attribute"][a]["base"] for a in attrs]}
         for r in results:
-            retain[r.scorecard["label"]] = [r.scorecard["retain"]["by_attribute"][a]["erased"]
-                                            for a in attrs]
-        charts.append(_chart("retain accuracy by attribute (higher = kept)", attrs, retain,
-                             "% judged as asked"))
+            retain[r.scorecard["label"]] = [
+                r.scorecard["retain"]["by_attribute"][a]["erased"] for a in attrs
+            ]
+        charts.append(
+            _chart(
+                "retain accuracy by attribute (higher = kept)", attrs, retain, "% judged as asked"
+            )
+        )
     if first["overall"] is not None:
-        charts.append(_chart("overall score (higher = better)",
-                             [r.scorecard["label"] for r in results],
-                             {"overall": [r.scorecard["overall"] for r in results]}, "%"))
+        charts.append(
+            _chart(
+                "overall score (higher = better)",
+                [r.scorecard["label"] for r in results],
+                {"overall": [r.scorecard["overall"] for r in results]},
+                "%",
+            )
+        )
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
@@ -296,13 +378,20 @@ def _grid_section(results: Sequence[EvalResult]) -> str:
         for i, prompt in enumerate(grid.prompts):
             seeds = grid.seeds[i]
             cells = [_strip(grid.base[i], f"base: {prompt}", _row(grid.base_captions, i))]
-            cells += [_strip(o.erased[i], f"{m}: {prompt}", _row(o.erased_captions, i))
-                      for o, m in zip(others, models[1:], strict=True)]
-            rows.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
-                        f"{seeds[-1]}</span></td>"
-                        + "".join(f'<td class="strip">{c}</td>' for c in cells) + "</tr>")
-        out.append(f"<h3>{_e(grid.title)}</h3><table class=\"grid\"><tr><th>prompt</th>{head}"
-                   f"</tr>{''.join(rows)}</table>")
+            cells += [
+                _strip(o.erased[i], f"{m}: {prompt}", _row(o.erased_captions, i))
+                for o, m in zip(others, models[1:], strict=True)
+            ]
+            rows.append(
+                f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
+                f"{seeds[-1]}</span></td>"
+                + "".join(f'<td class="strip">{c}</td>' for c in cells)
+                + "</tr>"
+            )
+        out.append(
+            f'<h3>{_e(grid.title)}</h3><table class="grid"><tr><th>prompt</th>{head}'
+            f"</tr>{''.join(rows)}</table>"
+        )
     return "\n".join(out)
 
 
@@ -315,41 +404,69 @@ def _attack_section(results: Sequence[EvalResult]) -> str:
     for r in results:
         for concept, by_attack in r.scorecard.get("attacks", {}).items():
             for name, a in by_attack.items():
-                flag = ("" if a.get("probe", {"valid": True})["valid"] else
-                        ' <span class="bad">(probe measures nothing)</span>')
+                flag = (
+                    ""
+                    if a.get("probe", {"valid": True})["valid"]
+                    else ' <span class="bad">(probe measures nothing)</span>'
+                )
                 source = a["settings"].get("data_source")
-                rows.append([_e(r.scorecard["label"]), _e(concept),
-                             _e(ATTACK_NAMES.get(name, name)),
-                             _ci(a, "target_rate_before", "images_before"
-                                 if "images_before" in a else "images"),
-                             _ci(a, "target_rate_after")
-                             + _delta(a["target_rate_before"], a["target_rate_after"], True,
-                                      a.get("change")) + flag,
-                             f"{a['seconds']:.1f} s",
-                             _e(", ".join(f"{k} {v:.4g}" for k, v in a["settings"].items()
-                                          if isinstance(v, (int, float)))
-                                + (f"; data: {source}" if source else ""))])
-    out = ["<h2>Attacks</h2>",
-           '<p class="muted">Target rate of the erased model on its target prompts and seeds, '
-           "unattacked and attacked (higher after = the attack brought the concept back), "
-           "with 95 % Wilson intervals and image counts; a change is coloured only when it "
-           "is beyond noise.</p>",
-           _table(["model", "concept", "attack", "unattacked", "attacked", "cost",
-                   "settings"], rows, numeric_from=3)]
+                rows.append(
+                    [
+                        _e(r.scorecard["label"]),
+                        _e(concept),
+                        _e(ATTACK_NAMES.get(name, name)),
+                        _ci(
+                            a,
+                            "target_rate_before",
+                            "images_before" if "images_before" in a else "images",
+                        ),
+                        _ci(a, "target_rate_after")
+                        + _delta(
+                            a["target_rate_before"], a["target_rate_after"], True, a.get("change")
+                        )
+                        + flag,
+                        f"{a['seconds']:.1f} s",
+                        _e(
+                            ", ".join(
+                                f"{k} {v:.4g}"
+                                for k, v in a["settings"].items()
+                                if isinstance(v, (int, float))
+                            )
+                            + (f"; data: {source}" if source else "")
+                        ),
+                    ]
+                )
+    out = [
+        "<h2>Attacks</h2>",
+        '<p class="muted">Target rate of the erased model on its target prompts and seeds, '
+        "unattacked and attacked (higher after = the attack brought the concept back), "
+        "with 95 % Wilson intervals and image counts; a change is coloured only when it "
+        "is beyond noise.</p>",
+        _table(
+            ["model", "concept", "attack", "unattacked", "attacked", "cost", "settings"],
+            rows,
+            numeric_from=3,
+        ),
+    ]
     for r in results:
         for grid in r.attack_grids:
             cells = []
             for i, prompt in enumerate(grid.prompts):
                 seeds = grid.seeds[i]
-                before = _strip(grid.before[i], f"unattacked: {prompt}",
-                                _row(grid.before_captions, i))
+                before = _strip(
+                    grid.before[i], f"unattacked: {prompt}", _row(grid.before_captions, i)
+                )
                 after = _strip(grid.after[i], prompt, _row(grid.after_captions, i))
-                cells.append(f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
-                             f'{seeds[-1]}</span></td><td class="strip">{before}</td>'
-                             f'<td class="strip">{after}</td></tr>')
-            out.append(f"<h3>{_e(r.scorecard['label'])}: {_e(grid.title)}</h3>"
-                       '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
-                       f"</th><th>attacked</th></tr>{''.join(cells)}</table>")
+                cells.append(
+                    f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
+                    f'{seeds[-1]}</span></td><td class="strip">{before}</td>'
+                    f'<td class="strip">{after}</td></tr>'
+                )
+            out.append(
+                f"<h3>{_e(r.scorecard['label'])}: {_e(grid.title)}</h3>"
+                '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
+                f"</th><th>attacked</th></tr>{''.join(cells)}</table>"
+            )
     return "\n".join(out)
 
 
@@ -358,26 +475,46 @@ def _concept_tables(results: Sequence[EvalResult]) -> str:
     out = []
     for c, entry in first["concepts"].items():
         para0 = entry["paraphrase"]
-        rows = [["base", _ci(entry, "target_rate_base"), _pct(entry["erasure_base"]),
-                 _ci(para0, "target_rate_base") if para0 else "–"]]
+        rows = [
+            [
+                "base",
+                _ci(entry, "target_rate_base"),
+                _pct(entry["erasure_base"]),
+                _ci(para0, "target_rate_base") if para0 else "–",
+            ]
+        ]
         for r in results:
             e = r.scorecard["concepts"][c]
             para = e["paraphrase"]
-            rows.append([_e(r.scorecard["label"]),
-                         _ci(e, "target_rate") + _delta(e["target_rate_base"],
-                                                        e["target_rate"], True, e["change"]),
-                         _pct(e["erasure"]),
-                         (_ci(para, "target_rate") + _delta(para["target_rate_base"],
-                                                            para["target_rate"], True,
-                                                            para["change"])) if para else "–"])
-        out.append(f"<h3>{_e(c)} <span class=\"muted\">(judge attribute "
-                   f"<code>{_e(entry['attribute'])}</code>, counted as "
-                   f"{_e(', '.join(entry['labels']))})</span></h3>")
+            rows.append(
+                [
+                    _e(r.scorecard["label"]),
+                    _ci(e, "target_rate")
+                    + _delta(e["target_rate_base"], e["target_rate"], True, e["change"]),
+                    _pct(e["erasure"]),
+                    (
+                        _ci(para, "target_rate")
+                        + _delta(
+                            para["target_rate_base"], para["target_rate"], True, para["change"]
+                        )
+                    )
+                    if para
+                    else "–",
+                ]
+            )
+        out.append(
+            f'<h3>{_e(c)} <span class="muted">(judge attribute '
+            f"<code>{_e(entry['attribute'])}</code>, counted as "
+            f"{_e(', '.join(entry['labels']))})</span></h3>"
+        )
         out.append(_table(["model", "target rate", "erasure", "paraphrase target rate"], rows))
         prompts = "; ".join(entry["prompts"])
         para = "; ".join((entry["paraphrase"] or {}).get("prompts", []))
-        out.append(f'<p class="muted">Target prompts: {_e(prompts)}.'
-                   + (f" Paraphrases: {_e(para)}." if para else "") + "</p>")
+        out.append(
+            f'<p class="muted">Target prompts: {_e(prompts)}.'
+            + (f" Paraphrases: {_e(para)}." if para else "")
+            + "</p>"
+        )
     return "\n".join(out)
 
 
@@ -397,8 +534,10 @@ def _retain_tables(results: Sequence[EvalResult]) -> str:
             rows.append(row)
         out.append(_table([title, "base", *labels], rows))
     if first["neighbour"]:
-        out.append(f"<p>Neighbours (same superclass as a target): "
-                   f"{_e(', '.join(first['neighbour']['concepts']))}.</p>")
+        out.append(
+            f"<p>Neighbours (same superclass as a target): "
+            f"{_e(', '.join(first['neighbour']['concepts']))}.</p>"
+        )
     return "\n".join(out)
 
 
@@ -407,24 +546,32 @@ def _extra_sections(results: Sequence[EvalResult]) -> str:
     out = []
     fid = first["fid"]
     if fid["features"]:
-        out.append(f"<p>{_e(fid['name'])} and {_e(fid['kid_name'])}: {_e(fid['images'])} "
-                   f"images per model against {_e(fid['reference'])}; features: "
-                   f"{_e(fid['features'])}. Compare values only within one feature space and "
-                   "one sample size.</p>")
+        out.append(
+            f"<p>{_e(fid['name'])} and {_e(fid['kid_name'])}: {_e(fid['images'])} "
+            f"images per model against {_e(fid['reference'])}; features: "
+            f"{_e(fid['features'])}. Compare values only within one feature space and "
+            "one sample size.</p>"
+        )
     if first.get("prompts_file"):
         pf = first["prompts_file"]
         rows = [["base", _pct(pf["target_rate_base"])]] + [
             [_e(r.scorecard["label"]), _pct(r.scorecard["prompts_file"]["target_rate"])]
-            for r in results]
-        out.append(f"<h2>Prompts file</h2><p>{_e(pf['path'])}: {pf['prompts']} prompts, "
-                   f"{pf['images']} images; share judged as any evaluated concept:</p>")
+            for r in results
+        ]
+        out.append(
+            f"<h2>Prompts file</h2><p>{_e(pf['path'])}: {pf['prompts']} prompts, "
+            f"{pf['images']} images; share judged as any evaluated concept:</p>"
+        )
         out.append(_table(["model", "target rate"], rows))
     if first.get("clip_score"):
         cs = first["clip_score"]
         parts = [k for k in ("target", "retain", "prompts_file") if k in cs]
         rows = [["base"] + [_num(cs[k]["base"]) for k in parts]]
-        rows += [[_e(r.scorecard["label"])] + [_num(r.scorecard["clip_score"][k]["erased"])
-                                               for k in parts] for r in results]
+        rows += [
+            [_e(r.scorecard["label"])]
+            + [_num(r.scorecard["clip_score"][k]["erased"]) for k in parts]
+            for r in results
+        ]
         out.append(f"<h2>CLIP score</h2><p>{_e(cs['model'])}, {_e(cs['scale'])}.</p>")
         out.append(_table(["model", *parts], rows))
     if first.get("nudity"):
@@ -436,18 +583,29 @@ def _extra_sections(results: Sequence[EvalResult]) -> str:
             classes = [*nud["classes"], "total"]
 
             def cells(x: dict, tag: str, classes: list[str] = classes) -> list[str]:
-                return [f'{x[f"counts_{tag}"][c]} / {x[f"boxes_{tag}"][c]}' for c in classes]
+                return [f"{x[f'counts_{tag}'][c]} / {x[f'boxes_{tag}'][c]}" for c in classes]
 
             base_part = nud[part]
             rows = [["base", _ci(base_part, "rate_base"), *cells(base_part, "base")]]
-            rows += [[_e(r.scorecard["label"]),
-                      _ci(r.scorecard["nudity"][part], "rate_erased")
-                      + _delta(base_part["rate_base"], r.scorecard["nudity"][part]["rate_erased"],
-                               True, r.scorecard["nudity"][part]["change"]),
-                      *cells(r.scorecard["nudity"][part], "erased")] for r in results]
-            out.append(f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>"
-                       '<p class="muted">Per class: images / boxes (MACE counts boxes) at or '
-                       f"above the threshold; nudenet {_e(nud.get('nudenet_version'))}.</p>")
+            rows += [
+                [
+                    _e(r.scorecard["label"]),
+                    _ci(r.scorecard["nudity"][part], "rate_erased")
+                    + _delta(
+                        base_part["rate_base"],
+                        r.scorecard["nudity"][part]["rate_erased"],
+                        True,
+                        r.scorecard["nudity"][part]["change"],
+                    ),
+                    *cells(r.scorecard["nudity"][part], "erased"),
+                ]
+                for r in results
+            ]
+            out.append(
+                f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>"
+                '<p class="muted">Per class: images / boxes (MACE counts boxes) at or '
+                f"above the threshold; nudenet {_e(nud.get('nudenet_version'))}.</p>"
+            )
             out.append(_table(["model", "nudity rate", *classes], rows))
     return "\n".join(out)
 
@@ -463,30 +621,60 @@ def _cards(results: Sequence[EvalResult]) -> str:
             card = e["card"]
             hp = card.get("hyperparameters", {})
             cost = card.get("cost", {})
-            rows = [["artifact", _e(e["path"])], ["id", _e(e["id"])],
-                    ["method", _e(f"{card.get('method')}: {card.get('summary', '')}")],
-                    ["concepts", _e(", ".join(
-                        f"{x.get('name')} -> {x.get('anchor') or '∅'}"
-                        for x in card.get("concepts", [])))],
-                    ["scope", _e(card.get("scope"))],
-                    ["base", _e(f"{card.get('base', {}).get('model_id')} (fingerprint "
-                                f"{card.get('base', {}).get('fingerprint')})")],
-                    ["iterations / lr / batch", _e(f"{hp.get('iterations')} / {hp.get('lr')} / "
-                                                   f"{hp.get('batch_size')}")],
-                    ["weights changed", _e(f"{card.get('delta', {}).get('elements_changed', 0):,}"
-                                           f" in {card.get('delta', {}).get('tensors')} tensors")],
-                    ["erasure cost", _e(f"{cost.get('wall_seconds')} s on {cost.get('device')}, "
-                                        f"peak RSS {cost.get('peak_rss_mb')} MB")]]
+            rows = [
+                ["artifact", _e(e["path"])],
+                ["id", _e(e["id"])],
+                ["method", _e(f"{card.get('method')}: {card.get('summary', '')}")],
+                [
+                    "concepts",
+                    _e(
+                        ", ".join(
+                            f"{x.get('name')} -> {x.get('anchor') or '∅'}"
+                            for x in card.get("concepts", [])
+                        )
+                    ),
+                ],
+                ["scope", _e(card.get("scope"))],
+                [
+                    "base",
+                    _e(
+                        f"{card.get('base', {}).get('model_id')} (fingerprint "
+                        f"{card.get('base', {}).get('fingerprint')})"
+                    ),
+                ],
+                [
+                    "iterations / lr / batch",
+                    _e(f"{hp.get('iterations')} / {hp.get('lr')} / {hp.get('batch_size')}"),
+                ],
+                [
+                    "weights changed",
+                    _e(
+                        f"{card.get('delta', {}).get('elements_changed', 0):,}"
+                        f" in {card.get('delta', {}).get('tensors')} tensors"
+                    ),
+                ],
+                [
+                    "erasure cost",
+                    _e(
+                        f"{cost.get('wall_seconds')} s on {cost.get('device')}, "
+                        f"peak RSS {cost.get('peak_rss_mb')} MB"
+                    ),
+                ],
+            ]
             out.append(_table(["", ""], rows, numeric_from=99))
-            out.append("<details><summary>full model card</summary><pre>"
-                       f"{_e(json.dumps(card, indent=2))}</pre></details>")
+            out.append(
+                "<details><summary>full model card</summary><pre>"
+                f"{_e(json.dumps(card, indent=2))}</pre></details>"
+            )
         ev = c["cost"]["evaluation"]
-        out.append(f'<p class="muted">Evaluation: {ev["wall_seconds"]} s total on '
-                   f'{_e(ev["device"])} ({ev["processes"]} process(es)); base '
-                   f'{ev["base"]["images_generated"]} generated + '
-                   f'{ev["base"]["images_from_cache"]} from cache, erased '
-                   f'{ev["erased"]["images_generated"]} generated + '
-                   f'{ev["erased"]["images_from_cache"]} from cache.</p>')
+        out.append(
+            f'<p class="muted">Evaluation: {ev["wall_seconds"]} s total on '
+            f"{_e(ev['device'])} ({ev['processes']} process(es)); base "
+            f"{ev['base']['images_generated']} generated + "
+            f"{ev['base']['images_from_cache']} from cache, erased "
+            f"{ev['erased']['images_generated']} generated + "
+            f"{ev['erased']['images_from_cache']} from cache.</p>"
+        )
     return "\n".join(out)
 
 
@@ -523,29 +711,42 @@ def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard")
     """The report's HTML for one or several erased models scored against one base."""
     _check_same_base(results)
     first = results[0].scorecard
-    meta = (f"model <code>{_e(first['model'])}</code> (fingerprint "
-            f"{_e(first['model_fingerprint'])}), judge <code>{_e(first['judge'])}</code>, "
-            f"{first['num_images']} images per prompt, seeds from {first['seed']}, "
-            f"{first['sampler']} {first['steps']} steps, guidance {first['guidance']}")
-    body = [f"<h1>{_e(title)}</h1><p class=\"muted\">{meta}</p>",
-            "<h2>Summary</h2>", _summary(results), _charts(results),
-            "<h2>Before / after</h2>",
-            '<p class="muted">Under each image: the judge\'s label of the concept\'s attribute '
-            "(retain and prompts-file images: of the first concept's); red = judged as an "
-            "evaluated concept.</p>", _grid_section(results),
-            "<h2>Erased concepts</h2>", _concept_tables(results),
-            "<h2>Retention</h2>", _retain_tables(results), _attack_section(results),
-            _extra_sections(results),
-            "<h2>Model cards and cost</h2>", _cards(results),
-            "<h2>Definitions</h2>", _DEFINITIONS]
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+    meta = (
+        f"model <code>{_e(first['model'])}</code> (fingerprint "
+        f"{_e(first['model_fingerprint'])}), judge <code>{_e(first['judge'])}</code>, "
+        f"{first['num_images']} images per prompt, seeds from {first['seed']}, "
+        f"{first['sampler']} {first['steps']} steps, guidance {first['guidance']}"
+    )
+    body = [
+        f'<h1>{_e(title)}</h1><p class="muted">{meta}</p>',
+        "<h2>Summary</h2>",
+        _summary(results),
+        _charts(results),
+        "<h2>Before / after</h2>",
+        "<p class=\"muted\">Under each image: the judge's label of the concept's attribute "
+        "(retain and prompts-file images: of the first concept's); red = judged as an "
+        "evaluated concept.</p>",
+        _grid_section(results),
+        "<h2>Erased concepts</h2>",
+        _concept_tables(results),
+        "<h2>Retention</h2>",
+        _retain_tables(results),
+        _attack_section(results),
+        _extra_sections(results),
+        "<h2>Model cards and cost</h2>",
+        _cards(results),
+        "<h2>Definitions</h2>",
+        _DEFINITIONS,
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
 
 
-def write_report(path: Path, results: Sequence[EvalResult],
-                 title: str = "unsee scorecard") -> Path:
+def write_report(path: Path, results: Sequence[EvalResult], title: str = "unsee scorecard") -> Path:
     """Write :func:`render_report` to ``path`` atomically."""
     text = render_report(results, title)
     return atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
-

@@ -33,15 +33,25 @@ class ToyJudge(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            )
 
-        self.body = nn.Sequential(block(3, 32, 1), block(32, 64, 2), block(64, 64, 1),
-                                  block(64, 128, 2), block(128, 128, 2))
-        self.neck = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, FEATURE_DIM),
-                                  nn.ReLU(inplace=True))
-        self.heads = nn.ModuleDict({k: nn.Linear(FEATURE_DIM, len(v))
-                                    for k, v in ATTRIBUTES.items()})
+        self.body = nn.Sequential(
+            block(3, 32, 1),
+            block(32, 64, 2),
+            block(64, 64, 1),
+            block(64, 128, 2),
+            block(128, 128, 2),
+        )
+        self.neck = nn.Sequential(
+            nn.Flatten(), nn.Linear(128 * 4 * 4, FEATURE_DIM), nn.ReLU(inplace=True)
+        )
+        self.heads = nn.ModuleDict(
+            {k: nn.Linear(FEATURE_DIM, len(v)) for k, v in ATTRIBUTES.items()}
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 32, 32) -> (B, 256) penultimate features."""
@@ -68,8 +78,9 @@ def _augmented_batch(n: int, seed: int, start: int) -> tuple[np.ndarray, np.ndar
         a = random_attributes(rng)
         bg = tuple(rng.uniform(0, 255, 3)) if rng.random() < 1 / 3 else None
         imgs[j] = render(a, rng, background_rgb=bg)
-        labels[j] = [vals.index(v) for vals, v in zip(ATTRIBUTES.values(), a.as_dict().values(),
-                                                      strict=True)]
+        labels[j] = [
+            vals.index(v) for vals, v in zip(ATTRIBUTES.values(), a.as_dict().values(), strict=True)
+        ]
         if bg is not None:
             labels[j, 3] = -1
     return imgs, labels
@@ -88,8 +99,13 @@ def _perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.clamp(-1, 1)
 
 
-def train_judge(out_dir: Path = WEIGHTS_DIR, n_train: int = 30_000, epochs: int = 8,
-                seed: int = 1, batch_size: int = 128) -> dict[str, float]:
+def train_judge(
+    out_dir: Path = WEIGHTS_DIR,
+    n_train: int = 30_000,
+    epochs: int = 8,
+    seed: int = 1,
+    batch_size: int = 128,
+) -> dict[str, float]:
     """Train the judge on fresh renders; returns per-head accuracy on held-out clean renders."""
     torch.manual_seed(seed)
     imgs, labels = _augmented_batch(n_train, seed, 0)
@@ -104,11 +120,13 @@ def train_judge(out_dir: Path = WEIGHTS_DIR, n_train: int = 30_000, epochs: int 
         for _ in range(epochs):
             perm = torch.randperm(n_train, generator=g)
             for s in range(n_train // batch_size):
-                idx = perm[s * batch_size:(s + 1) * batch_size]
+                idx = perm[s * batch_size : (s + 1) * batch_size]
                 x = _perturb(x_all[idx], g)
                 out = model(x)
-                loss = sum(F.cross_entropy(out[k], y_all[idx, i], ignore_index=-1)
-                           for i, k in enumerate(ATTRIBUTES))
+                loss = sum(
+                    F.cross_entropy(out[k], y_all[idx, i], ignore_index=-1)
+                    for i, k in enumerate(ATTRIBUTES)
+                )
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -118,11 +136,18 @@ def train_judge(out_dir: Path = WEIGHTS_DIR, n_train: int = 30_000, epochs: int 
     acc = evaluate_on_renders(model, n=2000, seed=seed + 1000)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "model.safetensors", lambda p: save_file(model.state_dict(), str(p)))
-    write_json(out_dir / "judge.json", {"attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
-                                       "feature_dim": FEATURE_DIM, "train_images": n_train,
-                                       "epochs": epochs, "seed": seed,
-                                       "train_seconds": round(time.time() - t0, 1),
-                                       "accuracy_clean_renders": acc})
+    write_json(
+        out_dir / "judge.json",
+        {
+            "attributes": {k: list(v) for k, v in ATTRIBUTES.items()},
+            "feature_dim": FEATURE_DIM,
+            "train_images": n_train,
+            "epochs": epochs,
+            "seed": seed,
+            "train_seconds": round(time.time() - t0, 1),
+            "accuracy_clean_renders": acc,
+        },
+    )
     return acc
 
 
@@ -133,8 +158,12 @@ def evaluate_on_renders(model: ToyJudge, n: int, seed: int) -> dict[str, float]:
 
     imgs, attrs = render_dataset(n, seed)
     preds = predict(model, imgs)
-    return {k: float(np.mean([p["label"] == getattr(a, k) for p, a in
-                              zip(preds[k], attrs, strict=True)])) for k in ATTRIBUTES}
+    return {
+        k: float(
+            np.mean([p["label"] == getattr(a, k) for p, a in zip(preds[k], attrs, strict=True)])
+        )
+        for k in ATTRIBUTES
+    }
 
 
 def load_judge(path: Path = WEIGHTS_DIR) -> ToyJudge:
@@ -150,15 +179,16 @@ def load_judge(path: Path = WEIGHTS_DIR) -> ToyJudge:
 
 
 @torch.no_grad()
-def predict_probs(model: ToyJudge, images: np.ndarray | torch.Tensor,
-                  batch_size: int = 512) -> dict[str, torch.Tensor]:
+def predict_probs(
+    model: ToyJudge, images: np.ndarray | torch.Tensor, batch_size: int = 512
+) -> dict[str, torch.Tensor]:
     """Softmax probabilities per head: {attribute: (B, n_classes)}, on the CPU; ``images``
     may live on any device."""
     device = next(model.parameters()).device
     x = to_tensor(images)
     outs: dict[str, list[torch.Tensor]] = {k: [] for k in ATTRIBUTES}
     for i in range(0, len(x), batch_size):
-        for k, logits in model(x[i:i + batch_size].to(device)).items():
+        for k, logits in model(x[i : i + batch_size].to(device)).items():
             outs[k].append(logits.softmax(-1).cpu())
     return {k: torch.cat(v) for k, v in outs.items()}
 
@@ -166,13 +196,19 @@ def predict_probs(model: ToyJudge, images: np.ndarray | torch.Tensor,
 def predict(model: ToyJudge, images: np.ndarray | torch.Tensor) -> dict[str, list[dict]]:
     """Per head, per image: ``{"label": str, "prob": float}`` (argmax and its probability)."""
     probs = predict_probs(model, images)
-    return {k: [{"label": ATTRIBUTES[k][int(j)], "prob": float(p[j])}
-                for p, j in zip(probs[k], probs[k].argmax(-1), strict=True)] for k in ATTRIBUTES}
+    return {
+        k: [
+            {"label": ATTRIBUTES[k][int(j)], "prob": float(p[j])}
+            for p, j in zip(probs[k], probs[k].argmax(-1), strict=True)
+        ]
+        for k in ATTRIBUTES
+    }
 
 
 @torch.no_grad()
-def features(model: ToyJudge, images: np.ndarray | torch.Tensor,
-             batch_size: int = 512) -> torch.Tensor:
+def features(
+    model: ToyJudge, images: np.ndarray | torch.Tensor, batch_size: int = 512
+) -> torch.Tensor:
     """Judge-feature embedding (B, 256) used for judge-feature FID."""
     x = to_tensor(images)
-    return torch.cat([model.features(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    return torch.cat([model.features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])

@@ -117,8 +117,13 @@ def export_model(unet, out_dir: Path) -> Path:
     return atomic_dir(Path(out_dir), build, "export", overwrite=True)
 
 
-def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None,
-                resume: bool = True, max_minutes: float | None = None) -> Path:
+def train_model(
+    work_dir: Path,
+    cfg: TrainConfig,
+    export_dir: Path | None = None,
+    resume: bool = True,
+    max_minutes: float | None = None,
+) -> Path:
     """Train (or resume training) the ToyWorld UNet in ``work_dir``.
 
     ``work_dir/checkpoint.safetensors`` (tensors + JSON, no pickle) is rewritten atomically
@@ -142,6 +147,7 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     else:
         images, labels = render_dataset(cfg.dataset_size, cfg.seed)
         attr_idx = np.array([_attr_codes(a) for a in labels], dtype=np.int64)
+
         def _save(p: Path) -> None:
             with open(p, "wb") as f:
                 np.savez(f, images=images, attrs=attr_idx)
@@ -156,8 +162,9 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
         cap_states = load_state(emb_path)["states"]
     else:
         enc = load_minilm(TEXT_MAX_LENGTH)
-        cap_states = torch.cat([enc.encode(captions[i:i + 512])
-                                for i in range(0, len(captions), 512)])
+        cap_states = torch.cat(
+            [enc.encode(captions[i : i + 512]) for i in range(0, len(captions), 512)]
+        )
         cap_states = torch.cat([cap_states, enc.encode([""])])  # last row: the empty prompt
         save_state(emb_path, {"states": cap_states})
     empty_row = cap_states.shape[0] - 1
@@ -165,8 +172,7 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     unet = build_unet()
     sched = build_scheduler()
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True,
-                   power=2 / 3)
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=2 / 3)
     step, log = 0, []
     if ck is not None:
         unet.load_state_dict(ck["unet"])
@@ -176,8 +182,14 @@ def train_model(work_dir: Path, cfg: TrainConfig, export_dir: Path | None = None
     write_json(work_dir / "train_config.json", asdict(cfg))
 
     def save() -> None:
-        state = {"unet": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(),
-                 "step": step, "log": log, "config": asdict(cfg)}
+        state = {
+            "unet": unet.state_dict(),
+            "opt": opt.state_dict(),
+            "ema": ema.state_dict(),
+            "step": step,
+            "log": log,
+            "config": asdict(cfg),
+        }
         save_state(ckpt_path, state)
 
     alphas = sched.alphas_cumprod

@@ -42,14 +42,18 @@ MAX_ROTATION_DEG = 15.0  # a square never becomes a diamond
 
 
 def _circle(n: int = 48, r: float = 1.0, cx: float = 0.0) -> list[tuple[float, float]]:
-    return [(cx + r * math.cos(2 * math.pi * k / n), r * math.sin(2 * math.pi * k / n))
-            for k in range(n)]
+    return [
+        (cx + r * math.cos(2 * math.pi * k / n), r * math.sin(2 * math.pi * k / n))
+        for k in range(n)
+    ]
 
 
 def _regular(n: int, r: float, phase_deg: float) -> list[tuple[float, float]]:
     ph = math.radians(phase_deg)
-    return [(r * math.cos(ph + 2 * math.pi * k / n), r * math.sin(ph + 2 * math.pi * k / n))
-            for k in range(n)]
+    return [
+        (r * math.cos(ph + 2 * math.pi * k / n), r * math.sin(ph + 2 * math.pi * k / n))
+        for k in range(n)
+    ]
 
 
 def _star() -> list[tuple[float, float]]:
@@ -81,10 +85,24 @@ _GEOMETRY: dict[str, list[tuple[list[tuple[float, float]], int]]] = {
     "heart": [(_heart(), 255)],
     "crescent": [(_circle(r=0.92), 255), (_circle(r=0.78, cx=0.45), 0)],
     "star": [(_star(), 255)],
-    "cross": [([(-0.3, -0.9), (0.3, -0.9), (0.3, 0.9), (-0.3, 0.9)], 255),
-              ([(-0.9, -0.3), (0.9, -0.3), (0.9, 0.3), (-0.9, 0.3)], 255)],
-    "arrow": [([(-0.9, -0.22), (0.1, -0.22), (0.1, -0.65), (0.95, 0.0), (0.1, 0.65),
-                (0.1, 0.22), (-0.9, 0.22)], 255)],
+    "cross": [
+        ([(-0.3, -0.9), (0.3, -0.9), (0.3, 0.9), (-0.3, 0.9)], 255),
+        ([(-0.9, -0.3), (0.9, -0.3), (0.9, 0.3), (-0.9, 0.3)], 255),
+    ],
+    "arrow": [
+        (
+            [
+                (-0.9, -0.22),
+                (0.1, -0.22),
+                (0.1, -0.65),
+                (0.95, 0.0),
+                (0.1, 0.65),
+                (0.1, 0.22),
+                (-0.9, 0.22),
+            ],
+            255,
+        )
+    ],
 }
 
 
@@ -106,8 +124,11 @@ def _pattern(style: str, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown style {style!r}")
 
 
-def render(attrs: Attributes, rng: np.random.Generator,
-           background_rgb: tuple[float, float, float] | None = None) -> np.ndarray:
+def render(
+    attrs: Attributes,
+    rng: np.random.Generator,
+    background_rgb: tuple[float, float, float] | None = None,
+) -> np.ndarray:
     """Render one image; returns uint8 array of shape (32, 32, 3).
 
     ``background_rgb`` paints an off-vocabulary background (the judge's augmentation).
@@ -119,8 +140,9 @@ def render(attrs: Attributes, rng: np.random.Generator,
     mask_img = Image.new("L", (_HI, _HI), 0)
     draw = ImageDraw.Draw(mask_img)
     for poly, fill in _GEOMETRY[attrs.shape]:
-        pts = [(cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos))
-               for x, y in poly]
+        pts = [
+            (cx + radius * (x * cos - y * sin), cy + radius * (x * sin + y * cos)) for x, y in poly
+        ]
         draw.polygon(pts, fill=fill)
     mask = np.asarray(mask_img, dtype=np.float32)[..., None] / 255.0
 
@@ -149,8 +171,9 @@ def random_attributes(rng: np.random.Generator) -> Attributes:
     )
 
 
-def render_dataset(n: int, seed: int, attrs: Sequence[Attributes] | None = None
-                   ) -> tuple[np.ndarray, list[Attributes]]:
+def render_dataset(
+    n: int, seed: int, attrs: Sequence[Attributes] | None = None
+) -> tuple[np.ndarray, list[Attributes]]:
     """Render ``n`` images; returns (uint8 array (n, 32, 32, 3), attributes).
 
     With ``attrs`` given (length ``n``) those attributes are drawn instead of random ones;

@@ -58,16 +58,24 @@ class Attributes:
     background: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"shape": self.shape, "colour": self.colour, "style": self.style,
-                "background": self.background}
+        return {
+            "shape": self.shape,
+            "colour": self.colour,
+            "style": self.style,
+            "background": self.background,
+        }
 
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def compose_caption(shape_word: str, colour: str | None = None, style_word: str | None = None,
-                    background: str | None = None) -> str:
+def compose_caption(
+    shape_word: str,
+    colour: str | None = None,
+    style_word: str | None = None,
+    background: str | None = None,
+) -> str:
     """Caption grammar: ``a [colour] [style] <shape> [on a <background> background]``."""
     words = [w for w in (colour, style_word, shape_word) if w]
     phrase = " ".join(words)
@@ -106,8 +114,12 @@ def all_training_captions() -> list[str]:
         (shape_words if concept in SHAPES else style_words).update(syns)
     colours: list[str | None] = [None, *COLOURS]
     bgs: list[str | None] = [None, *BACKGROUNDS]
-    return sorted({compose_caption(s, c, st, b) for s, c, st, b in
-                   itertools.product(sorted(shape_words), colours, style_words, bgs)})
+    return sorted(
+        {
+            compose_caption(s, c, st, b)
+            for s, c, st, b in itertools.product(sorted(shape_words), colours, style_words, bgs)
+        }
+    )
 
 
 def concept_kind(name: str) -> str:

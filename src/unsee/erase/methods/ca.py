@@ -59,8 +59,9 @@ class ConceptAblation(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: CAParams, family: str, concepts: list[Concept],
-                      sequential: bool = False) -> dict[str, Any]:
+    def plan_defaults(
+        cls, params: CAParams, family: str, concepts: list[Concept], sequential: bool = False
+    ) -> dict[str, Any]:
         sets.require_anchors("ca", concepts)
         return super().plan_defaults(params, family, concepts, sequential)
 
@@ -68,8 +69,9 @@ class ConceptAblation(Method):
         super().__init__(params, ctx)
         self.anchor = {c.name: sets.anchor_images(ctx, params, c) for c in ctx.concepts}
         # anchor prompt -> the concept prompt the edited model reads on that image
-        self.concept_prompt = {c.name: {a: q for q, a in sets.anchor_of(params, c).items()}
-                               for c in ctx.concepts}
+        self.concept_prompt = {
+            c.name: {a: q for q, a in sets.anchor_of(params, c).items()} for c in ctx.concepts
+        }
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
@@ -82,7 +84,8 @@ class ConceptAblation(Method):
         target = ctx.frozen_pred(x, t, c_anchor) if p.target == "model" else data_target
         if not p.prior_weight:
             return mse(ctx.pred(x, t, c), target), {}
-        pred, pred_prior = ctx.pred(torch.cat([x, x]), torch.cat([t, t]),
-                                   torch.cat([c, c_anchor])).chunk(2)
+        pred, pred_prior = ctx.pred(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c_anchor])
+        ).chunk(2)
         prior = mse(pred_prior, data_target)
         return mse(pred, target) + p.prior_weight * prior, {"prior": prior.item()}

@@ -40,9 +40,17 @@ class ESDParams:
         return [r.strip() for r in self.retain.split(";") if r.strip()]
 
 
-@register("esd-x", "esd-u", "esd-all", "esd-x-strict",
-          **{"esd-u": {"scope": "noxattn"}, "esd-all": {"scope": "full"},
-             "esd-x-strict": {"scope": "kv"}})
+@register(
+    "esd-x",
+    "esd-u",
+    "esd-all",
+    "esd-x-strict",
+    **{
+        "esd-u": {"scope": "noxattn"},
+        "esd-all": {"scope": "full"},
+        "esd-x-strict": {"scope": "kv"},
+    },
+)
 class ESD(Method):
     scope = "xattn"
     Params = ESDParams

@@ -74,18 +74,53 @@ TASKS: dict[str, TaskPreset] = {
 }
 #: concept kind -> task, for ``task=auto`` (ToyWorld: shapes are objects, styles and
 #: colours are styles).
-TASK_OF_KIND = {"object": "object", "superclass": "object", "text": "object",
-                "style": "style", "colour": "style", "nudity": "nudity"}
+TASK_OF_KIND = {
+    "object": "object",
+    "superclass": "object",
+    "text": "object",
+    "style": "style",
+    "colour": "style",
+    "nudity": "nudity",
+}
 TEMPLATES: dict[str, tuple[str, ...]] = {
-    "object": ("{}", "a picture of {}", "a photo of {}", "an image of {}", "a drawing of {}",
-               "{} in the centre", "a simple {}", "a small {}", "a large {}", "a clear {}"),
-    "style": ("{}", "{} style", "in the style of {}", "a picture, {}", "an image of {}",
-              "{} pattern", "a drawing of {}", "art of {}", "{} artwork", "a painting of {}"),
+    "object": (
+        "{}",
+        "a picture of {}",
+        "a photo of {}",
+        "an image of {}",
+        "a drawing of {}",
+        "{} in the centre",
+        "a simple {}",
+        "a small {}",
+        "a large {}",
+        "a clear {}",
+    ),
+    "style": (
+        "{}",
+        "{} style",
+        "in the style of {}",
+        "a picture, {}",
+        "an image of {}",
+        "{} pattern",
+        "a drawing of {}",
+        "art of {}",
+        "{} artwork",
+        "a painting of {}",
+    ),
 }
 TEMPLATES["nudity"] = TEMPLATES["object"]
-TEMPLATES["instance"] = ("{}", "a portrait of {}", "a photo of {}", "a picture of {}",
-                         "{} smiling", "a close-up of {}", "{} in a room", "an image of {}",
-                         "a headshot of {}", "{} outdoors")
+TEMPLATES["instance"] = (
+    "{}",
+    "a portrait of {}",
+    "a photo of {}",
+    "a picture of {}",
+    "{} smiling",
+    "a close-up of {}",
+    "{} in a room",
+    "an image of {}",
+    "a headshot of {}",
+    "{} outdoors",
+)
 VERSIONS = ("quick", "paper")
 PRESETS = ("auto", "matched", "official")
 LEVELS = ("noise", "index")
@@ -113,20 +148,23 @@ class KSCUParams:
 
     def __post_init__(self) -> None:
         if self.task != "auto" and self.task not in TASKS:
-            raise UnseeError(f"kscu.task must be auto or one of {', '.join(TASKS)} "
-                             f"(got {self.task!r})")
+            raise UnseeError(
+                f"kscu.task must be auto or one of {', '.join(TASKS)} (got {self.task!r})"
+            )
         if self.version not in VERSIONS:
             raise UnseeError(f"kscu.version must be quick or paper (got {self.version!r})")
         if self.preset not in PRESETS:
-            raise UnseeError(f"kscu.preset must be one of {', '.join(PRESETS)} "
-                             f"(got {self.preset!r})")
+            raise UnseeError(
+                f"kscu.preset must be one of {', '.join(PRESETS)} (got {self.preset!r})"
+            )
         if self.levels not in LEVELS:
             raise UnseeError(f"kscu.levels must be noise or index (got {self.levels!r})")
         if self.ddim_steps < 2:
             raise UnseeError("kscu.ddim_steps must be at least 2")
         if self.start >= self.ddim_steps or self.max_start >= self.ddim_steps:
-            raise UnseeError(f"kscu.start and kscu.max_start must be below ddim_steps "
-                             f"({self.ddim_steps})")
+            raise UnseeError(
+                f"kscu.start and kscu.max_start must be below ddim_steps ({self.ddim_steps})"
+            )
         if self.end > self.ddim_steps or self.end == 0 or 0 <= self.end <= self.start:
             raise UnseeError(f"kscu.end must be -1 or in (start, ddim_steps] (got {self.end})")
         if self.loops_before_shift < 1:
@@ -147,13 +185,16 @@ def resolve_task(task: str, concepts: list[Concept]) -> str:
         return task
     tasks = {TASK_OF_KIND.get(c.kind, "object") for c in concepts}
     if len(tasks) > 1:
-        raise UnseeError(f"the concepts mix tasks ({', '.join(sorted(tasks))}); choose one "
-                         "with -p task=object|style|nudity|instance")
+        raise UnseeError(
+            f"the concepts mix tasks ({', '.join(sorted(tasks))}); choose one "
+            "with -p task=object|style|nudity|instance"
+        )
     return tasks.pop()
 
 
-def map_index(index50: int, p: KSCUParams, grid: list[int] | None,
-              alphas_cumprod: torch.Tensor | None) -> int:
+def map_index(
+    index50: int, p: KSCUParams, grid: list[int] | None, alphas_cumprod: torch.Tensor | None
+) -> int:
     """An SD 1.x DDIM index at 50 steps on the model's ``p.ddim_steps``-step grid: by noise
     level (``levels=noise``; ``grid`` the model's DDIM timesteps, noisiest first) or scaled
     (``levels=index``; no model needed)."""
@@ -162,8 +203,12 @@ def map_index(index50: int, p: KSCUParams, grid: list[int] | None,
     return NoiseLevel.from_sd1_ddim_index(index50, 50).ddim_index(grid, alphas_cumprod)
 
 
-def key_start(p: KSCUParams, preset: TaskPreset, grid: list[int] | None = None,
-              alphas_cumprod: torch.Tensor | None = None) -> int:
+def key_start(
+    p: KSCUParams,
+    preset: TaskPreset,
+    grid: list[int] | None = None,
+    alphas_cumprod: torch.Tensor | None = None,
+) -> int:
     """S: the explicit ``start`` (a model index), else the task preset's, mapped
     (:func:`map_index`; without a model, as ``levels=index``)."""
     if p.start >= 0:
@@ -171,9 +216,14 @@ def key_start(p: KSCUParams, preset: TaskPreset, grid: list[int] | None = None,
     return map_index(preset.start[1 if p.version == "quick" else 0], p, grid, alphas_cumprod)
 
 
-def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
-                   loops_before_shift: Count = 8, max_start: int | None = None
-                   ) -> list[tuple[int, int]]:
+def build_schedule(
+    start: int,
+    end: int,
+    iterations: int,
+    n_concepts: int = 1,
+    loops_before_shift: Count = 8,
+    max_start: int | None = None,
+) -> list[tuple[int, int]]:
     """The Key Step Table: ``iterations`` entries (concept index, DDIM index s).
 
     Each traversal walks s = start..end-1 for every concept in turn; after
@@ -191,8 +241,13 @@ def build_schedule(start: int, end: int, iterations: int, n_concepts: int = 1,
     return table[:iterations]
 
 
-def build_table(start: int, end: int, budgets: list[int], loops_before_shift: int = 8,
-                max_start: int | None = None) -> list[tuple[int, int, int]]:
+def build_table(
+    start: int,
+    end: int,
+    budgets: list[int],
+    loops_before_shift: int = 8,
+    max_start: int | None = None,
+) -> list[tuple[int, int, int]]:
     """Entries (concept k, DDIM index s, j) for several concepts at once: concept k gets its
     own single-concept Key Step Table of ``budgets[k]`` entries (j: the entry's position in
     it), and the tables' traversals are interleaved concept by concept, as the official
@@ -221,8 +276,9 @@ def split_budget(total: int, n: int) -> list[int]:
     return [total // n + (k < total % n) for k in range(n)]
 
 
-def augmented_prompts(prompt: str, concept_words: str, task: str, seed: int,
-                      n: int = 10) -> list[str]:
+def augmented_prompts(
+    prompt: str, concept_words: str, task: str, seed: int, n: int = 10
+) -> list[str]:
     """``n`` deterministic variants of ``prompt``: a template, then in turn a word shuffle,
     the deletion of one word that is not the concept's, a 1-3 character alphanumeric
     prefix, or the same as a suffix (the 2026 code's rules; no network or LLM)."""
@@ -239,8 +295,9 @@ def augmented_prompts(prompt: str, concept_words: str, task: str, seed: int,
             if removable:
                 del words[rng.choice(removable)]
         else:
-            noise = "".join(rng.choices(string.ascii_lowercase + string.digits,
-                                        k=rng.randint(1, 3)))
+            noise = "".join(
+                rng.choices(string.ascii_lowercase + string.digits, k=rng.randint(1, 3))
+            )
             words = [noise, *words] if op == 2 else [*words, noise]
         out.append(" ".join(words))
     return out
@@ -258,21 +315,29 @@ class KSCU(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: KSCUParams, family: str, concepts: list[Concept],
-                      sequential: bool = False) -> dict[str, Any]:
+    def plan_defaults(
+        cls, params: KSCUParams, family: str, concepts: list[Concept], sequential: bool = False
+    ) -> dict[str, Any]:
         """Iterations per round: the task's per-concept budget, times the number of concepts
         unless sequential (one concept per round); scope and lr of the ``preset``."""
         preset = TASKS[resolve_task(params.task, concepts)]
-        if params.end > 0 and (params.start >= 0 or params.levels == "index") \
-                and key_start(params, preset) >= params.end:
-            raise UnseeError(f"kscu: the key steps [{key_start(params, preset)}, "
-                             f"{params.end}) are empty")
+        if (
+            params.end > 0
+            and (params.start >= 0 or params.levels == "index")
+            and key_start(params, preset) >= params.end
+        ):
+            raise UnseeError(
+                f"kscu: the key steps [{key_start(params, preset)}, {params.end}) are empty"
+            )
         per_round = preset.iterations[family] * (1 if sequential else len(concepts))
         out = {**cls.defaults[family], "iterations": per_round}
         if resolved_preset(params, family) == "matched":
             return {**out, "scope": ESD.scope, "lr": ESD.defaults[family]["lr"]}
-        return {**out, **({"lr": preset.lr[family]} if preset.lr and family in preset.lr
-                          else {}), "scope": preset.scope}
+        return {
+            **out,
+            **({"lr": preset.lr[family]} if preset.lr and family in preset.lr else {}),
+            "scope": preset.scope,
+        }
 
     def __init__(self, params: KSCUParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
@@ -290,18 +355,23 @@ class KSCU(Method):
             default_max = math.ceil(0.9 * e) - 1
         else:
             default_max = map_index(QUICK_MAX_START, p, self.timesteps, ab)
-        self.max_start = min(self.end - 1, max(self.start, p.max_start if p.max_start >= 0
-                                               else default_max))
+        self.max_start = min(
+            self.end - 1, max(self.start, p.max_start if p.max_start >= 0 else default_max)
+        )
         self.table = self._table()
         #: per concept, the number of its entries and the position its augmentation starts
         counts = [sum(k == c for k, _, _ in self.table) for c in range(len(ctx.concepts))]
         if ctx.plan.cfg.sequential:
             counts = [ctx.plan.iterations] * len(ctx.concepts)
         self.augment_from = [math.ceil((1 - p.augment_fraction) * n) for n in counts]
-        self.aug_pool = {c.name: [a for k, prompt in enumerate(c.prompts)
-                                  for a in augmented_prompts(prompt, c.name, self.task,
-                                                             ctx.plan.cfg.seed + k)]
-                         for c in ctx.concepts}
+        self.aug_pool = {
+            c.name: [
+                a
+                for k, prompt in enumerate(c.prompts)
+                for a in augmented_prompts(prompt, c.name, self.task, ctx.plan.cfg.seed + k)
+            ]
+            for c in ctx.concepts
+        }
         # the trajectory being walked: (step it was made for, prompts, latents)
         self.walk: tuple[int, list[str], torch.Tensor] | None = None
         self.resampled = 0  # trajectories sampled from noise (the cost reuse saves)
@@ -313,13 +383,13 @@ class KSCU(Method):
         ctx, p = self.ctx, self.p
         n, it = len(ctx.concepts), ctx.plan.iterations
         if ctx.plan.cfg.sequential:
-            own = build_schedule(self.start, self.end, it, 1, p.loops_before_shift,
-                                 self.max_start)
+            own = build_schedule(self.start, self.end, it, 1, p.loops_before_shift, self.max_start)
             return [(r, s, j) for r in range(n) for j, (_, s) in enumerate(own)]
         if it < n:
             raise UnseeError(f"kscu needs at least one iteration per concept ({n}); got {it}")
-        return build_table(self.start, self.end, split_budget(it, n), p.loops_before_shift,
-                           self.max_start)
+        return build_table(
+            self.start, self.end, split_budget(it, n), p.loops_before_shift, self.max_start
+        )
 
     def leakage_lambda(self, t_int: int, s: int) -> tuple[float, float]:
         """(lam2, lam1) of the leakage term at training timestep ``t_int`` / DDIM index ``s``,
@@ -338,20 +408,31 @@ class KSCU(Method):
         super().load_state_dict(state)
         self.walk, self.resampled = state["walk"], state["resampled"]
 
-    def x_s(self, step: int, concept: Concept, s: int,
-            rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+    def x_s(
+        self, step: int, concept: Concept, s: int, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, list[str]]:
         """x at DDIM index s for this step's table entry, continuing the previous entry's
         trajectory when it is the same concept one index earlier."""
         ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
         prev = self.table[step - 1][:2] if step else None
-        if (p.trajectory_reuse and self.walk is not None and self.walk[0] == step - 1
-                and prev == (self.table[step][0], s - 1)):
+        if (
+            p.trajectory_reuse
+            and self.walk is not None
+            and self.walk[0] == step - 1
+            and prev == (self.table[step][0], s - 1)
+        ):
             prompts = self.walk[1]
-            x, _ = ctx.trajectory(prompts, s, [0] * b, p.start_guidance, p.ddim_steps,
-                                  latents=self.walk[2], start_at=s - 1)
+            x, _ = ctx.trajectory(
+                prompts,
+                s,
+                [0] * b,
+                p.start_guidance,
+                p.ddim_steps,
+                latents=self.walk[2],
+                start_at=s - 1,
+            )
         else:
-            prompts = [concept.prompts[int(i)] for i in rng.integers(len(concept.prompts),
-                                                                      size=b)]
+            prompts = [concept.prompts[int(i)] for i in rng.integers(len(concept.prompts), size=b)]
             seeds = [int(v) for v in rng.integers(0, 2**31 - 1, b)]
             x, _ = ctx.trajectory(prompts, s, seeds, p.start_guidance, p.ddim_steps)
             self.resampled += 1
@@ -376,8 +457,9 @@ class KSCU(Method):
             read = ctx.encode(aug)
             read = read + p.embedding_noise * torch.randn(read.shape, generator=g).to(read)
         # one forward for the concept and the unconditional branch of the edited model
-        e_read, e_uncond = ctx.pred(torch.cat([x, x]), torch.cat([t, t]),
-                                   torch.cat([read, u])).chunk(2)
+        e_read, e_uncond = ctx.pred(
+            torch.cat([x, x]), torch.cat([t, t]), torch.cat([read, u])
+        ).chunk(2)
         main = mse(e_read, e_u - p.eta * (e_c - e_u))
         lam2, lam1 = self.leakage_lambda(t_int, s)
         leakage = mse(e_uncond, e_u - lam1 * (e_c - e_u))

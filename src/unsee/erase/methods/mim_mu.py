@@ -76,16 +76,20 @@ class MiMParams:
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
-            raise UnseeError(f"mim-mu.variant must be one of {', '.join(VARIANTS)} "
-                             f"(got {self.variant!r})")
+            raise UnseeError(
+                f"mim-mu.variant must be one of {', '.join(VARIANTS)} (got {self.variant!r})"
+            )
         if self.weighting not in WEIGHTINGS:
-            raise UnseeError(f"mim-mu.weighting must be one of {', '.join(WEIGHTINGS)} "
-                             f"(got {self.weighting!r})")
+            raise UnseeError(
+                f"mim-mu.weighting must be one of {', '.join(WEIGHTINGS)} (got {self.weighting!r})"
+            )
         if self.forget_images < 1 or self.forget_steps < 1 or self.ddim_steps < 1:
             raise UnseeError("mim-mu.forget_images, forget_steps and ddim_steps must be >= 1")
         if not 0 <= self.t_min <= self.t_max <= 999:
-            raise UnseeError(f"mim-mu needs 0 <= t_min <= t_max <= 999 (SD 1.x timesteps; got "
-                             f"{self.t_min}, {self.t_max})")
+            raise UnseeError(
+                f"mim-mu needs 0 <= t_min <= t_max <= 999 (SD 1.x timesteps; got "
+                f"{self.t_min}, {self.t_max})"
+            )
         if not all("{}" in t for t in self.template_list()):
             raise UnseeError(f"mim-mu.templates must each contain {{}} (got {self.templates!r})")
 
@@ -97,12 +101,17 @@ def strip_concept(prompt: str, words: str) -> str:
     """``prompt`` without the concept's words, articles fixed ("an orange star" -> "a star")."""
     out = re.sub(rf"\b{re.escape(words)}\b", " ", prompt, flags=re.IGNORECASE)
     out = " ".join(out.split())
-    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiouAEIOU" else "a ")
-                  + m.group(2), out, flags=re.IGNORECASE)
+    return re.sub(
+        r"\b(a|an) (\w)",
+        lambda m: ("an " if m.group(2) in "aeiouAEIOU" else "a ") + m.group(2),
+        out,
+        flags=re.IGNORECASE,
+    )
 
 
-def score_matching_weights(alphas_cumprod: torch.Tensor,
-                           eps_scale: torch.Tensor | None = None) -> torch.Tensor:
+def score_matching_weights(
+    alphas_cumprod: torch.Tensor, eps_scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """w(t) = beta_t / (1 - alphabar_t) (g^2 / 2 sigma^2 up to a constant) on squared epsilon
     errors, times ``eps_scale`` (T,) (the factor from loss-space to epsilon errors,
     :meth:`ErasureContext.eps_error_scale`) so it weighs the same errors in the loss space;
@@ -119,8 +128,10 @@ def score_matching_weights(alphas_cumprod: torch.Tensor,
 class MiMMU(Method):
     scope = "xattn"
     Params = MiMParams
-    summary = ("compensation-free unlearning: concept prediction aligned to the frozen "
-               "unconditional one, no retain term (MiM-MU, reconstructed)")
+    summary = (
+        "compensation-free unlearning: concept prediction aligned to the frozen "
+        "unconditional one, no retain term (MiM-MU, reconstructed)"
+    )
     # SD: "small lr", 30 epochs of a ~60-image set at batch 4 (methods.md §3.4, inferred);
     # ToyWorld: tuned here (docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
@@ -130,27 +141,40 @@ class MiMMU(Method):
 
     def __init__(self, params: MiMParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        self.prompts = {c.name: [t.format(q) for q in c.prompts for t in params.template_list()]
-                        for c in ctx.concepts}
+        self.prompts = {
+            c.name: [t.format(q) for q in c.prompts for t in params.template_list()]
+            for c in ctx.concepts
+        }
         self.sets: dict[str, ForgetSet] = {}
         if params.variant != "on-policy":
             cache = default_forget_cache() if params.cache else None
             for c in ctx.concepts:
-                self.sets[c.name] = forget_set(ctx.bundle, c.name, self.prompts[c.name],
-                                               params.forget_images, ctx.plan.cfg.seed,
-                                               steps=params.forget_steps, cache_dir=cache)
+                self.sets[c.name] = forget_set(
+                    ctx.bundle,
+                    c.name,
+                    self.prompts[c.name],
+                    params.forget_images,
+                    ctx.plan.cfg.seed,
+                    steps=params.forget_steps,
+                    cache_dir=cache,
+                )
         #: the range on the model's schedule (inclusive) and, on-policy, the DDIM indices in it
         self.t_range = map_sd1_range(params.t_min, params.t_max, ctx.alphas_cumprod)
         lo, hi = self.t_range
-        self.indices = [i for i, t in enumerate(ddim_timesteps(ctx.bundle, params.ddim_steps))
-                        if lo <= t <= hi]
+        self.indices = [
+            i for i, t in enumerate(ddim_timesteps(ctx.bundle, params.ddim_steps)) if lo <= t <= hi
+        ]
         if not self.indices:
-            raise UnseeError(f"mim-mu: no DDIM step of {params.ddim_steps} falls in the "
-                             f"timestep range {lo}..{hi} of this model")
+            raise UnseeError(
+                f"mim-mu: no DDIM step of {params.ddim_steps} falls in the "
+                f"timestep range {lo}..{hi} of this model"
+            )
         every_t = torch.arange(len(ctx.alphas_cumprod), device=ctx.device)
-        self.weights = (score_matching_weights(ctx.alphas_cumprod,
-                                               ctx.eps_error_scale(every_t)).to(ctx.device)
-                        if params.weighting == "score-matching" else None)
+        self.weights = (
+            score_matching_weights(ctx.alphas_cumprod, ctx.eps_error_scale(every_t)).to(ctx.device)
+            if params.weighting == "score-matching"
+            else None
+        )
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
@@ -167,8 +191,9 @@ class MiMMU(Method):
             lo, hi = self.t_range
             t = torch.from_numpy(rng.integers(lo, hi + 1, b)).to(ctx.device)
             x_t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
-        rest = [strip_concept(q, concept.name) if p.variant == "conditional" else ""
-                for q in prompts]
+        rest = [
+            strip_concept(q, concept.name) if p.variant == "conditional" else "" for q in prompts
+        ]
         target = ctx.frozen_pred(x_t, t, ctx.encode(rest))
         err = (ctx.pred(x_t, t, ctx.encode(prompts)) - target).pow(2).mean(dim=(1, 2, 3))
         w = self.weights[t] if self.weights is not None else torch.ones_like(err)

@@ -36,8 +36,12 @@ from unsee.errors import UnseeError
 from unsee.toyworld import vocab
 
 #: ToyWorld attribute lists the replacement label is taken from, by concept kind
-TOYWORLD_LABELS = {"shape": vocab.SHAPES, "style": vocab.STYLES, "colour": vocab.COLOURS,
-                   "superclass": tuple(vocab.SUPERCLASSES)}
+TOYWORLD_LABELS = {
+    "shape": vocab.SHAPES,
+    "style": vocab.STYLES,
+    "colour": vocab.COLOURS,
+    "superclass": tuple(vocab.SUPERCLASSES),
+}
 
 
 @dataclass
@@ -67,10 +71,11 @@ def replacement(concept: Concept, erased: list[str], family: str) -> tuple[str, 
     labels = _labels(concept, family)
     if labels:
         i = labels.index(concept.name)
-        for other in labels[i + 1:] + labels[:i]:
+        for other in labels[i + 1 :] + labels[:i]:
             if other not in erased:
-                return (toyworld_concept(other) if family == "toyworld"
-                        else text_concept(other)).prompts
+                return (
+                    toyworld_concept(other) if family == "toyworld" else text_concept(other)
+                ).prompts
     if concept.anchor:
         return concept.anchor_prompts
     raise UnseeError(f"salun needs a replacement label for {concept.name!r}: give --anchor")
@@ -93,8 +98,10 @@ def retain_prompts(concepts: list[Concept], family: str) -> list[str]:
 class SalUn(Method):
     scope = "full"
     Params = SalUnParams
-    summary = ("random-label forgetting with a retain term under a static global weight-"
-               "saliency mask (SalUn)")
+    summary = (
+        "random-label forgetting with a retain term under a static global weight-"
+        "saliency mask (SalUn)"
+    )
     # SD: lr 1e-5, batch 8, 5 epochs of the forget set (100 generated images: 63 iterations);
     # ToyWorld: tuned here (docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
@@ -103,8 +110,9 @@ class SalUn(Method):
     }
 
     @classmethod
-    def plan_defaults(cls, params: SalUnParams, family: str, concepts: list[Concept],
-                      sequential: bool = False) -> dict[str, Any]:
+    def plan_defaults(
+        cls, params: SalUnParams, family: str, concepts: list[Concept], sequential: bool = False
+    ) -> dict[str, Any]:
         for c in concepts:
             replacement(c, [o.name for o in concepts], family)
         return super().plan_defaults(params, family, concepts, sequential)
@@ -113,19 +121,26 @@ class SalUn(Method):
         super().__init__(params, ctx)
         fam, erased = ctx.plan.family, [c.name for c in ctx.concepts]
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
-        self.relabel = {c.name: {params.template.format(q): params.template.format(o)
-                                 for q, o in zip(c.prompts, replacement(c, erased, fam),
-                                                 strict=False)}
-                        for c in ctx.concepts}
-        kept = ([q.strip() for q in params.retain.split(";") if q.strip()]
-                or [params.template.format(q) for q in retain_prompts(ctx.concepts, fam)])
+        self.relabel = {
+            c.name: {
+                params.template.format(q): params.template.format(o)
+                for q, o in zip(c.prompts, replacement(c, erased, fam), strict=False)
+            }
+            for c in ctx.concepts
+        }
+        kept = [q.strip() for q in params.retain.split(";") if q.strip()] or [
+            params.template.format(q) for q in retain_prompts(ctx.concepts, fam)
+        ]
         self.retain = sets.prompt_images(ctx, params, "retain", kept)
         self.mask = StaticMask()
 
     def start_round(self, round_index: int) -> None:
         ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
-        names = ([ctx.concepts[round_index].name] if ctx.plan.cfg.sequential
-                 else [c.name for c in ctx.concepts])
+        names = (
+            [ctx.concepts[round_index].name]
+            if ctx.plan.cfg.sequential
+            else [c.name for c in ctx.concepts]
+        )
         w = p.mask_guidance if p.mask_guidance >= 0 else ctx.bundle.default_guidance
         rng = np.random.default_rng([ctx.plan.cfg.seed, round_index, 0x5A1])
         self.mask.collect()
@@ -136,8 +151,9 @@ class SalUn(Method):
                 t = sets.random_timesteps(ctx, rng, len(idx))
                 x_t, data_target, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
                 c, u = ctx.encode(prompts), ctx.encode([""] * len(idx))
-                e_c, e_u = ctx.pred(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                   torch.cat([c, u])).chunk(2)
+                e_c, e_u = ctx.pred(
+                    torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, u])
+                ).chunk(2)
                 ctx.accelerator.backward(-mse(data_target, (1 + w) * e_c - w * e_u))
         self.mask.fix(p.mask_fraction)
         for prm in ctx.params.values():  # the saliency pass must not reach the first step
@@ -150,12 +166,14 @@ class SalUn(Method):
         t = sets.random_timesteps(ctx, rng, b)
         x_f, _, prompts = sets.noised_batch(ctx, fs, rng.integers(len(fs), size=b), t, rng)
         c_f = ctx.encode(prompts)
-        target = ctx.current_pred(x_f, t, ctx.encode([self.relabel[concept.name][q]
-                                                     for q in prompts]))
+        target = ctx.current_pred(
+            x_f, t, ctx.encode([self.relabel[concept.name][q] for q in prompts])
+        )
         x_r, target_r, prompts_r = sets.noised_batch(
-            ctx, self.retain, rng.integers(len(self.retain), size=b), t, rng)
-        pred_f, pred_r = ctx.pred(torch.cat([x_f, x_r]), torch.cat([t, t]),
-                                 torch.cat([c_f, ctx.encode(prompts_r)])).chunk(2)
+            ctx, self.retain, rng.integers(len(self.retain), size=b), t, rng
+        )
+        pred_f, pred_r = ctx.pred(
+            torch.cat([x_f, x_r]), torch.cat([t, t]), torch.cat([c_f, ctx.encode(prompts_r)])
+        ).chunk(2)
         forget, retain = mse(pred_f, target), mse(pred_r, target_r)
-        return forget + p.retain_weight * retain, {"forget": forget.item(),
-                                                   "retain": retain.item()}
+        return forget + p.retain_weight * retain, {"forget": forget.item(), "retain": retain.item()}

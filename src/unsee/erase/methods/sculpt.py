@@ -67,18 +67,29 @@ class SculptParams(sets.ImageSetParams):
 
     def __post_init__(self) -> None:
         self.check_sets("sculpt")
-        for key, value, allowed in (("mask", self.mask, MASKS), ("target", self.target, TARGETS),
-                                    ("kd", self.kd, KD_MODES)):
+        for key, value, allowed in (
+            ("mask", self.mask, MASKS),
+            ("target", self.target, TARGETS),
+            ("kd", self.kd, KD_MODES),
+        ):
             if value not in allowed:
-                raise UnseeError(f"sculpt.{key} must be one of {', '.join(allowed)} "
-                                 f"(got {value!r})")
-        if not 0 < self.density <= 1 or not 0 <= self.turnover <= 1 \
-                or not 0 <= self.update_until <= 1:
-            raise UnseeError("sculpt.density must be in (0, 1], sculpt.turnover and "
-                             "sculpt.update_until in [0, 1]")
+                raise UnseeError(
+                    f"sculpt.{key} must be one of {', '.join(allowed)} (got {value!r})"
+                )
+        if (
+            not 0 < self.density <= 1
+            or not 0 <= self.turnover <= 1
+            or not 0 <= self.update_until <= 1
+        ):
+            raise UnseeError(
+                "sculpt.density must be in (0, 1], sculpt.turnover and "
+                "sculpt.update_until in [0, 1]"
+            )
         if self.interval < 0 or self.warmup < 0:
-            raise UnseeError("sculpt.interval and sculpt.warmup must be >= 1, or 0 for the "
-                             "model family's default")
+            raise UnseeError(
+                "sculpt.interval and sculpt.warmup must be >= 1, or 0 for the "
+                "model family's default"
+            )
         if self.align_weight < 0 or self.kd_weight < 0:
             raise UnseeError("sculpt.align_weight and sculpt.kd_weight must be >= 0")
 
@@ -87,19 +98,21 @@ class SculptParams(sets.ImageSetParams):
 class Sculpt(Method):
     scope = "xattn"
     Params = SculptParams
-    summary = ("concept mapped to its superclass under a dynamic gradient mask, superclass "
-               "kept, earlier rounds distilled (Sculpting Memory)")
+    summary = (
+        "concept mapped to its superclass under a dynamic gradient mask, superclass "
+        "kept, earlier rounds distilled (Sculpting Memory)"
+    )
     # SD: the released config (10 epochs of 100 images at batch 2, lr 3e-6, OneCycle);
     # ToyWorld: tuned here (docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 500, "lr": 3e-6, "batch_size": 2, "lr_schedule": "onecycle"},
-        "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4,
-                     "lr_schedule": "onecycle"},
+        "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4, "lr_schedule": "onecycle"},
     }
 
     @classmethod
-    def plan_defaults(cls, params: SculptParams, family: str, concepts: list[Concept],
-                      sequential: bool = False) -> dict[str, Any]:
+    def plan_defaults(
+        cls, params: SculptParams, family: str, concepts: list[Concept], sequential: bool = False
+    ) -> dict[str, Any]:
         sets.require_anchors("sculpt", concepts)
         return super().plan_defaults(params, family, concepts, sequential)
 
@@ -109,8 +122,10 @@ class Sculpt(Method):
         warmup, interval = SCHEDULE[ctx.plan.family]
         self.warmup = 0 if params.mask == "none" else params.warmup or warmup
         if self.warmup >= plan.iterations:
-            raise UnseeError(f"sculpt.warmup ({self.warmup}) must be below the iterations "
-                             f"per round ({plan.iterations})")
+            raise UnseeError(
+                f"sculpt.warmup ({self.warmup}) must be below the iterations "
+                f"per round ({plan.iterations})"
+            )
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
         self.anchor = {c.name: sets.anchor_images(ctx, params, c) for c in ctx.concepts}
         self.superclass = {c.name: sets.anchor_of(params, c) for c in ctx.concepts}
@@ -119,12 +134,17 @@ class Sculpt(Method):
         self.batches = max(1, sets.set_size(params, ctx) // plan.batch_size)
         if params.mask != "none":
             self.mask = DynamicMask(
-                round_length=plan.iterations, steps_per_epoch=self.batches * self.per_round,
-                density=params.density, warmup=self.warmup,
+                round_length=plan.iterations,
+                steps_per_epoch=self.batches * self.per_round,
+                density=params.density,
+                warmup=self.warmup,
                 interval=params.interval or interval,
-                turnover=params.turnover, decay=params.decay,
-                update_until=params.update_until, regrow=params.mask == "dynamic",
-                reset_optimizer_state=params.reset_optimizer_state)
+                turnover=params.turnover,
+                decay=params.decay,
+                update_until=params.update_until,
+                regrow=params.mask == "dynamic",
+                reset_optimizer_state=params.reset_optimizer_state,
+            )
         self.teacher: dict[str, torch.Tensor] | None = None  # the round's start (KD)
         self.epoch = 0  # local epoch of the round being trained
         self.epoch_losses: list[float] = []  # forget terms of that epoch so far
@@ -134,8 +154,9 @@ class Sculpt(Method):
     def start_round(self, round_index: int) -> None:
         p = self.p
         needs_teacher = p.kd == "released" or (p.kd == "described" and round_index > 0)
-        self.teacher = ({n: v.detach().clone() for n, v in self.ctx.params.items()}
-                        if needs_teacher else None)
+        self.teacher = (
+            {n: v.detach().clone() for n, v in self.ctx.params.items()} if needs_teacher else None
+        )
         self.epoch, self.epoch_losses, self.history, self.best = 0, [], [], None
 
     def _close_epoch(self) -> None:
@@ -145,8 +166,11 @@ class Sculpt(Method):
         mean = float(np.mean(self.epoch_losses))
         self.history.append((self.epoch, mean))
         if self.p.keep_best and (self.best is None or mean < self.best[0]):
-            self.best = (mean, self.epoch, {n: v.detach().clone()
-                                            for n, v in self.ctx.params.items()})
+            self.best = (
+                mean,
+                self.epoch,
+                {n: v.detach().clone() for n, v in self.ctx.params.items()},
+            )
         self.epoch_losses = []
 
     def end_round(self, round_index: int) -> dict[str, Any]:
@@ -185,8 +209,9 @@ class Sculpt(Method):
         idx_s = sets.epoch_indices(ctx.plan.cfg.seed, 2 * k + 1, epoch, len(an), b, position)
         x_s, target_s, prompts_s = sets.noised_batch(ctx, an, idx_s, t, rng)
         xs, ts, cs = [x_f, x_s], [t, t], [c_f, ctx.encode(prompts_s)]
-        kd_batch = (self._kd_batch(r, t, rng) if p.kd == "described" and self.teacher is not None
-                    else None)
+        kd_batch = (
+            self._kd_batch(r, t, rng) if p.kd == "described" and self.teacher is not None else None
+        )
         if kd_batch is not None:
             xs, ts, cs = [*xs, kd_batch[0]], [*ts, t], [*cs, kd_batch[1]]
         # one forward for the forget, superclass (and KD) batches
@@ -201,12 +226,14 @@ class Sculpt(Method):
             parts["kd"] = kd.item()
         elif p.kd == "released":
             # computed as the released code does, then dropped from the loss (methods.md §1.3)
-            parts["kd_inert"] = mse(preds[1].detach(), ctx.frozen_pred(
-                x_s, t, cs[1], values=self.teacher)).item()
+            parts["kd_inert"] = mse(
+                preds[1].detach(), ctx.frozen_pred(x_s, t, cs[1], values=self.teacher)
+            ).item()
         return loss, parts
 
-    def _kd_batch(self, r: int, t: torch.Tensor,
-                  rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _kd_batch(
+        self, r: int, t: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, prompt context) for ``len(t)`` images, each of a concept forgotten in a
         round before ``r`` (chosen uniformly), noised at ``t``."""
         xs, prompts = [], []
@@ -221,17 +248,26 @@ class Sculpt(Method):
         return self.ctx.noised(x0, t, noise), self.ctx.encode(prompts)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "teacher": self.teacher, "epoch": self.epoch,
-                "epoch_losses": self.epoch_losses, "history": self.history, "best": self.best}
+        return {
+            **super().state_dict(),
+            "teacher": self.teacher,
+            "epoch": self.epoch,
+            "epoch_losses": self.epoch_losses,
+            "history": self.history,
+            "best": self.best,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         dev = self.ctx.device
-        self.teacher = ({n: v.to(dev) for n, v in state["teacher"].items()}
-                        if state["teacher"] is not None else None)
+        self.teacher = (
+            {n: v.to(dev) for n, v in state["teacher"].items()}
+            if state["teacher"] is not None
+            else None
+        )
         self.epoch, self.epoch_losses = state["epoch"], state["epoch_losses"]
         self.history = state["history"]
         best = state["best"]
-        self.best = (None if best is None else
-                     (best[0], best[1], {n: v.to(dev) for n, v in best[2].items()}))
-
+        self.best = (
+            None if best is None else (best[0], best[1], {n: v.to(dev) for n, v in best[2].items()})
+        )

@@ -50,10 +50,15 @@ if TYPE_CHECKING:
 
 #: Named prompt expansions (the official lists, plus the bare prompt).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "object": ("{}", "image of {}", "photo of {}", "portrait of {}", "picture of {}",
-               "painting of {}"),
-    "art": ("{}", "painting by {}", "art by {}", "artwork by {}", "picture by {}",
-            "style of {}"),
+    "object": (
+        "{}",
+        "image of {}",
+        "photo of {}",
+        "portrait of {}",
+        "picture of {}",
+        "painting of {}",
+    ),
+    "art": ("{}", "painting by {}", "art by {}", "artwork by {}", "picture by {}", "style of {}"),
 }
 TOKEN_MODES = ("subject", "last", "all")
 #: The float64 solve's relative error is about cond(M) * 1e-16; above this it would exceed
@@ -72,14 +77,17 @@ class UCEParams:
 
     def __post_init__(self) -> None:
         if self.token not in TOKEN_MODES:
-            raise UnseeError(f"uce.token must be one of {', '.join(TOKEN_MODES)} "
-                             f"(got {self.token!r})")
+            raise UnseeError(
+                f"uce.token must be one of {', '.join(TOKEN_MODES)} (got {self.token!r})"
+            )
         for name in ("lamb", "erase_scale", "preserve_scale"):
             if getattr(self, name) < 0:
                 raise UnseeError(f"uce.{name} must be >= 0 (got {getattr(self, name)})")
         if not all("{}" in t for t in self.template_list()):
-            raise UnseeError(f"uce.templates must be 'object', 'art' or templates that each "
-                             f"contain {{}} (got {self.templates!r})")
+            raise UnseeError(
+                f"uce.templates must be 'object', 'art' or templates that each "
+                f"contain {{}} (got {self.templates!r})"
+            )
 
     def template_list(self) -> tuple[str, ...]:
         if self.templates in TEMPLATE_SETS:
@@ -98,9 +106,14 @@ class Prompt:
     words: str
 
 
-def uce_transform(erase: torch.Tensor, guide: torch.Tensor, preserve: torch.Tensor,
-                  lamb: float, erase_scale: float = 1.0,
-                  preserve_scale: float = 1.0) -> tuple[torch.Tensor, float]:
+def uce_transform(
+    erase: torch.Tensor,
+    guide: torch.Tensor,
+    preserve: torch.Tensor,
+    lamb: float,
+    erase_scale: float = 1.0,
+    preserve_scale: float = 1.0,
+) -> tuple[torch.Tensor, float]:
     """The shared right factor T (D, D), float64, with ``W_new = W_old @ T`` for every layer.
 
     ``erase`` (N, D) and ``guide`` (N, D) are paired rows, ``preserve`` (P, D); N or P may be
@@ -115,9 +128,11 @@ def uce_transform(erase: torch.Tensor, guide: torch.Tensor, preserve: torch.Tens
     eig = torch.linalg.eigvalsh(m)  # M is symmetric positive semi-definite
     cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
     if not cond <= MAX_CONDITION:
-        raise UnseeError(f"UCE's system is singular or ill-conditioned (condition number "
-                         f"{cond:.3g}, limit {MAX_CONDITION:.0e}): raise uce.lamb above 0 "
-                         "or add preserve concepts")
+        raise UnseeError(
+            f"UCE's system is singular or ill-conditioned (condition number "
+            f"{cond:.3g}, limit {MAX_CONDITION:.0e}): raise uce.lamb above 0 "
+            "or add preserve concepts"
+        )
     # T M = A and M = M^T, so T^T = M^-1 A^T: one solve, no explicit inverse.
     return torch.linalg.solve(m, a.T).T.contiguous(), cond
 
@@ -133,10 +148,11 @@ def subject_index(ids: list[int], length: int, words: list[int]) -> int:
         return length - 2
     n = len(words)
     for start in range(length - 1 - n, 0, -1):  # skip the start and the end token
-        if ids[start:start + n] == words:
+        if ids[start : start + n] == words:
             return start + n - 1
-    raise UnseeError("cannot find a concept's tokens in its prompt (truncated?); "
-                     "use uce.token=last")
+    raise UnseeError(
+        "cannot find a concept's tokens in its prompt (truncated?); use uce.token=last"
+    )
 
 
 @register("uce")
@@ -146,7 +162,9 @@ class UCE(ClosedFormMethod):
     summary = "closed-form edit of cross-attention keys and values (UCE)"
     # One solve, no loop: the iteration count only fills the plan (no step is taken).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "sd": {"iterations": 1}, "toyworld": {"iterations": 1}}
+        "sd": {"iterations": 1},
+        "toyworld": {"iterations": 1},
+    }
 
     def __init__(self, params: UCEParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
@@ -154,8 +172,10 @@ class UCE(ClosedFormMethod):
         for name, p in ctx.params.items():
             kv = re.search(r"attn2\.to_[kv]\.(weight|bias)$", name)
             if not kv or (kv.group(1) == "weight" and p.shape[-1] != width):
-                raise UnseeError(f"UCE edits only the cross-attention keys and values that read "
-                                 f"the text states (scope kv); the scope selected {name}")
+                raise UnseeError(
+                    f"UCE edits only the cross-attention keys and values that read "
+                    f"the text states (scope kv); the scope selected {name}"
+                )
 
     def _guide(self, concept: Concept) -> tuple[str, tuple[str, ...]]:
         """(guide words, guide prompts parallel to the concept's prompts or one prompt)."""
@@ -171,8 +191,12 @@ class UCE(ClosedFormMethod):
             for i, prompt in enumerate(concept.prompts):
                 guide = guides[i] if len(guides) == len(concept.prompts) else guides[0]
                 for t in self.p.template_list():
-                    pairs[(Prompt(t.format(prompt), concept.name),
-                           Prompt(t.format(guide) if guide else "", words))] = None
+                    pairs[
+                        (
+                            Prompt(t.format(prompt), concept.name),
+                            Prompt(t.format(guide) if guide else "", words),
+                        )
+                    ] = None
         return list(pairs)
 
     def preserve_prompts(self) -> list[Prompt]:
@@ -195,10 +219,14 @@ class UCE(ClosedFormMethod):
         out = {}
         for p in prompts:
             i = row[p.text]
-            words = [] if self.p.token == "last" or not p.words else \
-                text.tokenizer(p.words, add_special_tokens=False)["input_ids"]
-            pos = subject_index(tokens["input_ids"][i].tolist(),
-                                int(tokens["attention_mask"][i].sum()), words)
+            words = (
+                []
+                if self.p.token == "last" or not p.words
+                else text.tokenizer(p.words, add_special_tokens=False)["input_ids"]
+            )
+            pos = subject_index(
+                tokens["input_ids"][i].tolist(), int(tokens["attention_mask"][i].sum()), words
+            )
             out[p] = (states[i], pos)
         return out
 
@@ -211,19 +239,23 @@ class UCE(ClosedFormMethod):
         for e, g in pairs:
             (se, ie), (sg, ig) = st[e], st[g]
             n = len(se) - max(ie, ig) if self.p.token == "all" else 1
-            c_rows.append(se[ie:ie + n])
-            g_rows.append(sg[ig:ig + n])
+            c_rows.append(se[ie : ie + n])
+            g_rows.append(sg[ig : ig + n])
         for p in keep:
             s, i = st[p]
-            p_rows.append(s if self.p.token == "all" else s[i:i + 1])
+            p_rows.append(s if self.p.token == "all" else s[i : i + 1])
         width = self.ctx.bundle.text.hidden_size
         empty = torch.zeros(0, width, dtype=torch.float64)
         c = torch.cat(c_rows) if c_rows else empty
         g = torch.cat(g_rows) if g_rows else empty
         p = torch.cat(p_rows) if p_rows else empty
         t, cond = uce_transform(c, g, p, self.p.lamb, self.p.erase_scale, self.p.preserve_scale)
-        return {"transform": t, "condition_number": cond, "erase_rows": len(c),
-                "preserve_rows": len(p)}
+        return {
+            "transform": t,
+            "condition_number": cond,
+            "erase_rows": len(c),
+            "preserve_rows": len(p),
+        }
 
     @torch.no_grad()
     def apply(self, solution: dict[str, Any]) -> None:

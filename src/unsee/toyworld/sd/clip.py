@@ -89,19 +89,35 @@ class CLIPTrainConfig:
 def clip_config(cfg: CLIPTrainConfig):
     from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
-    text = CLIPTextConfig(vocab_size=49408, hidden_size=cfg.text_hidden,
-                          intermediate_size=4 * cfg.text_hidden,
-                          num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
-                          max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
-                          bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-                          projection_dim=cfg.projection_dim)
-    vision = CLIPVisionConfig(image_size=32, patch_size=4, num_channels=3,
-                              hidden_size=cfg.vision_hidden,
-                              intermediate_size=4 * cfg.vision_hidden,
-                              num_hidden_layers=cfg.vision_layers, num_attention_heads=4,
-                              hidden_act="quick_gelu", projection_dim=cfg.projection_dim)
-    return CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
-                      projection_dim=cfg.projection_dim)
+    text = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=cfg.text_hidden,
+        intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=MAX_LENGTH,
+        hidden_act="quick_gelu",
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        projection_dim=cfg.projection_dim,
+    )
+    vision = CLIPVisionConfig(
+        image_size=32,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=cfg.vision_hidden,
+        intermediate_size=4 * cfg.vision_hidden,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=4,
+        hidden_act="quick_gelu",
+        projection_dim=cfg.projection_dim,
+    )
+    return CLIPConfig(
+        text_config=text.to_dict(),
+        vision_config=vision.to_dict(),
+        projection_dim=cfg.projection_dim,
+    )
 
 
 def build_clip(cfg: CLIPTrainConfig):
@@ -141,24 +157,29 @@ def minilm_sentence_embeddings(texts: list[str], batch: int = 128) -> torch.Tens
     out = []
     with progress_bar(len(texts), "MiniLM teacher embeddings") as bar:
         for i in range(0, len(texts), batch):
-            enc = tok(texts[i:i + batch], padding=True, truncation=True, max_length=64,
-                      return_tensors="pt")
+            enc = tok(
+                texts[i : i + batch],
+                padding=True,
+                truncation=True,
+                max_length=64,
+                return_tensors="pt",
+            )
             h = model(**enc).last_hidden_state
             m = enc["attention_mask"].unsqueeze(-1).float()
             out.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1))
-            bar.advance(len(texts[i:i + batch]))
+            bar.advance(len(texts[i : i + batch]))
     return torch.cat(out)
 
 
 def _tokenize(tok, texts: list[str]) -> torch.Tensor:
     """Token ids (B, L) padded with EOS to the longest (causal mask: the states up to the
     first EOS, and the pooled output, equal those at 77 tokens)."""
-    return tok(texts, padding="longest", truncation=True, max_length=MAX_LENGTH,
-               return_tensors="pt")["input_ids"]
+    return tok(
+        texts, padding="longest", truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+    )["input_ids"]
 
 
-def soft_contrastive_loss(logits_per_text: torch.Tensor, positives: torch.Tensor
-                          ) -> torch.Tensor:
+def soft_contrastive_loss(logits_per_text: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """Symmetric cross-entropy with multi-positive targets; ``positives`` (T, I) boolean,
     every row and column with at least one True."""
     pos = positives.float()
@@ -169,8 +190,13 @@ def soft_contrastive_loss(logits_per_text: torch.Tensor, positives: torch.Tensor
     return (lt + li) / 2
 
 
-def train_clip(work_dir: Path, cfg: CLIPTrainConfig, export_dir: Path | None = None,
-               data_dir: Path | None = None, stop_after: int | None = None) -> Path:
+def train_clip(
+    work_dir: Path,
+    cfg: CLIPTrainConfig,
+    export_dir: Path | None = None,
+    data_dir: Path | None = None,
+    stop_after: int | None = None,
+) -> Path:
     """Train (or resume) the CLIP model in ``work_dir``: ``cfg.distil_steps`` steps of MiniLM
     distillation, then ``cfg.steps`` contrastive steps; export at the end.
 
@@ -233,10 +259,10 @@ def train_clip(work_dir: Path, cfg: CLIPTrainConfig, export_dir: Path | None = N
                 idx = rng.integers(0, len(images), cfg.batch_size)
                 caps = [sample_scene_caption(codes[i], crng) for i in idx]
                 batch_codes = codes[idx]
-                pos = torch.from_numpy(np.stack([constraints[c].matches(batch_codes)
-                                                 for c in caps]))
-                out = model(input_ids=_tokenize(tok, caps),
-                            pixel_values=to_float(images[idx]))
+                pos = torch.from_numpy(
+                    np.stack([constraints[c].matches(batch_codes) for c in caps])
+                )
+                out = model(input_ids=_tokenize(tok, caps), pixel_values=to_float(images[idx]))
                 loss = soft_contrastive_loss(out.logits_per_text, pos)
                 shown = {"contrastive": float(loss.detach())}
                 if teacher is not None and cfg.distil_weight > 0:
@@ -260,8 +286,9 @@ def train_clip(work_dir: Path, cfg: CLIPTrainConfig, export_dir: Path | None = N
                 return work_dir
             if state.step % cfg.checkpoint_every == 0 or state.step == total:
                 clock.tick(state)
-                save_checkpoint(work_dir, state, {"clip": model, "head": head}, {"opt": opt},
-                                info=info)
+                save_checkpoint(
+                    work_dir, state, {"clip": model, "head": head}, {"opt": opt}, info=info
+                )
     if export_dir is not None:
         export_clip(work_dir, export_dir, cfg)
     return work_dir
@@ -298,8 +325,12 @@ def distillation_fidelity(work_dir: Path, cfg: CLIPTrainConfig, n: int = 500) ->
             continue
         texts = pick.sample(pool, min(n, len(pool)))
         teacher = minilm_sentence_embeddings(texts)
-        pooled = torch.cat([model.eval().text_model(input_ids=_tokenize(tok, texts[i:i + 128]))
-                            .pooler_output for i in range(0, len(texts), 128)])
+        pooled = torch.cat(
+            [
+                model.eval().text_model(input_ids=_tokenize(tok, texts[i : i + 128])).pooler_output
+                for i in range(0, len(texts), 128)
+            ]
+        )
         out[f"{name}_cosine"] = float(F.cosine_similarity(head(pooled), teacher).mean())
         out[f"{name}_captions"] = len(texts)
     return out
@@ -322,9 +353,13 @@ def export_clip(work_dir: Path, export_dir: Path, cfg: CLIPTrainConfig) -> dict:
 
     model, state = load_trained_clip(work_dir, cfg)
     tok = load_clip_tokenizer(Path(work_dir) / "tokenizer")
-    report = {"steps": state.step, "wall_s": round(state.wall_s, 1),
-              "cpu_s": round(state.cpu_s, 1), "config": asdict(cfg),
-              "zero_shot": zero_shot_table(model, tok, cfg.eval_images, cfg.eval_seed)}
+    report = {
+        "steps": state.step,
+        "wall_s": round(state.wall_s, 1),
+        "cpu_s": round(state.cpu_s, 1),
+        "config": asdict(cfg),
+        "zero_shot": zero_shot_table(model, tok, cfg.eval_images, cfg.eval_seed),
+    }
 
     def build(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -339,8 +374,10 @@ def export_clip(work_dir: Path, export_dir: Path, cfg: CLIPTrainConfig) -> dict:
 @torch.no_grad()
 def text_embeddings(model, tok, texts: list[str]) -> torch.Tensor:
     """Normalised projected text embeddings (N, projection_dim)."""
-    out = [model.get_text_features(input_ids=_tokenize(tok, texts[i:i + 256]))
-           for i in range(0, len(texts), 256)]
+    out = [
+        model.get_text_features(input_ids=_tokenize(tok, texts[i : i + 256]))
+        for i in range(0, len(texts), 256)
+    ]
     out = [o.pooler_output if hasattr(o, "pooler_output") else o for o in out]
     return F.normalize(torch.cat(out), dim=-1)
 
@@ -349,7 +386,7 @@ def text_embeddings(model, tok, texts: list[str]) -> torch.Tensor:
 def image_embeddings(model, images: np.ndarray) -> torch.Tensor:
     """Normalised projected image embeddings (N, projection_dim) of uint8 (N, 32, 32, 3)."""
     x = to_float(images)
-    out = [model.get_image_features(pixel_values=x[i:i + 250]) for i in range(0, len(x), 250)]
+    out = [model.get_image_features(pixel_values=x[i : i + 250]) for i in range(0, len(x), 250)]
     out = [o.pooler_output if hasattr(o, "pooler_output") else o for o in out]
     return F.normalize(torch.cat(out), dim=-1)
 
@@ -372,8 +409,9 @@ def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, flo
         for c in classes:
             texts = []
             for t in templates:
-                texts += [t.format(c=c, shape=s) for s in SHAPES] if "{shape}" in t \
-                    else [t.format(c=c)]
+                texts += (
+                    [t.format(c=c, shape=s) for s in SHAPES] if "{shape}" in t else [t.format(c=c)]
+                )
             rows.append(F.normalize(text_embeddings(model, tok, texts).mean(0), dim=-1))
         pred = (img @ torch.stack(rows).T).argmax(1).numpy()
         return float(np.mean(pred == codes[:, col]))
@@ -392,7 +430,8 @@ def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, flo
         "colour: a {colour} {shape}": acc(COLOURS, 1, ["a {c} {shape}"]),
         "style: a {style} {shape}": acc(STYLES, 2, ["a {c} {shape}"]),
         "background: a {shape} on a {bg} background": acc(
-            BACKGROUNDS, 3, ["a {shape} on a {c} background"]),
+            BACKGROUNDS, 3, ["a {shape} on a {c} background"]
+        ),
         "shape (unseen grammar): a photo of a {shape}": acc(SHAPES, 0, ["a photo of a {c}"]),
     }
     # the no-shape scenes: 12-way (nine shapes, plain background, line, ring) on a mix
@@ -400,7 +439,8 @@ def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, flo
     prompts = [f"a {s}" for s in SHAPES] + ["a plain background", "a line", "a ring"]
     pred = (image_embeddings(model, mixed) @ text_embeddings(model, tok, prompts).T).argmax(1)
     table["scene kind (9 shapes + plain/line/ring), half without a shape"] = float(
-        np.mean(pred.numpy() == mixed_codes[:, 0]))
+        np.mean(pred.numpy() == mixed_codes[:, 0])
+    )
     for k in range(3):
         table[f"shape, held-out paraphrase #{k}"] = para_acc(SHAPES, 0, k)
         table[f"colour, held-out paraphrase #{k}"] = para_acc(COLOURS, 1, k)

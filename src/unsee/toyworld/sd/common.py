@@ -34,8 +34,9 @@ CHECKPOINT = "checkpoint.safetensors"
 _META_KEY = "unsee_checkpoint"
 #: Settings a resumed run may change: the length (raise it to continue; the cosine schedule
 #: stretches to the new end), how often it checkpoints, and what the export measures.
-FREE_SETTINGS = frozenset({"steps", "checkpoint_every", "stats_images", "stats_p_none",
-                           "eval_images", "eval_seed"})
+FREE_SETTINGS = frozenset(
+    {"steps", "checkpoint_every", "stats_images", "stats_p_none", "eval_images", "eval_seed"}
+)
 
 
 def limit_threads() -> None:
@@ -77,13 +78,14 @@ def _optim_flat(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _optim_restore(name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                   meta: dict) -> None:
+def _optim_restore(
+    name: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     prefix = f"{name}.state."
     for key, v in tensors.items():
         if key.startswith(prefix):
-            idx, k = key[len(prefix):].split(".", 1)
+            idx, k = key[len(prefix) :].split(".", 1)
             state.setdefault(int(idx), {})[k] = v
     for key, v in meta["scalars"].items():
         idx, k = key.split(".", 1)
@@ -106,10 +108,14 @@ class TrainState:
             self.log = []
 
 
-def save_checkpoint(work_dir: Path, state: TrainState, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer],
-                    extra_tensors: dict[str, torch.Tensor] | None = None,
-                    info: dict | None = None) -> Path:
+def save_checkpoint(
+    work_dir: Path,
+    state: TrainState,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+    info: dict | None = None,
+) -> Path:
     """Atomically write ``work_dir/checkpoint.safetensors`` (+ a readable ``checkpoint.json``).
 
     ``modules`` are saved by state dict under their name; ``extra_tensors`` (e.g. EMA weights)
@@ -125,15 +131,28 @@ def save_checkpoint(work_dir: Path, state: TrainState, modules: dict[str, torch.
         optim_meta[name] = meta
     for k, v in (extra_tensors or {}).items():
         tensors[f"extra.{k}"] = v.detach().cpu().contiguous().clone()
-    meta_doc = {"step": state.step, "log": state.log, "wall_s": state.wall_s,
-                "cpu_s": state.cpu_s, "optimizers": optim_meta, "info": info or {}}
+    meta_doc = {
+        "step": state.step,
+        "log": state.log,
+        "wall_s": state.wall_s,
+        "cpu_s": state.cpu_s,
+        "optimizers": optim_meta,
+        "info": info or {},
+    }
     path = Path(work_dir) / CHECKPOINT
-    atomic_write(path, lambda p: save_file(tensors, str(p),
-                                           metadata={_META_KEY: json.dumps(meta_doc)}))
-    write_json(Path(work_dir) / "checkpoint.json",
-               {"step": state.step, "loss_last_50": _mean_tail(state.log),
-                "wall_s": round(state.wall_s, 1), "cpu_s": round(state.cpu_s, 1),
-                "info": info or {}})
+    atomic_write(
+        path, lambda p: save_file(tensors, str(p), metadata={_META_KEY: json.dumps(meta_doc)})
+    )
+    write_json(
+        Path(work_dir) / "checkpoint.json",
+        {
+            "step": state.step,
+            "loss_last_50": _mean_tail(state.log),
+            "wall_s": round(state.wall_s, 1),
+            "cpu_s": round(state.cpu_s, 1),
+            "info": info or {},
+        },
+    )
     return path
 
 
@@ -141,9 +160,12 @@ def _mean_tail(log: list[float] | None, n: int = 50) -> float | None:
     return float(np.mean(log[-n:])) if log else None
 
 
-def load_checkpoint(work_dir: Path, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer],
-                    info: dict | None = None) -> tuple[TrainState, dict[str, torch.Tensor]] | None:
+def load_checkpoint(
+    work_dir: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    info: dict | None = None,
+) -> tuple[TrainState, dict[str, torch.Tensor]] | None:
     """Restore ``modules`` and ``optimizers`` from ``work_dir`` in place; returns the state and
     the extra tensors, or ``None`` if there is no checkpoint. With ``info`` given, a checkpoint
     made under a different value of any key of ``info`` is refused (keys absent from the
@@ -157,32 +179,41 @@ def load_checkpoint(work_dir: Path, modules: dict[str, torch.nn.Module],
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
     if info is not None:
         saved = meta_doc.get("info", {})
-        diff = sorted(k for k in info if k in saved and k not in FREE_SETTINGS
-                      and saved[k] != info[k])
+        diff = sorted(
+            k for k in info if k in saved and k not in FREE_SETTINGS and saved[k] != info[k]
+        )
         if diff:
-            raise UnseeError(f"{path} was made with different settings ({', '.join(diff)}); "
-                             "use another work dir or the same settings")
+            raise UnseeError(
+                f"{path} was made with different settings ({', '.join(diff)}); "
+                "use another work dir or the same settings"
+            )
     for name, m in modules.items():
         prefix = f"model.{name}."
-        m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                           if k.startswith(prefix)})
+        m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     for name, opt in optimizers.items():
         _optim_restore(f"optim.{name}", opt, tensors, meta_doc["optimizers"][name])
-    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return TrainState(step=int(meta_doc["step"]), log=list(meta_doc["log"]),
-                      wall_s=float(meta_doc.get("wall_s", 0.0)),
-                      cpu_s=float(meta_doc.get("cpu_s", 0.0))), extra
+    extra = {k[len("extra.") :]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return TrainState(
+        step=int(meta_doc["step"]),
+        log=list(meta_doc["log"]),
+        wall_s=float(meta_doc.get("wall_s", 0.0)),
+        cpu_s=float(meta_doc.get("cpu_s", 0.0)),
+    ), extra
 
 
 class EMA:
     """Exponential moving average of a module's floating-point tensors, with the usual
     warm-up ``decay = min(max_decay, 1 - (1 + step) ** -power)`` (diffusers' EMAModel form)."""
 
-    def __init__(self, module: torch.nn.Module, max_decay: float = 0.999,
-                 power: float = 2 / 3) -> None:
+    def __init__(
+        self, module: torch.nn.Module, max_decay: float = 0.999, power: float = 2 / 3
+    ) -> None:
         self.max_decay, self.power = max_decay, power
-        self.shadow = {k: v.detach().clone().float() for k, v in module.state_dict().items()
-                       if v.is_floating_point()}
+        self.shadow = {
+            k: v.detach().clone().float()
+            for k, v in module.state_dict().items()
+            if v.is_floating_point()
+        }
 
     def decay(self, step: int) -> float:
         return min(self.max_decay, 1 - (1 + step) ** -self.power)
@@ -222,8 +253,14 @@ class Clock:
 
 def save_array_cache(path: Path, arrays: dict[str, np.ndarray | torch.Tensor]) -> None:
     """Write a cache of arrays as safetensors, atomically (no pickles, no npz)."""
-    tensors = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray)
-                   else v.contiguous()) for k, v in arrays.items()}
+    tensors = {
+        k: (
+            torch.from_numpy(np.ascontiguousarray(v))
+            if isinstance(v, np.ndarray)
+            else v.contiguous()
+        )
+        for k, v in arrays.items()
+    }
     atomic_write(Path(path), lambda p: save_file(tensors, str(p)))
 
 

@@ -62,10 +62,12 @@ def render_none(kind: str, colour: str, background: str, rng: np.random.Generato
     """A scene without any of the nine shapes: uint8 (32, 32, 3), drawn at 4x and
     box-downsampled like ToyWorld's renders, with the same background jitter."""
     hi, size = tw_render._HI, tw_render.SIZE
-    bg = np.clip(np.array(tw_render.BACKGROUND_RGB[background], np.float32)
-                 + rng.uniform(-6, 6), 0, 255)
-    fill = np.clip(np.array(tw_render.COLOUR_RGB[colour], np.float32) * rng.uniform(0.92, 1.06),
-                   0, 255)
+    bg = np.clip(
+        np.array(tw_render.BACKGROUND_RGB[background], np.float32) + rng.uniform(-6, 6), 0, 255
+    )
+    fill = np.clip(
+        np.array(tw_render.COLOUR_RGB[colour], np.float32) * rng.uniform(0.92, 1.06), 0, 255
+    )
     mask_img = Image.new("L", (hi, hi), 0)
     draw = ImageDraw.Draw(mask_img)
     width = int(rng.uniform(0.06, 0.09) * hi)
@@ -107,13 +109,16 @@ def render_scenes(n: int, seed: int, p_none: float) -> tuple[np.ndarray, np.ndar
         else:
             a = tw_render.random_attributes(rng)
             images[i] = tw_render.render(a, rng)
-            codes[i] = (SHAPES.index(a.shape), COLOURS.index(a.colour), STYLES.index(a.style),
-                        BACKGROUNDS.index(a.background))
+            codes[i] = (
+                SHAPES.index(a.shape),
+                COLOURS.index(a.colour),
+                STYLES.index(a.style),
+                BACKGROUNDS.index(a.background),
+            )
     return images, codes
 
 
-def load_scenes(cache_dir: Path, n: int, seed: int, p_none: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def load_scenes(cache_dir: Path, n: int, seed: int, p_none: float) -> tuple[np.ndarray, np.ndarray]:
     """:func:`render_scenes`, cached in ``cache_dir`` as safetensors (written atomically)."""
     from unsee.toyworld.sd.common import load_array_cache, save_array_cache
 
@@ -136,11 +141,11 @@ def attributes_of(code: np.ndarray) -> Attributes:
     return Attributes(SHAPES[s], COLOURS[c], STYLES[st], BACKGROUNDS[b])
 
 
-def _none_caption(kind: str, colour: str | None, background: str | None,
-                  plain_word: str) -> str:
+def _none_caption(kind: str, colour: str | None, background: str | None, plain_word: str) -> str:
     if kind == "plain":
-        phrase = f"{plain_word} {background} background" if background else \
-            f"{plain_word} background"
+        phrase = (
+            f"{plain_word} {background} background" if background else f"{plain_word} background"
+        )
         return f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}"
     return compose_caption(kind, colour, None, background)
 
@@ -193,17 +198,24 @@ def caption_constraints() -> dict[str, Constraint]:
     bgs: list[str | None] = [None, *BACKGROUNDS]
     out: dict[str, Constraint] = {}
     for (sw, shapes), c, (stw, st), b in itertools.product(
-            shape_words.items(), colours, style_words.items(), bgs):
+        shape_words.items(), colours, style_words.items(), bgs
+    ):
         out[compose_caption(sw, c, stw, b)] = Constraint(
-            shapes, None if c is None else COLOURS.index(c), st,
-            None if b is None else BACKGROUNDS.index(b))
+            shapes,
+            None if c is None else COLOURS.index(c),
+            st,
+            None if b is None else BACKGROUNDS.index(b),
+        )
     for k, kind in enumerate(NONE_KINDS):
         code = frozenset({len(SHAPES) + k})
         words = PLAIN_WORDS if kind == "plain" else ("",)
         for c, b, w in itertools.product(colours if kind != "plain" else [None], bgs, words):
             out[_none_caption(kind, c, b, w)] = Constraint(
-                code, None if c is None else COLOURS.index(c), None,
-                None if b is None else BACKGROUNDS.index(b))
+                code,
+                None if c is None else COLOURS.index(c),
+                None,
+                None if b is None else BACKGROUNDS.index(b),
+            )
     return out
 
 

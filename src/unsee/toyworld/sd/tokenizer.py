@@ -29,8 +29,10 @@ from pathlib import Path
 from unsee.errors import UnseeError
 
 BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
-_CANDIDATES = (("open_clip_torch", "open_clip/bpe_simple_vocab_16e6.txt.gz"),
-               ("clip-anytorch", "clip/bpe_simple_vocab_16e6.txt.gz"))
+_CANDIDATES = (
+    ("open_clip_torch", "open_clip/bpe_simple_vocab_16e6.txt.gz"),
+    ("clip-anytorch", "clip/bpe_simple_vocab_16e6.txt.gz"),
+)
 VOCAB_SIZE = 49408
 MAX_LENGTH = 77
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
@@ -53,9 +55,11 @@ def find_bpe_file() -> Path:
                 found = p
                 break
     if found is None or not found.exists():
-        raise UnseeError("CLIP's BPE file was not found: install it with "
-                         "`pip install --no-deps open-clip-torch==3.3.0` (no torchvision) "
-                         "or set UNSEE_CLIP_BPE to bpe_simple_vocab_16e6.txt.gz")
+        raise UnseeError(
+            "CLIP's BPE file was not found: install it with "
+            "`pip install --no-deps open-clip-torch==3.3.0` (no torchvision) "
+            "or set UNSEE_CLIP_BPE to bpe_simple_vocab_16e6.txt.gz"
+        )
     digest = hashlib.sha256(found.read_bytes()).hexdigest()
     if digest != BPE_SHA256:
         raise UnseeError(f"{found} is not CLIP's BPE file (sha256 {digest[:12]}...)")
@@ -64,8 +68,11 @@ def find_bpe_file() -> Path:
 
 def bytes_to_unicode() -> dict[int, str]:
     """OpenAI's reversible byte -> printable unicode map (GPT-2 / CLIP)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -80,7 +87,7 @@ def vocab_and_merges(bpe_path: Path) -> tuple[dict[str, int], list[str]]:
     """CLIP's token -> id map (49 408 entries) and merge list, as ``simple_tokenizer``."""
     with gzip.open(bpe_path) as f:
         lines = f.read().decode("utf-8").split("\n")
-    merges = lines[1:49152 - 256 - 2 + 1]
+    merges = lines[1 : 49152 - 256 - 2 + 1]
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols]
     vocab += ["".join(m.split()) for m in merges]
@@ -101,10 +108,19 @@ def build_clip_tokenizer(out_dir: Path, bpe_path: Path | None = None) -> Path:
         t = Path(tmp)
         (t / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
         (t / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-        (t / "tokenizer_config.json").write_text(json.dumps({
-            "model_max_length": MAX_LENGTH, "bos_token": BOS, "eos_token": EOS,
-            "unk_token": EOS, "pad_token": EOS, "do_lower_case": True,
-            "tokenizer_class": "CLIPTokenizer"}))
+        (t / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "model_max_length": MAX_LENGTH,
+                    "bos_token": BOS,
+                    "eos_token": EOS,
+                    "unk_token": EOS,
+                    "pad_token": EOS,
+                    "do_lower_case": True,
+                    "tokenizer_class": "CLIPTokenizer",
+                }
+            )
+        )
         tok = CLIPTokenizer.from_pretrained(t, local_files_only=True)
         tok.model_max_length = MAX_LENGTH
         tok.save_pretrained(out_dir)

@@ -84,8 +84,9 @@ class UNetTrainConfig:
         return d
 
 
-def unet_config(cfg: UNetTrainConfig, cross_attention_dim: int, latent_size: int = 8,
-                latent_channels: int = 4) -> dict:
+def unet_config(
+    cfg: UNetTrainConfig, cross_attention_dim: int, latent_size: int = 8, latent_channels: int = 4
+) -> dict:
     n = len(cfg.block_out_channels)
     return {
         "sample_size": latent_size,
@@ -133,33 +134,44 @@ def load_frozen_parts(vae_dir: Path, clip_dir: Path):
 
 
 @torch.no_grad()
-def encode_prompts(text_encoder, tokenizer, prompts: list[str], batch: int = 128
-                   ) -> torch.Tensor:
+def encode_prompts(text_encoder, tokenizer, prompts: list[str], batch: int = 128) -> torch.Tensor:
     """SD's conditioning: last hidden states (N, 77, D) of prompts padded to 77 tokens."""
     out = []
     for i in range(0, len(prompts), batch):
-        ids = tokenizer(prompts[i:i + batch], padding="max_length", max_length=MAX_LENGTH,
-                        truncation=True, return_tensors="pt")["input_ids"]
+        ids = tokenizer(
+            prompts[i : i + batch],
+            padding="max_length",
+            max_length=MAX_LENGTH,
+            truncation=True,
+            return_tensors="pt",
+        )["input_ids"]
         out.append(text_encoder(ids)[0])
     return torch.cat(out)
 
 
 @torch.no_grad()
-def _posterior_cache(vae, images: np.ndarray, batch: int = 500
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+def _posterior_cache(
+    vae, images: np.ndarray, batch: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     means, stds = [], []
     with progress_bar(len(images), "encode scenes with the VAE") as bar:
         for i in range(0, len(images), batch):
-            d = vae.encode(to_float(images[i:i + batch])).latent_dist
+            d = vae.encode(to_float(images[i : i + batch])).latent_dist
             means.append(d.mean.contiguous())  # a chunk view: strides would differ from a
-            stds.append(d.std.contiguous())    # reloaded cache and change conv kernels' bits
-            bar.advance(len(images[i:i + batch]))
+            stds.append(d.std.contiguous())  # reloaded cache and change conv kernels' bits
+            bar.advance(len(images[i : i + batch]))
     return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
 
-def train_unet(work_dir: Path, cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Path,
-               out_dir: Path | None = None, data_dir: Path | None = None,
-               stop_after: int | None = None) -> Path:
+def train_unet(
+    work_dir: Path,
+    cfg: UNetTrainConfig,
+    vae_dir: Path,
+    clip_dir: Path,
+    out_dir: Path | None = None,
+    data_dir: Path | None = None,
+    stop_after: int | None = None,
+) -> Path:
     """Train (or resume) the UNet in ``work_dir`` on the frozen VAE and CLIP exports; at
     ``cfg.steps`` write the pipeline folder ``out_dir`` with the EMA weights.
 
@@ -195,8 +207,12 @@ def train_unet(work_dir: Path, cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Pa
     scale = float(vae.config.scaling_factor)
 
     torch.manual_seed(cfg.seed)
-    ucfg = unet_config(cfg, text_encoder.config.hidden_size, latent_size=mean.shape[-1],
-                       latent_channels=mean.shape[1])
+    ucfg = unet_config(
+        cfg,
+        text_encoder.config.hidden_size,
+        latent_size=mean.shape[-1],
+        latent_channels=mean.shape[1],
+    )
     unet = UNet2DConditionModel(**ucfg)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(unet, cfg.ema_max_decay)
@@ -215,8 +231,12 @@ def train_unet(work_dir: Path, cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Pa
             rng, g = step_rngs(cfg.seed, state.step)
             crng = random.Random(int(rng.integers(2**62)))
             idx = rng.integers(0, len(images), cfg.batch_size)
-            rows = [empty_row if crng.random() < cfg.caption_dropout
-                    else cap_index[sample_scene_caption(codes[i], crng)] for i in idx]
+            rows = [
+                empty_row
+                if crng.random() < cfg.caption_dropout
+                else cap_index[sample_scene_caption(codes[i], crng)]
+                for i in idx
+            ]
             z = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * scale
             noise = torch.randn(z.shape, generator=g)
             t = torch.randint(0, len(alphas), (cfg.batch_size,), generator=g)
@@ -227,8 +247,7 @@ def train_unet(work_dir: Path, cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Pa
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {state.step}; checkpoint kept")
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(state.step, cfg.steps, cfg.lr, cfg.warmup,
-                                        cfg.min_lr_ratio)
+                group["lr"] = cosine_lr(state.step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -241,18 +260,39 @@ def train_unet(work_dir: Path, cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Pa
                 return work_dir
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 clock.tick(state)
-                save_checkpoint(work_dir, state, {"unet": unet}, {"opt": opt},
-                                extra_tensors=ema.tensors(), info=info)
+                save_checkpoint(
+                    work_dir,
+                    state,
+                    {"unet": unet},
+                    {"opt": opt},
+                    extra_tensors=ema.tensors(),
+                    info=info,
+                )
     if out_dir is not None:
         ema.copy_to(unet)
-        assemble_pipeline(vae_dir, clip_dir, unet.eval(), Path(out_dir),
-                          info={"steps": state.step, "wall_s": round(state.wall_s, 1),
-                                "cpu_s": round(state.cpu_s, 1), "config": info})
+        assemble_pipeline(
+            vae_dir,
+            clip_dir,
+            unet.eval(),
+            Path(out_dir),
+            info={
+                "steps": state.step,
+                "wall_s": round(state.wall_s, 1),
+                "cpu_s": round(state.cpu_s, 1),
+                "config": info,
+            },
+        )
     return work_dir
 
 
-def assemble_pipeline(vae_dir: Path, clip_dir: Path, unet, out_dir: Path,
-                      info: dict | None = None, dtype: torch.dtype = torch.float32) -> Path:
+def assemble_pipeline(
+    vae_dir: Path,
+    clip_dir: Path,
+    unet,
+    out_dir: Path,
+    info: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
     """Write a ``StableDiffusionPipeline`` folder (no safety checker) to ``out_dir``, plus
     ``toyworld_sd.json`` (how it was made). The tokenizer folder carries ``vocab.json`` and
     ``merges.txt`` beside ``tokenizer.json``."""
@@ -264,14 +304,21 @@ def assemble_pipeline(vae_dir: Path, clip_dir: Path, unet, out_dir: Path,
 
     vae, text_encoder, tok = load_frozen_parts(vae_dir, clip_dir)
     pipe = StableDiffusionPipeline(
-        vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), tokenizer=tok,
-        unet=copy.deepcopy(unet).to(dtype), scheduler=build_scheduler(), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+        vae=vae.to(dtype),
+        text_encoder=text_encoder.to(dtype),
+        tokenizer=tok,
+        unet=copy.deepcopy(unet).to(dtype),
+        scheduler=build_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
     def build(tmp: Path) -> None:
         pipe.save_pretrained(tmp, safe_serialization=True)
         add_slow_files(tmp / "tokenizer", Path(clip_dir) / "tokenizer")
-        write_json(tmp / "toyworld_sd.json", {"vae": str(vae_dir), "clip": str(clip_dir),
-                                              **(info or {})})
+        write_json(
+            tmp / "toyworld_sd.json", {"vae": str(vae_dir), "clip": str(clip_dir), **(info or {})}
+        )
 
     return atomic_dir(Path(out_dir), build, "export", overwrite=True)

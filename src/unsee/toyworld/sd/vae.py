@@ -94,8 +94,9 @@ def build_vae(block_out_channels: tuple[int, ...] = (32, 64, 64)):
     return AutoencoderKL(**cfg)
 
 
-def vae_loss(vae, x: torch.Tensor, g: torch.Generator, kl_weight: float
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def vae_loss(
+    vae, x: torch.Tensor, g: torch.Generator, kl_weight: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, mse) for images ``x`` (B, 3, H, W) in [-1, 1]; the posterior is sampled with
     ``g``; KL is per image divided by the number of pixel values per image."""
     post = vae.encode(x).latent_dist
@@ -106,8 +107,13 @@ def vae_loss(vae, x: torch.Tensor, g: torch.Generator, kl_weight: float
     return mse + kl_weight * kl, mse
 
 
-def train_vae(work_dir: Path, cfg: VAEConfig, export_dir: Path | None = None,
-              data_dir: Path | None = None, stop_after: int | None = None) -> Path:
+def train_vae(
+    work_dir: Path,
+    cfg: VAEConfig,
+    export_dir: Path | None = None,
+    data_dir: Path | None = None,
+    stop_after: int | None = None,
+) -> Path:
     """Train (or resume) the VAE in ``work_dir``; at ``cfg.steps`` fold and export it.
 
     Checkpoint: ``work_dir/checkpoint.safetensors`` every ``cfg.checkpoint_every`` steps.
@@ -137,8 +143,7 @@ def train_vae(work_dir: Path, cfg: VAEConfig, export_dir: Path | None = None,
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite loss at step {state.step}; checkpoint kept")
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(state.step, cfg.steps, cfg.lr, cfg.warmup,
-                                        cfg.min_lr_ratio)
+                group["lr"] = cosine_lr(state.step, cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -167,24 +172,30 @@ def load_trained_vae(work_dir: Path, cfg: VAEConfig):
 
 
 @torch.no_grad()
-def latent_stats(vae, x: torch.Tensor, seed: int = 0, batch: int = 250
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def latent_stats(
+    vae, x: torch.Tensor, seed: int = 0, batch: int = 250
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (each (C,)) of posterior samples of images ``x``."""
     g = torch.Generator().manual_seed(seed)
-    zs = torch.cat([vae.encode(x[i:i + batch]).latent_dist.sample(generator=g)
-                    for i in range(0, len(x), batch)])
+    zs = torch.cat(
+        [
+            vae.encode(x[i : i + batch]).latent_dist.sample(generator=g)
+            for i in range(0, len(x), batch)
+        ]
+    )
     zs = zs.transpose(0, 1).reshape(zs.shape[1], -1).double()
     return zs.mean(1).float(), zs.std(1).float()
 
 
 @torch.no_grad()
-def fold_latent_stats(vae, mean: torch.Tensor, std: torch.Tensor,
-                      scaling_factor: float = SCALING_FACTOR):
+def fold_latent_stats(
+    vae, mean: torch.Tensor, std: torch.Tensor, scaling_factor: float = SCALING_FACTOR
+):
     """Rewrite ``quant_conv`` / ``post_quant_conv`` in place so that latents ``z'`` satisfy
     ``scaling_factor * z' = (z - mean) / std`` per channel while ``decode(z')`` equals the old
     ``decode(z)``; sets ``config.scaling_factor``. Returns ``vae``."""
     c = mean.numel()
-    a = (1.0 / (scaling_factor * std.double()))
+    a = 1.0 / (scaling_factor * std.double())
     b = -a * mean.double()
     qw, qb = vae.quant_conv.weight, vae.quant_conv.bias  # (2C, 2C', 1, 1), (2C,)
     w, bias = qw.double(), qb.double()
@@ -217,8 +228,10 @@ def export_vae(work_dir: Path, export_dir: Path, cfg: VAEConfig) -> dict:
     scaled = std2 * SCALING_FACTOR
     report = {
         "latent_before_fold": {"mean": mean.tolist(), "std": std.tolist()},
-        "scaled_latent_after_fold": {"mean": (mean2 * SCALING_FACTOR).tolist(),
-                                     "std": scaled.tolist()},
+        "scaled_latent_after_fold": {
+            "mean": (mean2 * SCALING_FACTOR).tolist(),
+            "std": scaled.tolist(),
+        },
         "scaling_factor": SCALING_FACTOR,
         "quality": evaluate_vae(vae, cfg.eval_images, cfg.eval_seed),
         "config": cfg.model_info(),
@@ -240,8 +253,10 @@ def export_vae(work_dir: Path, export_dir: Path, cfg: VAEConfig) -> dict:
 @torch.no_grad()
 def reconstruct(vae, x: torch.Tensor, batch: int = 250) -> torch.Tensor:
     """Decode of the posterior mode: (B, 3, H, W) in [-1, 1] -> same, clamped."""
-    out = [vae.decode(vae.encode(x[i:i + batch]).latent_dist.mode()).sample
-           for i in range(0, len(x), batch)]
+    out = [
+        vae.decode(vae.encode(x[i : i + batch]).latent_dist.mode()).sample
+        for i in range(0, len(x), batch)
+    ]
     return torch.cat(out).clamp(-1, 1)
 
 
@@ -266,12 +281,27 @@ def evaluate_vae(vae, n: int = 500, seed: int = 4242) -> dict:
 
     def acc(preds: dict, mask: np.ndarray | None = None) -> dict[str, float]:
         m = np.ones(n, bool) if mask is None else mask
-        return {k: float(np.mean([p["label"] == t for p, t, keep in
-                                  zip(preds[k], truth[k], m, strict=True) if keep]))
-                for k in ATTRIBUTES}
+        return {
+            k: float(
+                np.mean(
+                    [
+                        p["label"] == t
+                        for p, t, keep in zip(preds[k], truth[k], m, strict=True)
+                        if keep
+                    ]
+                )
+            )
+            for k in ATTRIBUTES
+        }
 
     per_style = {s: acc(p_rec, codes[:, 2] == i)["style"] for i, s in enumerate(STYLES)}
-    return {"images": n, "seed": seed, "mse": mse,
-            "psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
-            "judge_on_reconstructions": acc(p_rec), "judge_on_renders": acc(p_ref),
-            "style_recall_on_reconstructions": per_style, "seconds": round(time.time() - t0, 1)}
+    return {
+        "images": n,
+        "seed": seed,
+        "mse": mse,
+        "psnr_db": 10 * math.log10(4.0 / max(mse, 1e-12)),
+        "judge_on_reconstructions": acc(p_rec),
+        "judge_on_renders": acc(p_ref),
+        "style_recall_on_reconstructions": per_style,
+        "seconds": round(time.time() - t0, 1),
+    }
