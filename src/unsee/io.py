@@ -78,7 +78,10 @@ def json_text(obj: Any) -> str:
 
 def write_json(path: Path, obj: Any) -> Path:
     text = json_text(obj)
-    return atomic_write(path, lambda p: p.write_text(text))
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    return atomic_write(path, write)
 
 
 # -- output folders ------------------------------------------------------------------------
@@ -230,7 +233,7 @@ def clean_partial(final: Path) -> list[Path]:
     output aside and moving the new one in left no ``final``: the previous one is put back.
     """
     final = Path(final)
-    removed = []
+    removed: list[Path] = []
     if not final.absolute().parent.is_dir():
         return removed
     for cand in final.absolute().parent.glob(f".{final.name}.*"):

@@ -12,6 +12,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -25,7 +26,10 @@ class Bar:
     """
 
     def __init__(
-        self, progress: Progress | None, task: int | None, plain: tuple[str, int, int] | None = None
+        self,
+        progress: Progress | None,
+        task: TaskID | None,
+        plain: tuple[str, int, int] | None = None,
     ) -> None:
         self._progress, self._task = progress, task
         self._plain = plain
@@ -33,7 +37,7 @@ class Bar:
         self._last = time.monotonic()
         self._start = self._last
 
-    def advance(self, n: int = 1, **fields: float | str) -> None:
+    def advance(self, n: int = 1, /, **fields: float | str) -> None:
         info = "  ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
         )

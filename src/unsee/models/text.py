@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class PromptEncoder(nn.Module):
     """
 
     def __init__(
-        self, tokenizer, model: nn.Module, max_length: int, use_attention_mask: bool
+        self, tokenizer, model: PreTrainedModel, max_length: int, use_attention_mask: bool
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer

@@ -123,7 +123,7 @@ def train_judge(
                 idx = perm[s * batch_size : (s + 1) * batch_size]
                 x = _perturb(x_all[idx], g)
                 out = model(x)
-                loss = sum(
+                loss: torch.Tensor = sum(  # type: ignore[assignment]
                     F.cross_entropy(out[k], y_all[idx, i], ignore_index=-1)
                     for i, k in enumerate(ATTRIBUTES)
                 )

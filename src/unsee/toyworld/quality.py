@@ -7,6 +7,7 @@ A prompt's score is the share of its images whose judged attribute matches the p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ def measure_quality(
     g = bundle.default_guidance if guidance is None else guidance
     images = generate(bundle, prompts, seeds, steps=steps, guidance=g, description="quality")
     preds = predict(judge, images)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for j, q in enumerate(qps):
         sl = slice(j * num_images, (j + 1) * num_images)
         labels = [p["label"] for p in preds[q.attribute][sl]]

@@ -253,7 +253,7 @@ def train_clip(
             rng, _ = step_rngs(cfg.seed, state.step)
             if state.step < cfg.distil_steps:
                 loss = distil_loss(rng, cfg.batch_size)
-                shown = {"distil": float(loss.detach())}
+                shown: dict[str, float] = {"distil": float(loss.detach())}
             else:
                 crng = random.Random(int(rng.integers(2**62)))
                 idx = rng.integers(0, len(images), cfg.batch_size)

@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,13 +99,9 @@ class TrainState:
     wall and CPU seconds spent so far over all resumes."""
 
     step: int = 0
-    log: list[float] | None = None
+    log: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.log is None:
-            self.log = []
 
 
 def save_checkpoint(
@@ -156,7 +152,7 @@ def save_checkpoint(
     return path
 
 
-def _mean_tail(log: list[float] | None, n: int = 50) -> float | None:
+def _mean_tail(log: list[float], n: int = 50) -> float | None:
     return float(np.mean(log[-n:])) if log else None
 
 

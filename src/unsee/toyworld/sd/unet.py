@@ -127,7 +127,7 @@ def load_frozen_parts(vae_dir: Path, clip_dir: Path):
     if abs(vae.config.scaling_factor - 0.18215) > 1e-12:
         raise UnseeError(f"{vae_dir}: scaling_factor is not 0.18215 (not a folded VAE)")
     clip = CLIPModel.from_pretrained(str(clip_dir))
-    text = CLIPTextModel(clip.config.text_config)
+    text = CLIPTextModel(clip.text_model.config)
     text.load_state_dict(clip.text_model.state_dict())
     tok = load_clip_tokenizer(Path(clip_dir) / "tokenizer")
     return vae, text.eval().requires_grad_(False), tok
