@@ -5,15 +5,21 @@ same interface, so sampling and every method are written once."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
 from unsee.models.text import PromptEncoder
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -145,16 +151,23 @@ def _quiet_loaders() -> None:
 
 
 def load_bundle(
-    spec: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    variant: str | None = None,
 ) -> Bundle:
-    """Load ``"toyworld"``, a local diffusers folder, or a hub id (needs network).
+    """Load ``"toyworld"``, a local diffusers folder, a single-file ``.safetensors``
+    checkpoint, or a hub id (from the local cache, else the network).
 
-    Raises :class:`UnseeError` with one clear line for an unknown spec, a missing or
-    incomplete folder, or a text encoder whose width does not fit the UNet.
+    ``variant`` picks weight files saved with ``save_pretrained(variant=...)`` (e.g.
+    ``"fp16"``: ``*.fp16.safetensors``). Raises :class:`UnseeError` with one clear line for
+    an unknown spec, a missing or incomplete folder, an unsupported pipeline class (SDXL,
+    SD3, Flux: refused before any weight is read), a pickle checkpoint, a hub id that is
+    neither cached nor reachable, or a text encoder whose width does not fit the UNet.
     """
     _quiet_loaders()
     try:
-        bundle = _load(str(spec), dtype)
+        bundle = _load(str(spec), dtype, variant)
     except UnseeError:
         raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as exc:
@@ -167,30 +180,152 @@ def load_bundle(
     return bundle.to(device)
 
 
-def _load(spec_s: str, dtype: torch.dtype) -> Bundle:
+def _load(spec_s: str, dtype: torch.dtype, variant: str | None) -> Bundle:
     if spec_s == "toyworld":
-        bundle = _load_pixel(TOYWORLD_DIR, "toyworld", dtype)
-    else:
-        path = Path(spec_s).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise UnseeError(f"model {spec_s!r} is a file; give a diffusers model folder")
-            if (path / "unsee_model.json").exists():
-                bundle = _load_pixel(path, spec_s, dtype)
-            elif (path / "model_index.json").exists() or (path / "unet").is_dir():
-                bundle = _load_diffusers(str(path), spec_s, dtype, local=True)
-            else:
-                raise UnseeError(
-                    f"{spec_s} is not a model folder (no model_index.json or unsee_model.json)"
-                )
-        elif _HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
-            bundle = _load_diffusers(spec_s, spec_s, dtype, local=False)
-        else:
+        _no_variant(variant, spec_s)
+        return _load_pixel(TOYWORLD_DIR, "toyworld", dtype)
+    path = Path(spec_s).expanduser()
+    if path.is_file():
+        return _load_single_file(path, spec_s, dtype)
+    if path.is_dir():
+        if (path / "unsee_model.json").exists():
+            _no_variant(variant, spec_s)
+            return _load_pixel(path, spec_s, dtype)
+        if (path / "model_index.json").exists():
+            check_pipeline_class(_read_index(path / "model_index.json"), spec_s)
+        elif not (path / "unet").is_dir():
             raise UnseeError(
-                f"unknown model {spec_s!r}: use 'toyworld', a diffusers folder, "
-                "or a hub id like 'CompVis/stable-diffusion-v1-4'"
+                f"{spec_s} is not a model folder (no model_index.json or unsee_model.json)"
             )
-    return bundle
+        return _load_diffusers(str(path), spec_s, dtype, variant, local=True)
+    if path.exists():
+        raise UnseeError(f"model {spec_s!r} is neither a file nor a folder")
+    if _HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
+        index, cached = _hub_index(spec_s)
+        check_pipeline_class(_read_index(Path(index)), spec_s)
+        return _load_diffusers(spec_s, spec_s, dtype, variant, local=cached)
+    raise UnseeError(
+        f"unknown model {spec_s!r}: use 'toyworld', a diffusers folder, a .safetensors "
+        "checkpoint, or a hub id like 'CompVis/stable-diffusion-v1-4'"
+    )
+
+
+def _no_variant(variant: str | None, spec: str) -> None:
+    if variant is not None:
+        raise UnseeError(
+            f"--variant applies to diffusers folders and hub ids; {spec!r} is an unsee "
+            "pixel-space model with one set of weights"
+        )
+
+
+#: Pipeline classes unsee samples and erases: one CLIP text encoder and a
+#: UNet2DConditionModel (Stable Diffusion 1.x and 2.x, and models saved in their layout).
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+_UNSUPPORTED_FAMILIES = (
+    ("XL", "SDXL (two text encoders and added time conditioning)"),
+    ("StableDiffusion3", "SD3 (an MMDiT transformer, three text encoders)"),
+    ("Flux", "Flux (a transformer, T5 and CLIP text encoders)"),
+)
+
+
+def _read_index(path: Path) -> dict:
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnseeError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(index, dict):
+        raise UnseeError(f"{path} is not a pipeline index (not a JSON object)")
+    return index
+
+
+def check_pipeline_class(index: dict, spec: str) -> None:
+    """Refuse a pipeline unsee cannot run, from its ``model_index.json`` alone (before any
+    weight is read), naming what it is and what is supported."""
+    cls = str(index.get("_class_name", ""))
+    if cls in SUPPORTED_PIPELINES:
+        return
+    what = next((name for key, name in _UNSUPPORTED_FAMILIES if key in cls), None)
+    if what is None and not (
+        {"unet", "text_encoder", "tokenizer"} <= index.keys() and "text_encoder_2" not in index
+    ):
+        what = f"a {cls or 'pipeline'} without Stable Diffusion's layout"
+    if what is not None:
+        raise UnseeError(
+            f"model {spec!r} is {what} ({cls or 'no _class_name'}), which unsee does not "
+            "support; it works on Stable Diffusion 1.x/2.x pipelines "
+            f"({', '.join(SUPPORTED_PIPELINES)}: one CLIP text encoder and a UNet) and on "
+            "its own ToyWorld models"
+        )
+
+
+def _offline() -> bool:
+    """huggingface_hub's offline mode, also when HF_HUB_OFFLINE was set after its import."""
+    from huggingface_hub import constants, is_offline_mode
+
+    return (
+        is_offline_mode()
+        or os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
+    )
+
+
+def _hub_index(repo: str) -> tuple[str, bool]:
+    """(local path of ``model_index.json``, whether it came from the cache) for hub id
+    ``repo``. Offline and uncached is refused at once; online, only this one small file is
+    asked for before a missing network or repository is reported (not once per component,
+    with retries, as loading every subfolder would)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo, "model_index.json")
+    if isinstance(cached, str):
+        return cached, True
+    if _offline():
+        raise UnseeError(
+            f"model {repo!r}: no network and not in the local cache (HF_HUB_OFFLINE is "
+            "set); download it where there is a network (huggingface-cli download "
+            f"{repo}) or give a local diffusers folder"
+        )
+    try:
+        return hf_hub_download(repo, "model_index.json"), False
+    except Exception as exc:  # connection, DNS, 404, gated: all mean "cannot get it"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnseeError(
+            f"model {repo!r}: not in the local cache and not downloadable "
+            f"({type(exc).__name__}: {first[:200]}); with no network, it needs to be "
+            "downloaded first or given as a local folder"
+        ) from None
+
+
+#: File types that hold pickles: loading one can run arbitrary code.
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
+
+
+def _load_single_file(path: Path, model_id: str, dtype: torch.dtype) -> Bundle:
+    """A single-file Stable Diffusion checkpoint through diffusers' ``from_single_file``,
+    with no network: diffusers then needs the matching configs in the local cache."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UnseeError(
+            f"model {model_id!r} is a file in a pickle format ({path.suffix}), which unsee "
+            "never loads (unpickling can run code); convert it to .safetensors or a "
+            "diffusers folder"
+        )
+    if path.suffix.lower() != ".safetensors":
+        raise UnseeError(
+            f"model {model_id!r} is a file; give a diffusers folder or a .safetensors checkpoint"
+        )
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), torch_dtype=dtype, local_files_only=True
+        )
+    except Exception as exc:  # diffusers raises many types here; all mean "cannot use it"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnseeError(
+            f"could not load single-file checkpoint {model_id!r} offline ({type(exc).__name__}: "
+            f"{first[:200]}); diffusers needs the base model's configs in the local cache, "
+            "or convert it to a diffusers folder"
+        ) from None
+    return bundle_from_pipeline(pipe, model_id)
 
 
 def _check_widths(bundle: Bundle) -> None:
@@ -237,32 +372,72 @@ def _load_pixel(folder: Path, model_id: str, dtype: torch.dtype) -> Bundle:
     )
 
 
-def _load_diffusers(source: str, model_id: str, dtype: torch.dtype, local: bool) -> Bundle:
+def _load_diffusers(
+    source: str, model_id: str, dtype: torch.dtype, variant: str | None, local: bool
+) -> Bundle:
     """Stable Diffusion layout: unet/, text_encoder/, tokenizer/, vae/, scheduler/."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
-    if local:
+    if local and Path(source).is_dir():
         _need(Path(source), "unet", "text_encoder", "tokenizer", "scheduler")
-    kw = {"local_files_only": local}
     try:
         unet = UNet2DConditionModel.from_pretrained(
-            source, subfolder="unet", torch_dtype=dtype, **kw
+            source, subfolder="unet", torch_dtype=dtype, variant=variant, local_files_only=local
         )
         text_model = CLIPTextModel.from_pretrained(
-            source, subfolder="text_encoder", torch_dtype=dtype, **kw
+            source,
+            subfolder="text_encoder",
+            torch_dtype=dtype,
+            variant=variant,
+            local_files_only=local,
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, subfolder="tokenizer", local_files_only=local
+        )
         vae = None
-        has_vae = (Path(source) / "vae").is_dir() if local else True
+        has_vae = (Path(source) / "vae").is_dir() if Path(source).is_dir() else True
         if has_vae:
-            vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
-        from diffusers import DDIMScheduler
-
-        sched = dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw))
+            vae = AutoencoderKL.from_pretrained(
+                source, subfolder="vae", torch_dtype=dtype, variant=variant, local_files_only=local
+            )
+        sched = dict(
+            DDIMScheduler.load_config(source, subfolder="scheduler", local_files_only=local)
+        )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnseeError(f"could not load model {model_id!r}: {first}") from exc
+        raise UnseeError(
+            f"could not load model {model_id!r}: {first}{_variant_hint(source, variant)}"
+        ) from exc
+    return _sd_bundle(unet, text_model, tokenizer, vae, sched, model_id)
+
+
+def _variant_hint(source: str, variant: str | None) -> str:
+    """What to pass as ``--variant`` when a folder holds only variant weight files."""
+    unet = Path(source) / "unet"
+    found = sorted(
+        {
+            p.name.split(".")[-2]
+            for p in unet.glob("*.*.safetensors")
+            if p.name.split(".")[-2] != variant
+        }
+        if unet.is_dir()
+        else ()
+    )
+    if not found:
+        return ""
+    return f" (the folder holds variant weights: pass --variant {' or '.join(found)})"
+
+
+def _sd_bundle(
+    unet: UNet2DConditionModel,
+    text_model: CLIPTextModel,
+    tokenizer: PreTrainedTokenizerBase,
+    vae: AutoencoderKL | None,
+    scheduler_config: dict,
+    model_id: str,
+) -> Bundle:
+    """A Stable Diffusion :class:`Bundle` of these modules (shared, not copied)."""
     resolution = int(unet.config.sample_size) * (
         2 ** (len(vae.config.block_out_channels) - 1) if vae is not None else 1
     )
@@ -275,9 +450,30 @@ def _load_diffusers(source: str, model_id: str, dtype: torch.dtype, local: bool)
     return Bundle(
         unet=unet.eval(),
         text=text,
-        scheduler_config=sched,
+        scheduler_config=scheduler_config,
         model_id=model_id,
         vae=None if vae is None else vae.eval().requires_grad_(False),
         resolution=resolution,
         default_guidance=7.5,
     )
+
+
+def bundle_from_pipeline(pipe, model_id: str | None = None) -> Bundle:
+    """A :class:`Bundle` sharing the modules of a diffusers Stable Diffusion pipeline in
+    memory: what is done to the bundle's UNet is done to the pipeline's.
+
+    ``model_id`` defaults to the name the pipeline was loaded from (``pipe.name_or_path``).
+    """
+    index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
+    name = model_id or getattr(pipe, "name_or_path", None) or f"in-memory {type(pipe).__name__}"
+    check_pipeline_class(index, str(name))
+    bundle = _sd_bundle(
+        pipe.unet,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        getattr(pipe, "vae", None),
+        dict(pipe.scheduler.config),
+        str(name),
+    )
+    _check_widths(bundle)
+    return bundle
