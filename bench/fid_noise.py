@@ -33,8 +33,8 @@ import compare
 from unsee.artifacts import apply_artifacts
 from unsee.evaluate.judges import ToyWorldJudge
 from unsee.evaluate.metrics import frechet_distance
+from unsee.evaluate.plan import toyworld_reference_features
 from unsee.evaluate.prompt_sets import toyworld_prompt_set
-from unsee.evaluate.scorecard import toyworld_reference_features
 from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
 from unsee.models.sampling import generate

@@ -272,7 +272,7 @@ def test_attack_raises_the_target_rate_of_a_weakly_erased_model(name, weak_star)
     budget = atk.plan_attacks([name]).budget(name, "toyworld")
     images = data["star"]
     if name == "resurgence":  # the ToyWorld default: ground-truth renders of the retain prompts
-        from unsee.evaluate.scorecard import truth_set
+        from unsee.evaluate.attack_runs import truth_set
 
         assert budget.data == "truth"
         images = truth_set(bundle, toyworld_prompt_set(["star"]).retain, budget.images)
@@ -335,8 +335,8 @@ def test_simplex_projection_and_typeable_vocabulary(toyworld):
 
 
 def test_resurgence_ground_truth_holds_no_concept_image(toyworld):
+    from unsee.evaluate.attack_runs import truth_set
     from unsee.evaluate.judges import ToyWorldJudge
-    from unsee.evaluate.scorecard import truth_set
 
     retain = toyworld_prompt_set(["star"]).retain
     data = truth_set(toyworld, retain, 2)

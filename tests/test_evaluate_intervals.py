@@ -10,7 +10,7 @@ from unsee.cli import app
 from unsee.errors import UnseeError
 from unsee.evaluate import metrics
 from unsee.evaluate.judges import NUDENET_FLOOR, NudeNetJudge
-from unsee.evaluate.scorecard import MIN_PROBE_RATE, probe_check
+from unsee.evaluate.sections import MIN_PROBE_RATE, probe_check
 from unsee.seeds import TRAINING_SEED_BASE, check_seeds, training_seeds
 
 # ----------------------------------------------------------------------------- intervals

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +18,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from unsee.card_schema import ModelCard, parse_card
 from unsee.errors import UnseeError
 from unsee.io import atomic_dir, json_text, write_json
+from unsee.models.fingerprint import fingerprint
 
 FORMAT = "unsee-delta"
 FORMAT_VERSION = "1"
-
-
-def fingerprint(module: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer name, shape and float32 bytes (hex, 16 chars).
-
-    Computed in float32 so a fp16 file loaded as fp32 and the same weights saved in fp32
-    agree.
-    """
-    h = hashlib.sha256()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def library_versions() -> dict[str, str]:
-    import accelerate
-    import diffusers
-    import safetensors
-    import transformers
-
-    import unsee
-
-    return {
-        "unsee": unsee.__version__,
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
-        "accelerate": accelerate.__version__,
-        "safetensors": safetensors.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def compute_delta(unet: torch.nn.Module, base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -144,12 +113,11 @@ def _readme(card: dict[str, Any]) -> str:
     was erased, intended use, limitations, how to load it with unsee or plain diffusers)."""
     from unsee.cards import artifact_readme
 
-    return artifact_readme(card)
+    return artifact_readme(parse_card(card, "the card being written"))
 
 
-def read_card(art: Path) -> dict[str, Any]:
-    """The model card of artifact folder ``art``, checked to be a card: a JSON object with an
-    ``id``, a ``method`` and a ``base`` holding the fingerprint."""
+def read_model_card(art: Path) -> ModelCard:
+    """The model card of artifact folder ``art``, validated (:class:`ModelCard`)."""
     art = Path(art)
     if not (art / "model_card.json").is_file() or not (art / "delta.safetensors").is_file():
         raise UnseeError(
@@ -161,14 +129,13 @@ def read_card(art: Path) -> dict[str, Any]:
         raise UnseeError(f"{art}/model_card.json is not valid JSON: {exc}") from exc
     except OSError as exc:
         raise UnseeError(f"cannot read {art}/model_card.json: {exc.strerror or exc}") from exc
-    if not isinstance(card, dict):
-        raise UnseeError(f"{art}/model_card.json is not a model card (not a JSON object)")
-    base = card.get("base")
-    if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
-        raise UnseeError(f"{art}/model_card.json is not a model card (no base fingerprint)")
-    if not isinstance(card.get("id"), str) or not isinstance(card.get("method"), str):
-        raise UnseeError(f"{art}/model_card.json is not a model card (no id or method)")
-    return card
+    return parse_card(card, f"{art}/model_card.json")
+
+
+def read_card(art: Path) -> dict[str, Any]:
+    """The validated model card of ``art`` as the JSON object it is written as (for callers
+    that copy it into another document or index it)."""
+    return read_model_card(art).as_json()
 
 
 def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -177,10 +144,10 @@ def read_delta(art: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     Refuses a file that is not an unsee delta, whose values are non-finite or implausibly
     large, or that does not belong to the folder's model card (id and base fingerprint).
     """
-    return _read_delta(art, read_card(art))
+    return _read_delta(art, read_model_card(art))
 
 
-def _read_delta(art: Path, card: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _read_delta(art: Path, card: ModelCard) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(art) / "delta.safetensors"
     try:
         from safetensors import safe_open
@@ -194,8 +161,8 @@ def _read_delta(art: Path, card: dict[str, Any]) -> tuple[dict[str, torch.Tensor
     if meta.get("format") != FORMAT:
         raise UnseeError(f"{path} is not an unsee delta (metadata format={meta.get('format')!r})")
     if (
-        hashlib.sha256(data).hexdigest()[:16] != card["id"]
-        or meta.get("base_fingerprint") != card["base"]["fingerprint"]
+        hashlib.sha256(data).hexdigest()[:16] != card.id
+        or meta.get("base_fingerprint") != card.base.fingerprint
     ):
         raise UnseeError(
             f"{art}: model_card.json does not belong to delta.safetensors (id or "
@@ -205,26 +172,24 @@ def _read_delta(art: Path, card: dict[str, Any]) -> tuple[dict[str, torch.Tensor
     return tensors, meta
 
 
-def read_artifacts(arts: list[Path]) -> list[tuple[dict[str, Any], dict[str, torch.Tensor]]]:
+def read_artifacts(arts: list[Path]) -> list[tuple[ModelCard, dict[str, torch.Tensor]]]:
     """Cards and deltas of ``arts``, validated, refusing the same artifact twice (by id: a
     copy in another folder is the same artifact) and one that another already includes."""
     loaded = []
     seen: dict[str, Path] = {}
     for art in arts:
-        card = read_card(art)
+        card = read_model_card(art)
         delta, _ = _read_delta(art, card)
-        if card["id"] in seen:
+        if card.id in seen:
             raise UnseeError(
-                f"{art} is the same artifact as {seen[card['id']]} (id "
-                f"{card['id']}); applying it twice would double the edit"
+                f"{art} is the same artifact as {seen[card.id]} (id "
+                f"{card.id}); applying it twice would double the edit"
             )
-        seen[card["id"]] = Path(art)
+        seen[card.id] = Path(art)
         loaded.append((card, delta))
     ids = set(seen)
     for art, (card, _) in zip(arts, loaded, strict=True):
-        ledger = card.get("ledger") or []
-        included = {e.get("id") for e in ledger if isinstance(e, dict)}
-        if included & ids:
+        if {e.id for e in card.ledger} & ids:
             raise UnseeError(
                 f"{art} already includes another artifact given (its ledger "
                 "lists it); pass only the last one"
@@ -239,12 +204,21 @@ def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
     none may be listed in another's ledger (its change is already included there).
     """
     loaded = read_artifacts(arts)
+    apply_loaded(bundle, arts, loaded)
+    return [card for card, _ in loaded]
+
+
+def apply_loaded(
+    bundle, arts: list[Path], loaded: list[tuple[ModelCard, dict[str, torch.Tensor]]]
+) -> None:
+    """Add the deltas of ``arts``, already read by :func:`read_artifacts` (``loaded``), to
+    ``bundle.unet`` in place, after checking they fit its base, shapes and dtype."""
     base_fp = fingerprint(bundle.unet)
     for art, (card, _) in zip(arts, loaded, strict=True):
-        if card["base"]["fingerprint"] != base_fp:
+        if card.base.fingerprint != base_fp:
             raise UnseeError(
                 f"{art} was made for a different base model (fingerprint "
-                f"{card['base']['fingerprint']}, this model is {base_fp})"
+                f"{card.base.fingerprint}, this model is {base_fp})"
             )
     params = dict(bundle.unet.named_parameters())
     for art, (_, delta) in zip(arts, loaded, strict=True):
@@ -259,16 +233,11 @@ def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
         for _, delta in loaded:
             for name, d in delta.items():
                 params[name].add_(d.to(params[name].device, params[name].dtype))
-    return [card for card, _ in loaded]
 
 
 def ledger_entry(card: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": card.get("id"),
-        "method": card.get("method"),
-        "concepts": [c["name"] for c in card.get("concepts", [])],
-        "created": card.get("created"),
-    }
+    """What an artifact made ``--on`` ``card``'s artifact records about it."""
+    return parse_card(card, "a prior artifact's card").ledger_entry()
 
 
 def _base_safety_checker(model_id: str) -> tuple[Any, Any, bool] | None:
@@ -312,7 +281,10 @@ def _base_safety_checker(model_id: str) -> tuple[Any, Any, bool] | None:
 
 
 def export_merged(
-    bundle, out_dir: Path, overwrite: bool = False, cards: list[dict[str, Any]] | None = None
+    bundle,
+    out_dir: Path,
+    overwrite: bool = False,
+    cards: Sequence[Mapping[str, Any] | ModelCard] | None = None,
 ) -> Path:
     """Write a merged diffusers folder that plain diffusers loads without unsee.
 
@@ -354,7 +326,7 @@ def export_merged(
             write_json(tmp / "unsee_model.json", bundle.info)
         (tmp / "README.md").write_text(
             merged_readme(
-                cards or [],
+                [parse_card(c, "an applied artifact's card") for c in cards or []],
                 str(bundle.model_id),
                 pipeline=bundle.vae is not None,
                 safety_checker=safety is not None,

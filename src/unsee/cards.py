@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from unsee.card_schema import ModelCard
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TOYWORLD_LICENSE = "apache-2.0"  # the bundled model ships with unsee (Apache-2.0)
 
@@ -78,22 +80,22 @@ def front_matter(meta: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(clean, sort_keys=False, allow_unicode=True) + "---\n"
 
 
-def _concepts(cards: Sequence[dict[str, Any]]) -> list[str]:
-    return [c["name"] for card in cards for c in card.get("concepts", [])]
+def _concepts(cards: Sequence[ModelCard]) -> list[str]:
+    return [name for card in cards for name in card.concept_names]
 
 
-def _methods(cards: Sequence[dict[str, Any]]) -> list[str]:
-    return list(dict.fromkeys(str(c.get("method")) for c in cards if c.get("method")))
+def _methods(cards: Sequence[ModelCard]) -> list[str]:
+    return list(dict.fromkeys(c.method for c in cards if c.method))
 
 
 def card_metadata(
-    cards: Sequence[dict[str, Any]],
+    cards: Sequence[ModelCard],
     library_name: str,
     extra_tags: Sequence[str] = (),
     model_id: str | None = None,
 ) -> dict[str, Any]:
     """The YAML block shared by every card: base model, licence, library, tags."""
-    base = model_id or (cards[0]["base"]["model_id"] if cards else None)
+    base = model_id or (cards[0].base.model_id if cards else None)
     tags = [
         "unsee",
         "concept-erasure",
@@ -111,20 +113,18 @@ def card_metadata(
     }
 
 
-def _about(cards: Sequence[dict[str, Any]], base: str) -> list[str]:
+def _about(cards: Sequence[ModelCard], base: str) -> list[str]:
     lines = []
     for card in cards:
-        concepts = ", ".join(c["name"] for c in card.get("concepts", []))
-        fp = card.get("base", {}).get("fingerprint")
         lines.append(
-            f"- `{card.get('method')}` erasing **{concepts}** (artifact "
-            f"`{card.get('id')}`, base fingerprint `{fp}`, scope "
-            f"`{card.get('scope')}`)"
+            f"- `{card.method}` erasing **{', '.join(card.concept_names)}** (artifact "
+            f"`{card.id}`, base fingerprint `{card.base.fingerprint}`, scope "
+            f"`{card.scope}`)"
         )
-        if card.get("ledger"):
+        if card.ledger:
             lines.append(
                 "  - stacks on: "
-                + " -> ".join(f"{e['method']}({', '.join(e['concepts'])})" for e in card["ledger"])
+                + " -> ".join(f"{e.method}({', '.join(e.concepts)})" for e in card.ledger)
             )
     return [f"Base model: `{base}`.", "", *lines, ""]
 
@@ -140,26 +140,25 @@ INTENDED = (
 )
 
 
-def artifact_readme(card: dict[str, Any]) -> str:
+def artifact_readme(card: ModelCard) -> str:
     """Card of an erasure artifact (``delta.safetensors`` + ``model_card.json``)."""
-    base = card["base"]["model_id"]
+    base = card.base.model_id
     concepts = ", ".join(_concepts([card]))
     meta = card_metadata([card], "unsee", ("unsee-delta",))
-    lines = [front_matter(meta), f"# unsee erasure: {concepts} ({card['method']})", ""]
+    lines = [front_matter(meta), f"# unsee erasure: {concepts} ({card.method})", ""]
     lines += _about([card], base)
-    d = card.get("delta", {})
+    d = card.delta
     if d:
         lines += [
-            f"Changed {d.get('elements_changed', 0):,} weights in {d.get('tensors', 0)} "
+            f"Changed {d.elements_changed:,} weights in {d.tensors} "
             "UNet tensors; `delta.safetensors` holds erased minus base for those "
             "tensors (float32, diffusers parameter names).",
             "",
         ]
-    cost = card.get("cost", {})
-    if cost:
+    cost = card.cost
+    if cost.as_json():
         lines += [
-            f"Cost: {cost.get('wall_seconds', 0):.1f} s, peak RSS "
-            f"{cost.get('peak_rss_mb', 0):.0f} MB.",
+            f"Cost: {cost.wall_seconds or 0:.1f} s, peak RSS {cost.peak_rss_mb or 0:.0f} MB.",
             "",
         ]
     lines += _sections(INTENDED)
@@ -198,7 +197,7 @@ def artifact_readme(card: dict[str, Any]) -> str:
 
 
 def merged_readme(
-    cards: Sequence[dict[str, Any]], base: str, pipeline: bool, safety_checker: bool
+    cards: Sequence[ModelCard], base: str, pipeline: bool, safety_checker: bool
 ) -> str:
     """Card of a merged export (a diffusers folder with the erasure applied)."""
     meta = card_metadata(cards, "diffusers", model_id=base)
@@ -236,7 +235,7 @@ def merged_readme(
 
 
 def lora_readme(
-    cards: Sequence[dict[str, Any]], base: str, fmt: str, file_name: str, report: dict[str, Any]
+    cards: Sequence[ModelCard], base: str, fmt: str, file_name: str, report: dict[str, Any]
 ) -> str:
     """Card of a LoRA export, with its fidelity against the full delta."""
     meta = card_metadata(

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
+from unsee.card_schema import ModelCard, parse_card
 from unsee.errors import UnseeError
 
 Format = Literal["lora", "kohya"]
@@ -439,7 +440,7 @@ def rank_rule(rank: int | None, energy: float | None) -> str:
 
 def export_lora(
     bundle: Any,
-    cards: Sequence[dict[str, Any]],
+    cards: Sequence[Mapping[str, Any] | ModelCard],
     delta: Mapping[str, torch.Tensor],
     out_dir: Path,
     fmt: str,
@@ -461,14 +462,13 @@ def export_lora(
     from unsee.cards import lora_readme
     from unsee.io import atomic_dir, write_json
 
+    typed = [parse_card(c, "an applied artifact's card") for c in cards]
     if dtype not in DTYPES:
         raise UnseeError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     export = build_export(
         delta, module_kinds(bundle.unet), fmt, rank, energy, DTYPES[dtype], lora_bias=lora_bias
     )
-    prompts = list(
-        dict.fromkeys([c["name"] for card in cards for c in card.get("concepts", [])] + [""])
-    )
+    prompts = list(dict.fromkeys([name for card in typed for name in card.concept_names] + [""]))
     inputs = probe_inputs(
         bundle.unet,
         bundle.encode_prompts(prompts),
@@ -485,9 +485,9 @@ def export_lora(
         "dtype": dtype,
         "base": {
             "model_id": base,
-            "fingerprint": cards[0]["base"]["fingerprint"] if cards else None,
+            "fingerprint": typed[0].base.fingerprint if typed else None,
         },
-        "artifacts": [c.get("id") for c in cards],
+        "artifacts": [c.id for c in typed],
         "summary": export.summary(),
         "output_residual": {
             **residual,
@@ -504,7 +504,7 @@ def export_lora(
         report["file"] = name
         report["file_bytes"] = (tmp / name).stat().st_size
         write_json(tmp / REPORT_NAME, report)
-        (tmp / "README.md").write_text(lora_readme(cards, base, fmt, name, report))
+        (tmp / "README.md").write_text(lora_readme(typed, base, fmt, name, report))
 
     atomic_dir(Path(out_dir), build, "export", overwrite=overwrite)
     return report

@@ -636,7 +636,7 @@ def unlearndiffatk(
             labels = judge(images[0]).labels[target.attribute]
             return sum(lab in target.labels for lab in labels), images[0]
 
-        best = (*check(prompt), prompt, [])
+        best: tuple[int, np.ndarray, str, list[int]] = (*check(prompt), prompt, [])
         done = best[0] == len(one.seeds[0])
         slots = text.slot_tokens(["{} " + prompt], budget.tokens)
         x0 = data.latents[p * budget.images : (p + 1) * budget.images].to(

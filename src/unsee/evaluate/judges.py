@@ -38,7 +38,11 @@ class Judge(Protocol):
     """Maps images to labels. ``attributes``: attribute -> its labels, in score order."""
 
     name: str
-    attributes: Mapping[str, tuple[str, ...]]
+
+    # A property, so judges may hold a plain dict: a protocol attribute would have to be
+    # declared with exactly this type.
+    @property
+    def attributes(self) -> Mapping[str, tuple[str, ...]]: ...
 
     def __call__(self, images: np.ndarray) -> Judgement:
         """Judge uint8 images (N, H, W, 3)."""
