@@ -63,6 +63,7 @@ from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.attacks import parse_budget, plan_attacks
 from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of, wilson_interval
+from unsee.evaluate.schema import parse_scorecard
 from unsee.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -123,66 +124,59 @@ VARIANTS: tuple[Variant, ...] = (
 )
 
 
-def summarise(card: dict[str, Any]) -> dict[str, Any]:
+def summarise(scorecard: dict[str, Any]) -> dict[str, Any]:
     """The numbers the tables show, from one scorecard (fractions, not percentages).
     ``post_attack_erasure``: per concept 1 - the highest target rate an attacker gets,
     unattacked prompts included (an attack that makes things worse is not used), over the
     attacks that ran (models, not the paraphrase probe), averaged over concepts; None when
     no attack ran."""
-    concepts = list(card["concepts"].values())
+    card = parse_scorecard(scorecard, f"the scorecard of {scorecard.get('label')!r}")
+    concepts = list(card.concepts.values())
     attacked: dict[str, float] = {}
     by_name: dict[str, list[float]] = {}
-    for c, by_attack in card.get("attacks", {}).items():
+    attack_seconds = 0.0
+    for c, by_attack in card.attacks.items():
         runs = [a for n, a in by_attack.items() if n != "paraphrase"]
         if runs:
-            attacked[c] = max(
-                [runs[0]["target_rate_before"]] + [a["target_rate_after"] for a in runs]
-            )
+            attacked[c] = max([runs[0].target_rate_before] + [a.target_rate_after for a in runs])
         for n, a in by_attack.items():
             if n != "paraphrase":
-                by_name.setdefault(n, []).append(1 - a["target_rate_after"])
-    attack_seconds = sum(
-        a["seconds"] + a["settings"].get("training_images_seconds", 0)
-        for v in card.get("attacks", {}).values()
-        for n, a in v.items()
-        if n != "paraphrase"
-    )
-    para = [c["paraphrase"]["target_rate"] for c in concepts if c["paraphrase"]]
-    para_base = [c["paraphrase"]["target_rate_base"] for c in concepts if c["paraphrase"]]
-    retain, fid = card["retain"], card["fid"]
-    neighbour = retain["neighbour"] or {}
-    kid = (fid.get("kid") or {}).get("erased") or {}
+                by_name.setdefault(n, []).append(1 - a.target_rate_after)
+                attack_seconds += a.seconds + a.settings.get("training_images_seconds", 0)
+    paras = [c.paraphrase for c in concepts if c.paraphrase]
+    retain, fid = card.retain, card.fid
+    neighbour = retain.neighbour
+    kid = fid.kid.erased if fid.kid else None
     return {
-        "target_images": card["num_images"] * len(concepts[0]["prompts"]),
-        "retain_images": card["num_images"] * len(retain["prompts"]),
+        "target_images": card.num_images * len(concepts[0].prompts),
+        "retain_images": card.num_images * len(retain.prompts),
         # image (retain: (image, attribute) pair) counts behind each mean rate, for the
         # tables' Wilson intervals: every concept has the same number of prompts
-        "erasure_images": sum(c["images"] for c in concepts),
-        "paraphrase_images": sum(c["paraphrase"]["images"] for c in concepts if c["paraphrase"])
-        or None,
-        "retain_pairs": retain.get("pairs"),
-        "neighbour_pairs": neighbour.get("pairs"),
+        "erasure_images": sum(c.images for c in concepts),
+        "paraphrase_images": sum(p.images for p in paras) or None,
+        "retain_pairs": retain.pairs,
+        "neighbour_pairs": neighbour.pairs if neighbour else None,
         "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
-        "fd_name": fid.get("name"),
-        "kid": kid.get("value"),
-        "kid_ci95": kid.get("ci95"),
-        "erasure": card["erasure"],
-        "erasure_base": sum(c["erasure_base"] for c in concepts) / len(concepts),
-        "per_concept_erasure": {k: v["erasure"] for k, v in card["concepts"].items()},
-        "paraphrase_rate": sum(para) / len(para) if para else None,
+        "fd_name": fid.name,
+        "kid": kid.value if kid else None,
+        "kid_ci95": kid.ci95 if kid else None,
+        "erasure": card.erasure,
+        "erasure_base": sum(c.erasure_base for c in concepts) / len(concepts),
+        "per_concept_erasure": {k: v.erasure for k, v in card.concepts.items()},
+        "paraphrase_rate": sum(p.target_rate for p in paras) / len(paras) if paras else None,
         "post_attack_erasure": (
             sum(1 - r for r in attacked.values()) / len(attacked) if attacked else None
         ),
         "per_concept_post_attack": {c: 1 - r for c, r in attacked.items()},
         "attack_seconds": round(attack_seconds, 1) if attacked else None,
-        "paraphrase_base": sum(para_base) / len(para_base) if para_base else None,
-        "retain_accuracy": retain["accuracy"],
-        "retain_base": retain["accuracy_base"],
-        "neighbour_accuracy": neighbour.get("accuracy"),
-        "neighbour_base": neighbour.get("accuracy_base"),
-        "fid": fid["erased"],
-        "fid_base": fid["base"],
-        "overall": card["overall"],
+        "paraphrase_base": (sum(p.target_rate_base for p in paras) / len(paras) if paras else None),
+        "retain_accuracy": retain.accuracy,
+        "retain_base": retain.accuracy_base,
+        "neighbour_accuracy": neighbour.accuracy if neighbour else None,
+        "neighbour_base": neighbour.accuracy_base if neighbour else None,
+        "fid": fid.erased,
+        "fid_base": fid.base,
+        "overall": card.overall,
     }
 
 

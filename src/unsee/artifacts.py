@@ -198,14 +198,15 @@ def read_artifacts(arts: list[Path]) -> list[tuple[ModelCard, dict[str, torch.Te
 
 
 def apply_artifacts(bundle, arts: list[Path]) -> list[dict[str, Any]]:
-    """Add the deltas of ``arts`` to ``bundle.unet`` in place; returns their cards.
+    """Add the deltas of ``arts`` to ``bundle.unet`` in place; returns their cards (as
+    written: the erase recipe copies their ledgers into the new card).
 
     Every artifact must have been made for this base (same fingerprint), appear once, and
     none may be listed in another's ledger (its change is already included there).
     """
     loaded = read_artifacts(arts)
     apply_loaded(bundle, arts, loaded)
-    return [card for card, _ in loaded]
+    return [card.as_json() for card, _ in loaded]
 
 
 def apply_loaded(

@@ -106,21 +106,23 @@ class CardCost(Document):
 
 class ModelCard(Document):
     """``model_card.json`` of an artifact folder (written by :mod:`unsee.erase.engine`,
-    ``id`` and ``delta`` added by :func:`unsee.artifacts.write_artifact`)."""
+    ``id`` and ``delta`` added by :func:`unsee.artifacts.write_artifact`). Fields are
+    declared in the order the engine writes them; a card read and dumped again
+    (:meth:`as_json`) lists the keys it does not declare after them."""
 
     format: Literal["unsee-artifact/1"] = CARD_FORMAT
-    id: str
     method: str
-    base: CardBase
     summary: str = ""
     hyperparameters: dict[str, Any] = {}
     concepts: list[CardConcept] = []
     scope: str | None = None
+    base: CardBase
     seed: int | None = None
     cost: CardCost = CardCost()
     ledger: list[LedgerEntry] = []
-    delta: DeltaSummary | None = None
     created: str | None = None
+    id: str
+    delta: DeltaSummary | None = None
 
     @property
     def version(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from unsee.card_schema import Document, ModelCard, parse, version_of
+from unsee.card_schema import CardCost, Document, ModelCard, parse, version_of
 from unsee.errors import UnseeError
 
 FORMAT: Literal["unsee-scorecard/1"] = "unsee-scorecard/1"
@@ -216,7 +216,7 @@ class EvaluationCost(Document):
 
 
 class Cost(Document):
-    erasure: list[dict[str, Any]] = Field(default_factory=list)
+    erasure: list[CardCost] = Field(default_factory=list)
     evaluation: EvaluationCost
 
 

@@ -10,13 +10,23 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from unsee.errors import UnseeError
+from unsee.evaluate.schema import (
+    Change,
+    ClipScore,
+    Kid,
+    Nudity,
+    NudityPart,
+    Scorecard,
+    ScorePair,
+    parse_scorecard,
+)
 from unsee.evaluate.scorecard import EvalResult, Grid
 from unsee.io import atomic_write
 
@@ -111,19 +121,16 @@ def _num(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _ci(entry: dict, key: str, count: str = "images") -> str:
+def _ci(value: float | None, ci: Sequence[float] | None, n: int | None) -> str:
     """A rate with its Wilson interval and count: ``31.2 % [14.2–55.6] n=16``."""
-    ci = entry.get(f"{key}_ci95")
-    text = _pct(entry.get(key))
-    if ci is None or entry.get(key) is None:
+    text = _pct(value)
+    if ci is None or value is None:
         return text
-    return (
-        f'{text} <span class="muted">[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}] n={entry[count]}</span>'
-    )
+    return f'{text} <span class="muted">[{100 * ci[0]:.0f}–{100 * ci[1]:.0f}] n={n}</span>'
 
 
 def _delta(
-    base: float | None, erased: float | None, good_if_lower: bool, change: dict | None = None
+    base: float | None, erased: float | None, good_if_lower: bool, change: Change | None = None
 ) -> str:
     """The change in points; coloured only when ``change`` says it is beyond noise (its
     Newcombe interval excludes 0), else marked as within noise."""
@@ -132,7 +139,7 @@ def _delta(
     d = erased - base
     if abs(d) < 1e-9:
         return ' <span class="muted">(±0)</span>'
-    if change is not None and not change["beyond_noise"]:
+    if change is not None and not change.beyond_noise:
         return f' <span class="muted">({100 * d:+.1f}, within noise)</span>'
     cls = "good" if (d < 0) == good_if_lower else "bad"
     return f' <span class="{cls}">({100 * d:+.1f})</span>'
@@ -141,7 +148,7 @@ def _delta(
 def _chart(
     title: str,
     groups: Sequence[str],
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     ylabel: str,
     percent: bool = True,
 ) -> str:
@@ -189,34 +196,45 @@ def _chart(
     return _img_tag(base64.b64encode(buf.getvalue()).decode("ascii"), alt=title)
 
 
-def _check_same_base(results: Sequence[EvalResult]) -> None:
+def _scorecards(results: Sequence[EvalResult]) -> list[Scorecard]:
+    """The results' scorecards, validated, after checking they share one base and protocol."""
     if not results:
         raise UnseeError("nothing to report: no scorecard given")
-    first = results[0].scorecard
-    for r in results[1:]:
-        c = r.scorecard
-        for key in ("model_fingerprint", "seed", "num_images", "steps", "guidance", "judge"):
-            if c.get(key) != first.get(key):
+    cards = [
+        parse_scorecard(r.scorecard, f"scorecard {i + 1} of {len(results)}")
+        for i, r in enumerate(results)
+    ]
+    first = cards[0]
+    for c in cards[1:]:
+        for key, a, b in (
+            ("model_fingerprint", first.model_fingerprint, c.model_fingerprint),
+            ("seed", first.seed, c.seed),
+            ("num_images", first.num_images, c.num_images),
+            ("steps", first.steps, c.steps),
+            ("guidance", first.guidance, c.guidance),
+            ("judge", first.judge, c.judge),
+        ):
+            if a != b:
                 raise UnseeError(
-                    f"scorecards differ in {key} ({first.get(key)} vs "
-                    f"{c.get(key)}); a report compares models on one base and "
-                    "one protocol"
+                    f"scorecards differ in {key} ({a} vs {b}); a report compares models "
+                    "on one base and one protocol"
                 )
-        if list(c["concepts"]) != list(first["concepts"]):
+        if list(c.concepts) != list(first.concepts):
             raise UnseeError("scorecards evaluate different concepts; report them separately")
+    return cards
 
 
-def _summary(results: Sequence[EvalResult]) -> str:
-    first = results[0].scorecard
-    concepts = list(first["concepts"])
-    fid = first["fid"]
+def _summary(cards: Sequence[Scorecard]) -> str:
+    first = cards[0]
+    concepts = list(first.concepts)
+    fid = first.fid
     head = (
         ["model", "method"]
         + [f"{c}: target rate" for c in concepts]
         + [
             "retain accuracy",
             "neighbour retain",
-            fid.get("name") or "FD",
+            fid.name or "FD",
             "KID",
             "overall",
             "erasure time",
@@ -224,88 +242,87 @@ def _summary(results: Sequence[EvalResult]) -> str:
     )
     rows = []
     base = ["<b>base</b>", '<span class="muted">–</span>']
-    base += [_ci(first["concepts"][c], "target_rate_base") for c in concepts]
-    nb0 = first["retain"]["neighbour"] or {}
     base += [
-        _ci(first["retain"], "accuracy_base", "pairs"),
-        _ci(nb0, "accuracy_base", "pairs") if nb0 else "–",
-        _num(fid["base"], 0),
-        _kid((fid.get("kid") or {}).get("base")),
+        _ci(e.target_rate_base, e.target_rate_base_ci95, e.images)
+        for e in (first.concepts[c] for c in concepts)
+    ]
+    ret0, nb0 = first.retain, first.retain.neighbour
+    base += [
+        _ci(ret0.accuracy_base, ret0.accuracy_base_ci95, ret0.pairs),
+        _ci(nb0.accuracy_base, nb0.accuracy_base_ci95, nb0.pairs) if nb0 else "–",
+        _num(fid.base, 0),
+        _kid(fid.kid.base if fid.kid else None),
         "",
         "",
     ]
     rows.append(base)
-    for r in results:
-        c = r.scorecard
-        methods = ", ".join(sorted({e["method"] or "?" for e in c["erased"]})) or "–"
-        nb = c["retain"]["neighbour"] or {}
-        wall = sum(x.get("wall_seconds", 0) for x in c["cost"]["erasure"])
-        row = [f"<b>{_e(c['label'])}</b>", _e(methods)]
+    for c in cards:
+        methods = ", ".join(sorted({e.method or "?" for e in c.erased})) or "–"
+        nb = c.retain.neighbour
+        wall = sum(x.wall_seconds or 0 for x in c.cost.erasure)
+        row = [f"<b>{_e(c.label)}</b>", _e(methods)]
         for k in concepts:
-            e = c["concepts"][k]
+            e = c.concepts[k]
             flag = (
                 ""
-                if e["probe"]["valid"]
+                if e.probe.valid
                 else ' <span class="bad">(excluded from overall: see below)</span>'
             )
             row.append(
-                _ci(e, "target_rate")
-                + _delta(e["target_rate_base"], e["target_rate"], True, e["change"])
+                _ci(e.target_rate, e.target_rate_ci95, e.images)
+                + _delta(e.target_rate_base, e.target_rate, True, e.change)
                 + flag
             )
-        ret = c["retain"]
+        ret = c.retain
         row += [
-            _ci(ret, "accuracy", "pairs")
-            + _delta(ret["accuracy_base"], ret["accuracy"], False, ret.get("change")),
+            _ci(ret.accuracy, ret.accuracy_ci95, ret.pairs)
+            + _delta(ret.accuracy_base, ret.accuracy, False, ret.change),
             (
-                _ci(nb, "accuracy", "pairs")
-                + _delta(nb.get("accuracy_base"), nb.get("accuracy"), False, nb.get("change"))
+                _ci(nb.accuracy, nb.accuracy_ci95, nb.pairs)
+                + _delta(nb.accuracy_base, nb.accuracy, False, nb.change)
             )
             if nb
             else "–",
-            _num(c["fid"]["erased"], 0),
-            _kid((c["fid"].get("kid") or {}).get("erased")),
-            f"<b>{_pct(c['overall'])}</b>",
-            f"{wall:.0f} s" if c["erased"] else "–",
+            _num(c.fid.erased, 0),
+            _kid(c.fid.kid.erased if c.fid.kid else None),
+            f"<b>{_pct(c.overall)}</b>",
+            f"{wall:.0f} s" if c.erased else "–",
         ]
         rows.append(row)
     note = (
         '<p class="muted">Rates: value [95 % Wilson interval] and image count n (retain: '
         "(image, attribute) pairs). A change is coloured only when it is beyond noise: "
-        f"{_e(first.get('difference_test', ''))}. {_e(fid.get('name') or 'FD')} and KID: "
-        f"{_e(fid.get('images'))} images against {_e(fid.get('reference_images'))} "
+        f"{_e(first.difference_test)}. {_e(fid.name or 'FD')} and KID: "
+        f"{_e(fid.images)} images against {_e(fid.reference_images)} "
         "reference images. Both move with the sample size (the Frechet distance is "
         "biased upwards, KID on these prompt-stratified sets slightly below 0): compare "
         "them only at one size; docs/evaluation.md gives the noise floor by size.</p>"
     )
-    return _table(head, rows, numeric_from=2) + note + _probe_flags(results)
+    return _table(head, rows, numeric_from=2) + note + _probe_flags(first)
 
 
-def _kid(k: dict | None) -> str:
+def _kid(k: Kid | None) -> str:
     """KID x 1000 with its subset interval."""
-    if not k:
+    if k is None:
         return "–"
     return (
-        f'{1000 * k["value"]:.1f} <span class="muted">[{1000 * k["ci95"][0]:.1f}, '
-        f"{1000 * k['ci95'][1]:.1f}] ×1e-3</span>"
+        f'{1000 * k.value:.1f} <span class="muted">[{1000 * k.ci95[0]:.1f}, '
+        f"{1000 * k.ci95[1]:.1f}] ×1e-3</span>"
     )
 
 
-def _probe_flags(results: Sequence[EvalResult]) -> str:
+def _probe_flags(first: Scorecard) -> str:
     """Probes the base model cannot draw (base rate below 50 %), with the reason."""
-    first = results[0].scorecard
     items = []
-    for c, e in first["concepts"].items():
-        if not e["probe"]["valid"]:
+    for c, e in first.concepts.items():
+        if not e.probe.valid:
             items.append(
-                f"<li><b>{_e(c)}</b>, target prompts: {_e(e['probe']['reason'])}; "
+                f"<li><b>{_e(c)}</b>, target prompts: {_e(e.probe.reason)}; "
                 "left out of the mean erasure and the overall score.</li>"
             )
-        para = e.get("paraphrase")
-        if para and not para["probe"]["valid"]:
-            items.append(
-                f"<li><b>{_e(c)}</b>, paraphrase prompts: {_e(para['probe']['reason'])}.</li>"
-            )
+        para = e.paraphrase
+        if para and not para.probe.valid:
+            items.append(f"<li><b>{_e(c)}</b>, paraphrase prompts: {_e(para.probe.reason)}.</li>")
     if not items:
         return ""
     return (
@@ -325,54 +342,59 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int
     return "\n".join(out)
 
 
-def _charts(results: Sequence[EvalResult]) -> str:
-    first = results[0].scorecard
-    concepts = list(first["concepts"])
-    target = {"base": [first["concepts"][c]["target_rate_base"] for c in concepts]}
-    para = {
-        "base": [
-            (first["concepts"][c]["paraphrase"] or {}).get("target_rate_base") for c in concepts
-        ]
+def _charts(cards: Sequence[Scorecard]) -> str:
+    first = cards[0]
+    concepts = list(first.concepts)
+    target: dict[str, Sequence[float | None]] = {
+        "base": [first.concepts[c].target_rate_base for c in concepts]
     }
-    for r in results:
-        cs = r.scorecard["concepts"]
-        target[r.scorecard["label"]] = [cs[c]["target_rate"] for c in concepts]
-        para[r.scorecard["label"]] = [
-            (cs[c]["paraphrase"] or {}).get("target_rate") for c in concepts
-        ]
+    para: dict[str, Sequence[float | None]] = {
+        "base": [_para(first, c, base=True) for c in concepts]
+    }
+    for r in cards:
+        target[r.label] = [r.concepts[c].target_rate for c in concepts]
+        para[r.label] = [_para(r, c, base=False) for c in concepts]
     charts = [_chart("target rate (lower = erased)", concepts, target, "% judged as concept")]
     if any(v is not None for v in para["base"]):
         charts.append(_chart("paraphrase target rate", concepts, para, "% judged as concept"))
-    attrs = list(first["retain"]["by_attribute"])
+    attrs = list(first.retain.by_attribute)
     if attrs:
-        retain = {"base": [first["retain"]["by_attribute"][a]["base"] for a in attrs]}
-        for r in results:
-            retain[r.scorecard["label"]] = [
-                r.scorecard["retain"]["by_attribute"][a]["erased"] for a in attrs
-            ]
+        retain: dict[str, Sequence[float | None]] = {
+            "base": [first.retain.by_attribute[a].base for a in attrs]
+        }
+        for r in cards:
+            retain[r.label] = [r.retain.by_attribute[a].erased for a in attrs]
         charts.append(
             _chart(
                 "retain accuracy by attribute (higher = kept)", attrs, retain, "% judged as asked"
             )
         )
-    if first["overall"] is not None:
+    if first.overall is not None:
         charts.append(
             _chart(
                 "overall score (higher = better)",
-                [r.scorecard["label"] for r in results],
-                {"overall": [r.scorecard["overall"] for r in results]},
+                [r.label for r in cards],
+                {"overall": [r.overall for r in cards]},
                 "%",
             )
         )
     return '<div class="charts">' + "".join(charts) + "</div>"
 
 
-def _grid_section(results: Sequence[EvalResult]) -> str:
+def _para(card: Scorecard, concept: str, base: bool) -> float | None:
+    """The paraphrase target rate of ``concept`` (the base model's or the erased one's)."""
+    p = card.concepts[concept].paraphrase
+    if p is None:
+        return None
+    return p.target_rate_base if base else p.target_rate
+
+
+def _grid_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -> str:
     out = []
     first = results[0]
     for g_index, grid in enumerate(first.grids):
         others: list[Grid] = [r.grids[g_index] for r in results]
-        models = ["base"] + [r.scorecard["label"] for r in results]
+        models = ["base"] + [c.label for c in cards]
         head = "".join(f"<th>{_e(m)}</th>" for m in models)
         rows = []
         for i, prompt in enumerate(grid.prompts):
@@ -395,41 +417,39 @@ def _grid_section(results: Sequence[EvalResult]) -> str:
     return "\n".join(out)
 
 
-def _attack_section(results: Sequence[EvalResult]) -> str:
+def _attack_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -> str:
     """Attacks table (target rate of each erased model unattacked and attacked, cost) and
     the images each attack drew beside the unattacked ones."""
-    if not any(r.scorecard.get("attacks") for r in results):
+    if not any(c.attacks for c in cards):
         return ""
     rows = []
-    for r in results:
-        for concept, by_attack in r.scorecard.get("attacks", {}).items():
+    for c in cards:
+        for concept, by_attack in c.attacks.items():
             for name, a in by_attack.items():
                 flag = (
                     ""
-                    if a.get("probe", {"valid": True})["valid"]
+                    if a.probe is None or a.probe.valid
                     else ' <span class="bad">(probe measures nothing)</span>'
                 )
-                source = a["settings"].get("data_source")
+                source = a.settings.get("data_source")
                 rows.append(
                     [
-                        _e(r.scorecard["label"]),
+                        _e(c.label),
                         _e(concept),
                         _e(ATTACK_NAMES.get(name, name)),
                         _ci(
-                            a,
-                            "target_rate_before",
-                            "images_before" if "images_before" in a else "images",
+                            a.target_rate_before,
+                            a.target_rate_before_ci95,
+                            a.images if a.images_before is None else a.images_before,
                         ),
-                        _ci(a, "target_rate_after")
-                        + _delta(
-                            a["target_rate_before"], a["target_rate_after"], True, a.get("change")
-                        )
+                        _ci(a.target_rate_after, a.target_rate_after_ci95, a.images)
+                        + _delta(a.target_rate_before, a.target_rate_after, True, a.change)
                         + flag,
-                        f"{a['seconds']:.1f} s",
+                        f"{a.seconds:.1f} s",
                         _e(
                             ", ".join(
                                 f"{k} {v:.4g}"
-                                for k, v in a["settings"].items()
+                                for k, v in a.settings.items()
                                 if isinstance(v, (int, float))
                             )
                             + (f"; data: {source}" if source else "")
@@ -448,7 +468,7 @@ def _attack_section(results: Sequence[EvalResult]) -> str:
             numeric_from=3,
         ),
     ]
-    for r in results:
+    for r, c in zip(results, cards, strict=True):
         for grid in r.attack_grids:
             cells = []
             for i, prompt in enumerate(grid.prompts):
@@ -463,40 +483,40 @@ def _attack_section(results: Sequence[EvalResult]) -> str:
                     f'<td class="strip">{after}</td></tr>'
                 )
             out.append(
-                f"<h3>{_e(r.scorecard['label'])}: {_e(grid.title)}</h3>"
+                f"<h3>{_e(c.label)}: {_e(grid.title)}</h3>"
                 '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
                 f"</th><th>attacked</th></tr>{''.join(cells)}</table>"
             )
     return "\n".join(out)
 
 
-def _concept_tables(results: Sequence[EvalResult]) -> str:
-    first = results[0].scorecard
+def _concept_tables(cards: Sequence[Scorecard]) -> str:
+    first = cards[0]
     out = []
-    for c, entry in first["concepts"].items():
-        para0 = entry["paraphrase"]
+    for c, entry in first.concepts.items():
+        para0 = entry.paraphrase
         rows = [
             [
                 "base",
-                _ci(entry, "target_rate_base"),
-                _pct(entry["erasure_base"]),
-                _ci(para0, "target_rate_base") if para0 else "–",
+                _ci(entry.target_rate_base, entry.target_rate_base_ci95, entry.images),
+                _pct(entry.erasure_base),
+                _ci(para0.target_rate_base, para0.target_rate_base_ci95, para0.images)
+                if para0
+                else "–",
             ]
         ]
-        for r in results:
-            e = r.scorecard["concepts"][c]
-            para = e["paraphrase"]
+        for r in cards:
+            e = r.concepts[c]
+            para = e.paraphrase
             rows.append(
                 [
-                    _e(r.scorecard["label"]),
-                    _ci(e, "target_rate")
-                    + _delta(e["target_rate_base"], e["target_rate"], True, e["change"]),
-                    _pct(e["erasure"]),
+                    _e(r.label),
+                    _ci(e.target_rate, e.target_rate_ci95, e.images)
+                    + _delta(e.target_rate_base, e.target_rate, True, e.change),
+                    _pct(e.erasure),
                     (
-                        _ci(para, "target_rate")
-                        + _delta(
-                            para["target_rate_base"], para["target_rate"], True, para["change"]
-                        )
+                        _ci(para.target_rate, para.target_rate_ci95, para.images)
+                        + _delta(para.target_rate_base, para.target_rate, True, para.change)
                     )
                     if para
                     else "–",
@@ -504,144 +524,161 @@ def _concept_tables(results: Sequence[EvalResult]) -> str:
             )
         out.append(
             f'<h3>{_e(c)} <span class="muted">(judge attribute '
-            f"<code>{_e(entry['attribute'])}</code>, counted as "
-            f"{_e(', '.join(entry['labels']))})</span></h3>"
+            f"<code>{_e(entry.attribute)}</code>, counted as "
+            f"{_e(', '.join(entry.labels))})</span></h3>"
         )
         out.append(_table(["model", "target rate", "erasure", "paraphrase target rate"], rows))
-        prompts = "; ".join(entry["prompts"])
-        para = "; ".join((entry["paraphrase"] or {}).get("prompts", []))
+        prompts = "; ".join(entry.prompts)
+        para_prompts = "; ".join(para0.prompts if para0 else [])
         out.append(
             f'<p class="muted">Target prompts: {_e(prompts)}.'
-            + (f" Paraphrases: {_e(para)}." if para else "")
+            + (f" Paraphrases: {_e(para_prompts)}." if para_prompts else "")
             + "</p>"
         )
     return "\n".join(out)
 
 
-def _retain_tables(results: Sequence[EvalResult]) -> str:
-    first = results[0].scorecard["retain"]
-    if first["accuracy_base"] is None:
+def _retain_tables(cards: Sequence[Scorecard]) -> str:
+    first = cards[0].retain
+    if first.accuracy_base is None:
         return '<p class="muted">No retain prompts in this evaluation.</p>'
-    labels = [r.scorecard["label"] for r in results]
+    labels = [c.label for c in cards]
     out = []
-    for key, title in (("by_attribute", "attribute"), ("by_concept", "retained concept")):
+    for title, of in (
+        ("attribute", lambda r: r.by_attribute),
+        ("retained concept", lambda r: r.by_concept),
+    ):
         rows = []
-        for name, v in first[key].items():
-            row = [_e(name), _pct(v["base"])]
-            for r in results:
-                x = r.scorecard["retain"][key][name]
-                row.append(_pct(x["erased"]) + _delta(x["base"], x["erased"], False))
+        for name, v in of(first).items():
+            row = [_e(name), _pct(v.base)]
+            for c in cards:
+                x = of(c.retain)[name]
+                row.append(_pct(x.erased) + _delta(x.base, x.erased, False))
             rows.append(row)
         out.append(_table([title, "base", *labels], rows))
-    if first["neighbour"]:
+    if first.neighbour:
         out.append(
             f"<p>Neighbours (same superclass as a target): "
-            f"{_e(', '.join(first['neighbour']['concepts']))}.</p>"
+            f"{_e(', '.join(first.neighbour.concepts))}.</p>"
         )
     return "\n".join(out)
 
 
-def _extra_sections(results: Sequence[EvalResult]) -> str:
-    first = results[0].scorecard
+def _extra_sections(cards: Sequence[Scorecard]) -> str:
+    first = cards[0]
     out = []
-    fid = first["fid"]
-    if fid["features"]:
+    fid = first.fid
+    if fid.features:
         out.append(
-            f"<p>{_e(fid['name'])} and {_e(fid['kid_name'])}: {_e(fid['images'])} "
-            f"images per model against {_e(fid['reference'])}; features: "
-            f"{_e(fid['features'])}. Compare values only within one feature space and "
+            f"<p>{_e(fid.name)} and {_e(fid.kid_name)}: {_e(fid.images)} "
+            f"images per model against {_e(fid.reference)}; features: "
+            f"{_e(fid.features)}. Compare values only within one feature space and "
             "one sample size.</p>"
         )
-    if first.get("prompts_file"):
-        pf = first["prompts_file"]
-        rows = [["base", _pct(pf["target_rate_base"])]] + [
-            [_e(r.scorecard["label"]), _pct(r.scorecard["prompts_file"]["target_rate"])]
-            for r in results
+    pf = first.prompts_file
+    if pf:
+        rows = [["base", _pct(pf.target_rate_base)]] + [
+            [_e(c.label), _pct(c.prompts_file.target_rate if c.prompts_file else None)]
+            for c in cards
         ]
         out.append(
-            f"<h2>Prompts file</h2><p>{_e(pf['path'])}: {pf['prompts']} prompts, "
-            f"{pf['images']} images; share judged as any evaluated concept:</p>"
+            f"<h2>Prompts file</h2><p>{_e(pf.path)}: {pf.prompts} prompts, "
+            f"{pf.images} images; share judged as any evaluated concept:</p>"
         )
         out.append(_table(["model", "target rate"], rows))
-    if first.get("clip_score"):
-        cs = first["clip_score"]
-        parts = [k for k in ("target", "retain", "prompts_file") if k in cs]
-        rows = [["base"] + [_num(cs[k]["base"]) for k in parts]]
+    cs = first.clip_score
+    if cs:
+        parts = [k for k in ("target", "retain", "prompts_file") if _clip_part(cs, k)]
+        rows = [["base"] + [_num(_clip_value(cs, k, base=True)) for k in parts]]
         rows += [
-            [_e(r.scorecard["label"])]
-            + [_num(r.scorecard["clip_score"][k]["erased"]) for k in parts]
-            for r in results
+            [_e(c.label)] + [_num(_clip_value(c.clip_score, k, base=False)) for k in parts]
+            for c in cards
         ]
-        out.append(f"<h2>CLIP score</h2><p>{_e(cs['model'])}, {_e(cs['scale'])}.</p>")
+        out.append(f"<h2>CLIP score</h2><p>{_e(cs.model)}, {_e(cs.scale)}.</p>")
         out.append(_table(["model", *parts], rows))
-    if first.get("nudity"):
-        nud = first["nudity"]
-        out.append(f"<h2>Nudity (NudeNet, threshold {nud['threshold']})</h2>")
+    nud = first.nudity
+    if nud:
+        out.append(f"<h2>Nudity (NudeNet, threshold {nud.threshold})</h2>")
         for part in ("target", "prompts_file"):
-            if part not in nud:
+            base_part = _nudity_part(nud, part)
+            if base_part is None:
                 continue
-            classes = [*nud["classes"], "total"]
+            classes = [*nud.classes, "total"]
 
-            def cells(x: dict, tag: str, classes: list[str] = classes) -> list[str]:
-                return [f"{x[f'counts_{tag}'][c]} / {x[f'boxes_{tag}'][c]}" for c in classes]
+            def cells(x: NudityPart, base: bool, classes: list[str] = classes) -> list[str]:
+                counts, boxes = (
+                    (x.counts_base, x.boxes_base) if base else (x.counts_erased, x.boxes_erased)
+                )
+                return [f"{counts[c]} / {boxes[c]}" for c in classes]
 
-            base_part = nud[part]
-            rows = [["base", _ci(base_part, "rate_base"), *cells(base_part, "base")]]
-            rows += [
+            rows = [
                 [
-                    _e(r.scorecard["label"]),
-                    _ci(r.scorecard["nudity"][part], "rate_erased")
-                    + _delta(
-                        base_part["rate_base"],
-                        r.scorecard["nudity"][part]["rate_erased"],
-                        True,
-                        r.scorecard["nudity"][part]["change"],
-                    ),
-                    *cells(r.scorecard["nudity"][part], "erased"),
+                    "base",
+                    _ci(base_part.rate_base, base_part.rate_base_ci95, base_part.images),
+                    *cells(base_part, True),
                 ]
-                for r in results
             ]
+            for c in cards:
+                x = _nudity_part(c.nudity, part)
+                if x is None:
+                    raise UnseeError(f"scorecard {c.label!r} has no nudity.{part}")
+                rows.append(
+                    [
+                        _e(c.label),
+                        _ci(x.rate_erased, x.rate_erased_ci95, x.images)
+                        + _delta(base_part.rate_base, x.rate_erased, True, x.change),
+                        *cells(x, False),
+                    ]
+                )
             out.append(
-                f"<h3>{part.replace('_', ' ')} ({nud[part]['images']} images)</h3>"
+                f"<h3>{part.replace('_', ' ')} ({base_part.images} images)</h3>"
                 '<p class="muted">Per class: images / boxes (MACE counts boxes) at or '
-                f"above the threshold; nudenet {_e(nud.get('nudenet_version'))}.</p>"
+                f"above the threshold; nudenet {_e(nud.nudenet_version)}.</p>"
             )
             out.append(_table(["model", "nudity rate", *classes], rows))
     return "\n".join(out)
 
 
-def _cards(results: Sequence[EvalResult]) -> str:
+def _clip_part(cs: ClipScore | None, part: str) -> ScorePair | None:
+    if cs is None:
+        return None
+    return {"target": cs.target, "retain": cs.retain, "prompts_file": cs.prompts_file}[part]
+
+
+def _clip_value(cs: ClipScore | None, part: str, base: bool) -> float | None:
+    p = _clip_part(cs, part)
+    if p is None:
+        return None
+    return p.base if base else p.erased
+
+
+def _nudity_part(nud: Nudity | None, part: str) -> NudityPart | None:
+    if nud is None:
+        return None
+    return nud.target if part == "target" else nud.prompts_file
+
+
+def _cards(cards: Sequence[Scorecard]) -> str:
     out = []
-    for r in results:
-        c = r.scorecard
-        out.append(f"<h3>{_e(c['label'])}</h3>")
-        if not c["erased"]:
+    for c in cards:
+        out.append(f"<h3>{_e(c.label)}</h3>")
+        if not c.erased:
             out.append('<p class="muted">The base model itself (no artifact).</p>')
-        for e in c["erased"]:
-            card = e["card"]
-            hp = card.get("hyperparameters", {})
-            cost = card.get("cost", {})
+        for e in c.erased:
+            card = e.card
+            hp = card.hyperparameters
+            cost = card.cost
+            delta = card.delta
             rows = [
-                ["artifact", _e(e["path"])],
-                ["id", _e(e["id"])],
-                ["method", _e(f"{card.get('method')}: {card.get('summary', '')}")],
+                ["artifact", _e(e.path)],
+                ["id", _e(e.id)],
+                ["method", _e(f"{card.method}: {card.summary}")],
                 [
                     "concepts",
-                    _e(
-                        ", ".join(
-                            f"{x.get('name')} -> {x.get('anchor') or '∅'}"
-                            for x in card.get("concepts", [])
-                        )
-                    ),
+                    _e(", ".join(f"{x.name} -> {x.anchor or '∅'}" for x in card.concepts)),
                 ],
-                ["scope", _e(card.get("scope"))],
-                [
-                    "base",
-                    _e(
-                        f"{card.get('base', {}).get('model_id')} (fingerprint "
-                        f"{card.get('base', {}).get('fingerprint')})"
-                    ),
-                ],
+                ["scope", _e(card.scope)],
+                ["base", _e(f"{card.base.model_id} (fingerprint {card.base.fingerprint})")],
                 [
                     "iterations / lr / batch",
                     _e(f"{hp.get('iterations')} / {hp.get('lr')} / {hp.get('batch_size')}"),
@@ -649,31 +686,28 @@ def _cards(results: Sequence[EvalResult]) -> str:
                 [
                     "weights changed",
                     _e(
-                        f"{card.get('delta', {}).get('elements_changed', 0):,}"
-                        f" in {card.get('delta', {}).get('tensors')} tensors"
+                        f"{delta.elements_changed if delta else 0:,}"
+                        f" in {delta.tensors if delta else None} tensors"
                     ),
                 ],
                 [
                     "erasure cost",
-                    _e(
-                        f"{cost.get('wall_seconds')} s on {cost.get('device')}, "
-                        f"peak RSS {cost.get('peak_rss_mb')} MB"
-                    ),
+                    _e(f"{cost.wall_seconds} s on {cost.device}, peak RSS {cost.peak_rss_mb} MB"),
                 ],
             ]
             out.append(_table(["", ""], rows, numeric_from=99))
             out.append(
                 "<details><summary>full model card</summary><pre>"
-                f"{_e(json.dumps(card, indent=2))}</pre></details>"
+                f"{_e(json.dumps(card.as_json(), indent=2))}</pre></details>"
             )
-        ev = c["cost"]["evaluation"]
+        ev = c.cost.evaluation
         out.append(
-            f'<p class="muted">Evaluation: {ev["wall_seconds"]} s total on '
-            f"{_e(ev['device'])} ({ev['processes']} process(es)); base "
-            f"{ev['base']['images_generated']} generated + "
-            f"{ev['base']['images_from_cache']} from cache, erased "
-            f"{ev['erased']['images_generated']} generated + "
-            f"{ev['erased']['images_from_cache']} from cache.</p>"
+            f'<p class="muted">Evaluation: {ev.wall_seconds} s total on '
+            f"{_e(ev.device)} ({ev.processes} process(es)); base "
+            f"{ev.base.images_generated} generated + "
+            f"{ev.base.images_from_cache} from cache, erased "
+            f"{ev.erased.images_generated} generated + "
+            f"{ev.erased.images_from_cache} from cache.</p>"
         )
     return "\n".join(out)
 
@@ -709,32 +743,32 @@ shown).</li>
 
 def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard") -> str:
     """The report's HTML for one or several erased models scored against one base."""
-    _check_same_base(results)
-    first = results[0].scorecard
+    cards = _scorecards(results)
+    first = cards[0]
     meta = (
-        f"model <code>{_e(first['model'])}</code> (fingerprint "
-        f"{_e(first['model_fingerprint'])}), judge <code>{_e(first['judge'])}</code>, "
-        f"{first['num_images']} images per prompt, seeds from {first['seed']}, "
-        f"{first['sampler']} {first['steps']} steps, guidance {first['guidance']}"
+        f"model <code>{_e(first.model)}</code> (fingerprint "
+        f"{_e(first.model_fingerprint)}), judge <code>{_e(first.judge)}</code>, "
+        f"{first.num_images} images per prompt, seeds from {first.seed}, "
+        f"{first.sampler} {first.steps} steps, guidance {first.guidance}"
     )
     body = [
         f'<h1>{_e(title)}</h1><p class="muted">{meta}</p>',
         "<h2>Summary</h2>",
-        _summary(results),
-        _charts(results),
+        _summary(cards),
+        _charts(cards),
         "<h2>Before / after</h2>",
         "<p class=\"muted\">Under each image: the judge's label of the concept's attribute "
         "(retain and prompts-file images: of the first concept's); red = judged as an "
         "evaluated concept.</p>",
-        _grid_section(results),
+        _grid_section(results, cards),
         "<h2>Erased concepts</h2>",
-        _concept_tables(results),
+        _concept_tables(cards),
         "<h2>Retention</h2>",
-        _retain_tables(results),
-        _attack_section(results),
-        _extra_sections(results),
+        _retain_tables(cards),
+        _attack_section(results, cards),
+        _extra_sections(cards),
         "<h2>Model cards and cost</h2>",
-        _cards(results),
+        _cards(cards),
         "<h2>Definitions</h2>",
         _DEFINITIONS,
     ]
@@ -749,4 +783,8 @@ def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard")
 def write_report(path: Path, results: Sequence[EvalResult], title: str = "unsee scorecard") -> Path:
     """Write :func:`render_report` to ``path`` atomically."""
     text = render_report(results, title)
-    return atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))
+
+    def write(p: Path) -> None:
+        p.write_text(text, encoding="utf-8")
+
+    return atomic_write(Path(path), write)
