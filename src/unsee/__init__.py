@@ -9,6 +9,8 @@ The Python API (:mod:`unsee.api`)::
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -27,3 +29,25 @@ def __getattr__(name: str) -> Any:
 
         return getattr(api, name)
     raise AttributeError(f"module 'unsee' has no attribute {name!r}")
+
+
+class _CallablePackage(types.ModuleType):
+    """The subpackages ``unsee.erase`` and ``unsee.evaluate`` share their names with the API
+    functions: once one is imported, Python sets it as this package's attribute, hiding the
+    function. The package then also calls the function, so ``unsee.erase(...)`` works
+    whatever was imported before, and ``unsee.erase.engine`` stays the module."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from unsee import api
+
+        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("erase", "evaluate") and type(value) is types.ModuleType:
+            value.__class__ = _CallablePackage
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

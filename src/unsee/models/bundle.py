@@ -5,6 +5,7 @@ same interface, so sampling and every method are written once."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from unsee.models.text import PromptEncoder
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
 
 TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -41,6 +44,8 @@ class Bundle:
     resolution: int = 32
     default_guidance: float = 7.5
     info: dict = field(default_factory=dict)
+    #: image width when it differs from the height (``resolution``); None: square
+    width: int | None = None
 
     @property
     def vocabulary(self) -> str | None:
@@ -59,10 +64,15 @@ class Bundle:
     def latent_shape(self) -> tuple[int, int, int]:
         """(C, h, w) of what the UNet denoises."""
         c = int(self.unet.config.in_channels)
+        f = self.vae_factor
+        return (c, self.resolution // f, (self.width or self.resolution) // f)
+
+    @property
+    def vae_factor(self) -> int:
+        """Pixels per latent cell along each side (1 for pixel-space models)."""
         if self.vae is None:
-            return (c, self.resolution, self.resolution)
-        f = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return (c, self.resolution // f, self.resolution // f)
+            return 1
+        return int(2 ** (len(self.vae.config.block_out_channels) - 1))
 
     def scheduler(self):
         """A fresh DDIM scheduler with the training schedule (samplers mutate their state)."""
@@ -166,6 +176,7 @@ def load_bundle(
     neither cached nor reachable, or a text encoder whose width does not fit the UNet.
     """
     _quiet_loaders()
+    log.info("loading model %s%s", spec, f" (variant {variant})" if variant else "")
     try:
         bundle = _load(str(spec), dtype, variant)
     except UnseeError:

@@ -1,5 +1,6 @@
 """``unsee eval``: score erased models against their base; writes scorecard.json and
-report.html. Registered on the main app in :mod:`unsee.cli`."""
+report.html. The CLI layer joins evaluation (:mod:`unsee.evaluate`) and the report
+(:mod:`unsee.report`); neither imports the other."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ from typing import Annotated
 
 import typer
 
+from unsee.cli.common import JUDGES, app, clean_errors, examples
 
+
+@app.command(
+    "eval",
+    epilog=examples(
+        "unsee eval --model toyworld --erased runs/star --concept star --out ev/",
+        "unsee eval --model sd/ --erased runs/cat --concept 'a cat' --judge clip:clip/ "
+        "--retain 'a dog' --attacks paraphrase,unlearndiffatk --out ev/",
+        "accelerate launch --num_processes 2 -m unsee.cli eval ... (sharded)",
+    ),
+)
+@clean_errors
 def eval_cmd(
     model: Annotated[
         str, typer.Option(help="base model: 'toyworld', a diffusers folder or a hub id")
@@ -38,10 +51,7 @@ def eval_cmd(
     guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
     judge: Annotated[
         str | None,
-        typer.Option(
-            help="toyworld, nudenet, clip:MODEL or imagenet[:MODEL|:torchvision] "
-            "(default: toyworld for ToyWorld, nudenet for nudity)"
-        ),
+        typer.Option(help=f"one of {JUDGES} (default: toyworld for ToyWorld, nudenet for nudity)"),
     ] = None,
     retain: Annotated[
         list[str] | None,
@@ -51,7 +61,7 @@ def eval_cmd(
         str | None, typer.Option(help="CLIP folder or hub id for the CLIP score")
     ] = None,
     nudenet_threshold: Annotated[float, typer.Option(help="NudeNet detection threshold")] = 0.6,
-    batch_size: Annotated[int, typer.Option()] = 64,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 64,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     cache_dir: Annotated[
         Path | None,
@@ -76,13 +86,15 @@ def eval_cmd(
         ),
     ] = None,
 ) -> None:
-    """Score erased models: target rate, erasure, retain accuracy, FID, overall; writes
-    scorecard.json and report.html (runs sharded under `accelerate launch`)."""
+    """Score erased models against their base: scorecard.json and report.html.
+
+    Target rate, erasure, retain accuracy, FID, overall, attacks; runs sharded under
+    `accelerate launch`."""
     from accelerate import PartialState
 
+    from unsee.evaluate import EvalSettings, evaluate
     from unsee.evaluate.attacks import parse_budget
     from unsee.evaluate.cache import default_cache_dir
-    from unsee.evaluate.scorecard import EvalSettings, evaluate
     from unsee.io import atomic_dir, check_output_dir, write_json
     from unsee.report.html import write_report
 
