@@ -113,7 +113,7 @@ def _readme(card: dict[str, Any]) -> str:
     was erased, intended use, limitations, how to load it with unsee or plain diffusers)."""
     from unsee.cards import artifact_readme
 
-    return artifact_readme(parse_card(card, "the card being written"))
+    return artifact_readme(card)
 
 
 def read_model_card(art: Path) -> ModelCard:

@@ -5,13 +5,13 @@ library, tags and licence, and a reader learns what was erased and how to load i
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from unsee.card_schema import ModelCard
+from unsee.card_schema import ModelCard, parse_card
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TOYWORLD_LICENSE = "apache-2.0"  # the bundled model ships with unsee (Apache-2.0)
@@ -140,8 +140,10 @@ INTENDED = (
 )
 
 
-def artifact_readme(card: ModelCard) -> str:
-    """Card of an erasure artifact (``delta.safetensors`` + ``model_card.json``)."""
+def artifact_readme(data: ModelCard | Mapping[str, Any]) -> str:
+    """Card of an erasure artifact (``delta.safetensors`` + ``model_card.json``) from its
+    model card (as written, or read)."""
+    card = parse_card(data, "the artifact's model card")
     base = card.base.model_id
     concepts = ", ".join(_concepts([card]))
     meta = card_metadata([card], "unsee", ("unsee-delta",))
