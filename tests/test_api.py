@@ -41,9 +41,9 @@ def test_readme_example(tmp_path, monkeypatch, toyworld):
     assert unsee.load(art.path).card == art.card
     # the scorecard is of this artifact, made for the base it was scored against
     card = result.scorecard
-    assert [a["id"] for a in card["artifacts"]] == [art.id]
-    assert art.base_fingerprint == card["base"]["fingerprint"]
-    assert card["concepts"]["star"]["target_rate"] <= card["concepts"]["star"]["target_rate_base"]
+    assert [(e["id"], e["path"]) for e in card["erased"]] == [(art.id, str(art.path))]
+    assert card["model_fingerprint"] == art.base_fingerprint
+    assert 0 <= card["concepts"]["star"]["target_rate"] <= 1
 
     # the applied model is the base plus the delta, and differs only in UCE's scope (k, v)
     delta, _ = read_delta(art.path)
