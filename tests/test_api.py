@@ -76,6 +76,10 @@ def test_pipeline_in_memory(tiny_sd, tmp_path):
     for n, p in fresh.unet.named_parameters():  # base + (erased - base): float rounding only
         torch.testing.assert_close(p.detach(), erased[n], rtol=1e-6, atol=1e-7)
 
+    half = StableDiffusionPipeline.from_pretrained(tiny_sd, torch_dtype=torch.float16)
+    with pytest.raises(UnseeError, match=r"in float16: load it in float32, apply"):
+        art.apply(half)
+
     other = StableDiffusionPipeline.from_pretrained(tiny_sd)
     with torch.no_grad():
         next(other.unet.parameters()).add_(1e-3)  # another base: one weight differs

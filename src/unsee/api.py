@@ -57,7 +57,17 @@ class Artifact:
         """
         from unsee.artifacts import apply_artifacts
 
-        apply_artifacts(model, [self.path])
+        try:
+            apply_artifacts(model, [self.path])
+        except UnseeError as exc:
+            dtype = next(model.unet.parameters()).dtype
+            if "different base" not in str(exc) or dtype == torch.float32:
+                raise
+            # fingerprints hash the weights as loaded: fp16 weights are not the fp32 base's
+            raise UnseeError(
+                f"{exc}; the model is in {str(dtype).removeprefix('torch.')}: load it in "
+                "float32, apply the artifact, then cast it (e.g. pipe.to(torch.float16))"
+            ) from None
         return model
 
     def __fspath__(self) -> str:  # lets an Artifact stand wherever a path is taken
