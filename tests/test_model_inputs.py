@@ -102,3 +102,29 @@ def test_sdxl_shaped_sd_folder_refused(tiny_sd, tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(UnseeError, match="SDXL"):
         load_bundle(folder)
+
+
+def test_variant_through_the_cli(fp16_folder, tmp_path):
+    """`--model-variant` reaches the loader in erase and generate: the artifact is made for
+    the fp16 weights and applies to them."""
+    from typer.testing import CliRunner
+
+    from unsee.artifacts import fingerprint, read_card
+    from unsee.cli import app
+
+    runner = CliRunner()
+    model = ["--model", str(fp16_folder), "--model-variant", "fp16"]
+    r = runner.invoke(
+        app,
+        ["erase", *model, "--method", "uce", "--concept", "a cat", "--out", str(tmp_path / "a")],
+    )
+    assert r.exit_code == 0, r.output
+    base = load_bundle(fp16_folder, variant="fp16")
+    assert read_card(tmp_path / "a")["base"]["fingerprint"] == fingerprint(base.unet)
+    gen = ["generate", *model, "--prompt", "a cat", "--num-images", "1", "--steps", "2"]
+    r = runner.invoke(app, [*gen, "--erased", str(tmp_path / "a"), "--out", str(tmp_path / "g")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["generate", "--model", str(fp16_folder), *gen[5:], "--out", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 2 and "--variant fp16" in r.output
