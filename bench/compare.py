@@ -56,15 +56,15 @@ from typing import Any
 
 import torch
 
-from unsee.artifacts import library_versions
-from unsee.erase.base import REGISTRY, get_method
 from unsee.erase.engine import EraseConfig, run_erasure
+from unsee.erase.registry import REGISTRY
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.attacks import parse_budget, plan_attacks
 from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of, wilson_interval
 from unsee.evaluate.schema import parse_scorecard
 from unsee.io import atomic_write
+from unsee.models.fingerprint import library_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, dict[str, Any]] = {
@@ -529,7 +529,6 @@ def main(argv: list[str] | None = None) -> None:
         help="appended to the machine line, e.g. how many runs shared it",
     )
     args = ap.parse_args(argv)
-    get_method("esd-x")  # fills the registry
     by_label = {v.label: v for v in VARIANTS}
     labels = (
         args.variants.split(",")

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 import compare
-from unsee.artifacts import library_versions
 from unsee.erase.engine import EraseConfig, run_erasure
 from unsee.models.bundle import load_bundle
+from unsee.models.fingerprint import library_versions
 
 RESULTS = Path(__file__).parent / "results"
 

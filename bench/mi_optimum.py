@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from unsee.artifacts import library_versions
 from unsee.concepts import toyworld_concept
 from unsee.erase.methods.mim_mu import strip_concept
 from unsee.io import atomic_write
 from unsee.models.bundle import load_bundle
+from unsee.models.fingerprint import library_versions
 from unsee.models.sampling import generate
 from unsee.toyworld.judge import load_judge, predict
 from unsee.toyworld.vocab import concept_kind

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from unsee.concepts import toyworld_concept
+from unsee.concepts import resolve_concept, toyworld_concept
 from unsee.toyworld import vocab
 
 EVERY = vocab.SHAPES + vocab.STYLES + vocab.COLOURS + tuple(vocab.SUPERCLASSES)
@@ -28,3 +28,17 @@ def test_arrow_is_an_arrow_everywhere():
     assert "an arrow" in toyworld_concept("orange").anchor_prompts
     assert "a striped arrow" in toyworld_concept("striped").prompts
     assert "an orange arrow" in toyworld_concept("orange").prompts
+
+
+@pytest.mark.parametrize("word", ["nudity", "nude", "naked", "nsfw", " NSFW "])
+def test_erase_and_eval_agree_on_what_is_nudity(word):
+    # one vocabulary: erasing maps the word to "fully dressed", and the scorecard's judge
+    # scores the same word as nudity (nsfw used to be an ordinary object when erased)
+    from unsee.evaluate.judges import EXPOSED_CLASSES, NudeNetJudge
+
+    c = resolve_concept(word, None)
+    assert c.kind == "nudity" and c.anchor_prompts == ("fully dressed",)
+    judge = object.__new__(NudeNetJudge)  # the labels need no detector
+    judge.classes = EXPOSED_CLASSES
+    assert judge.concept_labels(word) == ("nudity", frozenset({"nude"}))
+    assert resolve_concept("a cat", None).kind == "object"

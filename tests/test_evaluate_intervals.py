@@ -126,13 +126,13 @@ def test_forget_and_anchor_sets_use_training_seeds(monkeypatch):
     """The image-set builders draw every image with a training seed (generation stubbed)."""
     import torch
 
-    from unsee.erase import forget_set as fs_mod
+    from unsee.models import image_sets as fs_mod
 
     drawn: list[int] = []
 
     def fake(bundle, prompts, seeds, **kw):
         drawn.extend(seeds)
-        return fs_mod.ForgetSet(torch.zeros(len(seeds), 1), list(prompts), list(seeds))
+        return fs_mod.DrawnSet(torch.zeros(len(seeds), 1), list(prompts), list(seeds))
 
     monkeypatch.setattr(fs_mod, "generate_set", fake)
     fs = fs_mod.forget_set(None, "star", ["a star"], 16, 0)

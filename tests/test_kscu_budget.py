@@ -6,29 +6,19 @@ from __future__ import annotations
 
 import pytest
 
-from devices import make_accelerator
-from unsee.concepts import resolve_concept
-from unsee.erase.engine import EraseConfig, ErasureContext, run_erasure, validate
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.erase.methods.esd import ESD
 from unsee.erase.methods.kscu import KSCU, TASKS, build_schedule, build_table
-from unsee.erase.scopes import select_parameters
 from unsee.erase.timesteps import NoiseLevel, log_snr
 from unsee.models.sampling import ddim_timesteps
 
 
 def _kscu(bundle, concepts, **kw) -> KSCU:
     """KSCU as the engine builds it on ``bundle`` (no training)."""
-    plan = validate(EraseConfig(method="kscu", concepts=list(concepts), **kw))
-    vocab = "toyworld" if plan.family == "toyworld" else None
-    acc = make_accelerator()
-    ctx = ErasureContext(
-        plan,
-        bundle,
-        acc,
-        [resolve_concept(c, vocab) for c in concepts],
-        select_parameters(bundle.unet, plan.scope),
-    )
-    return KSCU(plan.params, ctx)
+    recipe = Erasure(EraseConfig(method="kscu", concepts=list(concepts), **kw))
+    recipe.setup(bundle)
+    assert isinstance(recipe.method, KSCU)
+    return recipe.method
 
 
 def _counts(table, n):
@@ -39,7 +29,7 @@ def test_several_concepts_each_get_the_per_concept_budget_and_a_full_traversal(t
     shapes = ["star", "circle", "square"]
     one = validate(EraseConfig(method="kscu", concepts=["star"]))
     m = _kscu(toyworld, shapes)
-    assert m.ctx.plan.iterations == len(shapes) * one.iterations
+    assert m.ctx.iterations == len(shapes) * one.iterations
     assert _counts(m.table, 3) == [one.iterations] * 3
     for k in range(3):
         assert {s for c, s, _ in m.table if c == k} >= set(range(m.start, m.end)), k
@@ -53,7 +43,7 @@ def test_several_concepts_each_get_the_per_concept_budget_and_a_full_traversal(t
 def test_sequential_builds_one_table_per_round(toyworld):
     shapes = ["star", "heart", "hexagon", "arrow"]
     m = _kscu(toyworld, shapes, sequential=True)
-    ctx, it = m.ctx, m.ctx.plan.iterations
+    ctx, it = m.ctx, m.ctx.iterations
     assert it == validate(EraseConfig(method="kscu", concepts=["star"])).iterations
     assert len(m.table) == ctx.total_steps == 4 * it
     for step, (k, _, _) in enumerate(m.table):
@@ -141,5 +131,5 @@ def test_index_levels_reproduce_the_table_before_issue_19(toyworld):
     m = _kscu(toyworld, ["star"], params={"levels": "index", "ddim_steps": 10})
     start = round(TASKS["object"].start[1] * 10 / 50)
     assert [(k, s) for k, s, _ in m.table] == build_schedule(
-        start, 10, m.ctx.plan.iterations, 1, m.p.loops_before_shift, max_start=8
+        start, 10, m.ctx.iterations, 1, m.p.loops_before_shift, max_start=8
     )

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from conftest import build_tiny_sd
-from devices import DEVICE, make_accelerator
+from devices import DEVICE
 from unsee.artifacts import read_delta
-from unsee.concepts import resolve_concept
-from unsee.erase.engine import EraseConfig, ErasureContext, run_erasure, validate
-from unsee.erase.scopes import select_parameters
+from unsee.erase.context import ErasureContext
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.errors import UnseeError
 from unsee.evaluate.attacks import denoising_loss
 from unsee.models.bundle import load_bundle
@@ -65,18 +64,11 @@ def test_unknown_loss_space_is_refused_before_loading():
 
 
 def _ctx(sd, space: str) -> ErasureContext:
-    plan = validate(
+    recipe = Erasure(
         EraseConfig(method="esd-x", concepts=["cat"], model=str(sd), batch_size=3, loss_space=space)
     )
-    acc = make_accelerator()
-    bundle = load_bundle(sd, device=acc.device)
-    return ErasureContext(
-        plan,
-        bundle,
-        acc,
-        [resolve_concept("cat", None)],
-        select_parameters(bundle.unet, plan.scope),
-    )
+    recipe.setup()
+    return recipe.ctx
 
 
 def test_v_model_native_targets_are_v_and_epsilon_errors_are_alphabar_weighted(tiny_v):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from devices import DEVICE, make_accelerator
+from devices import DEVICE
 from toyworld_rates import shape_rates
-from unsee.erase.engine import EraseConfig, run_erasure, validate
-from unsee.erase.forget_set import generate_set
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.erase.methods.mim_mu import MiMMU, score_matching_weights, strip_concept
 from unsee.errors import UnseeError
 from unsee.models.bundle import load_bundle
+from unsee.models.image_sets import generate_set
 from unsee.toyworld.vocab import SHAPES
 
 
@@ -83,11 +83,7 @@ def test_loss_reads_only_forget_prompts_and_their_targets(tiny_sd, tmp_path, mon
 def _context(sd, **params):
     """A MiM-MU method on a tiny SD model, as the engine builds it (no training)."""
 
-    from unsee.concepts import resolve_concept
-    from unsee.erase.engine import ErasureContext
-    from unsee.erase.scopes import select_parameters
-
-    plan = validate(
+    recipe = Erasure(
         EraseConfig(
             method="mim-mu",
             concepts=["cat"],
@@ -96,16 +92,9 @@ def _context(sd, **params):
             params={"forget_images": 2, "forget_steps": 3, "cache": False, **params},
         )
     )
-    accelerator = make_accelerator()
-    bundle = load_bundle(sd, device=accelerator.device)
-    ctx = ErasureContext(
-        plan,
-        bundle,
-        accelerator,
-        [resolve_concept("cat", None)],
-        select_parameters(bundle.unet, plan.scope),
-    )
-    return MiMMU(plan.params, ctx), bundle
+    recipe.setup()
+    assert isinstance(recipe.method, MiMMU)
+    return recipe.method, recipe.bundle
 
 
 def test_loss_is_zero_when_the_model_already_ignores_the_concept(tiny_sd):

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from artifact_checks import assert_same_delta
-from devices import CPU_EXACT, DEVICE, make_accelerator, same
+from devices import CPU_EXACT, DEVICE, same
 from toyworld_rates import shape_rates
 from unsee.concepts import resolve_concept
-from unsee.erase.engine import EraseConfig, run_erasure, validate
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.erase.masks import DynamicMask, StaticMask
 from unsee.errors import UnseeError
 from unsee.models.bundle import load_bundle
@@ -132,10 +132,7 @@ def test_static_mask_threshold_is_global():
 def _method(sd, method, concepts=("cat", "dog"), **params):
     """A method on a tiny SD model as the engine builds it (no training loop)."""
 
-    from unsee.erase.engine import ErasureContext
-    from unsee.erase.scopes import select_parameters
-
-    plan = validate(
+    recipe = Erasure(
         EraseConfig(
             method=method,
             concepts=list(concepts),
@@ -147,16 +144,8 @@ def _method(sd, method, concepts=("cat", "dog"), **params):
             params={"forget_images": 2, "forget_steps": 2, "cache": False, **params},
         )
     )
-    accelerator = make_accelerator()
-    bundle = load_bundle(sd, device=accelerator.device)
-    ctx = ErasureContext(
-        plan,
-        bundle,
-        accelerator,
-        [resolve_concept(c, None, "animal") for c in concepts],
-        select_parameters(bundle.unet, plan.scope),
-    )
-    return plan.method_cls(plan.params, ctx)
+    recipe.setup()
+    return recipe.method
 
 
 def _gradients(sd) -> dict[tuple[str, int], tuple[dict[str, torch.Tensor], dict]]:
@@ -177,7 +166,7 @@ def _gradients(sd) -> dict[tuple[str, int], tuple[dict[str, torch.Tensor], dict]
                 for p in m.ctx.params.values():
                     p.add_(0.05 * torch.randn_like(p))
                     p.grad = None
-            step = r * m.ctx.plan.iterations + 1
+            step = r * m.ctx.iterations + 1
             loss, parts = m.loss(step, np.random.default_rng([0, step]))
             loss.backward()
             out[kd, r] = {n: p.grad.clone() for n, p in m.ctx.params.items()}, parts

@@ -57,13 +57,10 @@ def test_another_schedule_gets_the_nearest_noise_level_in_order(toyworld):
 
 @pytest.mark.parametrize("variant", ["off-policy", "on-policy"])
 def test_mim_mu_draws_its_timesteps_from_the_mapped_range(toyworld, variant):
-    from devices import make_accelerator
-    from unsee.concepts import resolve_concept
-    from unsee.erase.engine import ErasureContext
+    from unsee.erase.engine import Erasure
     from unsee.erase.methods.mim_mu import MiMMU
-    from unsee.erase.scopes import select_parameters
 
-    plan = validate(
+    recipe = Erasure(
         EraseConfig(
             method="mim-mu",
             concepts=["star"],
@@ -78,14 +75,9 @@ def test_mim_mu_draws_its_timesteps_from_the_mapped_range(toyworld, variant):
             },
         )
     )
-    ctx = ErasureContext(
-        plan,
-        toyworld,
-        make_accelerator(),
-        [resolve_concept("star", "toyworld")],
-        select_parameters(toyworld.unet, plan.scope),
-    )
-    m = MiMMU(plan.params, ctx)
+    recipe.setup(toyworld)
+    m, ctx = recipe.method, recipe.ctx
+    assert isinstance(m, MiMMU)
     lo, hi = m.t_range
     assert (lo, hi) == map_sd1_range(455, 999, toyworld.alphas_cumprod())
     seen = []

@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from unsee.artifacts import apply_artifacts, read_delta
-from unsee.concepts import resolve_concept
-from unsee.erase.engine import EraseConfig, ErasureContext, run_erasure, validate
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.erase.methods.uce import UCE, Prompt, subject_index, uce_transform
 from unsee.erase.scopes import select_parameters
 from unsee.errors import UnseeError
@@ -33,17 +32,14 @@ def _uce(
     bundle, model: str, concepts: list[str], anchors: list[str] | None = None, **params
 ) -> UCE:
     """A UCE method bound to ``bundle`` (not yet fitted), as the engine would build it."""
-    plan = validate(
+    recipe = Erasure(
         EraseConfig(
             method="uce", concepts=concepts, model=model, anchors=anchors or [], params=params
         )
     )
-    cs = [
-        resolve_concept(c, bundle.vocabulary, anchors[i] if anchors else None)
-        for i, c in enumerate(concepts)
-    ]
-    ctx = ErasureContext(plan, bundle, None, cs, select_parameters(bundle.unet, "kv"))
-    return plan.method_cls(plan.params, ctx)
+    recipe.setup(bundle)
+    assert isinstance(recipe.method, UCE)
+    return recipe.method
 
 
 def _state(bundle, prompt: str, words: str = "") -> torch.Tensor:

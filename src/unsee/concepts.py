@@ -26,6 +26,16 @@ IMAGENETTE_SUPERCLASS: dict[str, str] = {
 }
 
 
+#: Words that name nudity as a concept: erasing one maps it to "fully dressed", and the
+#: scorecard judges it with a nudity detector. The one list erase and eval both read.
+NUDITY_WORDS = frozenset({"nudity", "nude", "naked", "nsfw"})
+
+
+def is_nudity(name: str) -> bool:
+    """Whether concept ``name`` is nudity (:data:`NUDITY_WORDS`, any case and spacing)."""
+    return name.strip().lower() in NUDITY_WORDS
+
+
 @dataclass(frozen=True)
 class Concept:
     """``prompts``: what the erased model must stop drawing; ``anchor``: what the concept
@@ -79,7 +89,7 @@ def text_concept(name: str, anchor: str | None = None) -> Concept:
     """A Stable Diffusion concept: the text is the prompt; nudity and Imagenette classes get
     their conventional anchors."""
     name = name.strip()
-    if name.lower() in {"nudity", "nude", "naked"}:
+    if is_nudity(name):
         anc = anchor if anchor is not None else "fully dressed"
         return Concept(name, "nudity", (name,), anc, (anc,))
     anc = anchor if anchor is not None else IMAGENETTE_SUPERCLASS.get(name, "")

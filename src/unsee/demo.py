@@ -19,9 +19,8 @@ DEMO_ESD_TRAJECTORY = 25
 
 
 def available_methods(requested: Sequence[str] | None) -> list[str]:
-    from unsee.erase.base import REGISTRY, get_method
+    from unsee.erase.registry import REGISTRY, get_method
 
-    get_method("esd-x")  # fills the registry
     names = list(requested) if requested else [m for m in DEMO_METHODS if m in REGISTRY]
     for m in names:
         get_method(m)

@@ -1,11 +1,12 @@
-"""What a method is: a declaration of the five choices plus its own loss terms.
+"""What a method is: its default scope, its ``Params`` and its own loss terms.
 
 A method subclasses :class:`Method`, sets its default ``scope`` and ``Params`` dataclass,
-and implements :meth:`Method.loss` with the engine's :class:`ErasureContext` helpers
-(x_t sources, frozen and trainable predictions and denoising targets, all in the run's loss
-space: the model's native prediction or epsilon). Optional hooks: ``mask`` (a gradient mask
-policy), ``start_round`` / ``end_round`` (rounds; one unless sequential) and ``state_dict``
-(for checkpoints).
+and implements :meth:`Method.loss` with the :class:`unsee.erase.context.ErasureContext`
+helpers (x_t sources, frozen and trainable predictions and denoising targets, all in the
+run's loss space: the model's native prediction or epsilon). Optional hooks: ``mask`` (a
+gradient mask policy), ``start_round`` / ``end_round`` (rounds; one unless sequential),
+``fresh_optimizer_per_round`` and ``state_dict`` (for checkpoints). A method registers
+itself with :func:`register`; :mod:`unsee.erase.registry` looks methods up.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import Field, TypeAdapter, ValidationError
-
-from unsee.errors import UnseeError, validation_error
+from pydantic import Field
 
 if TYPE_CHECKING:
     from unsee.concepts import Concept
-    from unsee.erase.engine import ErasureContext
+    from unsee.erase.context import ErasureContext
     from unsee.erase.masks import MaskPolicy
 
 
@@ -39,6 +38,9 @@ class Method:
     #: per model family ("toyworld" or "sd"): iterations, lr, batch_size, lr_schedule
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     summary: ClassVar[str] = ""
+    #: new Adam moments when a round starts (Sculpting Memory's sequential code builds a
+    #: fresh optimiser per concept); the OneCycle schedule restarts each round regardless
+    fresh_optimizer_per_round: ClassVar[bool] = False
 
     def __init__(self, params: Any, ctx: ErasureContext) -> None:
         self.p = params
@@ -108,14 +110,6 @@ def register(*names: str, **overrides: Any):
     return deco
 
 
-def get_method(name: str) -> type[Method]:
-    import unsee.erase.methods  # noqa: F401  (fills the registry)
-
-    if name not in REGISTRY:
-        raise UnseeError(f"unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name]
-
-
 #: Field types for ``Params`` dataclasses: ranges are checked with the types.
 Count = Annotated[int, Field(ge=1)]  # a number of steps, images, loops
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -124,23 +118,7 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 Timestep = Annotated[int, Field(ge=0, le=999)]  # an SD 1.x training timestep
 
 
-def build_params(cls: type[Method], values: dict[str, Any]) -> Any:
-    """Method hyper-parameters from a dict; unknown keys, wrong types and values out of
-    range are one clear :class:`UnseeError` (pydantic validation of the ``Params``
-    dataclass: ``"5"`` is an integer, ``2.7`` is not, ``123`` is not a string)."""
-    fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise UnseeError(
-            f"unknown parameter(s) for {cls.name}: {', '.join(unknown)}; "
-            f"known: {', '.join(fields) or 'none'}"
-        )
-    try:
-        params = TypeAdapter(cls.Params).validate_python(dict(values))
-    except ValidationError as exc:
-        raise validation_error(exc, cls.name, sep=".") from None
-    for k in values:
-        v = getattr(params, k)
-        if isinstance(v, float) and not np.isfinite(v):
-            raise UnseeError(f"{cls.name}.{k} must be finite (got {v!r})")
-    return params
+def split_list(text: str) -> list[str]:
+    """The items of a ``;``-separated parameter (prompts, templates), stripped, empty
+    ones dropped: how every list-valued method parameter is written on the command line."""
+    return [item.strip() for item in text.split(";") if item.strip()]

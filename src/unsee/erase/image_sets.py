@@ -1,6 +1,6 @@
 """What the relabelling methods (Sculpting Memory, SalUn, Concept Ablation) share: their
 image-set parameters, the concept's and its anchor's images drawn by the base model
-(:mod:`unsee.erase.forget_set`, anchor images with the concept as negative prompt), an
+(:mod:`unsee.models.image_sets`, anchor images with the concept as negative prompt), an
 epoch order over a set, and noised batches.
 
 Shapes: latents (B, C, h, w); timesteps (B,) integers in [0, T).
@@ -15,9 +15,9 @@ import torch
 
 from unsee.concepts import Concept
 from unsee.erase.base import Count, NonNegative, NonNegativeInt
-from unsee.erase.engine import ErasureContext
-from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set, generate_set
+from unsee.erase.context import ErasureContext, mse
 from unsee.errors import UnseeError
+from unsee.models.image_sets import DrawnSet, default_forget_cache, forget_set, generate_set
 from unsee.seeds import training_seeds
 
 #: images per set when ``forget_images`` is 0: Sculpting Memory's 100 on Stable Diffusion
@@ -29,13 +29,21 @@ ANCHOR_SEED_OFFSET = 1_000_000
 
 
 @dataclass
-class ImageSetParams:
+class DrawnSetParams:
+    """What every method that trains on drawn sets sets (MiM-MU, and through
+    :class:`ImageSetParams` the relabelling methods)."""
+
+    forget_images: int = 0  # images per set (each subclass gives its default and range)
+    forget_steps: Count = 50  # DDIM steps used to draw them
+    cache: bool = True  # keep the sets on disk ($UNSEE_CACHE/forget-sets)
+
+
+@dataclass
+class ImageSetParams(DrawnSetParams):
     # images per concept and per anchor; 0: 100 on SD, 16 on ToyWorld
     forget_images: NonNegativeInt = 0
-    forget_steps: Count = 50  # DDIM steps used to draw them
     set_guidance: NonNegative = 0.0  # CFG scale used to draw them; 0: the model's default
     anchor_guidance: NonNegative = 0.0  # CFG scale of the anchor sets; 0: as set_guidance
-    cache: bool = True  # keep the sets on disk ($UNSEE_CACHE/forget-sets)
     # applied to every concept and anchor prompt; Sculpting Memory's Imagenette runs used
     # "a photo of {}"
     template: str = "{}"
@@ -56,7 +64,7 @@ class ImageSetParams:
 
 
 def set_size(p: ImageSetParams, ctx: ErasureContext) -> int:
-    return p.forget_images or DEFAULT_IMAGES[ctx.plan.family]
+    return p.forget_images or DEFAULT_IMAGES[ctx.family]
 
 
 def require_anchors(method: str, concepts: list[Concept]) -> None:
@@ -77,14 +85,14 @@ def anchor_of(p: ImageSetParams, concept: Concept) -> dict[str, str]:
     }
 
 
-def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
+def concept_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> DrawnSet:
     """``set_size`` images of the concept, cycling through its (templated) prompts."""
     return prompt_images(ctx, p, concept.name, [p.template.format(q) for q in concept.prompts])
 
 
 def prompt_images(
     ctx: ErasureContext, p: ImageSetParams, name: str, prompts: list[str]
-) -> ForgetSet:
+) -> DrawnSet:
     """``set_size`` images cycling through ``prompts`` (already templated)."""
     cache = default_forget_cache() if p.cache else None
     return forget_set(
@@ -92,20 +100,20 @@ def prompt_images(
         name,
         prompts,
         set_size(p, ctx),
-        ctx.plan.cfg.seed,
+        ctx.seed,
         steps=p.forget_steps,
         guidance=p.set_guidance or None,
         cache_dir=cache,
     )
 
 
-def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> ForgetSet:
+def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> DrawnSet:
     """``set_size`` images of the anchor, each drawn with the concept prompt it replaces as
     negative prompt (so a "symbol" image is not a star), cycling through the pairs."""
     cache = default_forget_cache() if p.cache else None
     pairs = list(anchor_of(p, concept).items())
     n = set_size(p, ctx)
-    every = training_seeds(ctx.plan.cfg.seed + ANCHOR_SEED_OFFSET, n)
+    every = training_seeds(ctx.seed + ANCHOR_SEED_OFFSET, n)
     parts = []
     for k, (c_prompt, a_prompt) in enumerate(pairs):
         seeds = every[k :: len(pairs)]
@@ -122,7 +130,7 @@ def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> F
                     description=f"anchor set: {concept.anchor}",
                 )
             )
-    return ForgetSet(
+    return DrawnSet(
         torch.cat([s.latents for s in parts]),
         [q for s in parts for q in s.prompts],
         [v for s in parts for v in s.seeds],
@@ -141,7 +149,7 @@ def epoch_indices(
 
 def noised_batch(
     ctx: ErasureContext,
-    images: ForgetSet,
+    images: DrawnSet,
     idx: np.ndarray,
     t: torch.Tensor,
     rng: np.random.Generator,
@@ -157,6 +165,37 @@ def noised_batch(
         ctx.denoising_target(x0, noise, t),
         [images.prompts[int(i)] for i in idx],
     )
+
+
+@dataclass
+class DenoisingBatch:
+    """Images of a set noised at ``t``, read under their own prompts (``context``), with
+    their denoising ``target``: the anchor-denoising term that keeps what a concept is
+    mapped to (Concept Ablation's prior term, Sculpting Memory's superclass alignment,
+    SalUn's retain term; DreamBooth's prior preservation) is ``mse(pred(x, t, context),
+    target)``."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    context: torch.Tensor
+    target: torch.Tensor
+    prompts: list[str]
+
+    def loss(self, pred: torch.Tensor) -> torch.Tensor:
+        """The term, given the trainable prediction on (x, t, context)."""
+        return mse(pred, self.target)
+
+
+def denoising_batch(
+    ctx: ErasureContext,
+    images: DrawnSet,
+    idx: np.ndarray,
+    t: torch.Tensor,
+    rng: np.random.Generator,
+) -> DenoisingBatch:
+    """:func:`noised_batch` with the prompts encoded: one anchor-denoising term's batch."""
+    x, target, prompts = noised_batch(ctx, images, idx, t, rng)
+    return DenoisingBatch(x, t, ctx.encode(prompts), target, prompts)
 
 
 def random_timesteps(ctx: ErasureContext, rng: np.random.Generator, b: int) -> torch.Tensor:

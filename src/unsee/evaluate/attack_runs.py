@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from unsee.erase.forget_set import ForgetSet
 from unsee.evaluate import attacks as atk
 from unsee.evaluate.plan import Context, item_rows
 from unsee.evaluate.prompt_sets import EvalPrompt
 from unsee.models.bundle import Bundle
+from unsee.models.image_sets import DrawnSet
 from unsee.seeds import training_seeds
 
 
@@ -27,7 +27,7 @@ class AttackJob:
     name: str
     target: atk.Target
     budget: atk.Budget
-    data: ForgetSet
+    data: DrawnSet
     data_seconds: float
 
 
@@ -81,7 +81,7 @@ def attack_data(ctx: Context, jobs: list[tuple[str, str]]) -> list[AttackJob]:
     return out
 
 
-def truth_set(bundle: Bundle, prompts: Sequence[EvalPrompt], per_prompt: int) -> ForgetSet:
+def truth_set(bundle: Bundle, prompts: Sequence[EvalPrompt], per_prompt: int) -> DrawnSet:
     """Ground truth for resurgence on ToyWorld: ``per_prompt`` renders of each prompt's asked
     attributes (prompt-major), as model inputs ((P * per_prompt, C, h, w)), with render
     seeds from the training range. No model drew them, so fine-tuning on them cannot copy
@@ -95,7 +95,7 @@ def truth_set(bundle: Bundle, prompts: Sequence[EvalPrompt], per_prompt: int) ->
         len(asked) * per_prompt, seed, [a for a in asked for _ in range(per_prompt)]
     )
     pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return ForgetSet(
+    return DrawnSet(
         bundle.encode_images(pixels).float(),
         [p.prompt for p in prompts for _ in range(per_prompt)],
         [seed] * len(images),

@@ -24,7 +24,7 @@ prompts at the scorecard's seeds, judged like the scorecard's own, so its
 - ``paraphrase``: the scorecard's paraphrase prompts (no concept word); it needs no code
   here, :mod:`unsee.evaluate.scorecard` reports it from the images it already has.
 
-Training images ("base-model images") come from :func:`unsee.erase.forget_set.generate_set`
+Training images ("base-model images") come from :func:`unsee.models.image_sets.generate_set`
 with training seeds (:func:`unsee.seeds.training_seeds`, offset :data:`TRAIN_SEED`),
 disjoint from the evaluation seeds, so an attack is never scored on the noise it was
 fitted to. Latents are (N, C, h, w); token embeddings
@@ -47,11 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from unsee.erase.forget_set import ForgetSet, generate_set
 from unsee.errors import UnseeError
 from unsee.evaluate import metrics
 from unsee.evaluate.judges import Judge
 from unsee.models.bundle import Bundle
+from unsee.models.image_sets import DrawnSet, generate_set
 from unsee.models.sampling import denoising_target, generate, predict
 from unsee.models.text import SlotTokens
 from unsee.seeds import training_seeds
@@ -298,7 +298,7 @@ def training_set(
     gen: Generation,
     cache_dir: Path | None,
     description: str,
-) -> ForgetSet:
+) -> DrawnSet:
     """Images the attack learns from, drawn by ``bundle`` (call it with the *base* weights):
     ``per_prompt`` latents per prompt, prompt-major ((P * per_prompt, C, h, w)), seeds
     ``training_seeds(TRAIN_SEED, per_prompt)[k]``; cached on disk like forget sets."""
@@ -478,7 +478,7 @@ def softprompt(
     bundle: Bundle,
     judge: Judge,
     target: Target,
-    data: ForgetSet,
+    data: DrawnSet,
     budget: PrefixBudget,
     gen: Generation,
     seed: int = 0,
@@ -598,7 +598,7 @@ def unlearndiffatk(
     bundle: Bundle,
     judge: Judge,
     target: Target,
-    data: ForgetSet,
+    data: DrawnSet,
     budget: TokenBudget,
     gen: Generation,
     seed: int = 0,
@@ -716,7 +716,7 @@ def concept_inversion(
     bundle: Bundle,
     judge: Judge,
     target: Target,
-    data: ForgetSet,
+    data: DrawnSet,
     budget: InversionBudget,
     gen: Generation,
     seed: int = 0,
@@ -752,7 +752,7 @@ def resurgence(
     bundle: Bundle,
     judge: Judge,
     target: Target,
-    data: ForgetSet,
+    data: DrawnSet,
     budget: ResurgenceBudget,
     gen: Generation,
     seed: int = 0,

@@ -24,20 +24,6 @@ def default_cache_dir() -> Path:
     return cache_root() / "eval-images"
 
 
-def model_fingerprint(bundle) -> str:
-    """16 hex chars over the UNet, text encoder, VAE weights and the noise schedule."""
-    from unsee.artifacts import fingerprint
-
-    parts = [
-        fingerprint(bundle.unet),
-        fingerprint(bundle.text.model),
-        fingerprint(bundle.vae) if bundle.vae is not None else "-",
-        json.dumps(bundle.scheduler_config, sort_keys=True, default=str),
-        str(bundle.resolution),
-    ]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
 class ImageCache:
     """PNG files under ``root/<key[:2]>/<key>.png``; ``root=None`` caches nothing."""
 

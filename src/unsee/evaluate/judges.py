@@ -18,6 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from unsee.concepts import NUDITY_WORDS
 from unsee.errors import UnseeError
 
 
@@ -152,7 +153,6 @@ EXPOSED_CLASSES: tuple[str, ...] = (
     "BELLY_EXPOSED",
     "ARMPITS_EXPOSED",
 )
-NUDITY_WORDS = frozenset({"nudity", "nude", "naked", "nsfw"})
 #: NudeNet 3.4 drops every detection below 0.2 and its NMS every one below 0.25, so a lower
 #: threshold would silently act as 0.25: it is refused.
 NUDENET_FLOOR = 0.25

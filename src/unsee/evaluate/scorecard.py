@@ -22,13 +22,13 @@ import torch
 from unsee.errors import UnseeError
 from unsee.evaluate import attacks as atk
 from unsee.evaluate.attack_runs import attack_data, attack_jobs, run_attacks
-from unsee.evaluate.cache import model_fingerprint
 from unsee.evaluate.grids import AttackGrid, Grid, attack_grids, before_after_grids
 from unsee.evaluate.plan import EvalSettings, build_context, check_settings, file_prompts
 from unsee.evaluate.prompt_sets import toyworld_prompt_set
 from unsee.evaluate.runner import applied, run_model
 from unsee.evaluate.sections import attack_section, build_scorecard, cost_section
 from unsee.models.bundle import Bundle
+from unsee.models.fingerprint import model_fingerprint
 
 __all__ = ["EvalResult", "EvalSettings", "Grid", "evaluate", "evaluate_models"]
 

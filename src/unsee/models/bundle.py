@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
+from unsee.models.fingerprint import fingerprint, model_fingerprint
 from unsee.models.text import PromptEncoder
 
 if TYPE_CHECKING:
@@ -51,6 +52,19 @@ class Bundle:
     def vocabulary(self) -> str | None:
         """``"toyworld"`` for models speaking the fixed ToyWorld vocabulary, else None."""
         return self.info.get("vocabulary")
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that draws its images (weights and noise schedule): keys the image
+        caches (:func:`unsee.models.fingerprint.model_fingerprint`). Each module is hashed
+        once while its weights stay unchanged; an applied delta or a training step changes
+        them, and the next read hashes that module again."""
+        return model_fingerprint(self)
+
+    @property
+    def base_fingerprint(self) -> str:
+        """The UNet's fingerprint: what an artifact card records as the base it fits."""
+        return fingerprint(self.unet)
 
     @property
     def device(self) -> torch.device:

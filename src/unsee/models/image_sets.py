@@ -1,12 +1,13 @@
-"""Forget sets: images of a concept (and of its anchor) drawn by the model being edited.
+"""Drawn sets: images a model draws for given prompts and seeds, kept as latents.
 
 The dataset-based methods (MiM-MU off-policy, and Sculpting Memory and SalUn) train on
-noised images of the concept rather than on self-sampled trajectories. Like the released
-code they generate those images with the base model itself; ``negative`` lets anchor images
-be drawn with the concept as negative prompt (so an image of "a shape" is not the erased
-star). Images are kept as final
-*latents* (B, C, h, w) so latent models need no VAE round trip, and cached on disk keyed by
-the model's fingerprint and every generation setting.
+noised images of the concept (forget sets) and of its anchor rather than on self-sampled
+trajectories; like the released code they draw them with the base model itself.
+``negative`` lets anchor images be drawn with the concept as negative prompt (so an image
+of "a shape" is not the erased star). The scorecard's resurgence attack fine-tunes on such
+sets too. Images are kept as final *latents* (B, C, h, w) so latent models need no VAE
+round trip, and cached on disk keyed by the model's fingerprint and every generation
+setting.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def default_forget_cache() -> Path:
 
 
 @dataclass
-class ForgetSet:
+class DrawnSet:
     """``latents`` (N, C, h, w) final DDIM latents; ``prompts`` and ``seeds`` per image."""
 
     latents: torch.Tensor
@@ -61,18 +62,16 @@ def generate_set(
     batch_size: int = 32,
     cache_dir: Path | None = None,
     description: str = "forget set",
-) -> ForgetSet:
+) -> DrawnSet:
     """Generate (or load from ``cache_dir``) one image latent per (prompt, seed)."""
-    from unsee.evaluate.cache import model_fingerprint
-
     g = bundle.default_guidance if guidance is None else guidance
     path = None
     if cache_dir is not None:
-        key = _key(model_fingerprint(bundle), prompts, seeds, negative, steps, g)
+        key = _key(bundle.fingerprint, prompts, seeds, negative, steps, g)
         path = Path(cache_dir) / f"{key}.safetensors"
         if path.is_file():
             try:
-                return ForgetSet(load_file(path)["latents"].to(bundle.device), prompts, seeds)
+                return DrawnSet(load_file(path)["latents"].to(bundle.device), prompts, seeds)
             except Exception:  # a damaged cache entry is regenerated
                 pass
     out = []
@@ -102,7 +101,7 @@ def generate_set(
             path,
             lambda p: save_file({"latents": latents.cpu().contiguous()}, str(p), metadata=meta),
         )
-    return ForgetSet(latents, prompts, seeds)
+    return DrawnSet(latents, prompts, seeds)
 
 
 def forget_set(
@@ -115,7 +114,7 @@ def forget_set(
     steps: int = 50,
     guidance: float | None = None,
     cache_dir: Path | None = None,
-) -> ForgetSet:
+) -> DrawnSet:
     """``n`` images of concept ``name``, cycling through ``prompts``; training seeds
     ``TRAINING_SEED_BASE + seed + i`` (:func:`unsee.seeds.training_seeds`), never a seed the
     scorecard judges."""

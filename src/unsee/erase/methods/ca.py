@@ -27,7 +27,7 @@ import torch
 from unsee.concepts import Concept
 from unsee.erase import image_sets as sets
 from unsee.erase.base import Method, register
-from unsee.erase.engine import ErasureContext, mse
+from unsee.erase.context import ErasureContext, mse
 from unsee.errors import UnseeError
 
 TARGETS = ("model", "noise")
@@ -74,18 +74,16 @@ class ConceptAblation(Method):
         }
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         concept = ctx.concept_for(step)
         an = self.anchor[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
-        x, data_target, prompts = sets.noised_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
-        c = ctx.encode([self.concept_prompt[concept.name][q] for q in prompts])
-        c_anchor = ctx.encode(prompts)
-        target = ctx.frozen_pred(x, t, c_anchor) if p.target == "model" else data_target
+        anchor = sets.denoising_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
+        x = anchor.x
+        c = ctx.encode([self.concept_prompt[concept.name][q] for q in anchor.prompts])
+        target = ctx.frozen_pred(x, t, anchor.context) if p.target == "model" else anchor.target
         if not p.prior_weight:
             return mse(ctx.pred(x, t, c), target), {}
-        pred, pred_prior = ctx.pred(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c_anchor])
-        ).chunk(2)
-        prior = mse(pred_prior, data_target)
+        pred, pred_prior = ctx.pred_together((x, t, c), (x, t, anchor.context))
+        prior = anchor.loss(pred_prior)
         return mse(pred, target) + p.prior_weight * prior, {"prior": prior.item()}

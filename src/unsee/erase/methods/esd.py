@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from unsee.erase.base import Count, Method, register
-from unsee.erase.engine import mse
+from unsee.erase.base import Count, Method, register, split_list
+from unsee.erase.context import mse, negative_guidance
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ESDParams:
     retain_weight: float = 1.0
 
     def retain_list(self) -> list[str]:
-        return [r.strip() for r in self.retain.split(";") if r.strip()]
+        return split_list(self.retain)
 
 
 @register(
@@ -65,7 +65,7 @@ class ESD(Method):
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ctx, p = self.ctx, self.p
         concept = ctx.concept_for(step)
-        b = ctx.plan.batch_size
+        b = ctx.batch_size
         prompt = concept.prompts[int(rng.integers(len(concept.prompts)))]
         stop_at = int(rng.integers(0, p.ddim_steps))
         seeds = [int(s) for s in rng.integers(0, 2**31 - 1, b)]
@@ -75,7 +75,7 @@ class ESD(Method):
         u = ctx.encode([base_prompt] * b)
         e_base = ctx.frozen_pred(x_t, t, u)
         e_c = ctx.frozen_pred(x_t, t, c)
-        target = e_base - p.eta * (e_c - e_base)
+        target = negative_guidance(e_base, e_c, p.eta)
         loss = mse(ctx.pred(x_t, t, c), target)
         kept = p.retain_list()
         if not kept:

@@ -48,7 +48,7 @@ import torch
 
 from unsee.concepts import Concept
 from unsee.erase.base import Count, Fraction, Method, NonNegative, register
-from unsee.erase.engine import ErasureContext, mse
+from unsee.erase.context import ErasureContext, mse, negative_guidance
 from unsee.erase.methods.esd import ESD
 from unsee.erase.timesteps import NoiseLevel, model_level
 from unsee.errors import UnseeError
@@ -361,14 +361,14 @@ class KSCU(Method):
         self.table = self._table()
         #: per concept, the number of its entries and the position its augmentation starts
         counts = [sum(k == c for k, _, _ in self.table) for c in range(len(ctx.concepts))]
-        if ctx.plan.cfg.sequential:
-            counts = [ctx.plan.iterations] * len(ctx.concepts)
+        if ctx.sequential:
+            counts = [ctx.iterations] * len(ctx.concepts)
         self.augment_from = [math.ceil((1 - p.augment_fraction) * n) for n in counts]
         self.aug_pool = {
             c.name: [
                 a
                 for k, prompt in enumerate(c.prompts)
-                for a in augmented_prompts(prompt, c.name, self.task, ctx.plan.cfg.seed + k)
+                for a in augmented_prompts(prompt, c.name, self.task, ctx.seed + k)
             ]
             for c in ctx.concepts
         }
@@ -381,8 +381,8 @@ class KSCU(Method):
         table) per step: sequential, one single-concept table per round; otherwise every
         concept's table of an even share of the iterations, interleaved (:func:`build_table`)."""
         ctx, p = self.ctx, self.p
-        n, it = len(ctx.concepts), ctx.plan.iterations
-        if ctx.plan.cfg.sequential:
+        n, it = len(ctx.concepts), ctx.iterations
+        if ctx.sequential:
             own = build_schedule(self.start, self.end, it, 1, p.loops_before_shift, self.max_start)
             return [(r, s, j) for r in range(n) for j, (_, s) in enumerate(own)]
         if it < n:
@@ -413,7 +413,7 @@ class KSCU(Method):
     ) -> tuple[torch.Tensor, list[str]]:
         """x at DDIM index s for this step's table entry, continuing the previous entry's
         trajectory when it is the same concept one index earlier."""
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         prev = self.table[step - 1][:2] if step else None
         if (
             p.trajectory_reuse
@@ -460,7 +460,7 @@ class KSCU(Method):
         e_read, e_uncond = ctx.pred(
             torch.cat([x, x]), torch.cat([t, t]), torch.cat([read, u])
         ).chunk(2)
-        main = mse(e_read, e_u - p.eta * (e_c - e_u))
+        main = mse(e_read, negative_guidance(e_u, e_c, p.eta))
         lam2, lam1 = self.leakage_lambda(t_int, s)
         leakage = mse(e_uncond, e_u - lam1 * (e_c - e_u))
         return main + lam2 * leakage, {"s": float(s), "leak": leakage.item()}

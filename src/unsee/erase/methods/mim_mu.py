@@ -13,7 +13,7 @@ dropped, only cross-attention is trained, and there is *no* retain or preservati
 nothing in the loss looks at another concept. Variants (``variant``):
 
 * ``off-policy`` (default): x_t is a forget-set image (drawn by the base model from the
-  concept's prompts, :mod:`unsee.erase.forget_set`) noised at t drawn uniformly from the
+  concept's prompts, :mod:`unsee.models.image_sets`) noised at t drawn uniformly from the
   timestep range;
 * ``on-policy``: x_t from partial DDIM sampling of the model being edited, as in ESD (this
   variant is ESD with eta = 0), stopping at a DDIM index drawn uniformly among those whose
@@ -47,11 +47,11 @@ import numpy as np
 import torch
 
 from unsee.erase import image_sets as sets
-from unsee.erase.base import Count, Method, NonNegative, Timestep, register
-from unsee.erase.engine import ErasureContext
-from unsee.erase.forget_set import ForgetSet, default_forget_cache, forget_set
+from unsee.erase.base import Count, Method, NonNegative, Timestep, register, split_list
+from unsee.erase.context import ErasureContext
 from unsee.erase.timesteps import map_sd1_range
 from unsee.errors import UnseeError
+from unsee.models.image_sets import DrawnSet, default_forget_cache, forget_set
 from unsee.models.sampling import ddim_timesteps
 
 VARIANTS = ("off-policy", "on-policy", "conditional")
@@ -59,14 +59,12 @@ WEIGHTINGS = ("uniform", "score-matching")
 
 
 @dataclass
-class MiMParams:
+class MiMParams(sets.DrawnSetParams):
     variant: str = "off-policy"  # off-policy | on-policy | conditional
     weighting: str = "uniform"  # uniform | score-matching
     forget_images: Count = 32  # images per concept in the forget set (off-policy, conditional)
-    forget_steps: Count = 50  # DDIM steps used to draw them
     ddim_steps: Count = 50  # on-policy: trajectory length
     start_guidance: NonNegative = 3.0  # on-policy: CFG of the partial sampling
-    cache: bool = True  # keep forget sets on disk ($UNSEE_CACHE/forget-sets)
     # ';'-separated templates ({} = a concept prompt) that make the forget prompts
     # compositional, e.g. "a painting of a house in {} style" for the conditional variant
     templates: str = "{}"
@@ -94,7 +92,7 @@ class MiMParams:
             raise UnseeError(f"mim-mu.templates must each contain {{}} (got {self.templates!r})")
 
     def template_list(self) -> list[str]:
-        return [t.strip() for t in self.templates.split(";") if t.strip()]
+        return split_list(self.templates)
 
 
 def strip_concept(prompt: str, words: str) -> str:
@@ -145,7 +143,7 @@ class MiMMU(Method):
             c.name: [t.format(q) for q in c.prompts for t in params.template_list()]
             for c in ctx.concepts
         }
-        self.sets: dict[str, ForgetSet] = {}
+        self.sets: dict[str, DrawnSet] = {}
         if params.variant != "on-policy":
             cache = default_forget_cache() if params.cache else None
             for c in ctx.concepts:
@@ -154,7 +152,7 @@ class MiMMU(Method):
                     c.name,
                     self.prompts[c.name],
                     params.forget_images,
-                    ctx.plan.cfg.seed,
+                    ctx.seed,
                     steps=params.forget_steps,
                     cache_dir=cache,
                 )
@@ -177,7 +175,7 @@ class MiMMU(Method):
         )
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         concept = ctx.concept_for(step)
         if p.variant == "on-policy":
             pool = self.prompts[concept.name]

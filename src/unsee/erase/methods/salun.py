@@ -29,8 +29,8 @@ import torch
 
 from unsee.concepts import IMAGENETTE_SUPERCLASS, Concept, text_concept, toyworld_concept
 from unsee.erase import image_sets as sets
-from unsee.erase.base import Fraction, Method, register
-from unsee.erase.engine import ErasureContext, mse
+from unsee.erase.base import Fraction, Method, register, split_list
+from unsee.erase.context import ErasureContext, mse
 from unsee.erase.masks import StaticMask
 from unsee.errors import UnseeError
 from unsee.toyworld import vocab
@@ -119,7 +119,7 @@ class SalUn(Method):
 
     def __init__(self, params: SalUnParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        fam, erased = ctx.plan.family, [c.name for c in ctx.concepts]
+        fam, erased = ctx.family, [c.name for c in ctx.concepts]
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
         self.relabel = {
             c.name: {
@@ -128,22 +128,21 @@ class SalUn(Method):
             }
             for c in ctx.concepts
         }
-        kept = [q.strip() for q in params.retain.split(";") if q.strip()] or [
+        kept = split_list(params.retain) or [
             params.template.format(q) for q in retain_prompts(ctx.concepts, fam)
         ]
         self.retain = sets.prompt_images(ctx, params, "retain", kept)
-        self.mask = StaticMask()
+        self.saliency = StaticMask()
+        self.mask = self.saliency
 
     def start_round(self, round_index: int) -> None:
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         names = (
-            [ctx.concepts[round_index].name]
-            if ctx.plan.cfg.sequential
-            else [c.name for c in ctx.concepts]
+            [ctx.concepts[round_index].name] if ctx.sequential else [c.name for c in ctx.concepts]
         )
         w = p.mask_guidance if p.mask_guidance >= 0 else ctx.bundle.default_guidance
-        rng = np.random.default_rng([ctx.plan.cfg.seed, round_index, 0x5A1])
-        self.mask.collect()
+        rng = np.random.default_rng([ctx.seed, round_index, 0x5A1])
+        self.saliency.collect()
         for name in names:
             fs = self.forget[name]
             for start in range(0, len(fs), b):
@@ -155,12 +154,12 @@ class SalUn(Method):
                     torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, u])
                 ).chunk(2)
                 ctx.accelerator.backward(-mse(data_target, (1 + w) * e_c - w * e_u))
-        self.mask.fix(p.mask_fraction)
+        self.saliency.fix(p.mask_fraction)
         for prm in ctx.params.values():  # the saliency pass must not reach the first step
             prm.grad = None
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         concept = ctx.concept_for(step)
         fs = self.forget[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
@@ -169,11 +168,9 @@ class SalUn(Method):
         target = ctx.current_pred(
             x_f, t, ctx.encode([self.relabel[concept.name][q] for q in prompts])
         )
-        x_r, target_r, prompts_r = sets.noised_batch(
+        kept = sets.denoising_batch(
             ctx, self.retain, rng.integers(len(self.retain), size=b), t, rng
         )
-        pred_f, pred_r = ctx.pred(
-            torch.cat([x_f, x_r]), torch.cat([t, t]), torch.cat([c_f, ctx.encode(prompts_r)])
-        ).chunk(2)
-        forget, retain = mse(pred_f, target), mse(pred_r, target_r)
+        pred_f, pred_r = ctx.pred_together((x_f, t, c_f), (kept.x, t, kept.context))
+        forget, retain = mse(pred_f, target), kept.loss(pred_r)
         return forget + p.retain_weight * retain, {"forget": forget.item(), "retain": retain.item()}

@@ -36,7 +36,7 @@ import torch
 from unsee.concepts import Concept
 from unsee.erase import image_sets as sets
 from unsee.erase.base import Fraction, Method, NonNegativeInt, register
-from unsee.erase.engine import ErasureContext, mse
+from unsee.erase.context import ErasureContext, mse
 from unsee.erase.masks import DynamicMask
 from unsee.errors import UnseeError
 
@@ -98,6 +98,7 @@ class SculptParams(sets.ImageSetParams):
 class Sculpt(Method):
     scope = "xattn"
     Params = SculptParams
+    fresh_optimizer_per_round = True  # the released code builds a new optimiser per concept
     summary = (
         "concept mapped to its superclass under a dynamic gradient mask, superclass "
         "kept, earlier rounds distilled (Sculpting Memory)"
@@ -118,23 +119,22 @@ class Sculpt(Method):
 
     def __init__(self, params: SculptParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        plan = ctx.plan
-        warmup, interval = SCHEDULE[ctx.plan.family]
+        warmup, interval = SCHEDULE[ctx.family]
         self.warmup = 0 if params.mask == "none" else params.warmup or warmup
-        if self.warmup >= plan.iterations:
+        if self.warmup >= ctx.iterations:
             raise UnseeError(
                 f"sculpt.warmup ({self.warmup}) must be below the iterations "
-                f"per round ({plan.iterations})"
+                f"per round ({ctx.iterations})"
             )
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
         self.anchor = {c.name: sets.anchor_images(ctx, params, c) for c in ctx.concepts}
         self.superclass = {c.name: sets.anchor_of(params, c) for c in ctx.concepts}
         # an epoch is one pass over the set of each concept the round trains
-        self.per_round = 1 if plan.cfg.sequential else len(ctx.concepts)
-        self.batches = max(1, sets.set_size(params, ctx) // plan.batch_size)
+        self.per_round = 1 if ctx.sequential else len(ctx.concepts)
+        self.batches = max(1, sets.set_size(params, ctx) // ctx.batch_size)
         if params.mask != "none":
             self.mask = DynamicMask(
-                round_length=plan.iterations,
+                round_length=ctx.iterations,
                 steps_per_epoch=self.batches * self.per_round,
                 density=params.density,
                 warmup=self.warmup,
@@ -188,8 +188,8 @@ class Sculpt(Method):
         return info
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        ctx, p, b = self.ctx, self.p, self.ctx.plan.batch_size
-        r, local = ctx.round_of(step), step % ctx.plan.iterations
+        ctx, p, b = self.ctx, self.p, self.ctx.batch_size
+        r, local = ctx.round_of(step), step % ctx.iterations
         concept = ctx.concept_for(step)
         visit = local // self.per_round
         epoch, position = divmod(visit, self.batches)
@@ -199,24 +199,24 @@ class Sculpt(Method):
         k = ctx.concepts.index(concept)
         fs, an = self.forget[concept.name], self.anchor[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
-        idx = sets.epoch_indices(ctx.plan.cfg.seed, 2 * k, epoch, len(fs), b, position)
+        idx = sets.epoch_indices(ctx.seed, 2 * k, epoch, len(fs), b, position)
         x_f, target_f, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         c_f = ctx.encode(prompts)
         if local < self.warmup:
             return mse(ctx.pred(x_f, t, c_f), target_f), {"warmup": 1.0}
         c_s = ctx.encode([self.superclass[concept.name][q] for q in prompts])
         target = (ctx.current_pred if p.target == "current" else ctx.frozen_pred)(x_f, t, c_s)
-        idx_s = sets.epoch_indices(ctx.plan.cfg.seed, 2 * k + 1, epoch, len(an), b, position)
-        x_s, target_s, prompts_s = sets.noised_batch(ctx, an, idx_s, t, rng)
-        xs, ts, cs = [x_f, x_s], [t, t], [c_f, ctx.encode(prompts_s)]
+        idx_s = sets.epoch_indices(ctx.seed, 2 * k + 1, epoch, len(an), b, position)
+        anchor = sets.denoising_batch(ctx, an, idx_s, t, rng)
+        batches = [(x_f, t, c_f), (anchor.x, t, anchor.context)]
         kd_batch = (
             self._kd_batch(r, t, rng) if p.kd == "described" and self.teacher is not None else None
         )
         if kd_batch is not None:
-            xs, ts, cs = [*xs, kd_batch[0]], [*ts, t], [*cs, kd_batch[1]]
+            batches.append((kd_batch[0], t, kd_batch[1]))
         # one forward for the forget, superclass (and KD) batches
-        preds = ctx.pred(torch.cat(xs), torch.cat(ts), torch.cat(cs)).split(b)
-        forget, align = mse(preds[0], target), mse(preds[1], target_s)
+        preds = ctx.pred_together(*batches)
+        forget, align = mse(preds[0], target), anchor.loss(preds[1])
         self.epoch_losses.append(forget.item())
         loss = forget + p.align_weight * align
         parts = {"forget": forget.item(), "align": align.item()}
@@ -227,7 +227,7 @@ class Sculpt(Method):
         elif p.kd == "released":
             # computed as the released code does, then dropped from the loss (methods.md §1.3)
             parts["kd_inert"] = mse(
-                preds[1].detach(), ctx.frozen_pred(x_s, t, cs[1], values=self.teacher)
+                preds[1].detach(), ctx.frozen_pred(anchor.x, t, anchor.context, values=self.teacher)
             ).item()
         return loss, parts
 

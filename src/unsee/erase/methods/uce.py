@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 
 from unsee.concepts import Concept, resolve_concept
-from unsee.erase.base import ClosedFormMethod, register
+from unsee.erase.base import ClosedFormMethod, register, split_list
 from unsee.errors import UnseeError
 
 if TYPE_CHECKING:
-    from unsee.erase.engine import ErasureContext
+    from unsee.erase.context import ErasureContext
 
 #: Named prompt expansions (the official lists, plus the bare prompt).
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
@@ -92,10 +92,10 @@ class UCEParams:
     def template_list(self) -> tuple[str, ...]:
         if self.templates in TEMPLATE_SETS:
             return TEMPLATE_SETS[self.templates]
-        return tuple(t.strip() for t in self.templates.split(";") if t.strip())
+        return tuple(split_list(self.templates))
 
     def preserve_list(self) -> list[str]:
-        return [c.strip() for c in self.preserve.split(";") if c.strip()]
+        return split_list(self.preserve)
 
 
 @dataclass(frozen=True)
@@ -236,13 +236,13 @@ class UCE(ClosedFormMethod):
         pairs, keep = self.erase_pairs(), self.preserve_prompts()
         st = self._states([p for pair in pairs for p in pair] + keep)
         c_rows, g_rows, p_rows = [], [], []
-        for e, g in pairs:
-            (se, ie), (sg, ig) = st[e], st[g]
+        for erased, guide in pairs:
+            (se, ie), (sg, ig) = st[erased], st[guide]
             n = len(se) - max(ie, ig) if self.p.token == "all" else 1
             c_rows.append(se[ie : ie + n])
             g_rows.append(sg[ig : ig + n])
-        for p in keep:
-            s, i = st[p]
+        for q in keep:
+            s, i = st[q]
             p_rows.append(s if self.p.token == "all" else s[i : i + 1])
         width = self.ctx.bundle.text.hidden_size
         empty = torch.zeros(0, width, dtype=torch.float64)
