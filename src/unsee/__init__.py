@@ -13,7 +13,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from unsee.version import __version__
 
 if TYPE_CHECKING:
     from unsee.api import Artifact, erase, evaluate, load, load_model

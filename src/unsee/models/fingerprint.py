@@ -74,10 +74,10 @@ def library_versions() -> dict[str, str]:
     import safetensors
     import transformers
 
-    import unsee
+    from unsee.version import __version__
 
     return {
-        "unsee": unsee.__version__,
+        "unsee": __version__,
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
