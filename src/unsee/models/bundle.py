@@ -37,11 +37,11 @@ class Bundle:
     ``scheduler_config`` is the training noise schedule (diffusers scheduler config dict).
     """
 
-    unet: torch.nn.Module
+    unet: UNet2DConditionModel
     text: PromptEncoder
     scheduler_config: dict
     model_id: str
-    vae: torch.nn.Module | None = None
+    vae: AutoencoderKL | None = None
     resolution: int = 32
     default_guidance: float = 7.5
     info: dict = field(default_factory=dict)
