@@ -78,6 +78,7 @@ def json_text(obj: Any) -> str:
 
 def write_json(path: Path, obj: Any) -> Path:
     text = json_text(obj)
+
     def write(p: Path) -> None:
         p.write_text(text)
 
