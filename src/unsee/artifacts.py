@@ -214,6 +214,20 @@ def apply_loaded(
 ) -> None:
     """Add the deltas of ``arts``, already read by :func:`read_artifacts` (``loaded``), to
     ``bundle.unet`` in place, after checking they fit its base, shapes and dtype."""
+    check_fit(bundle, arts, loaded)
+    params = dict(bundle.unet.named_parameters())
+    with torch.no_grad():
+        for _, delta in loaded:
+            for name, d in delta.items():
+                params[name].add_(d.to(params[name].device, params[name].dtype))
+
+
+def check_fit(
+    bundle, arts: list[Path], loaded: list[tuple[ModelCard, dict[str, torch.Tensor]]]
+) -> None:
+    """Refuse artifacts (read by :func:`read_artifacts`) made for another base, or whose
+    tensors do not fit ``bundle.unet``'s names and shapes or overflow its dtype; the
+    weights are not touched."""
     base_fp = fingerprint(bundle.unet)
     for art, (card, _) in zip(arts, loaded, strict=True):
         if card.base.fingerprint != base_fp:
@@ -230,10 +244,6 @@ def apply_loaded(
                 raise UnseeError(
                     f"{art}: tensor {name!r} overflows the model's {params[name].dtype}"
                 )
-    with torch.no_grad():
-        for _, delta in loaded:
-            for name, d in delta.items():
-                params[name].add_(d.to(params[name].device, params[name].dtype))
 
 
 def ledger_entry(card: dict[str, Any]) -> dict[str, Any]:

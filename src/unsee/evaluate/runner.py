@@ -41,13 +41,14 @@ class Outputs:
 @contextlib.contextmanager
 def applied(bundle: Bundle, arts: list[Path]) -> Iterator[None]:
     """Apply artifacts to ``bundle.unet`` for the block, then restore the exact base tensors."""
-    from unsee.artifacts import apply_artifacts, read_delta
+    from unsee.artifacts import apply_loaded, read_artifacts
 
+    loaded = read_artifacts(arts)
     params = dict(bundle.unet.named_parameters())
-    names = {n for a in arts for n in read_delta(a)[0] if n in params}
+    names = {n for _, delta in loaded for n in delta if n in params}
     saved = {n: params[n].detach().clone() for n in names}
     try:
-        apply_artifacts(bundle, arts)
+        apply_loaded(bundle, arts, loaded)
         yield
     finally:
         with torch.no_grad():

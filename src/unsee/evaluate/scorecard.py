@@ -67,7 +67,7 @@ def evaluate_models(
     :class:`UnseeError` before any model runs."""
     from accelerate import PartialState
 
-    from unsee.artifacts import fingerprint, read_model_card
+    from unsee.artifacts import check_fit, fingerprint, read_artifacts, read_model_card
     from unsee.models.bundle import load_bundle
 
     t0 = time.time()
@@ -90,8 +90,8 @@ def evaluate_models(
             plan.budget(name, family)
     ctx = build_context(bundle, list(concepts), file_rows, s, str(device), plan)
     for arts in erased.values():  # fail on a mismatched artifact before any generation
-        with applied(bundle, [Path(a) for a in arts]):
-            pass
+        paths = [Path(a) for a in arts]
+        check_fit(bundle, paths, read_artifacts(paths))
     base = run_model(ctx, model_fingerprint(bundle), "base")
     base_fp = fingerprint(bundle.unet)  # what artifact cards record as their base
     with state.split_between_processes(attack_jobs(ctx)) as mine:
