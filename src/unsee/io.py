@@ -76,6 +76,18 @@ def json_text(obj: Any) -> str:
         raise UnseeError(f"refusing to write a non-finite number into JSON ({exc})") from exc
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``; unreadable, invalid or not an object is one
+    :class:`UnseeError` naming the file and ``what`` it should be (e.g. "a model manifest")."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnseeError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise UnseeError(f"{path} is not {what} (not a JSON object)")
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> Path:
     text = json_text(obj)
 

@@ -9,7 +9,6 @@ runs the plan as it is.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -24,7 +23,7 @@ from unsee.erase.base import Method
 from unsee.erase.registry import build_params, get_method
 from unsee.erase.scopes import PRESETS
 from unsee.errors import UnseeError, validation_error
-from unsee.models.bundle import check_device
+from unsee.models.bundle import check_device, model_vocabulary
 
 if TYPE_CHECKING:
     from unsee.card_schema import ModelCard
@@ -149,21 +148,6 @@ class Plan:
         return d
 
 
-def _vocabulary(model: str) -> str | None:
-    if model == "toyworld":
-        return "toyworld"
-    manifest = Path(model) / "unsee_model.json"
-    if manifest.is_file():
-        try:
-            info = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UnseeError(f"{manifest} is not readable JSON ({exc})") from None
-        if not isinstance(info, dict):
-            raise UnseeError(f"{manifest} is not a model manifest (not a JSON object)")
-        return info.get("vocabulary")
-    return None
-
-
 def validate(cfg: EraseConfig) -> Plan:
     """Check a config before any model is loaded; raises :class:`UnseeError`."""
     cfg = check_config(dataclasses.asdict(cfg))
@@ -174,7 +158,7 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError("give at least one --concept")
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
-    vocab = _vocabulary(cfg.model)
+    vocab = model_vocabulary(cfg.model)
     concepts = [
         resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
         for i, c in enumerate(cfg.concepts)

