@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -380,6 +381,11 @@ def test_lora_export_card(art, tmp_path):
     text = (tmp_path / "l" / "README.md").read_text()
     assert "pipe.load_lora_weights('<this folder>')" in text
     assert NORM in text  # what is left out is said
+    # every file follows the umask, like the README (safetensors alone would create it 0600)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tmp_path / "l").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f.name
 
 
 def test_toyworld_lora_loads_into_its_unet(toyworld, tmp_path):

@@ -350,7 +350,10 @@ def kohya_for_diffusers(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.
 def write_files(tmp: Path, export: LoraExport, file_stem: str) -> str:
     """Write the export's safetensors file into folder ``tmp``; returns its file name."""
     name = PEFT_WEIGHT_NAME if export.fmt == "lora" else f"{file_stem}.safetensors"
-    save_file(export.tensors, str(tmp / name), metadata=export.metadata)
+    from unsee.io import atomic_write
+
+    # through atomic_write: the file follows the umask (safetensors alone creates it 0600)
+    atomic_write(tmp / name, lambda p: save_file(export.tensors, str(p), metadata=export.metadata))
     return name
 
 
