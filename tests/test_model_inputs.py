@@ -128,3 +128,25 @@ def test_variant_through_the_cli(fp16_folder, tmp_path):
         app, ["generate", "--model", str(fp16_folder), *gen[5:], "--out", str(tmp_path / "x")]
     )
     assert r.exit_code == 2 and "--variant fp16" in r.output
+
+
+def test_variant_in_a_yaml_config(fp16_folder, tmp_path):
+    """A config file names the weight variant too; the model is loaded by the run, after the
+    config is checked (a bad method is refused before any weight is read)."""
+    from typer.testing import CliRunner
+
+    from unsee.artifacts import fingerprint, read_card
+    from unsee.cli import app
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"method: uce\nconcepts: ['a cat']\nmodel: {fp16_folder}\nmodel_variant: fp16\n",
+        encoding="utf-8",
+    )
+    r = CliRunner().invoke(app, ["erase", "--config", str(cfg), "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    base = load_bundle(fp16_folder, variant="fp16")
+    assert read_card(tmp_path / "a")["base"]["fingerprint"] == fingerprint(base.unet)
+    cfg.write_text(cfg.read_text().replace("uce", "no-such-method"), encoding="utf-8")
+    r = CliRunner().invoke(app, ["erase", "--config", str(cfg), "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "no-such-method" in r.output

@@ -85,7 +85,6 @@ def erase_cmd(
 ) -> None:
     """Erase concepts and write an artifact (delta.safetensors + model card)."""
     from unsee.erase.engine import EraseConfig, config_from_yaml, run_erasure
-    from unsee.models.bundle import load_bundle
 
     params = {}
     for item in param or []:
@@ -100,6 +99,7 @@ def erase_cmd(
         "method": method,
         "concepts": concept or None,
         "model": model,
+        "model_variant": model_variant,
         "anchors": anchor or None,
         "iterations": iterations,
         "lr": lr,
@@ -118,9 +118,7 @@ def erase_cmd(
         if method is None or not concept:
             raise UnseeError("give --method and at least one --concept (or --config FILE)")
         cfg = EraseConfig(**{k: v for k, v in overrides.items() if v is not None})
-    # the config has no weight variant: a variant model is loaded here and handed over
-    bundle = None if model_variant is None else load_bundle(cfg.model, variant=model_variant)
-    result = run_erasure(cfg, out, overwrite=overwrite, resume=resume, bundle=bundle)
+    result = run_erasure(cfg, out, overwrite=overwrite, resume=resume)
     cost = result.card["cost"]
     typer.echo(
         f"wrote {out}: {cost['parameters_changed']:,} weights changed in "

@@ -49,6 +49,8 @@ class EraseConfig:
     method: str
     concepts: list[str]
     model: str = "toyworld"
+    #: weight files saved with ``save_pretrained(variant=...)`` (``fp16``: *.fp16.safetensors)
+    model_variant: str | None = None
     anchors: list[str] = dataclasses.field(default_factory=list)
     iterations: Positive | None = None
     lr: PositiveFinite | None = None

@@ -123,7 +123,9 @@ class Erasure:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         if bundle is None:
-            bundle = load_bundle(cfg.model, device=self.accelerator.device)
+            bundle = load_bundle(
+                cfg.model, device=self.accelerator.device, variant=cfg.model_variant
+            )
         elif (bundle.vocabulary == "toyworld") != (plan.family == "toyworld"):
             raise UnseeError(
                 f"the model passed in is not {cfg.model!r} (its vocabulary differs); "
