@@ -667,7 +667,7 @@ def cases(art: Path) -> list[Case]:
         (
             "manifest is not JSON",
             lambda f: (f / "unsee_model.json").write_text("{"),
-            ("not readable JSON", "could not load model"),
+            ("not valid JSON", "could not load model"),
         ),
         ("UNet weights truncated", lambda f: _truncate(f), ("could not load model",)),
         ("UNet config missing", lambda f: (f / "unet" / "config.json").unlink(), ("incomplete",)),

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from unsee.card_schema import ModelCard, parse_card
 from unsee.errors import UnseeError
-from unsee.io import atomic_dir, json_text, write_json
+from unsee.io import atomic_dir, json_text, read_json, write_json
 from unsee.models.fingerprint import fingerprint
 
 FORMAT = "unsee-delta"
@@ -123,13 +123,7 @@ def read_model_card(art: Path) -> ModelCard:
         raise UnseeError(
             f"{art} is not an unsee artifact (needs delta.safetensors and model_card.json)"
         )
-    try:
-        card = json.loads((art / "model_card.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UnseeError(f"{art}/model_card.json is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise UnseeError(f"cannot read {art}/model_card.json: {exc.strerror or exc}") from exc
-    return parse_card(card, f"{art}/model_card.json")
+    return parse_card(read_json(art / "model_card.json"), f"{art}/model_card.json")
 
 
 def read_card(art: Path) -> dict[str, Any]:

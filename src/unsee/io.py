@@ -76,13 +76,21 @@ def json_text(obj: Any) -> str:
         raise UnseeError(f"refusing to write a non-finite number into JSON ({exc})") from exc
 
 
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``; an unreadable file or invalid JSON (or UTF-8) is one
+    :class:`UnseeError` naming the file."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UnseeError(f"{path} is not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise UnseeError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
     """The JSON object in ``path``; unreadable, invalid or not an object is one
     :class:`UnseeError` naming the file and ``what`` it should be (e.g. "a model manifest")."""
-    try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UnseeError(f"{path} is not readable JSON ({exc})") from None
+    obj = read_json(path)
     if not isinstance(obj, dict):
         raise UnseeError(f"{path} is not {what} (not a JSON object)")
     return obj

@@ -9,14 +9,13 @@ is the version.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from unsee.card_schema import CardCost, Document, ModelCard, parse, version_of
-from unsee.errors import UnseeError
+from unsee.io import read_json
 
 FORMAT: Literal["unsee-scorecard/1"] = "unsee-scorecard/1"
 
@@ -259,10 +258,4 @@ def parse_scorecard(data: object, where: str) -> Scorecard:
 
 def read_scorecard(path: Path) -> Scorecard:
     """``scorecard.json`` at ``path``, validated."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UnseeError(f"{path} is not valid JSON: {exc}") from exc
-    except OSError as exc:
-        raise UnseeError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return parse_scorecard(data, str(path))
+    return parse_scorecard(read_json(path), str(path))
