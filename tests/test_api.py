@@ -67,7 +67,7 @@ def test_pipeline_in_memory(tiny_sd, tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd)
     base = _unet_state(pipe)
     art = unsee.erase(pipe, method="uce", concepts=["a cat"], out=tmp_path / "art", device="cpu")
-    assert art.card["base"]["model_id"] == str(tiny_sd)
+    assert art.card["base"]["model_id"] == f"local:{tiny_sd.name}"  # no path as typed
     erased = _unet_state(pipe)  # erased in place
     assert {n for n in base if not torch.equal(base[n], erased[n])} == set(read_delta(art.path)[0])
 

@@ -21,6 +21,7 @@ from unsee.evaluate.judges import ToyWorldJudge
 from unsee.evaluate.prompt_sets import toyworld_prompt_set
 from unsee.evaluate.scorecard import EvalSettings, evaluate
 from unsee.models.bundle import load_bundle
+from unsee.models.family import TOYWORLD
 from unsee.report.html import render_report
 
 CONCEPT, RETAIN = "tench", ("church", "golf ball")
@@ -269,7 +270,7 @@ def weak_star(tmp_path_factory):
 @pytest.mark.parametrize("name", ["unlearndiffatk", "softprompt", "inversion", "resurgence"])
 def test_attack_raises_the_target_rate_of_a_weakly_erased_model(name, weak_star):
     bundle, judge, target, data, before = weak_star
-    budget = atk.plan_attacks([name]).budget(name, "toyworld")
+    budget = atk.plan_attacks([name]).budget(name, TOYWORLD)
     images = data["star"]
     if name == "resurgence":  # the ToyWorld default: ground-truth renders of the retain prompts
         from unsee.evaluate.attack_runs import truth_set

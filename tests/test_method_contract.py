@@ -51,3 +51,16 @@ def test_two_steps_write_an_artifact_that_changes_only_the_scope(tiny_sd, tmp_pa
     assert card["method"] == method and card["base"]["fingerprint"] == base.base_fingerprint
     assert delta and set(delta) <= scope, sorted(set(delta) - scope)[:5]
     assert res.card["id"] == card["id"]
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_family_has_the_methods_defaults(method):
+    """A family (:mod:`unsee.models.family`) is one entry there plus one defaults entry per
+    method: a method without one would silently run the generic fallback on that model."""
+    from unsee.models.family import FAMILIES
+
+    plan = validate(EraseConfig(method=method, concepts=["star", "circle"]))
+    for family in FAMILIES.values():
+        assert family.key in plan.method_cls.defaults, f"{method}: no {family.key} defaults"
+        d = plan.method_cls.plan_defaults(plan.params, family, plan.concepts)
+        assert d["iterations"] > 0 and d.get("lr", 1.0) > 0

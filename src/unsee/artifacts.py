@@ -332,7 +332,7 @@ def export_merged(
         (tmp / "README.md").write_text(
             merged_readme(
                 [parse_card(c, "an applied artifact's card") for c in cards or []],
-                str(bundle.model_id),
+                bundle.portable_id,
                 pipeline=bundle.vae is not None,
                 safety_checker=safety is not None,
             )

@@ -72,10 +72,13 @@ def _fields(cls: object) -> dict[str, FieldInfo]:
 
 
 class CardBase(Document):
-    """The base model an artifact was made for; its deltas fit only this fingerprint."""
+    """The base model an artifact was made for; its deltas fit only this fingerprint.
+    ``model_id`` is portable (:mod:`unsee.models.model_ids`); ``license`` is the base's,
+    read when the run could still see its folder."""
 
     fingerprint: str
     model_id: str
+    license: str | None = None
 
 
 class CardConcept(Document):

@@ -12,8 +12,9 @@ from typing import Any
 import yaml
 
 from unsee.card_schema import ModelCard, parse_card
+from unsee.errors import UnseeError
+from unsee.models.model_ids import is_hub_id, resolve_id
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 TOYWORLD_LICENSE = "apache-2.0"  # the bundled model ships with unsee (Apache-2.0)
 
 LIMITATIONS = (
@@ -29,9 +30,7 @@ FITS = "The weights only fit the base model with the fingerprint given here."
 def hub_id(model_id: str | None) -> str | None:
     """``model_id`` when it names a Hugging Face Hub repo (``owner/name``) and is not a
     local path, else None."""
-    if not model_id or model_id == "toyworld" or Path(model_id).expanduser().exists():
-        return None
-    return model_id if _HUB_ID.match(model_id) else None
+    return model_id if model_id and is_hub_id(model_id) else None
 
 
 def read_front_matter(readme: Path) -> dict[str, Any]:
@@ -57,7 +56,10 @@ def base_license(model_id: str | None) -> str | None:
         return None
     if model_id == "toyworld":
         return TOYWORLD_LICENSE
-    path = Path(model_id).expanduser()
+    try:
+        path = Path(resolve_id(model_id)).expanduser()
+    except UnseeError:  # a local folder named in the card only: its licence is unknown
+        return None
     if path.is_dir():
         lic = read_front_matter(path / "README.md").get("license")
         return str(lic) if lic else None
@@ -104,9 +106,10 @@ def card_metadata(
         *_methods(cards),
         *extra_tags,
     ]
+    stored = next((c.base.license for c in cards if c.base.license), None)
     return {
         "base_model": hub_id(base),
-        "license": base_license(base),
+        "license": stored or base_license(base),
         "library_name": library_name,
         "pipeline_tag": "text-to-image",
         "tags": list(dict.fromkeys(tags)),

@@ -479,7 +479,7 @@ def export_lora(
         int(bundle.scheduler_config.get("num_train_timesteps", 1000)),
     )
     residual = output_residual(bundle.unet, delta, export.carried, inputs)
-    base = str(bundle.model_id)
+    base = bundle.portable_id
     report: dict[str, Any] = {
         "format": fmt,
         "rank_rule": rank_rule(rank, energy),

@@ -13,12 +13,22 @@ from unsee.cli.common import METHODS, app, clean_errors, examples
 from unsee.errors import UnseeError
 
 
+class MixedPrecision(str, Enum):
+    """accelerate's ``mixed_precision``."""
+
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 @app.command(
     "erase",
     epilog=examples(
         "unsee erase --model toyworld --method esd-x --concept star --out runs/star",
         "unsee erase --model sd/ --method uce --concept 'Van Gogh' --concept Monet --out art/",
         "unsee erase --config erase.yaml --seed 1 --out runs/seed1",
+        "accelerate launch --num_processes 2 -m unsee.cli erase --model sd/ --method esd-x "
+        "--concept 'Van Gogh' --batch-size 2 --out vg/  (data-parallel)",
     ),
 )
 @clean_errors
@@ -77,6 +87,14 @@ def erase_cmd(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML config (keys of EraseConfig)")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda")] = None,
+    mixed_precision: Annotated[
+        MixedPrecision | None,
+        typer.Option(help="autocast the forward passes (GPUs; default no)"),
+    ] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(help="recompute UNet activations in backward: less memory, more time"),
+    ] = None,
     checkpoint_every: Annotated[
         int | None, typer.Option(help="steps between resumable checkpoints (default 25)")
     ] = None,
@@ -109,6 +127,8 @@ def erase_cmd(
         "sequential": sequential,
         "on": [str(p) for p in on] if on else None,
         "device": device,
+        "mixed_precision": None if mixed_precision is None else mixed_precision.value,
+        "gradient_checkpointing": gradient_checkpointing,
         "checkpoint_every": checkpoint_every,
         "params": params or None,
     }
@@ -199,6 +219,7 @@ def export_cmd(
     from unsee.artifacts import apply_artifacts, export_merged, read_artifacts, read_card
     from unsee.io import check_output_dir
     from unsee.models.bundle import load_bundle
+    from unsee.models.model_ids import resolve_id
 
     fmt_s = fmt.value if isinstance(fmt, ExportFormat) else str(fmt)
     if fmt_s == "merged" and (
@@ -215,7 +236,7 @@ def export_cmd(
         if rank is None and energy is None:
             energy = DEFAULT_ENERGY
         check_rank_rule(rank, energy)
-    base = model or read_card(artifact[0])["base"]["model_id"]
+    base = model or resolve_id(read_card(artifact[0])["base"]["model_id"])
     check_output_dir(out, overwrite, "export")
     bundle = load_bundle(base, device="cpu", variant=model_variant)
     if fmt_s == "merged":

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from unsee.concepts import Concept
     from unsee.erase.context import ErasureContext
     from unsee.erase.masks import MaskPolicy
+    from unsee.models.family import ModelFamily
 
 
 @dataclasses.dataclass
@@ -35,7 +36,8 @@ class Method:
     name: ClassVar[str]
     scope: ClassVar[str] = "xattn"
     Params: ClassVar[type] = NoParams
-    #: per model family ("toyworld" or "sd"): iterations, lr, batch_size, lr_schedule
+    #: per model family key (:attr:`ModelFamily.key`): iterations, lr, batch_size,
+    #: lr_schedule
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     summary: ClassVar[str] = ""
     #: new Adam moments when a round starts (Sculpting Memory's sequential code builds a
@@ -49,14 +51,14 @@ class Method:
 
     @classmethod
     def plan_defaults(
-        cls, params: Any, family: str, concepts: list[Concept], sequential: bool = False
+        cls, params: Any, family: ModelFamily, concepts: list[Concept], sequential: bool = False
     ) -> dict[str, Any]:
         """Defaults for iterations (per round), lr, batch_size, lr_schedule and scope on a
-        model ``family`` ("toyworld" or "sd"); ``sequential``: one round per concept.
+        model ``family``; ``sequential``: one round per concept.
         Methods whose defaults depend on their parameters or on the concepts (KSCU's task
         presets and per-concept budgets) override this; it runs before any model is
         loaded, so it is also where such choices are validated."""
-        return dict(cls.defaults.get(family, {}))
+        return dict(family.pick(cls.defaults, {}))
 
     def start_round(self, round_index: int) -> None:
         """Called before the first step of each round (one round unless sequential)."""

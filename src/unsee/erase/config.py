@@ -23,7 +23,9 @@ from unsee.erase.base import Method
 from unsee.erase.registry import build_params, get_method
 from unsee.erase.scopes import PRESETS
 from unsee.errors import UnseeError, validation_error
-from unsee.models.bundle import check_device, model_vocabulary
+from unsee.models.bundle import BUNDLED, check_device, spec_family
+from unsee.models.family import ModelFamily
+from unsee.models.model_ids import portable_id
 
 if TYPE_CHECKING:
     from unsee.card_schema import ModelCard
@@ -128,7 +130,7 @@ class Plan:
     batch_size: int
     lr_schedule: str
     scope: str
-    family: str  # "toyworld" or "sd": which per-family defaults applied
+    family: ModelFamily  # which per-family defaults applied
     concepts: list[Concept]
     #: the ``on`` artifacts' cards and deltas, read and checked once
     priors: list[tuple[ModelCard, dict[str, torch.Tensor]]] = dataclasses.field(
@@ -144,6 +146,7 @@ class Plan:
             lr_schedule=self.lr_schedule,
             scope=self.scope,
             params=dataclasses.asdict(self.params),
+            model=portable_id(self.cfg.model),  # a card never keeps a local path as typed
         )
         d.pop("checkpoint_every")
         d.pop("device")
@@ -160,12 +163,11 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError("give at least one --concept")
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
-    vocab = model_vocabulary(cfg.model)
+    family = spec_family(cfg.model)
     concepts = [
-        resolve_concept(c, vocab, cfg.anchors[i] if cfg.anchors else None)
+        resolve_concept(c, family.vocabulary, cfg.anchors[i] if cfg.anchors else None)
         for i, c in enumerate(cfg.concepts)
     ]
-    family = "toyworld" if vocab == "toyworld" else "sd"
     d = cls.plan_defaults(params, family, concepts, cfg.sequential)
     iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
     lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
@@ -185,7 +187,7 @@ def validate(cfg: EraseConfig) -> Plan:
             f"unknown scope {scope!r}: use one of {', '.join(PRESETS)} or 're:<regex>'"
         )
     priors = read_artifacts([Path(a) for a in cfg.on])  # damaged, foreign, repeated: refused
-    if cfg.model != "toyworld" and not Path(cfg.model).exists() and "/" not in cfg.model:
+    if cfg.model not in BUNDLED and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise UnseeError(f"unknown model {cfg.model!r}")
     return Plan(
         cfg, cls, params, iterations, float(lr), batch, sched, scope, family, concepts, priors

@@ -5,13 +5,16 @@ methods share. Methods import this module and :mod:`unsee.erase.base`, never the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from unsee.concepts import Concept
+from unsee.errors import UnseeError
 from unsee.models.bundle import Bundle
+from unsee.models.family import ModelFamily
 from unsee.models.sampling import (
     ddim_sample,
     denoising_target,
@@ -21,12 +24,20 @@ from unsee.models.sampling import (
 )
 from unsee.seeds import TRAINING_SEED_BASE, check_seeds
 
+#: what :meth:`ErasureContext.local` slices: a global batch along its first axis
+Batch = TypeVar("Batch", list[Any], np.ndarray, torch.Tensor)
+
 
 class ErasureContext:
     """What a method sees: the model, its frozen start, concepts and x_t sources.
 
     Shapes: ``x_t`` (B, C, h, w) latents; ``t`` (B,) integer timesteps; text contexts
-    (B, L, D). Predictions and targets are in the run's loss space (``loss_space``):
+    (B, L, D). ``batch_size`` is the *global* batch: under ``accelerate launch`` with N
+    processes a method draws every random choice (prompts, seeds, timesteps, noise) for the
+    global batch from the step's generator, then computes on its share
+    (:meth:`local`, B/N samples); DDP averages the shares' gradients, so the update, and
+    the delta, are those of one process at the same global batch.
+    Predictions and targets are in the run's loss space (``loss_space``):
     the model's own output (``native``: v on v-prediction models) or epsilon
     (:mod:`unsee.models.sampling`). A target combining predictions at the same x_t with
     weights summing to one is the same combination in either space.
@@ -42,7 +53,7 @@ class ErasureContext:
         iterations: int,
         batch_size: int,
         seed: int,
-        family: str,
+        family: ModelFamily,
         sequential: bool = False,
         loss_space: str = "native",
         explicit_anchors: bool = False,
@@ -58,7 +69,7 @@ class ErasureContext:
         self.batch_size = batch_size
         #: the run's seed: step ``k`` draws from ``(seed, k)``
         self.seed = seed
-        #: "toyworld" or "sd": the model family (per-family defaults and sets)
+        #: the model family (:mod:`unsee.models.family`): per-family defaults and sets
         self.family = family
         #: one round per concept, in order
         self.sequential = sequential
@@ -70,6 +81,37 @@ class ErasureContext:
         self.start_values = {n: p.detach().clone() for n, p in params.items()}
         self.alphas_cumprod = bundle.alphas_cumprod()
         self.device = bundle.device
+        #: data parallelism: this process is ``rank`` of ``world`` (1 without a launcher)
+        self.world = int(getattr(accelerator, "num_processes", 1))
+        self.rank = int(getattr(accelerator, "process_index", 0))
+
+    # -- data parallelism ------------------------------------------------------------
+    def local(self, batch: Batch) -> Batch:
+        """This process's contiguous share of ``batch``, a list, array or tensor whose first
+        axis is a global batch (all of it in a single process)."""
+        if self.world == 1:
+            return batch
+        n = len(batch)
+        if n % self.world:
+            raise UnseeError(
+                f"a batch of {n} cannot be split evenly over {self.world} processes; "
+                f"use a batch size that is a multiple of {self.world}"
+            )
+        share = n // self.world
+        return batch[self.rank * share : (self.rank + 1) * share]
+
+    def mean_over_processes(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` (any shape) averaged over the processes; itself in a single process.
+        The mean of the shares' losses or gradients is the global batch's when the shares
+        are equal."""
+        if self.world == 1:
+            return value
+        return self.accelerator.reduce(value.detach().clone(), "mean")
+
+    def global_mean(self, value: torch.Tensor) -> float:
+        """A per-process scalar (e.g. the loss of this process's share) averaged over the
+        processes, as a float."""
+        return float(self.mean_over_processes(value.detach().float()).item())
 
     # -- schedule over concepts ------------------------------------------------------
     @property

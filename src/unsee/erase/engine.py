@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from unsee.artifacts import apply_loaded, compute_delta, read_card, write_artifact
+from unsee.cards import base_license
 from unsee.erase.base import ClosedFormMethod, Method
 from unsee.erase.config import EraseConfig, Plan, config_from_yaml, validate
 from unsee.erase.context import ErasureContext
@@ -119,6 +120,13 @@ class Erasure:
         method, the optimiser and its schedule; resume from the checkpoint if asked."""
         plan, cfg = self.plan, self.cfg
         self.accelerator = self._accelerator(bundle)
+        world = self.accelerator.num_processes
+        splits = world == 1 or issubclass(plan.method_cls, ClosedFormMethod)
+        if not splits and plan.batch_size % world:
+            raise UnseeError(
+                f"batch size {plan.batch_size} cannot be split over {world} processes: "
+                f"use a multiple of {world} (--batch-size)"
+            )
         self.t_start = time.time()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -126,9 +134,9 @@ class Erasure:
             bundle = load_bundle(
                 cfg.model, device=self.accelerator.device, variant=cfg.model_variant
             )
-        elif (bundle.vocabulary == "toyworld") != (plan.family == "toyworld"):
+        elif bundle.family != plan.family:
             raise UnseeError(
-                f"the model passed in is not {cfg.model!r} (its vocabulary differs); "
+                f"the model passed in is not {cfg.model!r} (it is {bundle.family.description}); "
                 "pass the model the config names"
             )
         self.bundle = bundle
@@ -155,7 +163,7 @@ class Erasure:
         self.sched = self._scheduler()
         self.ctx.unet, self.opt = self.accelerator.prepare(bundle.unet, self.opt)
         if self.method.mask is not None:
-            self.method.mask.attach(self.params, self.opt)
+            self.method.mask.attach(self.params, self.opt, self.ctx.mean_over_processes)
         if self.resume:
             self._load_checkpoint()
 
@@ -216,8 +224,9 @@ class Erasure:
             ) from exc
 
     def save_checkpoint(self) -> None:
-        """safetensors + JSON: resuming never unpickles anything."""
-        if self.ckpt_path is None:
+        """safetensors + JSON: resuming never unpickles anything. Under data parallelism
+        the processes hold the same state and the main one writes it."""
+        if self.ckpt_path is None or not self.accelerator.is_main_process:
             return
         save_state(
             self.ckpt_path,
@@ -271,7 +280,7 @@ class Erasure:
                 self.step = step = step + 1
                 if step % plan.iterations == 0:  # the round's last step is done
                     self._end_round(r)
-                self.losses.append(loss.item())
+                self.losses.append(ctx.global_mean(loss))
                 bar.advance(loss=float(np.mean(self.losses[-FINAL_LOSS_WINDOW:])), **parts)
                 if step % self.cfg.checkpoint_every == 0 and step < total:
                     self.save_checkpoint()
@@ -335,7 +344,11 @@ class Erasure:
             "concepts": [dataclasses.asdict(c) for c in plan.concepts],
             "scope": describe_scope(plan.scope),
             "scope_parameters": int(sum(p.numel() for p in self.params.values())),
-            "base": {"model_id": self.bundle.model_id, "fingerprint": self.base_fingerprint},
+            "base": {
+                "model_id": self.bundle.portable_id,
+                "fingerprint": self.base_fingerprint,
+                "license": base_license(self.bundle.model_id),
+            },
             "seed": cfg.seed,
             "versions": library_versions(),
             "cost": {

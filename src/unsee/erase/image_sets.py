@@ -64,7 +64,7 @@ class ImageSetParams(DrawnSetParams):
 
 
 def set_size(p: ImageSetParams, ctx: ErasureContext) -> int:
-    return p.forget_images or DEFAULT_IMAGES[ctx.family]
+    return p.forget_images or ctx.family.pick(DEFAULT_IMAGES, DEFAULT_IMAGES["sd"])
 
 
 def require_anchors(method: str, concepts: list[Concept]) -> None:
@@ -153,15 +153,25 @@ def noised_batch(
     idx: np.ndarray,
     t: torch.Tensor,
     rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(x_t, target, prompts) for images ``idx`` noised at ``t`` with fresh noise from
-    ``rng``; ``target`` is the denoising target in the run's loss space (the noise, or v
-    natively on v-prediction models: :meth:`ErasureContext.denoising_target`)."""
-    x0 = images.latents[torch.from_numpy(idx).to(images.latents.device)].to(ctx.device)
+    *,
+    shard: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """(x_t, t, target, prompts) for images ``idx`` (B,) noised at ``t`` (B,) with fresh
+    noise from ``rng``; ``target`` is the denoising target in the run's loss space (the
+    noise, or v natively on v-prediction models: :meth:`ErasureContext.denoising_target`).
+    ``idx`` and ``t`` are a global batch and the noise is drawn for all of it; what is
+    returned is this process's share (:meth:`ErasureContext.local`), or all of it with
+    ``shard=False`` (a pass every process repeats)."""
     g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-    noise = torch.randn(x0.shape, generator=g).to(ctx.device)
+    shape = (len(idx), *images.latents.shape[1:])
+    noise = torch.randn(shape, generator=g)
+    if shard:
+        idx, t, noise = ctx.local(idx), ctx.local(t), ctx.local(noise)
+    x0 = images.latents[torch.from_numpy(idx).to(images.latents.device)].to(ctx.device)
+    noise = noise.to(ctx.device)
     return (
         ctx.noised(x0, t, noise),
+        t,
         ctx.denoising_target(x0, noise, t),
         [images.prompts[int(i)] for i in idx],
     )
@@ -193,8 +203,9 @@ def denoising_batch(
     t: torch.Tensor,
     rng: np.random.Generator,
 ) -> DenoisingBatch:
-    """:func:`noised_batch` with the prompts encoded: one anchor-denoising term's batch."""
-    x, target, prompts = noised_batch(ctx, images, idx, t, rng)
+    """:func:`noised_batch` (this process's share) with the prompts encoded: one
+    anchor-denoising term's batch."""
+    x, t, target, prompts = noised_batch(ctx, images, idx, t, rng)
     return DenoisingBatch(x, t, ctx.encode(prompts), target, prompts)
 
 

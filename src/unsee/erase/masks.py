@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -45,15 +46,27 @@ class MaskPolicy:
         self.grad_sum: dict[str, torch.Tensor] = {}
         self.collecting = False
         self.optimizer: Any = None
+        #: averages a tensor over data-parallel processes (identity in one process)
+        self.sync: Callable[[torch.Tensor], torch.Tensor] = lambda g: g
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
 
     def maskable(self, name: str, param: torch.Tensor) -> bool:
         """Whether ``name`` carries a mask (others are updated densely)."""
         return True
 
-    def attach(self, params: dict[str, torch.nn.Parameter], optimizer: Any = None) -> None:
+    def attach(
+        self,
+        params: dict[str, torch.nn.Parameter],
+        optimizer: Any = None,
+        sync: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         """Hook the maskable tensors of ``params``; ``optimizer`` (a torch optimiser, or
-        accelerate's wrapper) is needed for ``reset_optimizer_state``."""
+        accelerate's wrapper) is needed for ``reset_optimizer_state``. The hooks see each
+        process's own gradient (before DDP averages it), so under data parallelism ``sync``
+        averages ``G`` over the processes before a mask is chosen: every process then
+        picks the mask one process at the same global batch would."""
+        if sync is not None:
+            self.sync = sync
         self.params = {n: p for n, p in params.items() if self.maskable(n, p)}
         if not self.params:
             raise UnseeError(f"{type(self).__name__}: no parameter in scope can carry a mask")
@@ -80,6 +93,10 @@ class MaskPolicy:
     def collect(self) -> None:
         """Start accumulating raw gradients from zero."""
         self.grad_sum, self.collecting = {}, True
+
+    def sync_scores(self) -> None:
+        """Average ``G`` over the processes (before a mask is chosen from it)."""
+        self.grad_sum = {n: self.sync(g) for n, g in self.grad_sum.items()}
 
     def scores(self, name: str) -> torch.Tensor:
         """|G| of ``name`` (zeros if it received no gradient since the last reset)."""
@@ -188,6 +205,7 @@ class DynamicMask(MaskPolicy):
         i = step % self.round_length
         n = i + 1
         if n == self.warmup:
+            self.sync_scores()
             self.set_masks(
                 {
                     name: top_k_mask(
@@ -204,6 +222,7 @@ class DynamicMask(MaskPolicy):
             and i // self.steps_per_epoch < self.last_update_epoch
         ):
             f = self.turnover_at(i // self.steps_per_epoch)
+            self.sync_scores()
             self.set_masks(
                 {
                     name: self._prune_regrow(m, self.scores(name), f)
@@ -239,6 +258,7 @@ class StaticMask(MaskPolicy):
     def fix(self, fraction: float) -> None:
         """Keep the ``fraction`` of all scoped entries with the largest |G| (ties at the
         threshold are kept, as SalUn's ``>= median``); stops collecting."""
+        self.sync_scores()
         flat = torch.cat([self.scores(n).flatten().cpu() for n in self.params])
         k = max(1, int(fraction * flat.numel()))
         threshold = flat.kthvalue(flat.numel() - k + 1).values

@@ -54,11 +54,10 @@ def attack_data(ctx: Context, jobs: list[tuple[str, str]]) -> list[AttackJob]:
     """Draw (or read from the cache) each job's training images; call with base weights.
     Resurgence learns from the retain prompts (other concepts), the others from the
     concept's target prompts."""
-    family = "toyworld" if ctx.bundle.vocabulary == "toyworld" else "sd"
     cache = None if ctx.settings.cache_dir is None else Path(ctx.settings.cache_dir) / "attacks"
     out = []
     for concept, name in jobs:
-        budget = ctx.attacks.budget(name, family, concept)
+        budget = ctx.attacks.budget(name, ctx.bundle.family, concept)
         target = attack_target(ctx, concept)
         t0 = time.time()
         if isinstance(budget, atk.ResurgenceBudget) and budget.data == "truth":

@@ -51,6 +51,7 @@ from unsee.errors import UnseeError
 from unsee.evaluate import metrics
 from unsee.evaluate.judges import Judge
 from unsee.models.bundle import Bundle
+from unsee.models.family import TOYWORLD, ModelFamily
 from unsee.models.image_sets import DrawnSet, generate_set
 from unsee.models.sampling import denoising_target, generate, predict
 from unsee.models.text import SlotTokens
@@ -147,6 +148,8 @@ TOYWORLD_BUDGETS: dict[str, dict[str, Any]] = {
     # the whole UNet at lr 1e-4 lowered the target rate on ToyWorld (docs/evaluation.md)
     "resurgence": {"iterations": 60, "lr": 1e-3, "scope": "xattn", "data": "truth"},
 }
+#: tuned budgets per model family key (:attr:`ModelFamily.key`)
+FAMILY_BUDGETS = {TOYWORLD.key: TOYWORLD_BUDGETS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,16 +159,21 @@ class AttackPlan:
     names: tuple[str, ...]
     overrides: Mapping[str, Mapping[str, Any]]
 
-    def budget(self, name: str, family: str, concept: str = "") -> Budget:
+    def budget(self, name: str, family: ModelFamily, concept: str = "") -> Budget:
         """The budget of attack ``name`` against ``concept`` for a model ``family``
-        ("toyworld" or "sd"); UnlearnDiffAtk takes 5 tokens for nudity, as its configs."""
+        (its tuned budgets, else the official ones); UnlearnDiffAtk takes 5 tokens for
+        nudity, as its configs."""
         from unsee.evaluate.judges import NUDITY_WORDS
 
-        base = dict(TOYWORLD_BUDGETS.get(name, {}) if family == "toyworld" else {})
+        base = dict(family.pick(FAMILY_BUDGETS, {}).get(name, {}))
         if name == "unlearndiffatk" and concept.strip().lower() in NUDITY_WORDS:
             base["tokens"] = 5
         budget = BUDGETS[name](**{**base, **self.overrides.get(name, {})})
-        if isinstance(budget, ResurgenceBudget) and budget.data == "truth" and family != "toyworld":
+        if (
+            isinstance(budget, ResurgenceBudget)
+            and budget.data == "truth"
+            and family.vocabulary != "toyworld"
+        ):
             raise UnseeError(
                 "resurgence.data=truth fine-tunes on ground-truth renders, "
                 "which only ToyWorld has; use resurgence.data=base-model"

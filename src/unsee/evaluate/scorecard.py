@@ -84,10 +84,9 @@ def evaluate_models(
     state = PartialState(cpu=s.device == "cpu" or not torch.cuda.is_available())
     device = torch.device("cpu") if s.device == "cpu" else state.device
     bundle = model if isinstance(model, Bundle) else load_bundle(model, device=device)
-    family = "toyworld" if bundle.vocabulary == "toyworld" else "sd"
     for name in plan.names:  # budgets that cannot run on this model stop before any work
         if name in atk.BUDGETS:
-            plan.budget(name, family)
+            plan.budget(name, bundle.family)
     ctx = build_context(bundle, list(concepts), file_rows, s, str(device), plan)
     for arts in erased.values():  # fail on a mismatched artifact before any generation
         paths = [Path(a) for a in arts]

@@ -124,7 +124,7 @@ def build_scorecard(
     card: dict[str, Any] = {
         "format": FORMAT,
         "label": label,
-        "model": ctx.bundle.model_id,
+        "model": ctx.bundle.portable_id,
         "model_fingerprint": base_fp,
         "erased": [
             {

@@ -16,7 +16,9 @@ from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
 from unsee.io import read_json_object
+from unsee.models.family import ModelFamily, family_from_manifest, model_family
 from unsee.models.fingerprint import fingerprint, model_fingerprint
+from unsee.models.model_ids import portable_id
 from unsee.models.text import PromptEncoder
 
 if TYPE_CHECKING:
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
+#: the bundled models by name
+BUNDLED = {"toyworld": TOYWORLD_DIR}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -49,9 +53,20 @@ class Bundle:
     width: int | None = None
 
     @property
+    def family(self) -> ModelFamily:
+        """What kind of model this is (:mod:`unsee.models.family`), from its manifest."""
+        return family_from_manifest(self.info)
+
+    @property
     def vocabulary(self) -> str | None:
         """``"toyworld"`` for models speaking the fixed ToyWorld vocabulary, else None."""
-        return self.info.get("vocabulary")
+        return self.family.vocabulary
+
+    @property
+    def portable_id(self) -> str:
+        """``model_id`` as cards store it: no local path as typed
+        (:func:`unsee.models.model_ids.portable_id`)."""
+        return portable_id(self.model_id)
 
     @property
     def fingerprint(self) -> str:
@@ -257,13 +272,10 @@ def _read_index(path: Path) -> dict:
     return read_json_object(path, "a pipeline index")
 
 
-def model_vocabulary(spec: str) -> str | None:
-    """The fixed vocabulary model ``spec`` speaks (``"toyworld"``), read from its manifest
-    without loading it; None for an open-vocabulary model (Stable Diffusion)."""
-    manifest = (TOYWORLD_DIR if spec == "toyworld" else Path(spec)) / "unsee_model.json"
-    if not manifest.is_file():
-        return None
-    return read_json_object(manifest, "a model manifest").get("vocabulary")
+def spec_family(spec: str) -> ModelFamily:
+    """The family of model ``spec`` (``"toyworld"``, a folder, a file or a hub id), read
+    from its manifest without loading it."""
+    return model_family(spec, BUNDLED)
 
 
 def check_pipeline_class(index: dict, spec: str) -> None:

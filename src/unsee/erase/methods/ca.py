@@ -29,6 +29,7 @@ from unsee.erase import image_sets as sets
 from unsee.erase.base import Method, register
 from unsee.erase.context import ErasureContext, mse
 from unsee.errors import UnseeError
+from unsee.models.family import ModelFamily
 
 TARGETS = ("model", "noise")
 
@@ -60,7 +61,11 @@ class ConceptAblation(Method):
 
     @classmethod
     def plan_defaults(
-        cls, params: CAParams, family: str, concepts: list[Concept], sequential: bool = False
+        cls,
+        params: CAParams,
+        family: ModelFamily,
+        concepts: list[Concept],
+        sequential: bool = False,
     ) -> dict[str, Any]:
         sets.require_anchors("ca", concepts)
         return super().plan_defaults(params, family, concepts, sequential)
@@ -79,7 +84,7 @@ class ConceptAblation(Method):
         an = self.anchor[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
         anchor = sets.denoising_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
-        x = anchor.x
+        x, t = anchor.x, anchor.t  # this process's share
         c = ctx.encode([self.concept_prompt[concept.name][q] for q in anchor.prompts])
         target = ctx.frozen_pred(x, t, anchor.context) if p.target == "model" else anchor.target
         if not p.prior_weight:

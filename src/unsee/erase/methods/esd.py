@@ -68,18 +68,20 @@ class ESD(Method):
         b = ctx.batch_size
         prompt = concept.prompts[int(rng.integers(len(concept.prompts)))]
         stop_at = int(rng.integers(0, p.ddim_steps))
-        seeds = [int(s) for s in rng.integers(0, 2**31 - 1, b)]
-        x_t, t = ctx.trajectory([prompt] * b, stop_at, seeds, p.start_guidance, p.ddim_steps)
-        c = ctx.encode([prompt] * b)
+        seeds = ctx.local([int(s) for s in rng.integers(0, 2**31 - 1, b)])
+        n = len(seeds)  # this process's share of the batch
+        x_t, t = ctx.trajectory([prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
+        c = ctx.encode([prompt] * n)
         base_prompt = concept.anchor_prompts[0] if ctx.explicit_anchors else ""
-        u = ctx.encode([base_prompt] * b)
+        u = ctx.encode([base_prompt] * n)
         e_base = ctx.frozen_pred(x_t, t, u)
         e_c = ctx.frozen_pred(x_t, t, c)
         target = negative_guidance(e_base, e_c, p.eta)
-        loss = mse(ctx.pred(x_t, t, c), target)
         kept = p.retain_list()
         if not kept:
-            return loss, {"t": float(t[0])}
-        r = ctx.encode([kept[int(i)] for i in rng.integers(len(kept), size=b)])
-        retain = mse(ctx.pred(x_t, t, r), ctx.frozen_pred(x_t, t, r))
-        return loss + p.retain_weight * retain, {"t": float(t[0]), "retain": retain.item()}
+            return mse(ctx.pred(x_t, t, c), target), {"t": float(t[0])}
+        r = ctx.encode(ctx.local([kept[int(i)] for i in rng.integers(len(kept), size=b)]))
+        pred, pred_r = ctx.pred_together((x_t, t, c), (x_t, t, r))
+        retain = mse(pred_r, ctx.frozen_pred(x_t, t, r))
+        loss = mse(pred, target) + p.retain_weight * retain
+        return loss, {"t": float(t[0]), "retain": retain.item()}

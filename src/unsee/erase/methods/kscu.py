@@ -52,6 +52,7 @@ from unsee.erase.context import ErasureContext, mse, negative_guidance
 from unsee.erase.methods.esd import ESD
 from unsee.erase.timesteps import NoiseLevel, model_level
 from unsee.errors import UnseeError
+from unsee.models.family import STABLE_DIFFUSION, ModelFamily
 from unsee.models.sampling import ddim_timesteps
 
 
@@ -173,11 +174,11 @@ class KSCUParams:
             raise UnseeError("kscu.augment_fraction must be in [0, 1]")
 
 
-def resolved_preset(p: KSCUParams, family: str) -> str:
+def resolved_preset(p: KSCUParams, family: ModelFamily) -> str:
     """``preset=auto``: official on Stable Diffusion, matched on ToyWorld."""
     if p.preset != "auto":
         return p.preset
-    return "official" if family == "sd" else "matched"
+    return "official" if family == STABLE_DIFFUSION else "matched"
 
 
 def resolve_task(task: str, concepts: list[Concept]) -> str:
@@ -316,7 +317,11 @@ class KSCU(Method):
 
     @classmethod
     def plan_defaults(
-        cls, params: KSCUParams, family: str, concepts: list[Concept], sequential: bool = False
+        cls,
+        params: KSCUParams,
+        family: ModelFamily,
+        concepts: list[Concept],
+        sequential: bool = False,
     ) -> dict[str, Any]:
         """Iterations per round: the task's per-concept budget, times the number of concepts
         unless sequential (one concept per round); scope and lr of the ``preset``."""
@@ -329,13 +334,13 @@ class KSCU(Method):
             raise UnseeError(
                 f"kscu: the key steps [{key_start(params, preset)}, {params.end}) are empty"
             )
-        per_round = preset.iterations[family] * (1 if sequential else len(concepts))
-        out = {**cls.defaults[family], "iterations": per_round}
+        per_round = preset.iterations[family.key] * (1 if sequential else len(concepts))
+        out = {**cls.defaults[family.key], "iterations": per_round}
         if resolved_preset(params, family) == "matched":
-            return {**out, "scope": ESD.scope, "lr": ESD.defaults[family]["lr"]}
+            return {**out, "scope": ESD.scope, "lr": ESD.defaults[family.key]["lr"]}
         return {
             **out,
-            **({"lr": preset.lr[family]} if preset.lr and family in preset.lr else {}),
+            **({"lr": preset.lr[family.key]} if preset.lr and family.key in preset.lr else {}),
             "scope": preset.scope,
         }
 
@@ -425,15 +430,17 @@ class KSCU(Method):
             x, _ = ctx.trajectory(
                 prompts,
                 s,
-                [0] * b,
+                [0] * len(prompts),  # unused: the walk's latents carry its noise
                 p.start_guidance,
                 p.ddim_steps,
                 latents=self.walk[2],
                 start_at=s - 1,
             )
         else:
-            prompts = [concept.prompts[int(i)] for i in rng.integers(len(concept.prompts), size=b)]
-            seeds = [int(v) for v in rng.integers(0, 2**31 - 1, b)]
+            prompts = ctx.local(
+                [concept.prompts[int(i)] for i in rng.integers(len(concept.prompts), size=b)]
+            )
+            seeds = ctx.local([int(v) for v in rng.integers(0, 2**31 - 1, b)])
             x, _ = ctx.trajectory(prompts, s, seeds, p.start_guidance, p.ddim_steps)
             self.resampled += 1
         self.walk = (step, prompts, x)
@@ -452,10 +459,12 @@ class KSCU(Method):
         read = c
         if p.augment and j >= self.augment_from[k]:
             pool = self.aug_pool[concept.name]
-            aug = [pool[int(i)] for i in rng.integers(len(pool), size=b)]
+            b_global = ctx.batch_size
+            aug = ctx.local([pool[int(i)] for i in rng.integers(len(pool), size=b_global)])
             g = torch.Generator().manual_seed(int(rng.integers(2**31)))
             read = ctx.encode(aug)
-            read = read + p.embedding_noise * torch.randn(read.shape, generator=g).to(read)
+            noise = torch.randn((b_global, *read.shape[1:]), generator=g)
+            read = read + p.embedding_noise * ctx.local(noise).to(read)
         # one forward for the concept and the unconditional branch of the edited model
         e_read, e_uncond = ctx.pred(
             torch.cat([x, x]), torch.cat([t, t]), torch.cat([read, u])

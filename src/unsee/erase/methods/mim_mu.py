@@ -179,8 +179,8 @@ class MiMMU(Method):
         concept = ctx.concept_for(step)
         if p.variant == "on-policy":
             pool = self.prompts[concept.name]
-            prompts = [pool[int(i)] for i in rng.integers(len(pool), size=b)]
-            seeds = [int(s) for s in rng.integers(0, 2**31 - 1, b)]
+            prompts = ctx.local([pool[int(i)] for i in rng.integers(len(pool), size=b)])
+            seeds = ctx.local([int(s) for s in rng.integers(0, 2**31 - 1, b)])
             stop_at = self.indices[int(rng.integers(0, len(self.indices)))]
             x_t, t = ctx.trajectory(prompts, stop_at, seeds, p.start_guidance, p.ddim_steps)
         else:
@@ -188,7 +188,7 @@ class MiMMU(Method):
             idx = rng.integers(len(fs), size=b)
             lo, hi = self.t_range
             t = torch.from_numpy(rng.integers(lo, hi + 1, b)).to(ctx.device)
-            x_t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
+            x_t, t, _, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
         rest = [
             strip_concept(q, concept.name) if p.variant == "conditional" else "" for q in prompts
         ]

@@ -33,6 +33,7 @@ from unsee.erase.base import Fraction, Method, register, split_list
 from unsee.erase.context import ErasureContext, mse
 from unsee.erase.masks import StaticMask
 from unsee.errors import UnseeError
+from unsee.models.family import ModelFamily
 from unsee.toyworld import vocab
 
 #: ToyWorld attribute lists the replacement label is taken from, by concept kind
@@ -59,38 +60,39 @@ class SalUnParams(sets.ImageSetParams):
             raise UnseeError("salun.retain_weight must be >= 0")
 
 
-def _labels(concept: Concept, family: str) -> tuple[str, ...]:
-    """The ordered label list a concept's replacement is drawn from (empty: none)."""
-    if family == "toyworld":
+def _labels(concept: Concept, vocabulary: str | None) -> tuple[str, ...]:
+    """The ordered label list a concept's replacement is drawn from (empty: none), for a
+    model speaking ``vocabulary`` (:attr:`ModelFamily.vocabulary`)."""
+    if vocabulary == "toyworld":
         return TOYWORLD_LABELS.get(vocab.concept_kind(concept.name), ())
     return tuple(IMAGENETTE_SUPERCLASS) if concept.name in IMAGENETTE_SUPERCLASS else ()
 
 
-def replacement(concept: Concept, erased: list[str], family: str) -> tuple[str, ...]:
+def replacement(concept: Concept, erased: list[str], vocabulary: str | None) -> tuple[str, ...]:
     """Prompts of ``c'``, paired by position with ``concept.prompts``."""
-    labels = _labels(concept, family)
+    labels = _labels(concept, vocabulary)
     if labels:
         i = labels.index(concept.name)
         for other in labels[i + 1 :] + labels[:i]:
             if other not in erased:
                 return (
-                    toyworld_concept(other) if family == "toyworld" else text_concept(other)
+                    toyworld_concept(other) if vocabulary == "toyworld" else text_concept(other)
                 ).prompts
     if concept.anchor:
         return concept.anchor_prompts
     raise UnseeError(f"salun needs a replacement label for {concept.name!r}: give --anchor")
 
 
-def retain_prompts(concepts: list[Concept], family: str) -> list[str]:
+def retain_prompts(concepts: list[Concept], vocabulary: str | None) -> list[str]:
     """Default retain prompts: the other labels of the concepts' attributes not erased."""
     erased = [c.name for c in concepts]
     out: list[str] = []
     for c in concepts:
-        kept = [o for o in _labels(c, family) if o not in erased]
+        kept = [o for o in _labels(c, vocabulary) if o not in erased]
         if not kept:
-            out += replacement(c, erased, family)
+            out += replacement(c, erased, vocabulary)
         for o in kept:
-            out += (toyworld_concept(o) if family == "toyworld" else text_concept(o)).prompts
+            out += (toyworld_concept(o) if vocabulary == "toyworld" else text_concept(o)).prompts
     return list(dict.fromkeys(out))
 
 
@@ -111,25 +113,29 @@ class SalUn(Method):
 
     @classmethod
     def plan_defaults(
-        cls, params: SalUnParams, family: str, concepts: list[Concept], sequential: bool = False
+        cls,
+        params: SalUnParams,
+        family: ModelFamily,
+        concepts: list[Concept],
+        sequential: bool = False,
     ) -> dict[str, Any]:
         for c in concepts:
-            replacement(c, [o.name for o in concepts], family)
+            replacement(c, [o.name for o in concepts], family.vocabulary)
         return super().plan_defaults(params, family, concepts, sequential)
 
     def __init__(self, params: SalUnParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        fam, erased = ctx.family, [c.name for c in ctx.concepts]
+        spoken, erased = ctx.family.vocabulary, [c.name for c in ctx.concepts]
         self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
         self.relabel = {
             c.name: {
                 params.template.format(q): params.template.format(o)
-                for q, o in zip(c.prompts, replacement(c, erased, fam), strict=False)
+                for q, o in zip(c.prompts, replacement(c, erased, spoken), strict=False)
             }
             for c in ctx.concepts
         }
         kept = split_list(params.retain) or [
-            params.template.format(q) for q in retain_prompts(ctx.concepts, fam)
+            params.template.format(q) for q in retain_prompts(ctx.concepts, spoken)
         ]
         self.retain = sets.prompt_images(ctx, params, "retain", kept)
         self.saliency = StaticMask()
@@ -148,7 +154,8 @@ class SalUn(Method):
             for start in range(0, len(fs), b):
                 idx = np.arange(start, min(start + b, len(fs)))
                 t = sets.random_timesteps(ctx, rng, len(idx))
-                x_t, data_target, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
+                # every process repeats the saliency pass (its chunks need not split evenly)
+                x_t, t, data_target, prompts = sets.noised_batch(ctx, fs, idx, t, rng, shard=False)
                 c, u = ctx.encode(prompts), ctx.encode([""] * len(idx))
                 e_c, e_u = ctx.pred(
                     torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([c, u])
@@ -162,14 +169,16 @@ class SalUn(Method):
         ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         concept = ctx.concept_for(step)
         fs = self.forget[concept.name]
-        t = sets.random_timesteps(ctx, rng, b)
-        x_f, _, prompts = sets.noised_batch(ctx, fs, rng.integers(len(fs), size=b), t, rng)
+        t_global = sets.random_timesteps(ctx, rng, b)
+        x_f, t, _, prompts = sets.noised_batch(
+            ctx, fs, rng.integers(len(fs), size=b), t_global, rng
+        )
         c_f = ctx.encode(prompts)
         target = ctx.current_pred(
             x_f, t, ctx.encode([self.relabel[concept.name][q] for q in prompts])
         )
         kept = sets.denoising_batch(
-            ctx, self.retain, rng.integers(len(self.retain), size=b), t, rng
+            ctx, self.retain, rng.integers(len(self.retain), size=b), t_global, rng
         )
         pred_f, pred_r = ctx.pred_together((x_f, t, c_f), (kept.x, t, kept.context))
         forget, retain = mse(pred_f, target), kept.loss(pred_r)

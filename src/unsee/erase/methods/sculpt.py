@@ -39,6 +39,7 @@ from unsee.erase.base import Fraction, Method, NonNegativeInt, register
 from unsee.erase.context import ErasureContext, mse
 from unsee.erase.masks import DynamicMask
 from unsee.errors import UnseeError
+from unsee.models.family import ModelFamily
 
 MASKS = ("dynamic", "static", "none")
 #: (warm-up, mask update interval) in iterations when the parameters say 0: the released
@@ -112,14 +113,18 @@ class Sculpt(Method):
 
     @classmethod
     def plan_defaults(
-        cls, params: SculptParams, family: str, concepts: list[Concept], sequential: bool = False
+        cls,
+        params: SculptParams,
+        family: ModelFamily,
+        concepts: list[Concept],
+        sequential: bool = False,
     ) -> dict[str, Any]:
         sets.require_anchors("sculpt", concepts)
         return super().plan_defaults(params, family, concepts, sequential)
 
     def __init__(self, params: SculptParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        warmup, interval = SCHEDULE[ctx.family]
+        warmup, interval = SCHEDULE[ctx.family.key]
         self.warmup = 0 if params.mask == "none" else params.warmup or warmup
         if self.warmup >= ctx.iterations:
             raise UnseeError(
@@ -198,26 +203,28 @@ class Sculpt(Method):
             self.epoch = epoch
         k = ctx.concepts.index(concept)
         fs, an = self.forget[concept.name], self.anchor[concept.name]
-        t = sets.random_timesteps(ctx, rng, b)
+        t_global = sets.random_timesteps(ctx, rng, b)
         idx = sets.epoch_indices(ctx.seed, 2 * k, epoch, len(fs), b, position)
-        x_f, target_f, prompts = sets.noised_batch(ctx, fs, idx, t, rng)
+        x_f, t, target_f, prompts = sets.noised_batch(ctx, fs, idx, t_global, rng)
         c_f = ctx.encode(prompts)
         if local < self.warmup:
             return mse(ctx.pred(x_f, t, c_f), target_f), {"warmup": 1.0}
         c_s = ctx.encode([self.superclass[concept.name][q] for q in prompts])
         target = (ctx.current_pred if p.target == "current" else ctx.frozen_pred)(x_f, t, c_s)
         idx_s = sets.epoch_indices(ctx.seed, 2 * k + 1, epoch, len(an), b, position)
-        anchor = sets.denoising_batch(ctx, an, idx_s, t, rng)
+        anchor = sets.denoising_batch(ctx, an, idx_s, t_global, rng)
         batches = [(x_f, t, c_f), (anchor.x, t, anchor.context)]
         kd_batch = (
-            self._kd_batch(r, t, rng) if p.kd == "described" and self.teacher is not None else None
+            self._kd_batch(r, t_global, rng)
+            if p.kd == "described" and self.teacher is not None
+            else None
         )
         if kd_batch is not None:
             batches.append((kd_batch[0], t, kd_batch[1]))
         # one forward for the forget, superclass (and KD) batches
         preds = ctx.pred_together(*batches)
         forget, align = mse(preds[0], target), anchor.loss(preds[1])
-        self.epoch_losses.append(forget.item())
+        self.epoch_losses.append(ctx.global_mean(forget))  # every process keeps the same best
         loss = forget + p.align_weight * align
         parts = {"forget": forget.item(), "align": align.item()}
         if kd_batch is not None:
@@ -234,8 +241,9 @@ class Sculpt(Method):
     def _kd_batch(
         self, r: int, t: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_t, prompt context) for ``len(t)`` images, each of a concept forgotten in a
-        round before ``r`` (chosen uniformly), noised at ``t``."""
+        """(x_t, prompt context) for ``len(t)`` images (``t``: the global batch's
+        timesteps), each of a concept forgotten in a round before ``r`` (chosen uniformly),
+        noised at ``t``; this process's share."""
         xs, prompts = [], []
         for j in rng.integers(r, size=len(t)):
             fs = self.forget[self.ctx.concepts[int(j)].name]
@@ -243,9 +251,11 @@ class Sculpt(Method):
             xs.append(fs.latents[i])
             prompts.append(fs.prompts[i])
         g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        x0 = torch.stack(xs).to(self.ctx.device)
-        noise = torch.randn(x0.shape, generator=g).to(self.ctx.device)
-        return self.ctx.noised(x0, t, noise), self.ctx.encode(prompts)
+        ctx = self.ctx
+        x0 = torch.stack(xs)
+        noise = torch.randn(x0.shape, generator=g)
+        x0, noise, t = ctx.local(x0).to(ctx.device), ctx.local(noise).to(ctx.device), ctx.local(t)
+        return ctx.noised(x0, t, noise), ctx.encode(ctx.local(prompts))
 
     def state_dict(self) -> dict[str, Any]:
         return {
