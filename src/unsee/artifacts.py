@@ -300,14 +300,12 @@ def export_merged(
     applied artifacts' model cards) make a Hugging Face ``README.md`` (see
     :mod:`unsee.cards`).
     """
-    from diffusers import DDIMScheduler
-
     from unsee.cards import merged_readme
 
     safety = _base_safety_checker(str(bundle.model_id)) if bundle.vae is not None else None
 
     def build(tmp: Path) -> None:
-        sched = DDIMScheduler.from_config(bundle.scheduler_config)
+        sched = bundle.scheduler()  # unsee's sampler, so the folder draws what unsee draws
         if bundle.vae is not None:
             from diffusers import StableDiffusionPipeline
 
@@ -332,7 +330,7 @@ def export_merged(
         (tmp / "README.md").write_text(
             merged_readme(
                 [parse_card(c, "an applied artifact's card") for c in cards or []],
-                bundle.portable_id,
+                str(bundle.model_id),  # as loaded: its licence is read, its name made portable
                 pipeline=bundle.vae is not None,
                 safety_checker=safety is not None,
             )

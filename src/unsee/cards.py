@@ -13,7 +13,7 @@ import yaml
 
 from unsee.card_schema import ModelCard, parse_card
 from unsee.errors import UnseeError
-from unsee.models.model_ids import is_hub_id, resolve_id
+from unsee.models.model_ids import is_hub_id, portable_id, resolve_id
 
 TOYWORLD_LICENSE = "apache-2.0"  # the bundled model ships with unsee (Apache-2.0)
 
@@ -96,8 +96,11 @@ def card_metadata(
     extra_tags: Sequence[str] = (),
     model_id: str | None = None,
 ) -> dict[str, Any]:
-    """The YAML block shared by every card: base model, licence, library, tags."""
-    base = model_id or (cards[0].base.model_id if cards else None)
+    """The YAML block shared by every card: base model, licence, library, tags.
+    ``model_id``: the base as loaded (a local path is read for its licence and written
+    portably); default: the first card's stored base."""
+    real = model_id or (cards[0].base.model_id if cards else None)
+    base = portable_id(real) if real else None
     tags = [
         "unsee",
         "concept-erasure",
@@ -109,7 +112,7 @@ def card_metadata(
     stored = next((c.base.license for c in cards if c.base.license), None)
     return {
         "base_model": hub_id(base),
-        "license": stored or base_license(base),
+        "license": stored or base_license(real),
         "library_name": library_name,
         "pipeline_tag": "text-to-image",
         "tags": list(dict.fromkeys(tags)),
@@ -206,6 +209,7 @@ def merged_readme(
 ) -> str:
     """Card of a merged export (a diffusers folder with the erasure applied)."""
     meta = card_metadata(cards, "diffusers", model_id=base)
+    base = portable_id(base)
     concepts = ", ".join(_concepts(cards))
     lines = [
         front_matter(meta),
@@ -246,6 +250,7 @@ def lora_readme(
     meta = card_metadata(
         cards, "diffusers", ("lora", "kohya" if fmt == "kohya" else "peft"), model_id=base
     )
+    base = portable_id(base)
     meta["base_model_relation"] = "adapter" if meta.get("base_model") else None
     s = report["summary"]
     concepts = ", ".join(_concepts(cards))

@@ -507,7 +507,7 @@ def export_lora(
         report["file"] = name
         report["file_bytes"] = (tmp / name).stat().st_size
         write_json(tmp / REPORT_NAME, report)
-        (tmp / "README.md").write_text(lora_readme(typed, base, fmt, name, report))
+        (tmp / "README.md").write_text(lora_readme(typed, str(bundle.model_id), fmt, name, report))
 
     atomic_dir(Path(out_dir), build, "export", overwrite=overwrite)
     return report

@@ -278,6 +278,16 @@ def spec_family(spec: str) -> ModelFamily:
     return model_family(spec, BUNDLED)
 
 
+def pipeline_schedule(config: dict) -> dict:
+    """A Stable Diffusion folder's scheduler config as its pipeline samples with it:
+    ``StableDiffusionPipeline.__init__`` sets ``steps_offset`` to 1 and ``clip_sample`` to
+    False in whatever scheduler it is given (configs that lack the keys get DDIM's class
+    defaults, 0 and True, first), so unsee does the same and draws what plain diffusers
+    draws. Without it a config lacking ``clip_sample`` clipped x0 in unsee and not in
+    diffusers: images of the same weights up to 231/255 apart."""
+    return {**config, "steps_offset": 1, "clip_sample": False}
+
+
 def check_pipeline_class(index: dict, spec: str) -> None:
     """Refuse a pipeline unsee cannot run, from its ``model_index.json`` alone (before any
     weight is read), naming what it is and what is supported."""
@@ -436,8 +446,8 @@ def _load_diffusers(
             vae = AutoencoderKL.from_pretrained(
                 source, subfolder="vae", torch_dtype=dtype, variant=variant, local_files_only=local
             )
-        sched = dict(
-            DDIMScheduler.load_config(source, subfolder="scheduler", local_files_only=local)
+        sched = pipeline_schedule(
+            dict(DDIMScheduler.load_config(source, subfolder="scheduler", local_files_only=local))
         )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
