@@ -34,8 +34,10 @@ retain and neighbour accuracy, judge-feature FD and KID, overall (harmonic mean 
 retain), erasure seconds, attack seconds, peak RSS, optimiser steps and weights changed.
 ``--iterations`` overrides every variant's budget (reduced runs: the test suite's).
 Each row is merged into ``bench/results/compare.{md,json}`` (and the Pareto plot of erasure
-vs retain, ``compare_pareto.png``) as soon as it is scored, under a lock, so several
-processes may fill one table and an interrupted run keeps its finished rows.
+vs retain, ``compare_pareto.png``) as soon as it is scored, by the harness's results store
+(``harness.record``), so several processes may fill one table and an interrupted run keeps
+its finished rows. The scenarios and variants are the harness's ``SCENARIOS`` and
+``VARIANTS`` tables; this script is their command line and the tables' layout.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star --num-images 4
 """
@@ -43,223 +45,60 @@ processes may fill one table and an interrupted run keeps its finished rows.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
-import json
-import os
-import platform
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import dataclasses
+import shlex
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from unsee.erase.engine import EraseConfig, run_erasure
+from harness import (
+    RESULTS,
+    SCENARIOS,
+    VARIANTS,
+    Results,
+    fmt,
+    rate_cell,
+    record,
+    run_variant,
+    runs_on,
+)
 from unsee.erase.registry import REGISTRY
 from unsee.errors import UnseeError
-from unsee.evaluate import EvalSettings, evaluate_models
+from unsee.evaluate import EvalSettings
 from unsee.evaluate.attacks import parse_budget, plan_attacks
-from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of, wilson_interval
-from unsee.evaluate.schema import parse_scorecard
-from unsee.io import atomic_write
-from unsee.models.fingerprint import library_versions
+from unsee.evaluate.metrics import DIFFERENCE_TEST
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SCENARIOS: dict[str, dict[str, Any]] = {
-    "star": {"concepts": ["star"]},
-    "striped": {"concepts": ["striped"]},
-    "three": {"concepts": ["star", "circle", "square"]},
-    "sequential": {"concepts": ["star", "heart", "hexagon", "arrow"], "sequential": True},
-}
+DEFAULT_ATTACKS = ["unlearndiffatk", "softprompt"]
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    iterations: int | None = None
-    lr: float | None = None
+def _order(scenario: str) -> int:
+    """Tables in the order of the harness's scenario table."""
+    return list(SCENARIOS).index(scenario) if scenario in SCENARIOS else len(SCENARIOS)
 
 
-VARIANTS: tuple[Variant, ...] = (
-    Variant("esd-x", "esd-x"),
-    # the demo's setting: 25-step trajectories, half ESD's sampling cost per iteration
-    Variant("esd-x@25", "esd-x", {"ddim_steps": 25}),
-    Variant("esd-u", "esd-u"),
-    Variant("esd-all", "esd-all"),
-    Variant("esd-x-strict", "esd-x-strict"),
-    Variant("uce", "uce"),
-    Variant("kscu", "kscu"),
-    Variant("kscu-noreuse", "kscu", {"trajectory_reuse": False}),
-    Variant("kscu@esd", "kscu", iterations=120),
-    # the style preset trains cross-attention only; ESD-x's lr on the same scope
-    Variant("kscu@lr3e-4", "kscu", lr=3e-4),
-    # the paper's key-step ablation at KSCU's budget: every step, and early steps only
-    Variant("kscu-all-steps", "kscu", {"start": 0, "max_start": 0}),
-    Variant("kscu-early-steps", "kscu", {"start": 0, "max_start": 0, "end": 15}),
-    Variant("mim-mu", "mim-mu"),
-    # three times MiM-MU's budget, for several concepts at once (each gets a third of it)
-    Variant("mim-mu@360", "mim-mu", iterations=360),
-    Variant("mim-mu-on", "mim-mu", {"variant": "on-policy"}),
-    Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"}),
-    Variant("sculpt", "sculpt"),
-    # the ablations ran at the first ToyWorld lr, 3e-4 (docs/methods.md)
-    Variant("sculpt@lr3e-4", "sculpt", lr=3e-4),
-    Variant("sculpt@160", "sculpt", iterations=160, lr=3e-4),
-    Variant("sculpt-static", "sculpt", {"mask": "static"}, lr=3e-4),
-    Variant("sculpt-nomask", "sculpt", {"mask": "none"}, lr=3e-4),
-    Variant("sculpt-nokd", "sculpt", {"kd": "off"}, lr=3e-4),
-    Variant("sculpt-kd-released", "sculpt", {"kd": "released"}, lr=3e-4),
-    # attempts at sculpt's FID rise (issue 5, docs/methods.md): a target that does not move
-    # with the edit, a heavier superclass term, and a smaller lr over twice the iterations
-    Variant("sculpt-frozen", "sculpt", {"target": "frozen"}),
-    Variant("sculpt-align1", "sculpt", {"align_weight": 1.0}),
-    Variant("sculpt-frozen-align1", "sculpt", {"target": "frozen", "align_weight": 1.0}),
-    Variant("sculpt-frozen@160", "sculpt", {"target": "frozen"}, iterations=160, lr=5e-4),
-    Variant("salun", "salun"),
-    Variant("ca", "ca"),
-)
-
-
-def summarise(scorecard: dict[str, Any]) -> dict[str, Any]:
-    """The numbers the tables show, from one scorecard (fractions, not percentages).
-    ``post_attack_erasure``: per concept 1 - the highest target rate an attacker gets,
-    unattacked prompts included (an attack that makes things worse is not used), over the
-    attacks that ran (models, not the paraphrase probe), averaged over concepts; None when
-    no attack ran."""
-    card = parse_scorecard(scorecard, f"the scorecard of {scorecard.get('label')!r}")
-    concepts = list(card.concepts.values())
-    attacked: dict[str, float] = {}
-    by_name: dict[str, list[float]] = {}
-    attack_seconds = 0.0
-    for c, by_attack in card.attacks.items():
-        runs = [a for n, a in by_attack.items() if n != "paraphrase"]
-        if runs:
-            attacked[c] = max([runs[0].target_rate_before] + [a.target_rate_after for a in runs])
-        for n, a in by_attack.items():
-            if n != "paraphrase":
-                by_name.setdefault(n, []).append(1 - a.target_rate_after)
-                attack_seconds += a.seconds + a.settings.get("training_images_seconds", 0)
-    paras = [c.paraphrase for c in concepts if c.paraphrase]
-    retain, fid = card.retain, card.fid
-    neighbour = retain.neighbour
-    kid = fid.kid.erased if fid.kid else None
-    return {
-        "target_images": card.num_images * len(concepts[0].prompts),
-        "retain_images": card.num_images * len(retain.prompts),
-        # image (retain: (image, attribute) pair) counts behind each mean rate, for the
-        # tables' Wilson intervals: every concept has the same number of prompts
-        "erasure_images": sum(c.images for c in concepts),
-        "paraphrase_images": sum(p.images for p in paras) or None,
-        "retain_pairs": retain.pairs,
-        "neighbour_pairs": neighbour.pairs if neighbour else None,
-        "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
-        "fd_name": fid.name,
-        "kid": kid.value if kid else None,
-        "kid_ci95": kid.ci95 if kid else None,
-        "erasure": card.erasure,
-        "erasure_base": sum(c.erasure_base for c in concepts) / len(concepts),
-        "per_concept_erasure": {k: v.erasure for k, v in card.concepts.items()},
-        "paraphrase_rate": sum(p.target_rate for p in paras) / len(paras) if paras else None,
-        "post_attack_erasure": (
-            sum(1 - r for r in attacked.values()) / len(attacked) if attacked else None
-        ),
-        "per_concept_post_attack": {c: 1 - r for c, r in attacked.items()},
-        "attack_seconds": round(attack_seconds, 1) if attacked else None,
-        "paraphrase_base": (sum(p.target_rate_base for p in paras) / len(paras) if paras else None),
-        "retain_accuracy": retain.accuracy,
-        "retain_base": retain.accuracy_base,
-        "neighbour_accuracy": neighbour.accuracy if neighbour else None,
-        "neighbour_base": neighbour.accuracy_base if neighbour else None,
-        "fid": fid.erased,
-        "fid_base": fid.base,
-        "overall": card.overall,
-    }
-
-
-def run_variant(
-    name: str,
-    v: Variant,
-    settings: EvalSettings,
-    work: Path,
-    model: str,
-    iterations: int | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """Erase scenario ``name``'s concepts with variant ``v``, score it; returns the base
-    model's fingerprint and the row."""
-    sc = SCENARIOS[name]
-    out = work / name / v.label
-    cfg = EraseConfig(
-        method=v.method,
-        concepts=list(sc["concepts"]),
-        model=model,
-        params=dict(v.params),
-        iterations=iterations or v.iterations,
-        lr=v.lr,
-        sequential=sc.get("sequential", False),
-    )
-    card = run_erasure(cfg, out, overwrite=True).card
-    cost = card["cost"]
-    t0 = time.time()
-    (res,) = evaluate_models(model, {v.label: [out]}, list(sc["concepts"]), settings)
-    return res.scorecard["model_fingerprint"], {
-        "method": v.method,
-        "params": card["hyperparameters"]["params"],
-        "iterations": cost["iterations"],
-        "optimizer_steps": cost["optimizer_steps"],
-        "seconds": cost["wall_seconds"],
-        "peak_rss_mb": cost["peak_rss_mb"],
-        "parameters_changed": cost["parameters_changed"],
-        "evaluation_seconds": round(time.time() - t0, 1),
-        **summarise(res.scorecard),
-    }
-
-
-def machine() -> str:
-    """This machine for a results table: CPU, torch threads, GPU."""
-    cpu = platform.processor() or platform.machine()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} torch threads, {gpu}"
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def rate_cell(x: float | None, n: int | None, best: float | None = None) -> str:
-    """A rate over ``n`` images with its 95 % Wilson interval, ``0.875 [0.64, 0.96]``, and
-    a dagger when it is below the column's ``best`` beyond noise (Newcombe, same ``n``)."""
-    if x is None or not n:
-        return fmt(x)
-    k = hits_of(x, n)
-    lo, hi = wilson_interval(k, n)
-    worse = best is not None and change((hits_of(best, n), n), (k, n))["ci95"][1] < 0
-    return f"{x:.3f} [{lo:.2f}, {hi:.2f}]" + (" †" if worse else "")
-
-
-def _run_on(report: dict[str, Any]) -> str:
-    """Where a report's run happened: machine and library versions."""
-    return f"{report['machine']}; {report['versions']}"
-
-
-def _runs_on(report: dict[str, Any]) -> list[str]:
-    """The distinct machines (and library versions) the report's rows ran on."""
-    return list(
-        dict.fromkeys(
-            r.get("run_on", _run_on(report))
-            for sc in report["scenarios"]
-            for r in sc["rows"].values()
+def command(scenario: str, settings: dict[str, Any], variants: list[str]) -> str:
+    """The command that reproduces a scenario's table: its variants, with ``settings``."""
+    s = settings
+    budget = s.get("attack_budget") or {}
+    return (
+        f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario {scenario} "
+        f"--variants {','.join(variants)} --num-images {s['num_images']} --steps "
+        f"{s['steps']} --seed {s['seed']}"
+        + (f" --model {s['model']}" if s.get("model", "toyworld") != "toyworld" else "")
+        + (
+            f" --attacks {shlex.quote(','.join(s['attacks']))}"
+            if s.get("attacks", DEFAULT_ATTACKS) != DEFAULT_ATTACKS
+            else ""
         )
+        + "".join(f" --attack-budget {k}={v}" for k, v in budget.items())
+        + (f" --iterations {s['iterations']}" if s.get("iterations") else "")
     )
 
 
-def markdown(report: dict[str, Any]) -> str:
-    s = report["settings"]
+def markdown(results: Results) -> str:
+    """The comparison's tables, from its results file."""
+    s = results["settings"]
     attacks = ", ".join(s.get("attacks", [])) or "none"
-    runs = _runs_on(report) or [_run_on(report)]
+    runs = runs_on(results)
     lines = [
         "# Method comparison on ToyWorld",
         "",
@@ -286,13 +125,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"beyond noise ({DIFFERENCE_TEST}); no mark = within noise of the best.",
         "",
     ]
-    for sc in report["scenarios"]:
-        rows = sc["rows"]
+    for name, table in sorted(results["tables"].items(), key=lambda kv: _order(kv[0])):
+        sc, rows = table["meta"], table["rows"]
         first = next(iter(rows.values()))
         how = "one round each, in order" if sc["sequential"] else "at once"
         para_base = first["paraphrase_base"]
         lines += [
-            f"## {sc['scenario']}: erase {', '.join(sc['concepts'])} ({how})",
+            f"## {name}: erase {', '.join(sc['concepts'])} ({how})",
             "",
             f"Base model (`{sc['model_fingerprint']}`): erasure "
             f"{fmt(first['erasure_base'])}, paraphrase erasure "
@@ -300,12 +139,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
             f"FID {fmt(first['fid_base'], 2)}.",
             "",
-            *([f"Reproduce: `{sc['command']}`", ""] if "command" in sc else []),
+            f"Reproduce: `{command(name, s, list(rows))}`",
+            "",
         ]
-        lines += _rows_table(sc)
+        lines += _rows_table(sc["concepts"], rows)
         by_machine: dict[str, list[str]] = {}
         for label, r in rows.items():
-            by_machine.setdefault(r.get("run_on", _run_on(report)), []).append(label)
+            by_machine.setdefault(r["run_on"], []).append(label)
         if len(runs) > 1:  # rows filled in by runs on different machines
             lines += [""] + [
                 f"Run on {m}: {', '.join(labels)}." for m, labels in by_machine.items()
@@ -337,13 +177,12 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _rows_table(sc: dict[str, Any]) -> list[str]:
+def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[str]:
     """One scenario's main table: rates with intervals and noise marks, distances, cost."""
-    rows = sc["rows"]
     attacks = list(
         dict.fromkeys(n for r in rows.values() for n in r.get("post_attack_by_attack", {}))
     )
-    n_concepts = len(sc["concepts"])
+    n_concepts = len(concepts)
 
     def value(r: dict[str, Any], col: str) -> float | None:
         if col == "paraphrase":
@@ -404,18 +243,20 @@ def _rows_table(sc: dict[str, Any]) -> list[str]:
     return out
 
 
-def pareto_plot(report: dict[str, Any], path: Path) -> None:
+def pareto_plot(results: Results, path: Path) -> None:
+    """Erasure against retain accuracy, one point per row, one colour per scenario."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for sc in report["scenarios"]:
-        xs = [r["retain_accuracy"] for r in sc["rows"].values()]
-        ys = [r["erasure"] for r in sc["rows"].values()]
-        ax.scatter(xs, ys, label=sc["scenario"])
-        for label, x, y in zip(sc["rows"], xs, ys, strict=True):
+    for name, table in sorted(results["tables"].items(), key=lambda kv: _order(kv[0])):
+        rows = table["rows"]
+        xs = [r["retain_accuracy"] for r in rows.values()]
+        ys = [r["erasure"] for r in rows.values()]
+        ax.scatter(xs, ys, label=name)
+        for label, x, y in zip(rows, xs, ys, strict=True):
             ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("retain accuracy")
     ax.set_ylabel("erasure")
@@ -424,62 +265,6 @@ def pareto_plot(report: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, format="png")  # path may be a temporary name
     plt.close(fig)
-
-
-@contextlib.contextmanager
-def locked(out: Path) -> Iterator[None]:
-    """Several bench processes may share ``--out``: each row is merged under a lock."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".compare.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def record(
-    out: Path,
-    report: dict[str, Any],
-    name: str,
-    fingerprint: str,
-    label: str,
-    row: dict[str, Any],
-    command: str,
-) -> dict[str, Any]:
-    """Merge one row into ``out/compare.json`` (rows of the same model, settings and base
-    fingerprint are kept; a row of the same label is replaced) and rewrite the markdown and
-    the plot. Returns the merged report."""
-    out_json = out / "compare.json"
-    with locked(out):
-        merged = dict(report, scenarios=[])
-        if out_json.exists():
-            old = json.loads(out_json.read_text())
-            if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
-                merged["scenarios"] = old["scenarios"]
-                for old_sc in merged["scenarios"]:  # rows from before rows said where
-                    for r in old_sc["rows"].values():
-                        r.setdefault("run_on", _run_on(old))
-        sc = next((x for x in merged["scenarios"] if x["scenario"] == name), None)
-        if sc is None or sc["model_fingerprint"] != fingerprint:
-            sc = {
-                "scenario": name,
-                "concepts": SCENARIOS[name]["concepts"],
-                "sequential": SCENARIOS[name].get("sequential", False),
-                "rows": {},
-                "model_fingerprint": fingerprint,
-            }
-        sc["rows"] = {**sc["rows"], label: {**row, "run_on": _run_on(report)}}
-        sc["command"] = command.replace("{variants}", ",".join(sc["rows"]))
-        merged["scenarios"] = sorted(
-            [x for x in merged["scenarios"] if x["scenario"] != name] + [sc],
-            key=lambda x: list(SCENARIOS).index(x["scenario"]),
-        )
-        text = json.dumps(merged, indent=2) + "\n"
-        atomic_write(out_json, lambda tmp: tmp.write_text(text))
-        atomic_write(out / "compare.md", lambda tmp: tmp.write_text(markdown(merged)))
-        atomic_write(out / "compare_pareto.png", lambda tmp: pareto_plot(merged, tmp))
-    return merged
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -504,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument(
         "--attacks",
-        default="unlearndiffatk,softprompt",
+        default=",".join(DEFAULT_ATTACKS),
         help="comma-separated attacks run on every concept of every row ('' for "
         "none); the paraphrase probe always runs",
     )
@@ -538,13 +323,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [lab for lab in labels if lab not in by_label]
     if unknown:
         ap.error(f"unknown variant(s) {unknown}; known: {', '.join(by_label)}")
-    attacks = tuple(a for a in args.attacks.split(",") if a)
+    attacks = [a for a in args.attacks.split(",") if a]
     try:  # checked before any model runs
         budget = parse_budget(args.attack_budget)
         plan_attacks(("paraphrase", *attacks), budget)
     except UnseeError as err:
         ap.error(str(err))
-    settings = EvalSettings(
+    eval_settings = EvalSettings(
         num_images=args.num_images,
         steps=args.steps,
         seed=args.seed,
@@ -552,42 +337,34 @@ def main(argv: list[str] | None = None) -> None:
         attacks=("paraphrase", *attacks),
         attack_budget=budget,
     )
-    versions = library_versions()
-    report: dict[str, Any] = {
+    settings = {
         "model": args.model,
-        "settings": {
-            "num_images": args.num_images,
-            "steps": args.steps,
-            "seed": args.seed,
-            "attacks": list(attacks),
-            "attack_budget": budget,
-            "iterations": args.iterations,
-        },
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, "
-        + (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
-        + (f" ({args.machine_note})" if args.machine_note else ""),
-        "versions": ", ".join(f"{k} {v}" for k, v in versions.items()),
-        "scenarios": [],
+        "num_images": args.num_images,
+        "steps": args.steps,
+        "seed": args.seed,
+        "attacks": attacks,
+        "attack_budget": budget,
+        "iterations": args.iterations,
     }
-    extra = "".join(
-        [
-            f" --attacks {args.attacks}" if args.attacks != "unlearndiffatk,softprompt" else "",
-            *(f" --attack-budget {b}" for b in args.attack_budget),
-            f" --iterations {args.iterations}" if args.iterations else "",
-        ]
-    )
     for name in args.scenario or list(SCENARIOS):
-        command = (
-            f"OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario {name} "
-            f"--variants {{variants}} --num-images {args.num_images} --steps "
-            f"{args.steps} --seed {args.seed}{extra}"
-        )
+        scenario = dataclasses.replace(SCENARIOS[name], model=args.model)
         for label in labels:
-            fingerprint, row = run_variant(
-                name, by_label[label], settings, args.work, args.model, args.iterations
+            run = run_variant(scenario, by_label[label], eval_settings, args.work, args.iterations)
+            merged = record(
+                "compare",
+                settings,
+                name,
+                {label: run.row},
+                markdown,
+                meta={
+                    "concepts": scenario.concepts,
+                    "sequential": scenario.sequential,
+                    "model_fingerprint": run.fingerprint,
+                },
+                out=args.out,
+                machine_note=args.machine_note,
+                files={"compare_pareto.png": pareto_plot},
             )
-            merged = record(args.out, report, name, fingerprint, label, row, command)
         print(markdown(merged), flush=True)
 
 

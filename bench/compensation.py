@@ -23,38 +23,28 @@ in judge-feature space to renders of what the prompts ask; and the target's eras
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from unsee.erase.engine import EraseConfig, run_erasure
+from harness import RESULTS, Results, Scenario, Variant, erase, load_model, record, runs_on
 from unsee.evaluate.judges import ToyWorldJudge
 from unsee.evaluate.metrics import frechet_distance
 from unsee.evaluate.prompt_sets import EvalPrompt
-from unsee.models.bundle import load_bundle
+from unsee.models.bundle import Bundle
 from unsee.models.sampling import generate
 from unsee.toyworld import vocab
 from unsee.toyworld.render import render_dataset
 
-RESULTS = Path(__file__).resolve().parent / "results"
-
 
 def _p(
-    shape: str | None = None,
+    shape: str,
     colour: str | None = None,
     style: str | None = None,
     background: str | None = None,
-    superclass: str | None = None,
-    exclude: str = "",
 ) -> EvalPrompt:
-    if superclass is not None:
-        members = frozenset(m for m in vocab.SUPERCLASSES[superclass] if m != exclude)
-        return EvalPrompt(f"a {superclass}", superclass, {"shape": members})
+    """A prompt asking for ``shape`` and the given attributes."""
     expect = {
         k: frozenset({v})
         for k, v in (
@@ -68,6 +58,12 @@ def _p(
     return EvalPrompt(vocab.compose_caption(shape, colour, style, background), shape, expect)
 
 
+def _superclass(superclass: str, exclude: str = "") -> EvalPrompt:
+    """The superclass word as a prompt: any of its members but ``exclude`` is asked."""
+    members = frozenset(m for m in vocab.SUPERCLASSES[superclass] if m != exclude)
+    return EvalPrompt(f"a {superclass}", superclass, {"shape": members})
+
+
 def groups(target: str) -> dict[str, list[EvalPrompt]]:
     """The target's prompts, the compensation set (inside) and the unseen retain prompts."""
     kind = vocab.concept_kind(target)
@@ -78,7 +74,7 @@ def groups(target: str) -> dict[str, list[EvalPrompt]]:
             [_p(shapes[i], colour=c) for i, c in enumerate(vocab.COLOURS)]
             + [_p(shapes[i + 2], style=st) for i, st in enumerate(vocab.STYLES)]
             + [_p(shapes[i + 4], background=b) for i, b in enumerate(vocab.BACKGROUNDS)]
-            + [_p(superclass=sc, exclude=target) for sc in vocab.SUPERCLASSES]
+            + [_superclass(sc, exclude=target) for sc in vocab.SUPERCLASSES]
         )
         targets = [_p(target), _p(target, colour="blue"), _p(target, style="dotted")]
     else:  # a style
@@ -88,7 +84,7 @@ def groups(target: str) -> dict[str, list[EvalPrompt]]:
             [_p(s) for s in vocab.SHAPES[::2]]
             + [_p(vocab.SHAPES[i + 1], colour=c) for i, c in enumerate(vocab.COLOURS)]
             + [_p(vocab.SHAPES[i + 3], background=b) for i, b in enumerate(vocab.BACKGROUNDS)]
-            + [_p(superclass=sc) for sc in vocab.SUPERCLASSES]
+            + [_superclass(sc) for sc in vocab.SUPERCLASSES]
         )
         targets = [_p(s, style=target) for s in ("circle", "heart", "cross")]
     return {"target": targets, "inside": inside, "outside": outside}
@@ -111,7 +107,7 @@ def _renders(prompts: list[EvalPrompt], n: int) -> np.ndarray:
 
 
 def score(
-    bundle,
+    bundle: Bundle,
     judge: ToyWorldJudge,
     sets: dict[str, list[EvalPrompt]],
     target_attr: str,
@@ -142,59 +138,68 @@ def score(
     return out
 
 
+def variants(target: str) -> tuple[Variant, ...]:
+    """ESD-x without and with the compensation set as its retain term, and MiM-MU (its
+    conditional variant too for a style)."""
+    retain = ";".join(p.prompt for p in groups(target)["inside"])
+    style = vocab.concept_kind(target) == "style"
+    return (
+        Variant("esd-x", "esd-x"),
+        Variant("esd-x+retain", "esd-x", {"retain": retain}),
+        Variant("mim-mu", "mim-mu"),
+        *([Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"})] if style else []),
+    )
+
+
 def run_target(
-    target: str, n: int, steps: int, seed: int, work: Path, labels: list[str] | None = None
-) -> dict[str, Any]:
+    target: str,
+    settings: dict[str, Any],
+    work: Path,
+    out: Path,
+    labels: list[str] | None = None,
+) -> None:
+    """Score the base model and each variant on ``target``'s groups, recording each row
+    into ``compensation.{json,md}`` as it is measured."""
     sets = groups(target)
     attr = "shape" if vocab.concept_kind(target) == "shape" else "style"
+    n, steps, seed = settings["num_images"], settings["steps"], settings["seed"]
     judge = ToyWorldJudge()
     real = {g: judge.features(_renders(sets[g], max(n, 4))) for g in ("inside", "outside")}
-    base = load_bundle("toyworld")
-    rows = {"base": {**score(base, judge, sets, attr, n, steps, seed, real), "seconds": 0.0}}
-    retain = ";".join(p.prompt for p in sets["inside"])
-    variants = {
-        "esd-x": ("esd-x", {}),
-        "esd-x+retain": ("esd-x", {"retain": retain}),
-        "mim-mu": ("mim-mu", {}),
-    }
-    if vocab.concept_kind(target) == "style":
-        variants["mim-mu-cond"] = ("mim-mu", {"variant": "conditional"})
-    for label, (method, params) in variants.items():
-        if labels is not None and label not in labels:
-            continue
-        res = run_erasure(
-            EraseConfig(method=method, concepts=[target], params=params),
-            work / target / label,
-            overwrite=True,
-            bundle=load_bundle("toyworld"),
+    meta = {"prompts": {g: [p.prompt for p in ps] for g, ps in sets.items()}}
+
+    def keep(label: str, row: dict[str, Any]) -> None:
+        results = record(
+            "compensation", settings, target, {label: row}, markdown, meta=meta, out=out
         )
-        rows[label] = {
-            **score(res.bundle, judge, sets, attr, n, steps, seed, real),
-            "seconds": res.card["cost"]["wall_seconds"],
-        }
-    return {
-        "target": target,
-        "prompts": {g: [p.prompt for p in ps] for g, ps in sets.items()},
-        "rows": rows,
-    }
+        print(markdown(results), flush=True)
+
+    base = load_model("toyworld")
+    keep("base", {**score(base, judge, sets, attr, n, steps, seed, real), "seconds": 0.0})
+    for v in variants(target):
+        if labels is None or v.label in labels:
+            res = erase(Scenario(target, (target,)), v, work, bundle=load_model("toyworld"))
+            row = score(res.bundle, judge, sets, attr, n, steps, seed, real)
+            keep(v.label, {**row, "seconds": res.card["cost"]["wall_seconds"]})
 
 
-def markdown(report: dict[str, Any]) -> str:
-    s = report["settings"]
+def markdown(results: Results) -> str:
+    """One table per target, from the results file."""
+    s = results["settings"]
     lines = [
         "# Compensation test (MiM-MU's claim) on ToyWorld",
         "",
         f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-        f"{report['machine']}. inside = the compensation set esd-x+retain trains to keep; "
+        f"{' / '.join(runs_on(results))}. inside = the compensation set esd-x+retain trains "
+        "to keep; "
         "outside = retain prompts no method saw (colours, styles or bare shapes, "
         "backgrounds, superclass words). accuracy = share of asked attributes judged as "
         "asked; FID in judge-feature space against renders of what the prompts ask.",
         "",
     ]
-    for t in report["targets"]:
+    for target, t in results["tables"].items():
         base = t["rows"]["base"]
         lines += [
-            f"## {t['target']}",
+            f"## {target}",
             "",
             "| model | erasure | inside acc | inside FID | outside acc | outside FID | seconds |",
             "|---|---|---|---|---|---|---|",
@@ -235,29 +240,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compensation"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    report: dict[str, Any] = {
-        "settings": {"num_images": args.num_images, "steps": args.steps, "seed": args.seed},
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads",
-        "targets": [],
-    }
-    t0 = time.time()
-    args.out.mkdir(parents=True, exist_ok=True)
+    settings = {"num_images": args.num_images, "steps": args.steps, "seed": args.seed}
     for target in args.target or ["star", "striped"]:
-        report["targets"].append(
-            run_target(
-                target,
-                args.num_images,
-                args.steps,
-                args.seed,
-                args.work,
-                args.variants.split(",") if args.variants else None,
-            )
-        )
-        report["wall_seconds"] = round(time.time() - t0, 1)
-        (args.out / "compensation.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "compensation.md").write_text(markdown(report))
-        print(markdown(report), flush=True)
+        labels = args.variants.split(",") if args.variants else None
+        run_target(target, settings, args.work, args.out, labels)
 
 
 if __name__ == "__main__":

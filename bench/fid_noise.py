@@ -20,28 +20,21 @@ Writes ``bench/results/fid_noise.{md,json}`` (rows merge by label).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import compare
-from unsee.artifacts import apply_artifacts
+from harness import RESULTS, SCENARIOS, Results, load_model, read, record, runs_on
 from unsee.evaluate.judges import ToyWorldJudge
 from unsee.evaluate.metrics import frechet_distance
 from unsee.evaluate.plan import toyworld_reference_features
 from unsee.evaluate.prompt_sets import toyworld_prompt_set
-from unsee.io import atomic_write
-from unsee.models.bundle import load_bundle
+from unsee.models.bundle import Bundle
 from unsee.models.sampling import generate
 
 
 def measure(
-    bundle,
+    bundle: Bundle,
     judge: ToyWorldJudge,
     prompts: list,
     per_prompt: int,
@@ -70,17 +63,19 @@ def measure(
     }
 
 
-def markdown(report: dict) -> str:
-    rows = report["rows"]
+def markdown(results: Results) -> str:
+    """The noise table, from its results file."""
+    s, (table,) = results["settings"], results["tables"].values()
+    meta, rows = table["meta"], table["rows"]
     base = rows.get("base", {}).get("fid_all")
     lines = [
         "# Judge-feature FID: sampling noise and sample size",
         "",
-        f"Retain prompts of scenario `{report['scenario']}` ({report['prompts']} prompts), "
-        f"{report['per_prompt']} seeds each, DDIM-{report['steps']}; reference: "
-        f"{report['reference_images']} ToyWorld renders of the asked attributes. Groups: "
-        f"disjoint {report['group']} seeds per prompt ({report['prompts'] * report['group']} "
-        "images, the benchmark's size). Machine: " + report["machine"] + ".",
+        f"Retain prompts of scenario `{s['scenario']}` ({meta['prompts']} prompts), "
+        f"{s['per_prompt']} seeds each, DDIM-{s['steps']}; reference: "
+        f"{meta['reference_images']} ToyWorld renders of the asked attributes. Groups: "
+        f"disjoint {s['group']} seeds per prompt ({meta['prompts'] * s['group']} "
+        "images, the benchmark's size). Machine: " + " / ".join(runs_on(results)) + ".",
         "",
         "| model | FID, all images | vs base | FID per group: mean +- sd | min - max | groups |",
         "|---|---|---|---|---|---|",
@@ -95,13 +90,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _rows_measured_with(path: Path, settings: dict) -> dict:
-    """The rows of the results file at ``path`` if it was measured with ``settings`` (rows
-    measured otherwise do not compare), else none. Call under ``compare.locked``."""
-    report = json.loads(path.read_text()) if path.exists() else {}
-    return report["rows"] if all(report.get(k) == v for k, v in settings.items()) else {}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -111,50 +99,51 @@ def main() -> None:
         metavar="LABEL=PATH",
         help="an erased artifact (repeatable)",
     )
-    ap.add_argument("--scenario", default="sequential", choices=list(compare.SCENARIOS))
+    ap.add_argument("--scenario", default="sequential", choices=list(SCENARIOS))
     ap.add_argument("--per-prompt", type=int, default=64)
     ap.add_argument("--group", type=int, default=4)
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--out", type=Path, default=compare.RESULTS)
+    ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.per_prompt < 2 * args.group:
         ap.error("--per-prompt must hold at least two groups")
     arts = dict(a.split("=", 1) for a in args.artifact)
     judge = ToyWorldJudge()
-    prompts = toyworld_prompt_set(compare.SCENARIOS[args.scenario]["concepts"]).retain
+    prompts = toyworld_prompt_set(list(SCENARIOS[args.scenario].concepts)).retain
     reference = toyworld_reference_features(judge, prompts)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    path = args.out / "fid_noise.json"
     settings = {
         "scenario": args.scenario,
         "per_prompt": args.per_prompt,
         "group": args.group,
         "steps": args.steps,
     }
-    with compare.locked(args.out):
-        report = {"rows": _rows_measured_with(path, settings)}
-    report.update(
-        settings, prompts=len(prompts), reference_images=len(reference), machine=compare.machine()
-    )
+    meta = {"prompts": len(prompts), "reference_images": len(reference)}
     # the base row is measured once per settings: it is what every artifact compares with
-    todo = ({} if "base" in report["rows"] else {"base": None}) | arts
-    for label, art in todo.items():
-        bundle = load_bundle("toyworld", device=device)
-        if art is not None:
-            apply_artifacts(bundle, [Path(art)])
-        report["rows"][label] = {
-            **measure(bundle, judge, prompts, args.per_prompt, args.group, args.steps, reference),
-            "artifact": art,
-        }
-        print(
-            label, {k: v for k, v in report["rows"][label].items() if k != "group_fid"}, flush=True
+    results = read("fid_noise", args.out)
+    kept = results["tables"].get("fid") if results and results["settings"] == settings else None
+    has_base = kept is not None and kept["meta"] == meta and "base" in kept["rows"]
+    for label, art in (({} if has_base else {"base": None}) | arts).items():
+        row = measure(
+            load_model("toyworld", [art] if art else []),
+            judge,
+            prompts,
+            args.per_prompt,
+            args.group,
+            args.steps,
+            reference,
         )
-    with compare.locked(args.out):  # merge with rows other processes wrote meanwhile
-        report["rows"] = _rows_measured_with(path, settings) | report["rows"]
-        text = json.dumps(report, indent=1) + "\n"
-        atomic_write(path, lambda tmp: tmp.write_text(text))
-        atomic_write(args.out / "fid_noise.md", lambda tmp: tmp.write_text(markdown(report)))
-    print(markdown(report))
+        print(label, {k: v for k, v in row.items() if k != "group_fid"}, flush=True)
+        results = record(
+            "fid_noise",
+            settings,
+            "fid",
+            {label: {**row, "artifact": art}},
+            markdown,
+            meta=meta,
+            out=args.out,
+        )
+    if results is not None:
+        print(markdown(results))
 
 
 if __name__ == "__main__":

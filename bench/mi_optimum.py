@@ -12,50 +12,79 @@ concept-free distributions draw every shape and style often.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/mi_optimum.py --concept star --concept striped
 
-Writes ``bench/results/mi_optimum.{md,json}`` (machine and versions noted).
+Writes ``bench/results/mi_optimum.{md,json}`` (rows merge by concept; machine and versions
+noted).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
 import math
-import platform
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from harness import RESULTS, Results, load_model, record, runs_on
 from unsee.concepts import toyworld_concept
 from unsee.erase.methods.mim_mu import strip_concept
-from unsee.io import atomic_write
-from unsee.models.bundle import load_bundle
-from unsee.models.fingerprint import library_versions
+from unsee.models.bundle import Bundle
 from unsee.models.sampling import generate
-from unsee.toyworld.judge import load_judge, predict
+from unsee.toyworld.judge import ToyJudge, load_judge, predict
 from unsee.toyworld.vocab import concept_kind
 
-RESULTS = Path(__file__).resolve().parent / "results"
-BUNDLE = JUDGE = None  # set by main()
+
+class BaseRates:
+    """Rates of a concept on the base model's images of some prompts; the images of one
+    prompt list are drawn and judged once, for every concept whose target it is."""
+
+    def __init__(self, bundle: Bundle, judge: ToyJudge, images: int, steps: int, seed: int):
+        self.bundle, self.judge = bundle, judge
+        self.images, self.steps, self.seed = images, steps, seed
+        self._labels: dict[tuple[str, ...], dict] = {}
+
+    def _judged(self, prompts: tuple[str, ...]) -> dict:
+        """Judge labels of ``images`` images of ``prompts`` (cycled, seeds ``seed``..)."""
+        if prompts not in self._labels:
+            per = math.ceil(self.images / len(prompts))
+            ps = [p for p in prompts for _ in range(per)]
+            seeds = [self.seed + k for _ in prompts for k in range(per)]
+            images = generate(self.bundle, ps, seeds, steps=self.steps)
+            self._labels[prompts] = predict(self.judge, images)
+        return self._labels[prompts]
+
+    def rate(self, prompts: list[str], attr: str, label: str) -> float:
+        """Share of the images of ``prompts`` the judge sees as ``label`` for ``attr``."""
+        pred = self._judged(tuple(prompts))[attr]
+        return float(np.mean([p["label"] == label for p in pred]))
 
 
-@functools.cache
-def _judged(prompts: tuple[str, ...], images: int, steps: int, seed: int) -> dict:
-    """Judge labels of ``images`` images of ``prompts`` (cycled, seeds ``seed``..); shared
-    by every concept whose target prompts are the same."""
-    per = math.ceil(images / len(prompts))
-    ps = [p for p in prompts for _ in range(per)]
-    seeds = [seed + k for _ in prompts for k in range(per)]
-    return predict(JUDGE, generate(BUNDLE, ps, seeds, steps=steps))
-
-
-def concept_rate(
-    prompts: list[str], attr: str, label: str, images: int, steps: int, seed: int
-) -> float:
-    """Share of the images of ``prompts`` the judge sees as ``label`` for ``attr``."""
-    pred = _judged(tuple(prompts), images, steps, seed)[attr]
-    return float(np.mean([p["label"] == label for p in pred]))
+def markdown(results: Results) -> str:
+    """The bound table, from its results file."""
+    s = results["settings"]
+    rows = results["tables"]["rates"]["rows"]
+    heads = list(next(iter(rows.values()))["rates"])
+    lines = [
+        "# MiM-MU's best possible erasure on ToyWorld",
+        "",
+        f"Base model, {s['images']} images per rate, DDIM-{s['steps']}, seeds from "
+        f"{s['seed']}; {' / '.join(runs_on(results))}. Rate = share the judge sees as the "
+        "concept; the highest erasure MiM-MU's objective can reach is 1 - the rate of its "
+        "target distribution (its optimum makes the forget prompts sample that "
+        "distribution).",
+        "",
+        "| concept | "
+        + " | ".join(f"rate: {h}" for h in heads)
+        + " | best erasure off-/on-policy | best erasure conditional |",
+        "|---|" + "---|" * (len(heads) + 2),
+    ]
+    for concept, r in rows.items():
+        v = list(r["rates"].values())
+        lines.append(
+            f"| {concept} | "
+            + " | ".join(f"{x:.3f}" for x in v)
+            + f" | {1 - v[0]:.3f} | {1 - v[1]:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -71,65 +100,21 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    global BUNDLE, JUDGE
-    BUNDLE, JUDGE = load_bundle("toyworld"), load_judge()
-    rows = []
+    base = BaseRates(load_model("toyworld"), load_judge(), args.images, args.steps, args.seed)
+    settings = {"images": args.images, "steps": args.steps, "seed": args.seed}
     for name in args.concept or ["star", "circle", "square", "striped"]:
         concept = toyworld_concept(name)
         attr = concept_kind(name)
         forget = list(concept.prompts)
+        conditional = list(dict.fromkeys(strip_concept(p, name) for p in forget))
         rate = {
-            "empty prompt (off-/on-policy target)": concept_rate(
-                [""], attr, name, args.images, args.steps, args.seed
-            ),
-            "concept words removed (conditional target)": concept_rate(
-                list(dict.fromkeys(strip_concept(p, name) for p in forget)),
-                attr,
-                name,
-                args.images,
-                args.steps,
-                args.seed,
-            ),
+            "empty prompt (off-/on-policy target)": base.rate([""], attr, name),
+            "concept words removed (conditional target)": base.rate(conditional, attr, name),
         }
-        rows.append({"concept": name, "attribute": attr, "forget_prompts": forget, "rates": rate})
         print(name, rate, flush=True)
-    cpu = platform.processor() or platform.machine()
-    report = {
-        "images": args.images,
-        "steps": args.steps,
-        "seed": args.seed,
-        "machine": f"{cpu}, {torch.get_num_threads()} torch threads",
-        "versions": library_versions(),
-        "rows": rows,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report, indent=2) + "\n"
-    atomic_write(args.out / "mi_optimum.json", lambda tmp: tmp.write_text(text))
-    heads = list(rows[0]["rates"])
-    lines = [
-        "# MiM-MU's best possible erasure on ToyWorld",
-        "",
-        f"Base model, {args.images} images per rate, DDIM-{args.steps}, seeds from "
-        f"{args.seed}; {report['machine']}. Rate = share the judge sees as the concept; "
-        "the highest erasure MiM-MU's objective can reach is 1 - the rate of its "
-        "target distribution (its optimum makes the forget prompts sample that "
-        "distribution).",
-        "",
-        "| concept | "
-        + " | ".join(f"rate: {h}" for h in heads)
-        + " | best erasure off-/on-policy | best erasure conditional |",
-        "|---|" + "---|" * (len(heads) + 2),
-    ]
-    for r in rows:
-        v = list(r["rates"].values())
-        lines.append(
-            f"| {r['concept']} | "
-            + " | ".join(f"{x:.3f}" for x in v)
-            + f" | {1 - v[0]:.3f} | {1 - v[1]:.3f} |"
-        )
-    table = "\n".join(lines) + "\n"
-    atomic_write(args.out / "mi_optimum.md", lambda tmp: tmp.write_text(table))
-    print("\n".join(lines))
+        row = {"attribute": attr, "forget_prompts": forget, "rates": rate}
+        results = record("mi_optimum", settings, "rates", {name: row}, markdown, out=args.out)
+    print(markdown(results))
 
 
 if __name__ == "__main__":

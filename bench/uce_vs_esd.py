@@ -23,118 +23,48 @@ e.g. ``--scenario star,circle,square``, the others' results in ``--out`` being k
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from compare import fmt, summarise  # bench/ is the script's directory
-from unsee.erase.engine import EraseConfig, run_erasure
-from unsee.evaluate import EvalSettings, evaluate_models
+from harness import (
+    RESULTS,
+    SCENARIOS,
+    Results,
+    Scenario,
+    Variant,
+    fmt,
+    record,
+    run_variant,
+    runs_on,
+)
+from unsee.evaluate import EvalSettings
 from unsee.toyworld import vocab
 
-SCENARIOS: tuple[tuple[str, ...], ...] = (("star",), ("star", "circle", "square"))
-RESULTS = Path(__file__).resolve().parent / "results"
+#: the concepts erased together, one table each (the comparison's star and three scenarios)
+CONCEPTS: tuple[tuple[str, ...], ...] = (SCENARIOS["star"].concepts, SCENARIOS["three"].concepts)
 
 
-@dataclass(frozen=True)
-class Variant:
-    label: str
-    method: str
-    params: dict[str, Any] = field(default_factory=dict)
-    preserve_others: bool = False  # UCE: preserve every shape that is not erased
-    on: str | None = None  # label of the variant whose artifact this one starts from
-    polish: bool = False  # a short run: --polish-iterations
-
-
-VARIANTS: tuple[Variant, ...] = (
-    Variant("esd-x", "esd-x"),
-    Variant("uce", "uce"),
-    Variant("uce-preserve", "uce", preserve_others=True),
-    Variant("uce+esd-x", "esd-x", on="uce", polish=True),
-)
-
-
-def erase(
-    variant: Variant,
-    concepts: tuple[str, ...],
-    arts: dict[str, Path],
-    work: Path,
-    model: str,
-    polish_iterations: int,
-    esd_iterations: int | None,
-) -> dict[str, Any]:
-    """Run one erasure; returns its artifact path and cost (seconds include ``on`` runs)."""
-    params = dict(variant.params)
-    if variant.preserve_others:
-        params["preserve"] = "; ".join(s for s in vocab.SHAPES if s not in concepts)
-    cfg = EraseConfig(
-        method=variant.method,
-        concepts=list(concepts),
-        model=model,
-        params=params,
-        iterations=polish_iterations
-        if variant.polish
-        else esd_iterations
-        if variant.method == "esd-x"
-        else None,
-        on=[str(arts[variant.on])] if variant.on else [],
+def variants(
+    concepts: tuple[str, ...], polish_iterations: int, esd_iterations: int | None
+) -> tuple[Variant, ...]:
+    """The four variants; ``uce+esd-x`` starts from ``uce``'s artifact, so runs after it."""
+    others = "; ".join(s for s in vocab.SHAPES if s not in concepts)
+    return (
+        Variant("esd-x", "esd-x", iterations=esd_iterations),
+        Variant("uce", "uce"),
+        Variant("uce-preserve", "uce", {"preserve": others}),
+        Variant("uce+esd-x", "esd-x", iterations=polish_iterations, on="uce"),
     )
-    out = work / "-".join(concepts) / variant.label
-    card = run_erasure(cfg, out, overwrite=True).card
-    arts[variant.label] = out
-    cost = card["cost"]
-    return {
-        "artifact": str(out),
-        "method": variant.method,
-        "params": params,
-        "iterations": cost["iterations"],
-        "on": variant.on,
-        "own_seconds": cost["wall_seconds"],
-        "fit_seconds": cost.get("fit_seconds"),
-        "parameters_changed": cost["parameters_changed"],
-    }
 
 
-def run_scenario(
-    concepts: tuple[str, ...],
-    settings: EvalSettings,
-    work: Path,
-    model: str,
-    polish_iterations: int,
-    esd_iterations: int | None,
-) -> dict[str, Any]:
-    arts: dict[str, Path] = {}
-    rows = {}
-    for v in VARIANTS:
-        rows[v.label] = erase(v, concepts, arts, work, model, polish_iterations, esd_iterations)
-    for row in rows.values():  # seconds of a stacked variant include its base run
-        on = row["on"]
-        row["seconds"] = row["own_seconds"] + (rows[on]["seconds"] if on else 0.0)
-    t0 = time.time()
-    results = evaluate_models(model, {lab: [arts[lab]] for lab in rows}, list(concepts), settings)
-    for label, res in zip(rows, results, strict=True):
-        rows[label].update(summarise(res.scorecard))
-    return {
-        "concepts": list(concepts),
-        "rows": rows,
-        "model_fingerprint": results[0].scorecard["model_fingerprint"],
-        "evaluation_seconds": round(time.time() - t0, 1),
-    }
-
-
-def markdown(report: dict[str, Any]) -> str:
-    s = report["settings"]
+def markdown(results: Results) -> str:
+    """One table per set of concepts, from the results file."""
+    s = results["settings"]
     lines = [
         "# UCE vs ESD-x on ToyWorld",
         "",
         f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
-        f"ESD polish {s['polish_iterations']} iterations; {report['machine']}.",
+        f"ESD polish {s['polish_iterations']} iterations; {' / '.join(runs_on(results))}.",
         "Erasure = 1 - share of target images judged as the concept (mean over concepts); "
         "retain / neighbour accuracy: share of asked attributes judged as asked on "
         "prompts of the other shapes / of the target's superclass siblings; FID in "
@@ -143,8 +73,9 @@ def markdown(report: dict[str, Any]) -> str:
         "(stacked runs summed; UCE's fit in brackets).",
         "",
     ]
-    for sc in report["scenarios"]:
-        rows = sc["rows"]
+    tables = sorted(results["tables"].values(), key=lambda t: len(t["meta"]["concepts"]))
+    for t in tables:
+        sc, rows = t["meta"], t["rows"]
         first = next(iter(rows.values()))
         lines += [
             f"## erase {', '.join(sc['concepts'])}",
@@ -170,17 +101,18 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{fmt(r['fid'], 2)} | {fmt(r['overall'])} | {secs} | "
                 f"{r['parameters_changed']:,} |"
             )
-        combo = rows["uce+esd-x"]["overall"]
-        alone = max(rows["uce"]["overall"], rows["esd-x"]["overall"])
-        verdict = "beats" if combo > alone else "does not beat"
-        lines += [
-            "",
-            f"UCE + ESD polish {verdict} the better of UCE and ESD-x alone on the "
-            f"overall score ({combo:.3f} vs {alone:.3f}).",
-            "",
-        ]
-    done = {tuple(sc["concepts"]) for sc in report["scenarios"]}
-    missing = [", ".join(c) for c in SCENARIOS if c not in done]
+        if {"uce", "esd-x", "uce+esd-x"} <= rows.keys():  # the scenario's run is complete
+            combo = rows["uce+esd-x"]["overall"]
+            alone = max(rows["uce"]["overall"], rows["esd-x"]["overall"])
+            verdict = "beats" if combo > alone else "does not beat"
+            lines += [
+                "",
+                f"UCE + ESD polish {verdict} the better of UCE and ESD-x alone on the "
+                f"overall score ({combo:.3f} vs {alone:.3f}).",
+            ]
+        lines.append("")
+    done = {tuple(t["meta"]["concepts"]) for t in tables}
+    missing = [", ".join(c) for c in CONCEPTS if c not in done]
     if missing:
         lines += [f"Not measured in this run: {'; '.join(missing)}.", ""]
     return "\n".join(lines)
@@ -210,56 +142,48 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench-uce-vs-esd"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
-    settings = EvalSettings(
+    eval_settings = EvalSettings(
         num_images=args.num_images,
         steps=args.steps,
         seed=args.seed,
         cache_dir=args.work / "image-cache",
     )
-    t0 = time.time()
-    report: dict[str, Any] = {
+    settings = {
         "model": args.model,
-        "settings": {
-            "num_images": args.num_images,
-            "steps": args.steps,
-            "seed": args.seed,
-            "polish_iterations": args.polish_iterations,
-            "esd_iterations": args.esd_iterations,
-        },
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} torch threads, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        "scenarios": [],
+        "num_images": args.num_images,
+        "steps": args.steps,
+        "seed": args.seed,
+        "polish_iterations": args.polish_iterations,
+        "esd_iterations": args.esd_iterations,
     }
     todo = (
         [tuple(c.strip() for c in sc.split(",")) for sc in args.scenario]
         if args.scenario
-        else list(SCENARIOS)
+        else list(CONCEPTS)
     )
-    out_json = args.out / "uce_vs_esd.json"
-    if out_json.exists():  # keep the other scenarios of an earlier run with the same settings
-        old = json.loads(out_json.read_text())
-        if (old.get("model"), old.get("settings")) == (report["model"], report["settings"]):
-            report["scenarios"] = [
-                sc for sc in old["scenarios"] if tuple(sc["concepts"]) not in todo
-            ]
-    args.out.mkdir(parents=True, exist_ok=True)
-    for concepts in todo:  # the tables are rewritten after each scenario
-        report["scenarios"].append(
-            run_scenario(
-                concepts,
+    for concepts in todo:
+        scenario = Scenario("-".join(concepts), concepts, model=args.model)
+        rows: dict[str, dict[str, Any]] = {}
+        for v in variants(concepts, args.polish_iterations, args.esd_iterations):
+            run = run_variant(scenario, v, eval_settings, args.work)
+            # a stacked variant's seconds include the run it starts from
+            own = run.row["seconds"]
+            rows[v.label] = row = {
+                **run.row,
+                "on": v.on,
+                "own_seconds": own,
+                "seconds": own + (rows[v.on]["seconds"] if v.on else 0.0),
+            }
+            results = record(
+                "uce_vs_esd",
                 settings,
-                args.work,
-                args.model,
-                args.polish_iterations,
-                args.esd_iterations,
+                scenario.name,
+                {v.label: row},
+                markdown,
+                meta={"concepts": concepts, "model_fingerprint": run.fingerprint},
+                out=args.out,
             )
-        )
-        report["scenarios"].sort(key=lambda sc: len(sc["concepts"]))
-        report["wall_seconds"] = round(time.time() - t0, 1)
-        out_json.write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "uce_vs_esd.md").write_text(markdown(report))
-        print(markdown(report), flush=True)
+        print(markdown(results), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""The method comparison benchmark (``bench/compare.py``) runs end to end on a reduced
-scenario: it erases, scores and attacks every variant it is given, merges each row into one
-table as it finishes, and names the command that reproduces the table."""
+"""The method comparison benchmark (``bench/compare.py`` on ``bench/harness.py``) runs end
+to end on a reduced scenario: it erases, scores and attacks every variant it is given,
+merges each row into one table as it finishes, and names the command that reproduces the
+table."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ BENCH = Path(__file__).resolve().parents[1] / "bench" / "compare.py"
 
 @pytest.fixture(scope="module")
 def compare():
+    sys.path.insert(0, str(BENCH.parent))  # the script imports the harness beside it
     spec = importlib.util.spec_from_file_location("bench_compare", BENCH)
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     yield module
-    del sys.modules[spec.name]
+    sys.path.remove(str(BENCH.parent))
 
 
 def reduced(tmp: Path, variants: str) -> list[str]:
@@ -56,8 +57,8 @@ def reduced(tmp: Path, variants: str) -> list[str]:
 def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     compare.main(reduced(tmp_path, "uce,esd-x"))
     report = json.loads((tmp_path / "out" / "compare.json").read_text())
-    (sc,) = report["scenarios"]
-    assert sc["scenario"] == "star" and list(sc["rows"]) == ["uce", "esd-x"]
+    ((name, sc),) = report["tables"].items()
+    assert name == "star" and list(sc["rows"]) == ["uce", "esd-x"]
     for label, row in sc["rows"].items():
         for key in (
             "erasure",
@@ -82,7 +83,7 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     before = sc["rows"]["uce"]
     compare.main([*reduced(tmp_path, "esd-x"), "--machine-note", "the second machine"])
     report = json.loads((tmp_path / "out" / "compare.json").read_text())
-    (sc,) = report["scenarios"]
+    ((_, sc),) = report["tables"].items()
     assert sc["rows"]["uce"] == before and set(sc["rows"]) == {"uce", "esd-x"}
     assert "(the second machine)" in sc["rows"]["esd-x"]["run_on"]
     assert "(the second machine)" not in sc["rows"]["uce"]["run_on"]
