@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,106 +31,53 @@ from harness import (
 )
 from unsee.evaluate import EvalSettings
 
-#: the settings: sculpt parameters, iterations per round, lr
+
+def _sculpt(label: str, iterations: int, lr: float, **params: Any) -> Variant:
+    return Variant(label, "sculpt", params, iterations=iterations, lr=lr)
+
+
+#: the settings: iterations per round, lr, sculpt parameters
 GRID: dict[str, Variant] = {
     v.label: v
     for v in (
-        Variant("frozen-lr1e-3-160", "sculpt", {"target": "frozen"}, iterations=160, lr=1e-3),
-        Variant("frozen-lr2e-3-80", "sculpt", {"target": "frozen"}, iterations=80, lr=2e-3),
-        Variant("frozen-lr2e-3-160", "sculpt", {"target": "frozen"}, iterations=160, lr=2e-3),
-        Variant("frozen-lr1e-3-240", "sculpt", {"target": "frozen"}, iterations=240, lr=1e-3),
-        Variant("current-lr5e-4-160", "sculpt", {}, iterations=160, lr=5e-4),
-        Variant("current-align1-160", "sculpt", {"align_weight": 1.0}, iterations=160, lr=1e-3),
-        Variant(
-            "frozen-nomask-lr1e-3-160",
-            "sculpt",
-            {"target": "frozen", "mask": "none"},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant(
-            "frozen-kd1-lr1e-3-160",
-            "sculpt",
-            {"target": "frozen", "kd_weight": 1.0},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant("current-lr1e-3-80", "sculpt", {}, iterations=80, lr=1e-3),
-        Variant("current-align0-80", "sculpt", {"align_weight": 0.0}, iterations=80, lr=1e-3),
-        Variant(
-            "current-align0-lr5e-4-160", "sculpt", {"align_weight": 0.0}, iterations=160, lr=5e-4
-        ),
-        Variant("current-n64-80", "sculpt", {"forget_images": 64}, iterations=80, lr=1e-3),
-        Variant("current-n64-240", "sculpt", {"forget_images": 64}, iterations=240, lr=1e-3),
-        Variant("current-n100-160", "sculpt", {"forget_images": 100}, iterations=160, lr=1e-3),
-        Variant(
-            "frozen-n64-160",
-            "sculpt",
-            {"target": "frozen", "forget_images": 64},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant("current-g1.5-80", "sculpt", {"set_guidance": 1.5}, iterations=80, lr=1e-3),
-        Variant("g1.5-lr1e-3-120", "sculpt", {"set_guidance": 1.5}, iterations=120, lr=1e-3),
-        Variant("g1.5-lr1e-3-160", "sculpt", {"set_guidance": 1.5}, iterations=160, lr=1e-3),
-        Variant("g1.5-lr2e-3-80", "sculpt", {"set_guidance": 1.5}, iterations=80, lr=2e-3),
-        Variant("g1-lr1e-3-160", "sculpt", {"set_guidance": 1.0}, iterations=160, lr=1e-3),
-        Variant("g2-lr1e-3-80", "sculpt", {"set_guidance": 2.0}, iterations=80, lr=1e-3),
-        Variant("g2-lr1e-3-120", "sculpt", {"set_guidance": 2.0}, iterations=120, lr=1e-3),
-        Variant(
-            "g1.5-kd1-lr1e-3-160",
-            "sculpt",
-            {"set_guidance": 1.5, "kd_weight": 1.0},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant(
-            "g1.5-n64-lr1e-3-240",
-            "sculpt",
-            {"set_guidance": 1.5, "forget_images": 64},
-            iterations=240,
-            lr=1e-3,
-        ),
-        Variant("g1.5-lr1e-3-200", "sculpt", {"set_guidance": 1.5}, iterations=200, lr=1e-3),
-        Variant("g1.5-lr1e-3-240", "sculpt", {"set_guidance": 1.5}, iterations=240, lr=1e-3),
-        Variant("g1.5-lr1.5e-3-120", "sculpt", {"set_guidance": 1.5}, iterations=120, lr=1.5e-3),
-        Variant("g1.5-lr1.5e-3-160", "sculpt", {"set_guidance": 1.5}, iterations=160, lr=1.5e-3),
-        Variant("g1.75-lr1e-3-120", "sculpt", {"set_guidance": 1.75}, iterations=120, lr=1e-3),
-        Variant("g1.75-lr1e-3-160", "sculpt", {"set_guidance": 1.75}, iterations=160, lr=1e-3),
-        Variant(
-            "g1.5-align0.5-lr1e-3-160",
-            "sculpt",
-            {"set_guidance": 1.5, "align_weight": 0.5},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant(
-            "g1.5-nomask-lr1e-3-160",
-            "sculpt",
-            {"set_guidance": 1.5, "mask": "none"},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant(
-            "g1.5-anchor3-lr1e-3-160",
-            "sculpt",
-            {"set_guidance": 1.5, "anchor_guidance": 3.0},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant(
-            "g3-anchor1.5-lr1e-3-160",
-            "sculpt",
-            {"set_guidance": 3.0, "anchor_guidance": 1.5},
-            iterations=160,
-            lr=1e-3,
-        ),
-        Variant("align0.1-lr1e-3-80", "sculpt", {"align_weight": 0.1}, iterations=80, lr=1e-3),
-        Variant("align0.1-lr1e-3-160", "sculpt", {"align_weight": 0.1}, iterations=160, lr=1e-3),
+        _sculpt("frozen-lr1e-3-160", 160, 1e-3, target="frozen"),
+        _sculpt("frozen-lr2e-3-80", 80, 2e-3, target="frozen"),
+        _sculpt("frozen-lr2e-3-160", 160, 2e-3, target="frozen"),
+        _sculpt("frozen-lr1e-3-240", 240, 1e-3, target="frozen"),
+        _sculpt("current-lr5e-4-160", 160, 5e-4),
+        _sculpt("current-align1-160", 160, 1e-3, align_weight=1.0),
+        _sculpt("frozen-nomask-lr1e-3-160", 160, 1e-3, target="frozen", mask="none"),
+        _sculpt("frozen-kd1-lr1e-3-160", 160, 1e-3, target="frozen", kd_weight=1.0),
+        _sculpt("current-lr1e-3-80", 80, 1e-3),
+        _sculpt("current-align0-80", 80, 1e-3, align_weight=0.0),
+        _sculpt("current-align0-lr5e-4-160", 160, 5e-4, align_weight=0.0),
+        _sculpt("current-n64-80", 80, 1e-3, forget_images=64),
+        _sculpt("current-n64-240", 240, 1e-3, forget_images=64),
+        _sculpt("current-n100-160", 160, 1e-3, forget_images=100),
+        _sculpt("frozen-n64-160", 160, 1e-3, target="frozen", forget_images=64),
+        _sculpt("current-g1.5-80", 80, 1e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr1e-3-120", 120, 1e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr1e-3-160", 160, 1e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr2e-3-80", 80, 2e-3, set_guidance=1.5),
+        _sculpt("g1-lr1e-3-160", 160, 1e-3, set_guidance=1.0),
+        _sculpt("g2-lr1e-3-80", 80, 1e-3, set_guidance=2.0),
+        _sculpt("g2-lr1e-3-120", 120, 1e-3, set_guidance=2.0),
+        _sculpt("g1.5-kd1-lr1e-3-160", 160, 1e-3, set_guidance=1.5, kd_weight=1.0),
+        _sculpt("g1.5-n64-lr1e-3-240", 240, 1e-3, set_guidance=1.5, forget_images=64),
+        _sculpt("g1.5-lr1e-3-200", 200, 1e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr1e-3-240", 240, 1e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr1.5e-3-120", 120, 1.5e-3, set_guidance=1.5),
+        _sculpt("g1.5-lr1.5e-3-160", 160, 1.5e-3, set_guidance=1.5),
+        _sculpt("g1.75-lr1e-3-120", 120, 1e-3, set_guidance=1.75),
+        _sculpt("g1.75-lr1e-3-160", 160, 1e-3, set_guidance=1.75),
+        _sculpt("g1.5-align0.5-lr1e-3-160", 160, 1e-3, set_guidance=1.5, align_weight=0.5),
+        _sculpt("g1.5-nomask-lr1e-3-160", 160, 1e-3, set_guidance=1.5, mask="none"),
+        _sculpt("g1.5-anchor3-lr1e-3-160", 160, 1e-3, set_guidance=1.5, anchor_guidance=3.0),
+        _sculpt("g3-anchor1.5-lr1e-3-160", 160, 1e-3, set_guidance=3.0, anchor_guidance=1.5),
+        _sculpt("align0.1-lr1e-3-80", 80, 1e-3, align_weight=0.1),
+        _sculpt("align0.1-lr1e-3-160", 160, 1e-3, align_weight=0.1),
     )
 }
-
-
 KEPT = ["square", "triangle", "circle", "crescent", "cross"]
 
 
