@@ -118,6 +118,49 @@ def _tiny_attack_data(tiny_sd: Path):
     return bundle, data
 
 
+def test_inversion_budgets_pham_on_sd_measured_on_toyworld():
+    """SD runs Pham et al.'s concept-inversion recipe (5,000 steps of batch 16 at the scaled
+    lr 0.08, AdamW decay 1e-2, ~25 images); ToyWorld keeps the budget its docs measured."""
+    from unsee.models.family import STABLE_DIFFUSION
+
+    plan = atk.plan_attacks(["inversion"])
+    sd = plan.budget("inversion", STABLE_DIFFUSION)
+    assert (sd.iterations, sd.batch_size, sd.lr, sd.weight_decay) == (5000, 16, 0.08, 1e-2)
+    assert 24 <= sd.images * 3 <= 25  # three target prompts
+    tw = plan.budget("inversion", TOYWORLD)
+    assert (tw.iterations, tw.lr, tw.images, tw.batch_size, tw.weight_decay) == (
+        60,
+        0.02,
+        4,
+        0,
+        0.0,
+    )
+
+
+def test_inversion_batches_draw_a_subset_of_the_images(tiny_sd, monkeypatch):
+    """With a batch size each step reads that many images (and only the slot learns)."""
+    bundle, data = _tiny_attack_data(tiny_sd)
+    text = bundle.text
+    slots = text.slot_tokens(["{} b"], 1)
+    init = text.token_embedding.weight[:1].detach().clone()
+    seen = []
+    real = atk.denoising_loss
+
+    def spy(b, unet, x0, *rest):
+        seen.append(len(x0))
+        return real(b, unet, x0, *rest)
+
+    before = {n: p.clone() for n, p in bundle.unet.named_parameters()}
+    monkeypatch.setattr(atk, "denoising_loss", spy)
+    values, losses = atk.optimise_slots(
+        bundle, slots, init, data.latents, torch.zeros(4, dtype=torch.long), 3, 0.05, 1e-2, 0,
+        batch_size=2,
+    )  # fmt: skip
+    assert seen == [2, 2, 2] and len(losses) == 3
+    assert not torch.equal(values, init)
+    assert all(torch.equal(p, before[n]) for n, p in bundle.unet.named_parameters())
+
+
 def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
     bundle, data = _tiny_attack_data(tiny_sd)
     unet_fp, text_fp = fingerprint(bundle.unet), fingerprint(bundle.text.model)
