@@ -216,7 +216,7 @@ def export_cmd(
 
     merged (default) is a folder plain diffusers loads; lora and kohya are a truncated SVD
     of the delta, with its residual against the full delta reported."""
-    from unsee.artifacts import apply_artifacts, export_merged, read_artifacts, read_card
+    from unsee.artifacts import apply_artifacts, export_merged, read_artifacts
     from unsee.io import check_output_dir
     from unsee.models.bundle import load_bundle
     from unsee.models.model_ids import resolve_id
@@ -236,8 +236,9 @@ def export_cmd(
         if rank is None and energy is None:
             energy = DEFAULT_ENERGY
         check_rank_rule(rank, energy)
-    base = model or resolve_id(read_card(artifact[0])["base"]["model_id"])
     check_output_dir(out, overwrite, "export")
+    read = read_artifacts(artifact)  # damaged, poisoned or foreign artifacts stop here
+    base = model or resolve_id(read[0][0].base.model_id)
     bundle = load_bundle(base, device="cpu", variant=model_variant)
     if fmt_s == "merged":
         cards = apply_artifacts(bundle, artifact)
@@ -248,7 +249,7 @@ def export_cmd(
 
     from unsee.lora import combined_delta, export_lora, summary_line
 
-    delta = combined_delta([d for _, d in read_artifacts(artifact)])
+    delta = combined_delta([d for _, d in read])
     params = dict(bundle.unet.named_parameters())
     saved = {n: params[n].detach().clone() for n in delta if n in params}
     cards = apply_artifacts(bundle, artifact)  # fingerprint, ledger and shape checks
