@@ -30,6 +30,7 @@ from unsee.evaluate.metrics import wilson_interval
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import ddim_sample, ddim_timesteps, to_uint8
 from unsee.toyworld.judge import load_judge, predict
+from unsee.toyworld.vocab import ATTRIBUTES, concept_kind
 
 #: where the prompt switches to, after the concept's prompt for the first k steps
 SWITCHES = ("anchor", "empty")
@@ -44,8 +45,12 @@ def switch_curve(
     every: int,
 ) -> dict[str, dict[str, float | int]]:
     """Per switch step k (0, every, ..., steps): DDIM timestep at k and, per switch target,
-    the judge's hits / n of the concept's shape with its 95 % Wilson interval."""
+    the judge's hits / n of the concept (its attribute's head) with the 95 % Wilson
+    interval."""
     judge = load_judge()
+    attribute = concept_kind(concept.name)  # the judge's head that reads this concept
+    if attribute not in ATTRIBUTES:
+        raise UnseeError(f"{concept.name!r} is a {attribute}; give a shape, colour or style")
     prompt, n = concept.prompts[0], len(seeds)
     others = {"anchor": concept.anchor_prompts[0], "empty": ""}
     grid = ddim_timesteps(bundle, steps)
@@ -60,8 +65,8 @@ def switch_curve(
                 )
             else:
                 x = head
-            shapes = predict(judge, to_uint8(bundle.decode(x)))["shape"]
-            hits = sum(s["label"] == concept.name for s in shapes)
+            labels = predict(judge, to_uint8(bundle.decode(x)))[attribute]
+            hits = sum(v["label"] == concept.name for v in labels)
             lo, hi = wilson_interval(hits, n)
             row.update({f"{switch}_hits": hits, f"{switch}_lo": lo, f"{switch}_hi": hi})
         row["n"] = n
@@ -91,7 +96,7 @@ def markdown(results: Results) -> str:
         "",
         f"DDIM-{s['steps']} at guidance {s['guidance']}, {s['images']} seeds per point. Images "
         "are drawn with the concept's prompt for the first k steps and with the anchor's (or "
-        "the empty) prompt after; the judge's share of the concept's shape, hits/n [95 % "
+        "the empty) prompt after; the judge's share of the concept, hits/n [95 % "
         "Wilson]. KSCU trains on the key steps S..E-1 (S mapped from SD 1.x by noise level).",
     ]
     for name, table in results["tables"].items():

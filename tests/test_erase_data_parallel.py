@@ -52,6 +52,7 @@ def test_two_processes_write_the_single_process_delta(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     two = _erase([*ESD, "--batch-size", "4"], tmp_path / "two", processes=2)
     assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote ") == 1  # the main process reports, once
     card = json.loads((tmp_path / "two" / "model_card.json").read_text())
     assert card["cost"]["processes"] == 2
     rel, flips = _relative_difference(tmp_path / "one", tmp_path / "two")

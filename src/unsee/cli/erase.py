@@ -3,6 +3,7 @@ files other tools load, and list the methods."""
 
 from __future__ import annotations
 
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -139,6 +140,8 @@ def erase_cmd(
             raise UnseeError("give --method and at least one --concept (or --config FILE)")
         cfg = EraseConfig(**{k: v for k, v in overrides.items() if v is not None})
     result = run_erasure(cfg, out, overwrite=overwrite, resume=resume)
+    if os.environ.get("RANK", "0") != "0":  # data-parallel: the main process reports
+        return
     cost = result.card["cost"]
     typer.echo(
         f"wrote {out}: {cost['parameters_changed']:,} weights changed in "
