@@ -23,9 +23,9 @@ from unsee.erase.base import Method
 from unsee.erase.registry import build_params, get_method
 from unsee.erase.scopes import PRESETS
 from unsee.errors import UnseeError, validation_error
-from unsee.models.bundle import BUNDLED, check_device, spec_family
-from unsee.models.family import ModelFamily
-from unsee.models.model_ids import portable_id
+from unsee.models.bundle import check_device
+from unsee.models.family import ModelFamily, model_family
+from unsee.models.model_ids import BUNDLED, portable_id
 
 if TYPE_CHECKING:
     from unsee.card_schema import ModelCard
@@ -163,7 +163,7 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError("give at least one --concept")
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
-    family = spec_family(cfg.model)
+    family = model_family(cfg.model)
     concepts = [
         resolve_concept(c, family.vocabulary, cfg.anchors[i] if cfg.anchors else None)
         for i, c in enumerate(cfg.concepts)

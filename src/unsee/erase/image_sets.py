@@ -64,7 +64,7 @@ class ImageSetParams(DrawnSetParams):
 
 
 def set_size(p: ImageSetParams, ctx: ErasureContext) -> int:
-    return p.forget_images or ctx.family.pick(DEFAULT_IMAGES, DEFAULT_IMAGES["sd"])
+    return p.forget_images or DEFAULT_IMAGES[ctx.family.key]
 
 
 def require_anchors(method: str, concepts: list[Concept]) -> None:

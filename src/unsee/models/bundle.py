@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +15,9 @@ from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
 from unsee.io import read_json_object
-from unsee.models.family import ModelFamily, family_from_manifest, model_family
+from unsee.models.family import ModelFamily, family_from_manifest
 from unsee.models.fingerprint import fingerprint, model_fingerprint
-from unsee.models.model_ids import portable_id
+from unsee.models.model_ids import HUB_ID, TOYWORLD_DIR, portable_id
 from unsee.models.text import PromptEncoder
 
 if TYPE_CHECKING:
@@ -26,11 +25,6 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
-#: the bundled models by name
-BUNDLED = {"toyworld": TOYWORLD_DIR}
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 @dataclass
@@ -240,7 +234,7 @@ def _load(spec_s: str, dtype: torch.dtype, variant: str | None) -> Bundle:
         return _load_diffusers(str(path), spec_s, dtype, variant, local=True)
     if path.exists():
         raise UnseeError(f"model {spec_s!r} is neither a file nor a folder")
-    if _HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
+    if HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
         index, cached = _hub_index(spec_s)
         check_pipeline_class(_read_index(Path(index)), spec_s)
         return _load_diffusers(spec_s, spec_s, dtype, variant, local=cached)
@@ -270,12 +264,6 @@ _UNSUPPORTED_FAMILIES = (
 
 def _read_index(path: Path) -> dict:
     return read_json_object(path, "a pipeline index")
-
-
-def spec_family(spec: str) -> ModelFamily:
-    """The family of model ``spec`` (``"toyworld"``, a folder, a file or a hub id), read
-    from its manifest without loading it."""
-    return model_family(spec, BUNDLED)
 
 
 def pipeline_schedule(config: dict) -> dict:

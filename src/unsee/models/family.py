@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from unsee.io import read_json_object
+from unsee.models.model_ids import BUNDLED
 
 V = TypeVar("V")
 
@@ -59,11 +60,10 @@ def family_from_manifest(info: Mapping[str, object]) -> ModelFamily:
     return TOYWORLD if info.get("vocabulary") == "toyworld" else STABLE_DIFFUSION
 
 
-def model_family(spec: str, bundled: Mapping[str, Path]) -> ModelFamily:
+def model_family(spec: str) -> ModelFamily:
     """The family of model ``spec`` without loading it: a bundled model's or a folder's
-    manifest, else Stable Diffusion (a diffusers folder, a checkpoint or a hub id).
-    ``bundled`` maps bundled model names to their folders."""
-    folder = bundled.get(spec, Path(spec))
+    manifest, else Stable Diffusion (a diffusers folder, a checkpoint or a hub id)."""
+    folder = BUNDLED.get(spec, Path(spec))
     manifest = folder / MANIFEST
     if not manifest.is_file():
         return STABLE_DIFFUSION

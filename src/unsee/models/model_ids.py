@@ -26,10 +26,12 @@ from unsee.errors import UnseeError
 
 #: the environment variable naming the folder local base models are stored under
 MODEL_ROOT_ENV = "UNSEE_MODEL_ROOT"
-#: the bundled models, loaded by name
-BUNDLED = ("toyworld",)
+#: the bundled models: name -> the folder they load from
+TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
+BUNDLED = {"toyworld": TOYWORLD_DIR}
 LOCAL_PREFIX = "local:"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+#: what a Hugging Face Hub repo id looks like (``owner/name``)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 _HUB_CACHE_DIR = re.compile(r"^models--(?P<owner>[^/]+?)--(?P<name>[^/]+)$")
 
 
@@ -70,7 +72,7 @@ def is_hub_id(model_id: str | None) -> bool:
     """Whether ``model_id`` names a Hub repo (``owner/name``) and is not a local path."""
     if not model_id or model_id in BUNDLED or Path(model_id).expanduser().exists():
         return False
-    return bool(_HUB_ID.match(model_id))
+    return bool(HUB_ID.match(model_id))
 
 
 def resolve_id(stored: str) -> str:
