@@ -243,19 +243,19 @@ class Sculpt(Method):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_t, prompt context) for ``len(t)`` images (``t``: the global batch's
         timesteps), each of a concept forgotten in a round before ``r`` (chosen uniformly),
-        noised at ``t``; this process's share."""
-        xs, prompts = [], []
+        noised at ``t`` by :func:`~unsee.erase.image_sets.noised_batch`; this process's
+        share."""
+        picks = []
         for j in rng.integers(r, size=len(t)):
             fs = self.forget[self.ctx.concepts[int(j)].name]
-            i = int(rng.integers(len(fs)))
-            xs.append(fs.latents[i])
-            prompts.append(fs.prompts[i])
-        g = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        ctx = self.ctx
-        x0 = torch.stack(xs)
-        noise = torch.randn(x0.shape, generator=g)
-        x0, noise, t = ctx.local(x0).to(ctx.device), ctx.local(noise).to(ctx.device), ctx.local(t)
-        return ctx.noised(x0, t, noise), ctx.encode(ctx.local(prompts))
+            picks.append((fs, int(rng.integers(len(fs)))))
+        kd_set = sets.DrawnSet(
+            torch.stack([fs.latents[i] for fs, i in picks]),
+            [fs.prompts[i] for fs, i in picks],
+            [fs.seeds[i] for fs, i in picks],
+        )
+        x_t, _, _, prompts = sets.noised_batch(self.ctx, kd_set, np.arange(len(picks)), t, rng)
+        return x_t, self.ctx.encode(prompts)
 
     def state_dict(self) -> dict[str, Any]:
         return {
