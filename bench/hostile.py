@@ -34,7 +34,7 @@ from typer.testing import CliRunner
 from unsee.artifacts import canonical_safetensors
 from unsee.cli import app
 from unsee.io import TMP_MARKER, atomic_write
-from unsee.models.bundle import TOYWORLD_DIR
+from unsee.models.model_ids import TOYWORLD_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 ERASE = [

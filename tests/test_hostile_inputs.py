@@ -404,7 +404,7 @@ def test_bad_method_parameters_are_one_line(tiny_sd, tmp_path, setting, message)
 
 
 def test_broken_model_folders_are_one_line(tmp_path):
-    from unsee.models.bundle import TOYWORLD_DIR
+    from unsee.models.model_ids import TOYWORLD_DIR
 
     for name, damage in (
         ("list", "[]"),

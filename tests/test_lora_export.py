@@ -394,7 +394,7 @@ def test_toyworld_lora_loads_into_its_unet(toyworld, tmp_path):
     from diffusers import UNet2DConditionModel
 
     from unsee.artifacts import fingerprint, write_artifact
-    from unsee.models.bundle import TOYWORLD_DIR
+    from unsee.models.model_ids import TOYWORLD_DIR
 
     params = dict(toyworld.unet.named_parameters())
     g = torch.Generator().manual_seed(5)

@@ -16,7 +16,8 @@ from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.erase.methods.uce import UCE, Prompt, subject_index, uce_transform
 from unsee.erase.scopes import select_parameters
 from unsee.errors import UnseeError
-from unsee.models.bundle import TOYWORLD_DIR, load_bundle
+from unsee.models.bundle import load_bundle
+from unsee.models.model_ids import TOYWORLD_DIR
 
 
 @pytest.fixture(scope="module")

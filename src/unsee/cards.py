@@ -13,9 +13,10 @@ import yaml
 
 from unsee.card_schema import ModelCard, parse_card
 from unsee.errors import UnseeError
-from unsee.models.model_ids import is_hub_id, portable_id, resolve_id
+from unsee.models.family import model_family
+from unsee.models.model_ids import BUNDLED, is_hub_id, portable_id, resolve_id
 
-TOYWORLD_LICENSE = "apache-2.0"  # the bundled model ships with unsee (Apache-2.0)
+TOYWORLD_LICENSE = "apache-2.0"  # the bundled models ship with unsee (Apache-2.0)
 
 LIMITATIONS = (
     "Erasure is not a safety guarantee. A concept erased by fine-tuning or a closed-form "
@@ -31,6 +32,20 @@ def hub_id(model_id: str | None) -> str | None:
     """``model_id`` when it names a Hugging Face Hub repo (``owner/name``) and is not a
     local path, else None."""
     return model_id if model_id and is_hub_id(model_id) else None
+
+
+def _has_pipeline(base: str | None) -> bool:
+    """Whether plain diffusers loads ``base`` as a Stable Diffusion pipeline (a pixel-space
+    ToyWorld model has no diffusers pipeline)."""
+    return base is None or model_family(base).latent
+
+
+def _pretrained_arg(base: str | None) -> str:
+    """``from_pretrained``'s argument for ``base`` in a card's code: a bundled model is a
+    folder inside the installed package, which ``unsee toyworld path`` prints."""
+    if base in BUNDLED:
+        return f"'<the folder `unsee toyworld path {base}` prints>'"
+    return repr(base)
 
 
 def read_front_matter(readme: Path) -> dict[str, Any]:
@@ -54,7 +69,7 @@ def base_license(model_id: str | None) -> str | None:
     ``license`` of a local folder's ``README.md``, or of a hub id's cached ``README.md``."""
     if not model_id:
         return None
-    if model_id == "toyworld":
+    if model_id in BUNDLED:
         return TOYWORLD_LICENSE
     try:
         path = Path(resolve_id(model_id)).expanduser()
@@ -105,7 +120,8 @@ def card_metadata(
         "unsee",
         "concept-erasure",
         "text-to-image",
-        "toyworld" if base == "toyworld" else "stable-diffusion",
+        *(["toyworld"] if base in BUNDLED else []),
+        *(["stable-diffusion"] if base is None or model_family(base).latent else []),
         *_methods(cards),
         *extra_tags,
     ]
@@ -183,7 +199,7 @@ def artifact_readme(data: ModelCard | Mapping[str, Any]) -> str:
         "```",
         "",
     ]
-    if base != "toyworld":
+    if _has_pipeline(base):
         lines += [
             "In plain diffusers (no unsee), add the delta to the base UNet:",
             "",
@@ -192,7 +208,7 @@ def artifact_readme(data: ModelCard | Mapping[str, Any]) -> str:
             "from diffusers import StableDiffusionPipeline",
             "from safetensors.torch import load_file",
             "",
-            f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
+            f"pipe = StableDiffusionPipeline.from_pretrained({_pretrained_arg(base)})",
             "params = dict(pipe.unet.named_parameters())",
             "with torch.no_grad():",
             "    for name, d in load_file('delta.safetensors').items():",
@@ -302,7 +318,7 @@ def lora_readme(
             "```python",
             "from diffusers import StableDiffusionPipeline",
             "",
-            f"pipe = StableDiffusionPipeline.from_pretrained({base!r})",
+            f"pipe = StableDiffusionPipeline.from_pretrained({_pretrained_arg(base)})",
             "pipe.load_lora_weights('<this folder>')",
             "image = pipe('a photo').images[0]",
             "```",
@@ -315,7 +331,7 @@ def lora_readme(
                 "(the biases are then left out, and the table says how much that is).",
                 "",
             ]
-        if base == "toyworld":
+        if not _has_pipeline(base):
             lines += [
                 "ToyWorld has no diffusers pipeline; load into its UNet with "
                 "`unet.load_lora_adapter('<this folder>', prefix='unet', "

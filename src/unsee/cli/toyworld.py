@@ -36,6 +36,26 @@ def toyworld_render(
     typer.echo(f"wrote {n} images and labels.jsonl to {out}")
 
 
+@toyworld_app.command(
+    "path", epilog=examples("unsee toyworld path toyworld-sd", "unsee toyworld path toyworld")
+)
+@clean_errors
+def toyworld_path(
+    name: Annotated[str, typer.Argument(help="'toyworld-sd' or 'toyworld'")] = "toyworld-sd",
+) -> None:
+    """Print the folder a bundled model loads from (toyworld-sd: a diffusers
+    StableDiffusionPipeline folder, for plain diffusers and the official scripts)."""
+    from unsee.models.family import MANIFEST
+    from unsee.models.model_ids import BUNDLED
+
+    if name not in BUNDLED:
+        raise UnseeError(f"unknown bundled model {name!r}: use one of {', '.join(BUNDLED)}")
+    folder = BUNDLED[name]
+    if not (folder / MANIFEST).is_file():
+        raise UnseeError(f"the bundled model {name!r} is not installed ({folder}); reinstall unsee")
+    typer.echo(str(folder))
+
+
 @toyworld_app.command("train-model", epilog=examples("unsee toyworld train-model --steps 4000"))
 @clean_errors
 def toyworld_train_model(

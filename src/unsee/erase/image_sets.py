@@ -22,7 +22,7 @@ from unsee.seeds import training_seeds
 
 #: images per set when ``forget_images`` is 0: Sculpting Memory's 100 on Stable Diffusion
 #: (methods.md §1.7), fewer on ToyWorld (tuned, docs/methods.md).
-DEFAULT_IMAGES = {"sd": 100, "toyworld": 16}
+DEFAULT_IMAGES = {"sd": 100, "toyworld": 16, "toyworld-sd": 16}
 #: offset between the seeds of a concept's images and of its anchor's images (both are
 #: training seeds, :func:`unsee.seeds.training_seeds`)
 ANCHOR_SEED_OFFSET = 1_000_000

@@ -51,7 +51,7 @@ from unsee.errors import UnseeError
 from unsee.evaluate import metrics
 from unsee.evaluate.judges import Judge
 from unsee.models.bundle import Bundle
-from unsee.models.family import TOYWORLD, ModelFamily
+from unsee.models.family import TOYWORLD, TOYWORLD_SD, ModelFamily
 from unsee.models.image_sets import DrawnSet, generate_set
 from unsee.models.sampling import denoising_target, generate, predict
 from unsee.models.text import SlotTokens
@@ -158,8 +158,9 @@ TOYWORLD_BUDGETS: dict[str, dict[str, Any]] = {
     # the whole UNet at lr 1e-4 lowered the target rate on ToyWorld (docs/evaluation.md)
     "resurgence": {"iterations": 60, "lr": 1e-3, "scope": "xattn", "data": "truth"},
 }
-#: tuned budgets per model family key (:attr:`ModelFamily.key`)
-FAMILY_BUDGETS = {TOYWORLD.key: TOYWORLD_BUDGETS}
+#: tuned budgets per model family key (:attr:`ModelFamily.key`); ToyWorld-SD is ToyWorld's
+#: size and draws the same 32 px images, so it takes ToyWorld's budgets
+FAMILY_BUDGETS = {TOYWORLD.key: TOYWORLD_BUDGETS, TOYWORLD_SD.key: TOYWORLD_BUDGETS}
 
 
 @dataclasses.dataclass(frozen=True)

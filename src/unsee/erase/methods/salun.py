@@ -109,6 +109,7 @@ class SalUn(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 63, "lr": 1e-5, "batch_size": 8},
         "toyworld": {"iterations": 80, "lr": 1e-4, "batch_size": 4},
+        "toyworld-sd": {"iterations": 80, "lr": 1e-4, "batch_size": 4},
     }
 
     @classmethod

@@ -44,7 +44,7 @@ from unsee.models.family import ModelFamily
 MASKS = ("dynamic", "static", "none")
 #: (warm-up, mask update interval) in iterations when the parameters say 0: the released
 #: config on Stable Diffusion (methods.md §1.7), a fifth of it on ToyWorld's shorter rounds
-SCHEDULE = {"sd": (50, 100), "toyworld": (10, 20)}
+SCHEDULE = {"sd": (50, 100), "toyworld": (10, 20), "toyworld-sd": (10, 20)}
 TARGETS = ("current", "frozen")
 KD_MODES = ("described", "released", "off")
 
@@ -109,6 +109,12 @@ class Sculpt(Method):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 500, "lr": 3e-6, "batch_size": 2, "lr_schedule": "onecycle"},
         "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4, "lr_schedule": "onecycle"},
+        "toyworld-sd": {
+            "iterations": 80,
+            "lr": 1e-3,
+            "batch_size": 4,
+            "lr_schedule": "onecycle",
+        },
     }
 
     @classmethod

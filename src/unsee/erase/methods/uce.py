@@ -164,6 +164,7 @@ class UCE(ClosedFormMethod):
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
         "sd": {"iterations": 1},
         "toyworld": {"iterations": 1},
+        "toyworld-sd": {"iterations": 1},
     }
 
     def __init__(self, params: UCEParams, ctx: ErasureContext) -> None:
