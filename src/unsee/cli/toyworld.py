@@ -251,25 +251,56 @@ def toyworld_train_sd(
 )
 @clean_errors
 def toyworld_quality(
-    model: Annotated[str, typer.Option(help="'toyworld' or a model folder")] = "toyworld",
+    model: Annotated[
+        str, typer.Option(help="'toyworld', 'toyworld-sd' or a model folder")
+    ] = "toyworld",
     num_images: Annotated[int, typer.Option(help="images per prompt")] = 64,
-    steps: Annotated[int, typer.Option(help="DDIM steps")] = 50,
+    steps: Annotated[int, typer.Option(help="sampling steps")] = 50,
     guidance: Annotated[float | None, typer.Option(help="CFG scale (model default)")] = None,
     seed: Annotated[int, typer.Option(help="image k of a prompt uses seed+k")] = 0,
+    sampler: Annotated[
+        str,
+        typer.Option(
+            help="ddim (unsee's sampler) or pipeline (plain diffusers with the folder's "
+            "own scheduler; diffusers folders only)"
+        ),
+    ] = "ddim",
+    prior_images: Annotated[
+        int,
+        typer.Option(help="images of the empty prompt for the shape prior (0: not measured)"),
+    ] = 0,
     out: Annotated[Path | None, typer.Option(help="write JSON here (and .md beside it)")] = None,
 ) -> None:
-    """Measure the model's quality table with the judge."""
+    """Measure the model's quality table with the judge (and the empty prompt's shape
+    prior with --prior-images)."""
     from unsee.io import atomic_write, write_json
     from unsee.models.bundle import load_bundle
-    from unsee.toyworld.quality import measure_quality, quality_markdown
+    from unsee.toyworld.quality import (
+        SAMPLERS,
+        measure_prior,
+        measure_quality,
+        prior_markdown,
+        quality_markdown,
+    )
 
     positive("--num-images", num_images)
     sampling_options(steps, guidance, seed)
+    if sampler not in SAMPLERS:
+        raise UnseeError(f"unknown --sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if prior_images < 0:
+        raise UnseeError(f"--prior-images must be >= 0 (got {prior_images})")
     bundle = load_bundle(model)
+    if bundle.vocabulary != "toyworld":
+        raise UnseeError(
+            f"{model} does not speak the ToyWorld vocabulary; the judge cannot score it"
+        )
     result = measure_quality(
-        bundle, num_images=num_images, seed=seed, steps=steps, guidance=guidance
+        bundle, num_images=num_images, seed=seed, steps=steps, guidance=guidance, sampler=sampler
     )
     md = quality_markdown(result)
+    if prior_images:
+        result["prior"] = measure_prior(bundle, prior_images, seed, steps, sampler)
+        md += "\n" + prior_markdown(result["prior"])
     if out is not None:
         write_json(out, result)
         atomic_write(out.with_suffix(".md"), lambda p: _write_text(p, md))

@@ -99,7 +99,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 class ToyWorldJudge:
-    """The bundled ToyWorld judge: heads shape, colour, style, background (softmax).
+    """The bundled ToyWorld judge: heads shape, colour, style, background (softmax), and
+    presence ("shape" or "none": is any of the nine shapes drawn) where the judge has it.
 
     Concepts: any vocabulary word (its head, that label) or a superclass (the shape head,
     its members). Features: the judge's 256-d penultimate layer.
@@ -109,11 +110,13 @@ class ToyWorldJudge:
     feature_space = "ToyWorld judge penultimate features (256-d)"
 
     def __init__(self, path: Path | None = None) -> None:
-        from unsee.toyworld.judge import WEIGHTS_DIR, load_judge
+        from unsee.toyworld.judge import HEADS, WEIGHTS_DIR, load_judge
         from unsee.toyworld.vocab import ATTRIBUTES
 
         self.model = load_judge(WEIGHTS_DIR if path is None else Path(path))
-        self.attributes: dict[str, tuple[str, ...]] = dict(ATTRIBUTES)
+        self.attributes: dict[str, tuple[str, ...]] = {
+            k: v for k, v in HEADS.items() if k in ATTRIBUTES or self.model.presence is not None
+        }
 
     def __call__(self, images: np.ndarray) -> Judgement:
         from unsee.toyworld.judge import predict_probs

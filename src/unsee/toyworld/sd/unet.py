@@ -269,20 +269,54 @@ def train_unet(
                     info=info,
                 )
     if out_dir is not None:
-        ema.copy_to(unet)
-        assemble_pipeline(
-            vae_dir,
-            clip_dir,
-            unet.eval(),
-            Path(out_dir),
-            info={
-                "steps": state.step,
-                "wall_s": round(state.wall_s, 1),
-                "cpu_s": round(state.cpu_s, 1),
-                "config": info,
-            },
-        )
+        export_unet(work_dir, cfg, vae_dir, clip_dir, Path(out_dir))
     return work_dir
+
+
+def export_unet(
+    work_dir: Path,
+    cfg: UNetTrainConfig,
+    vae_dir: Path,
+    clip_dir: Path,
+    out_dir: Path,
+    manifest: dict | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Path:
+    """Assemble the pipeline folder ``out_dir`` from the EMA weights of ``work_dir``'s
+    checkpoint (also mid-training: the run is only read). ``manifest`` and ``dtype`` as
+    :func:`assemble_pipeline`."""
+    from diffusers import UNet2DConditionModel
+
+    vae, text_encoder, _ = load_frozen_parts(vae_dir, clip_dir)
+    info = {**cfg.model_info(), "vae": _file_digest(vae_dir), "clip": _file_digest(clip_dir)}
+    ucfg = unet_config(
+        cfg,
+        text_encoder.config.hidden_size,
+        latent_size=int(vae.config.sample_size) // 2 ** (len(vae.config.block_out_channels) - 1),
+        latent_channels=int(vae.config.latent_channels),
+    )
+    unet = UNet2DConditionModel(**ucfg)
+    ema = EMA(unet, cfg.ema_max_decay)
+    loaded = load_checkpoint(work_dir, {"unet": unet}, {}, info=info)
+    if loaded is None:
+        raise UnseeError(f"no UNet checkpoint in {work_dir}")
+    state, extra = loaded
+    ema.restore(extra)
+    ema.copy_to(unet)
+    return assemble_pipeline(
+        vae_dir,
+        clip_dir,
+        unet.eval(),
+        Path(out_dir),
+        info={
+            "steps": state.step,
+            "wall_s": round(state.wall_s, 1),
+            "cpu_s": round(state.cpu_s, 1),
+            "config": info,
+        },
+        manifest=manifest,
+        dtype=dtype,
+    )
 
 
 def assemble_pipeline(
@@ -292,10 +326,16 @@ def assemble_pipeline(
     out_dir: Path,
     info: dict | None = None,
     dtype: torch.dtype = torch.float32,
+    manifest: dict | None = None,
 ) -> Path:
     """Write a ``StableDiffusionPipeline`` folder (no safety checker) to ``out_dir``, plus
     ``toyworld_sd.json`` (how it was made). The tokenizer folder carries ``vocab.json`` and
-    ``merges.txt`` beside ``tokenizer.json``."""
+    ``merges.txt`` beside ``tokenizer.json``.
+
+    ``dtype`` is how the weights are stored; the configs still say float32, so plain
+    ``from_pretrained`` (which follows a transformers config's ``dtype``) loads every part
+    in float32 on the CPU. ``manifest``: written as ``unsee_model.json`` (family,
+    vocabulary), which makes unsee label the folder as ToyWorld-SD."""
     import copy
 
     from diffusers import StableDiffusionPipeline
@@ -315,10 +355,17 @@ def assemble_pipeline(
     )
 
     def build(tmp: Path) -> None:
+        from unsee.io import read_json_object
+        from unsee.models.family import MANIFEST
+
         pipe.save_pretrained(tmp, safe_serialization=True)
         add_slow_files(tmp / "tokenizer", Path(clip_dir) / "tokenizer")
+        te_config = tmp / "text_encoder" / "config.json"
+        write_json(te_config, {**read_json_object(te_config, "a config"), "dtype": "float32"})
         write_json(
             tmp / "toyworld_sd.json", {"vae": str(vae_dir), "clip": str(clip_dir), **(info or {})}
         )
+        if manifest is not None:
+            write_json(tmp / MANIFEST, manifest)
 
     return atomic_dir(Path(out_dir), build, "export", overwrite=True)
