@@ -50,7 +50,8 @@ def erase_cmd(
     model: Annotated[
         str | None,
         typer.Option(
-            help="'toyworld' (default), a diffusers folder, a .safetensors file or a hub id"
+            help="'toyworld' (default), 'toyworld-sd', a diffusers folder, a .safetensors file "
+            "or a hub id"
         ),
     ] = None,
     model_variant: Annotated[

@@ -22,7 +22,9 @@ from unsee.errors import UnseeError
 )
 @clean_errors
 def generate_cmd(
-    model: Annotated[str, typer.Option(help="'toyworld', a diffusers folder or a hub id")],
+    model: Annotated[
+        str, typer.Option(help="'toyworld', 'toyworld-sd', a diffusers folder or a hub id")
+    ],
     out: Annotated[Path, typer.Option(help="output folder")],
     prompt: Annotated[list[str] | None, typer.Option(help="a prompt (repeatable)")] = None,
     prompts: Annotated[
