@@ -1,21 +1,30 @@
-"""report.html: self-contained, compares several erased models, refuses mixed bases, and
-renders in headless Chromium (skipped where Chromium is not installed)."""
+"""report.html: self-contained, compares several erased models (each in one colour
+throughout), captions and enlarges every thumbnail, writes attack prompts as words,
+refuses mixed bases, and renders in headless Chromium (skipped where Chromium is not
+installed)."""
 
+import base64
 import copy
+import io
 import re
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from evaluate_fixtures import build_tiny_clip
 from unsee.artifacts import fingerprint, write_artifact
 from unsee.errors import UnseeError
+from unsee.evaluate.attacks import _soft
+from unsee.evaluate.grids import AttackGrid
 from unsee.evaluate.scorecard import EvalResult, EvalSettings, evaluate_models
 from unsee.models.bundle import load_bundle
-from unsee.report.html import render_report, write_report
+from unsee.report.html import BASE_COLOUR, MODEL_COLOURS, render_report, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "bench" / "check_report.py"
@@ -69,20 +78,97 @@ def test_report_is_self_contained_and_shows_every_model(results, tmp_path):
     assert "<script" not in html
     # each grid row: one strip for the base and one per erased model; plus the charts
     rows = sum(len(g.prompts) for g in results[0].grids)
-    strips = len(re.findall(r'<td class="strip"><img src="data:image/png;base64,', html))
-    assert strips == rows * (1 + len(results))
+    strips = html.count('<td class="strip"><label class="thumb">')
+    attack_rows = sum(len(g.prompts) for r in results for g in r.attack_grids)
+    assert strips == rows * (1 + len(results)) + 2 * attack_rows
     assert html.count('alt="target rate (lower = erased)"') == 1
     for label in ("small", "large", "method-small"):
         assert label in html
     assert "method-&lt;large&gt;" in html and "method-<large>" not in html  # escaped
-    # every thumbnail strip carries the judge's label of each image; rates carry intervals
+    # every thumbnail is its own image, captioned with the judge's label (red when it
+    # counts as the concept) and wrapped in the checkbox that enlarges it on click
+    thumbs = re.findall(
+        r'<label class="thumb"><input type="checkbox"><span class="fig">'
+        r'<img src="data:image/png;base64,[^"]+" width="\d+" alt="([^"]*)">'
+        r'<span class="(cap(?: hit)?)">([^<]*)</span>',
+        html,
+    )
+    grids = sum(g.base.shape[0] * g.base.shape[1] for g in results[0].grids)
+    attacked = sum(
+        2 * g.before.shape[0] * g.before.shape[1] for r in results for g in r.attack_grids
+    )
+    assert len(thumbs) == html.count('class="thumb"') == grids * (1 + len(results)) + attacked
     grid = results[0].grids[0]
-    labels = ", ".join(label for label, _ in grid.base_captions[0])
-    assert f"(judged: {labels})" in html and len(grid.base_captions[0]) == grid.base.shape[1]
+    for (alt, cls, label), (want, hit), seed in zip(
+        thumbs[: grid.base.shape[1]], grid.base_captions[0], grid.seeds[0], strict=True
+    ):
+        assert label == want and (cls == "cap hit") == hit
+        assert alt == f"base: {grid.prompts[0]}, seed {seed}, judged {want}"
     tench = results[0].scorecard["concepts"]["tench"]
     lo, hi = tench["target_rate_ci95"]
     assert f"[{100 * lo:.0f}–{100 * hi:.0f}] n={tench['images']}" in html
     assert "Wilson" in html and "KID" in html
+
+
+def _chart_pixels(html: str, title: str) -> set[tuple[int, int, int]]:
+    """The RGB colours drawn in the chart titled ``title``."""
+    b64 = re.search(rf'<img src="data:image/png;base64,([^"]+)" alt="{re.escape(title)}">', html)
+    assert b64, title
+    png = Image.open(io.BytesIO(base64.b64decode(b64.group(1)))).convert("RGB")
+    return {tuple(int(v) for v in p) for p in np.asarray(png).reshape(-1, 3)}
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+
+
+def test_each_model_keeps_one_colour_in_every_chart_and_table(results):
+    html = render_report(results)
+    colours = {"base": BASE_COLOUR, "small": MODEL_COLOURS[0], "large": MODEL_COLOURS[1]}
+    for title in ("target rate (lower = erased)", "retain accuracy by attribute (higher = kept)"):
+        drawn = _chart_pixels(html, title)
+        assert all(_rgb(c) in drawn for c in colours.values()), title
+    # bars and legend: the base has no overall score, each model its own colour
+    overall = _chart_pixels(html, "overall score (higher = better)")
+    assert _rgb(MODEL_COLOURS[0]) in overall and _rgb(MODEL_COLOURS[1]) in overall
+    for label, colour in colours.items():
+        swatch = f'<span class="sw" style="background:{colour}"></span>{label}</span>'
+        # summary, before/after headers, concept table, retain tables, cards: one colour each
+        assert html.count(swatch) >= 4, label
+        others = [c for c in colours.values() if c != colour]
+        assert not any(f'style="background:{c}"></span>{label}<' in html for c in others)
+
+
+def _prefix(bundle, pieces: list[str]) -> str:
+    """How :func:`_soft` writes a soft prefix that sits exactly on these vocabulary pieces."""
+    ids = bundle.text.tokenizer.convert_tokens_to_ids(pieces)
+    return _soft(bundle.text.token_embedding.weight[ids], bundle)
+
+
+def test_attack_prompts_are_words_not_bpe_pieces(results, tiny_sd, toyworld):
+    # joined as the tokenizer decodes them: no CLIP "</w>" word ends, no BERT "##" pieces
+    assert _prefix(toyworld, ["star", "##ry", "night"]) == "<starry night>"
+    tiny = load_bundle(tiny_sd)
+    assert _prefix(tiny, ["c", "a", "t</w>", "s</w>"]) == "<cat s>"
+    prefix = _prefix(tiny, ["f", "i", "s", "h</w>"])
+    attacked = copy.deepcopy(results[0])
+    g = attacked.grids[0]
+    prompts = [f"{prefix} {p}" for p in g.prompts]
+    attacked.attack_grids = [AttackGrid("tench: softprompt", prompts, g.seeds, g.erased, g.base)]
+    attacked.scorecard["attacks"] = {
+        "tench": {
+            "softprompt": {
+                "target_rate_before": 0.0,
+                "target_rate_after": 0.5,
+                "images": 2,
+                "seconds": 1.0,
+                "prompts": prompts,
+            }
+        }
+    }
+    html = render_report([attacked])
+    assert all(f"<td>{html_escape(p)}<br>" in html for p in prompts)
+    assert prefix == "<fish>" and "&lt;/w&gt;" not in html and "</w>" not in html
 
 
 def test_report_refuses_scorecards_of_different_bases(results):

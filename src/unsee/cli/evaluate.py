@@ -10,12 +10,17 @@ from typing import Annotated
 import typer
 
 from unsee.cli.common import JUDGES, app, clean_errors, examples
+from unsee.errors import UnseeError
 
 
 @app.command(
     "eval",
     epilog=examples(
         "unsee eval --model toyworld --erased runs/star --concept star --out ev/",
+        "unsee eval --model toyworld --erased runs/star-uce --erased runs/star-esd-x "
+        "--compare --concept star --out ev/ (two models side by side)",
+        "unsee eval --model toyworld --erased runs/star --erased runs/circle --stack "
+        "--concept star --concept circle --out ev/ (both applied as one model)",
         "unsee eval --model sd/ --erased runs/cat --concept 'a cat' --judge clip:clip/ "
         "--retain 'a dog' --attacks paraphrase,unlearndiffatk --out ev/",
         "accelerate launch --num_processes 2 -m unsee.cli eval ... (sharded)",
@@ -31,9 +36,22 @@ def eval_cmd(
     erased: Annotated[
         list[Path] | None,
         typer.Option(
-            help="erasure artifact(s), applied together; none scores the base against itself"
+            help="erasure artifact (repeatable; two or more need --compare or --stack); "
+            "none scores the base against itself"
         ),
     ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="each --erased is its own model, scored side by side on the same seeds "
+            "(labelled by its folder name)",
+        ),
+    ] = False,
+    stack: Annotated[
+        bool,
+        typer.Option("--stack", help="all --erased applied together as one model"),
+    ] = False,
     prompts: Annotated[
         Path | None,
         typer.Option(
@@ -89,15 +107,19 @@ def eval_cmd(
     """Score erased models against their base: scorecard.json and report.html.
 
     Target rate, erasure, retain accuracy, FID, overall, attacks; runs sharded under
-    `accelerate launch`."""
+    `accelerate launch`. With --compare, scorecard.json holds one scorecard per model
+    (format unsee-comparison/1, docs/evaluation.md)."""
     from accelerate import PartialState
 
-    from unsee.evaluate import EvalSettings, evaluate
+    from unsee.evaluate import EvalSettings, evaluate, evaluate_models
     from unsee.evaluate.attacks import parse_budget
     from unsee.evaluate.cache import default_cache_dir
+    from unsee.evaluate.schema import COMPARISON
     from unsee.io import atomic_dir, check_output_dir, write_json
     from unsee.report.html import write_report
 
+    arts = list(erased or [])
+    models = compared_models(arts, compare, stack)
     check_output_dir(out, overwrite, "scorecard")
     settings = EvalSettings(
         num_images=num_images,
@@ -116,16 +138,56 @@ def eval_cmd(
         attacks=tuple(a.strip() for a in (attacks or "").split(",") if a.strip()),
         attack_budget=parse_budget(attack_budget or []),
     )
-    result = evaluate(model, erased or [], concept, settings)
+    results = (
+        [evaluate(model, arts, concept, settings)]
+        if models is None
+        else evaluate_models(model, models, concept, settings)
+    )
     if not PartialState().is_main_process:
         return
 
     def build(tmp: Path) -> None:
-        write_json(tmp / "scorecard.json", result.scorecard)
-        write_report(tmp / "report.html", [result])
+        write_json(
+            tmp / "scorecard.json",
+            {"format": COMPARISON, "scorecards": [r.scorecard for r in results]}
+            if models is not None
+            else results[0].scorecard,
+        )
+        write_report(tmp / "report.html", results)
 
     atomic_dir(out, build, "scorecard", overwrite=True)
-    card = result.scorecard
+    for r in results:
+        _echo_summary(r.scorecard, "" if models is None else f"{r.scorecard['label']}: ")
+    typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")
+
+
+def compared_models(erased: list[Path], compare: bool, stack: bool) -> dict[str, list[Path]] | None:
+    """With ``--compare``, the models ``unsee eval`` scores side by side (label -> its one
+    artifact; the label is the folder name, numbered on a clash); None when every artifact
+    is applied together as one model. Two or more artifacts need that choice made
+    explicitly, since stacking and comparing answer different questions."""
+    if compare and stack:
+        raise UnseeError("--compare and --stack exclude each other: give one")
+    if len(erased) > 1 and not (compare or stack):
+        raise UnseeError(
+            f"{len(erased)} --erased artifacts: add --compare (each its own model, side by "
+            "side) or --stack (all applied together as one model)"
+        )
+    if not compare:
+        return None
+    models: dict[str, list[Path]] = {}
+    for a in erased:
+        name = a.resolve().name
+        label, k = name, 1
+        while label in models:
+            k += 1
+            label = f"{name}-{k}"
+        models[label] = [a]
+    return models
+
+
+def _echo_summary(card: dict, prefix: str) -> None:
+    """One model's target rates, retain accuracy, overall and attacks, a line each."""
     rates = ", ".join(
         f"{c} {_change(v, 'target_rate_base', 'target_rate')}"
         + ("" if v["probe"]["valid"] else " (probe measures nothing: excluded)")
@@ -138,17 +200,16 @@ def eval_cmd(
         if ret["accuracy"] is None
         else f"; retain {_change(ret, 'accuracy_base', 'accuracy')}; overall {overall}"
     )
-    typer.echo(f"target rate {rates}{retain_s}")
+    typer.echo(f"{prefix}target rate {rates}{retain_s}")
     for c, by_attack in card.get("attacks", {}).items():
         typer.echo(
-            f"attacks on {c}: "
+            f"{prefix}attacks on {c}: "
             + ", ".join(
                 f"{n} {_change(a, 'target_rate_before', 'target_rate_after')} "
                 f"({a['seconds']:.0f} s)"
                 for n, a in by_attack.items()
             )
         )
-    typer.echo(f"wrote {out / 'scorecard.json'} and {out / 'report.html'}")
 
 
 def _change(entry: dict, before: str, after: str) -> str:

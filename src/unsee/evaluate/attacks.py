@@ -493,8 +493,12 @@ def _outcome(
 
 
 def _soft(values: torch.Tensor, bundle: Bundle) -> str:
-    """How a soft-token run is written in prompts: its nearest vocabulary tokens."""
-    return "<" + " ".join(bundle.text.nearest_tokens(values)) + ">"
+    """How a soft-token run is written in prompts: its nearest vocabulary tokens, joined as
+    the tokenizer decodes them (CLIP's ``</w>`` word ends and BERT's ``##`` pieces undone),
+    so the report shows words, not BPE pieces."""
+    tokenizer = bundle.text.tokenizer
+    ids = tokenizer.convert_tokens_to_ids(bundle.text.nearest_tokens(values))
+    return "<" + tokenizer.decode(ids).strip() + ">"
 
 
 # ----------------------------------------------------------------------------- attacks

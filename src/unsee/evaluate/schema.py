@@ -15,9 +15,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from unsee.card_schema import CardCost, Document, ModelCard, parse, version_of
+from unsee.errors import UnseeError
 from unsee.io import read_json
 
 FORMAT: Literal["unsee-scorecard/1"] = "unsee-scorecard/1"
+#: ``scorecard.json`` of ``unsee eval --compare``: one scorecard per model, on one base
+#: and one protocol (a single model's file stays a plain scorecard, as before).
+COMPARISON: Literal["unsee-comparison/1"] = "unsee-comparison/1"
 
 Interval = list[float]
 
@@ -256,6 +260,28 @@ def parse_scorecard(data: object, where: str) -> Scorecard:
     return parse(Scorecard, data, where, "an unsee scorecard")
 
 
+class Comparison(Document):
+    """Several models' scorecards from one ``unsee eval --compare``, in ``--erased`` order."""
+
+    format: Literal["unsee-comparison/1"]
+    scorecards: list[Scorecard] = Field(min_length=1)
+
+
 def read_scorecard(path: Path) -> Scorecard:
-    """``scorecard.json`` at ``path``, validated."""
-    return parse_scorecard(read_json(path), str(path))
+    """``scorecard.json`` of one model at ``path``, validated."""
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("format") == COMPARISON:
+        raise UnseeError(
+            f"{path} holds {len(data.get('scorecards') or [])} models' scorecards "
+            "(unsee eval --compare): read it with read_scorecards"
+        )
+    return parse_scorecard(data, str(path))
+
+
+def read_scorecards(path: Path) -> list[Scorecard]:
+    """Every model's scorecard in ``scorecard.json`` at ``path``: one for a single (or
+    stacked) model, several for ``unsee eval --compare``; validated."""
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("format") == COMPARISON:
+        return parse(Comparison, data, str(path), "an unsee comparison").scorecards
+    return [parse_scorecard(data, str(path))]

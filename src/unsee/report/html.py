@@ -2,6 +2,8 @@
 script, no network) that shows one or several erased models against their common base:
 summary table, bar charts, before/after grids per concept, metric tables, model cards and
 cost. It is rendered from scorecards and grids only, so it says nothing the JSON does not.
+Each model keeps one colour in every chart and table; every thumbnail carries the judge's
+label and enlarges on click (a hidden checkbox and CSS, so still no script).
 """
 
 from __future__ import annotations
@@ -36,11 +38,14 @@ ATTACK_NAMES = {
     "softprompt": "softprompt (white-box upper bound)",
 }
 #: Largest side of an image in the report (bigger generations are downscaled to keep the
-#: page light); smaller ones are enlarged to about DISPLAY px in the PNG (nearest neighbour)
-#: so the judge's caption under each stays readable.
+#: page light); smaller ones are drawn at about DISPLAY px (without smoothing) so the
+#: judge's caption under each fits, and at ZOOM px when clicked.
 MAX_SIDE = 128
 DISPLAY = 64
-BAR_COLOURS = ("#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+ZOOM = 512
+#: The base model's colour, then one per model in order (matplotlib's tab10, grey left out).
+BASE_COLOUR = "#7f7f7f"
+MODEL_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
@@ -48,16 +53,53 @@ color:#222;max-width:1400px}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;margin:8px 0 16px} th,td{border:1px solid #ddd;padding:4px 8px;
 text-align:left;vertical-align:middle} th{background:#f4f4f4} td.num{text-align:right;
-font-variant-numeric:tabular-nums} .muted{color:#777} .strip img{image-rendering:pixelated;
-margin-right:2px} .grid td{padding:2px 6px} .charts img{margin-right:12px;max-width:100%}
+font-variant-numeric:tabular-nums} .muted{color:#777} .grid td{padding:2px 6px}
+.charts img{margin-right:12px;max-width:100%}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:12px}
 .good{color:#1a7f37} .bad{color:#b42318}
 .flag{border:1px solid #b42318;background:#fff4f2;padding:4px 12px;margin:8px 0}
-"""
+.nm{white-space:nowrap} .sw{display:inline-block;width:10px;height:10px;border-radius:2px;
+margin-right:5px}
+.strip{white-space:nowrap} .thumb{display:inline-block;vertical-align:top;margin-right:3px;
+cursor:zoom-in} .thumb input{display:none} .fig{display:inline-block;width:min-content;
+text-align:center} .fig img{display:block;image-rendering:pixelated}
+.cap{display:block;white-space:normal;overflow-wrap:anywhere;font-size:11px;line-height:13px;
+color:#555} .cap.hit{color:#b42318;font-weight:600}
+.thumb input:checked+.fig{position:fixed;inset:0;z-index:10;width:auto;display:flex;
+flex-direction:column;align-items:center;justify-content:center;background:rgba(0,0,0,.82);
+cursor:zoom-out} .thumb input:checked+.fig img{width:min(ZOOMpx,85vw,85vh);height:auto}
+.thumb input:checked+.fig .cap{color:#fff;font-size:16px;line-height:24px}
+.thumb input:checked+.fig .cap.hit{color:#ff8a80} .zoom{display:none}
+.thumb input:checked+.fig .zoom{display:block;color:#ddd;font-size:14px}
+""".replace("ZOOM", str(ZOOM))
+
+
+class _Html(str):
+    """Text that is already HTML (a model's swatch and name): :func:`_e` leaves it as is."""
 
 
 def _e(x: object) -> str:
-    return html.escape(str(x))
+    return x if isinstance(x, _Html) else html.escape(str(x))
+
+
+def _colours(cards: Sequence[Scorecard]) -> dict[str, str]:
+    """Each model's colour, the same in every chart and table: grey for the base, then
+    :data:`MODEL_COLOURS` in the order the models were given."""
+    colours = {"base": BASE_COLOUR}
+    for i, c in enumerate(cards):
+        colours[c.label] = MODEL_COLOURS[i % len(MODEL_COLOURS)]
+    return colours
+
+
+def _names(cards: Sequence[Scorecard]) -> dict[str, _Html]:
+    """Each model's name as the tables write it: its colour swatch, then the name."""
+    return {
+        label: _Html(
+            f'<span class="nm"><span class="sw" style="background:{colour}"></span>'
+            f"{_e(label)}</span>"
+        )
+        for label, colour in _colours(cards).items()
+    }
 
 
 def _png(image: np.ndarray) -> str:
@@ -71,11 +113,17 @@ def _img_tag(b64: str, width: int | None = None, alt: str = "") -> str:
     return f'<img src="data:image/png;base64,{b64}"{w} alt="{_e(alt)}">'
 
 
-def _strip(images: np.ndarray, alt: str, captions: Sequence[tuple[str, bool]] = ()) -> str:
-    """One row of images (K, H, W, 3) as a single inlined PNG strip, drawn at display size
-    (small images enlarged without smoothing). ``captions``: per image, the judge's label,
-    written under it, red when it counts as the concept."""
-    k, h, w, _ = images.shape
+def _strip(
+    images: np.ndarray,
+    alt: str,
+    seeds: Sequence[int],
+    captions: Sequence[tuple[str, bool]] = (),
+) -> str:
+    """One row of images (K, H, W, 3), one thumbnail per seed, drawn at about
+    :data:`DISPLAY` px without smoothing; a click enlarges it to :data:`ZOOM` px and
+    another closes it. ``captions``: per image, the judge's label, written under it, red
+    when it counts as the concept."""
+    _, h, w, _ = images.shape
     if max(h, w) > MAX_SIDE:
         s = MAX_SIDE / max(h, w)
         images = np.stack(
@@ -88,24 +136,20 @@ def _strip(images: np.ndarray, alt: str, captions: Sequence[tuple[str, bool]] = 
                 for im in images
             ]
         )
-        k, h, w, _ = images.shape
-    scale = max(1, DISPLAY // h)
-    images = images.repeat(scale, axis=1).repeat(scale, axis=2)
-    h, w = h * scale, w * scale
-    gap, band = 2, 12 if captions else 0
-    canvas = np.full((h + band, k * (w + gap) - gap, 3), 255, np.uint8)
+        w = images.shape[2]
+    shown = w * max(1, DISPLAY // max(images.shape[1:3]))
+    out = []
     for j, im in enumerate(images):
-        canvas[:h, j * (w + gap) : j * (w + gap) + w] = im
-    picture = Image.fromarray(canvas)
-    if captions:
-        from PIL import ImageDraw
-
-        draw = ImageDraw.Draw(picture)
-        for j, (label, hit) in enumerate(captions):
-            text = label if draw.textlength(label) <= w else label[: max(1, w // 6 - 1)] + "."
-            draw.text((j * (w + gap) + 1, h), text, fill=(180, 35, 24) if hit else (85, 85, 85))
-        alt += " (judged: " + ", ".join(label for label, _ in captions) + ")"
-    return _img_tag(_png(np.asarray(picture)), width=canvas.shape[1], alt=alt)
+        label, hit = captions[j] if captions else ("", False)
+        said = f", judged {label}" if captions else ""
+        cap = f'<span class="cap{" hit" if hit else ""}">{_e(label)}</span>' if captions else ""
+        where = f"{alt}, seed {seeds[j]}"
+        tag = _img_tag(_png(im), width=shown, alt=where + said)
+        out.append(  # the enlarged view also says which model, prompt and seed it shows
+            f'<label class="thumb"><input type="checkbox"><span class="fig">{tag}{cap}'
+            f'<span class="zoom">{_e(where)}</span></span></label>'
+        )
+    return "".join(out)
 
 
 def _row(captions: Sequence[Sequence[tuple[str, bool]]], i: int) -> Sequence[tuple[str, bool]]:
@@ -150,9 +194,11 @@ def _chart(
     groups: Sequence[str],
     series: Mapping[str, Sequence[float | None]],
     ylabel: str,
+    colours: Mapping[str, str],
     percent: bool = True,
 ) -> str:
-    """A grouped bar chart (matplotlib, Agg) as an inlined PNG."""
+    """A grouped bar chart (matplotlib, Agg) as an inlined PNG; each series (a model)
+    drawn in its colour from ``colours``."""
     from matplotlib.figure import Figure
 
     n = max(1, len(series))
@@ -167,7 +213,7 @@ def _chart(
             vals,
             width,
             label=name,
-            color=BAR_COLOURS[j % len(BAR_COLOURS)],
+            color=colours[name],
         )
         # printed values keep a 0 % bar (nothing drawn) readable
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
@@ -181,7 +227,7 @@ def _chart(
     if percent:
         ax.set_ylim(0, 110)
     ax.set_title(title, fontsize=11)
-    if len(series) > 1:
+    if series:
         ax.legend(
             fontsize=8,
             frameon=False,
@@ -241,7 +287,8 @@ def _summary(cards: Sequence[Scorecard]) -> str:
         ]
     )
     rows = []
-    base = ["<b>base</b>", '<span class="muted">–</span>']
+    names = _names(cards)
+    base = [f"<b>{names['base']}</b>", '<span class="muted">–</span>']
     base += [
         _ci(e.target_rate_base, e.target_rate_base_ci95, e.images)
         for e in (first.concepts[c] for c in concepts)
@@ -260,7 +307,7 @@ def _summary(cards: Sequence[Scorecard]) -> str:
         methods = ", ".join(sorted({e.method or "?" for e in c.erased})) or "–"
         nb = c.retain.neighbour
         wall = sum(x.wall_seconds or 0 for x in c.cost.erasure)
-        row = [f"<b>{_e(c.label)}</b>", _e(methods)]
+        row = [f"<b>{names[c.label]}</b>", _e(methods)]
         for k in concepts:
             e = c.concepts[k]
             flag = (
@@ -354,9 +401,14 @@ def _charts(cards: Sequence[Scorecard]) -> str:
     for r in cards:
         target[r.label] = [r.concepts[c].target_rate for c in concepts]
         para[r.label] = [_para(r, c, base=False) for c in concepts]
-    charts = [_chart("target rate (lower = erased)", concepts, target, "% judged as concept")]
+    colours = _colours(cards)
+    charts = [
+        _chart("target rate (lower = erased)", concepts, target, "% judged as concept", colours)
+    ]
     if any(v is not None for v in para["base"]):
-        charts.append(_chart("paraphrase target rate", concepts, para, "% judged as concept"))
+        charts.append(
+            _chart("paraphrase target rate", concepts, para, "% judged as concept", colours)
+        )
     attrs = list(first.retain.by_attribute)
     if attrs:
         retain: dict[str, Sequence[float | None]] = {
@@ -366,16 +418,21 @@ def _charts(cards: Sequence[Scorecard]) -> str:
             retain[r.label] = [r.retain.by_attribute[a].erased for a in attrs]
         charts.append(
             _chart(
-                "retain accuracy by attribute (higher = kept)", attrs, retain, "% judged as asked"
+                "retain accuracy by attribute (higher = kept)",
+                attrs,
+                retain,
+                "% judged as asked",
+                colours,
             )
         )
-    if first.overall is not None:
+    if first.overall is not None:  # one bar per model, in its colour like every chart
         charts.append(
             _chart(
                 "overall score (higher = better)",
-                [r.label for r in cards],
-                {"overall": [r.overall for r in cards]},
+                ["overall"],
+                {r.label: [r.overall] for r in cards},
                 "%",
+                colours,
             )
         )
     return '<div class="charts">' + "".join(charts) + "</div>"
@@ -395,13 +452,14 @@ def _grid_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -> 
     for g_index, grid in enumerate(first.grids):
         others: list[Grid] = [r.grids[g_index] for r in results]
         models = ["base"] + [c.label for c in cards]
-        head = "".join(f"<th>{_e(m)}</th>" for m in models)
+        names = _names(cards)
+        head = "".join(f"<th>{names[m]}</th>" for m in models)
         rows = []
         for i, prompt in enumerate(grid.prompts):
             seeds = grid.seeds[i]
-            cells = [_strip(grid.base[i], f"base: {prompt}", _row(grid.base_captions, i))]
+            cells = [_strip(grid.base[i], f"base: {prompt}", seeds, _row(grid.base_captions, i))]
             cells += [
-                _strip(o.erased[i], f"{m}: {prompt}", _row(o.erased_captions, i))
+                _strip(o.erased[i], f"{m}: {prompt}", seeds, _row(o.erased_captions, i))
                 for o, m in zip(others, models[1:], strict=True)
             ]
             rows.append(
@@ -423,6 +481,7 @@ def _attack_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -
     if not any(c.attacks for c in cards):
         return ""
     rows = []
+    names = _names(cards)
     for c in cards:
         for concept, by_attack in c.attacks.items():
             for name, a in by_attack.items():
@@ -434,7 +493,7 @@ def _attack_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -
                 source = a.settings.get("data_source")
                 rows.append(
                     [
-                        _e(c.label),
+                        names[c.label],
                         _e(concept),
                         _e(ATTACK_NAMES.get(name, name)),
                         _ci(
@@ -474,16 +533,19 @@ def _attack_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -
             for i, prompt in enumerate(grid.prompts):
                 seeds = grid.seeds[i]
                 before = _strip(
-                    grid.before[i], f"unattacked: {prompt}", _row(grid.before_captions, i)
+                    grid.before[i],
+                    f"unattacked: {prompt}",
+                    seeds,
+                    _row(grid.before_captions, i),
                 )
-                after = _strip(grid.after[i], prompt, _row(grid.after_captions, i))
+                after = _strip(grid.after[i], prompt, seeds, _row(grid.after_captions, i))
                 cells.append(
                     f'<tr><td>{_e(prompt)}<br><span class="muted">seeds {seeds[0]}–'
                     f'{seeds[-1]}</span></td><td class="strip">{before}</td>'
                     f'<td class="strip">{after}</td></tr>'
                 )
             out.append(
-                f"<h3>{_e(c.label)}: {_e(grid.title)}</h3>"
+                f"<h3>{names[c.label]}: {_e(grid.title)}</h3>"
                 '<table class="grid"><tr><th>prompt (as attacked)</th><th>unattacked'
                 f"</th><th>attacked</th></tr>{''.join(cells)}</table>"
             )
@@ -492,12 +554,13 @@ def _attack_section(results: Sequence[EvalResult], cards: Sequence[Scorecard]) -
 
 def _concept_tables(cards: Sequence[Scorecard]) -> str:
     first = cards[0]
+    names = _names(cards)
     out = []
     for c, entry in first.concepts.items():
         para0 = entry.paraphrase
         rows = [
             [
-                "base",
+                names["base"],
                 _ci(entry.target_rate_base, entry.target_rate_base_ci95, entry.images),
                 _pct(entry.erasure_base),
                 _ci(para0.target_rate_base, para0.target_rate_base_ci95, para0.images)
@@ -510,7 +573,7 @@ def _concept_tables(cards: Sequence[Scorecard]) -> str:
             para = e.paraphrase
             rows.append(
                 [
-                    _e(r.label),
+                    names[r.label],
                     _ci(e.target_rate, e.target_rate_ci95, e.images)
                     + _delta(e.target_rate_base, e.target_rate, True, e.change),
                     _pct(e.erasure),
@@ -542,7 +605,8 @@ def _retain_tables(cards: Sequence[Scorecard]) -> str:
     first = cards[0].retain
     if first.accuracy_base is None:
         return '<p class="muted">No retain prompts in this evaluation.</p>'
-    labels = [c.label for c in cards]
+    names = _names(cards)
+    labels = [names[c.label] for c in cards]
     out = []
     for title, of in (
         ("attribute", lambda r: r.by_attribute),
@@ -555,7 +619,7 @@ def _retain_tables(cards: Sequence[Scorecard]) -> str:
                 x = of(c.retain)[name]
                 row.append(_pct(x.erased) + _delta(x.base, x.erased, False))
             rows.append(row)
-        out.append(_table([title, "base", *labels], rows))
+        out.append(_table([title, names["base"], *labels], rows))
     if first.neighbour:
         out.append(
             f"<p>Neighbours (same superclass as a target): "
@@ -566,6 +630,7 @@ def _retain_tables(cards: Sequence[Scorecard]) -> str:
 
 def _extra_sections(cards: Sequence[Scorecard]) -> str:
     first = cards[0]
+    names = _names(cards)
     out = []
     fid = first.fid
     if fid.features:
@@ -577,8 +642,8 @@ def _extra_sections(cards: Sequence[Scorecard]) -> str:
         )
     pf = first.prompts_file
     if pf:
-        rows = [["base", _pct(pf.target_rate_base)]] + [
-            [_e(c.label), _pct(c.prompts_file.target_rate if c.prompts_file else None)]
+        rows = [[names["base"], _pct(pf.target_rate_base)]] + [
+            [names[c.label], _pct(c.prompts_file.target_rate if c.prompts_file else None)]
             for c in cards
         ]
         out.append(
@@ -589,9 +654,9 @@ def _extra_sections(cards: Sequence[Scorecard]) -> str:
     cs = first.clip_score
     if cs:
         parts = [k for k in ("target", "retain", "prompts_file") if _clip_part(cs, k)]
-        rows = [["base"] + [_num(_clip_value(cs, k, base=True)) for k in parts]]
+        rows = [[names["base"]] + [_num(_clip_value(cs, k, base=True)) for k in parts]]
         rows += [
-            [_e(c.label)] + [_num(_clip_value(c.clip_score, k, base=False)) for k in parts]
+            [names[c.label]] + [_num(_clip_value(c.clip_score, k, base=False)) for k in parts]
             for c in cards
         ]
         out.append(f"<h2>CLIP score</h2><p>{_e(cs.model)}, {_e(cs.scale)}.</p>")
@@ -613,7 +678,7 @@ def _extra_sections(cards: Sequence[Scorecard]) -> str:
 
             rows = [
                 [
-                    "base",
+                    names["base"],
                     _ci(base_part.rate_base, base_part.rate_base_ci95, base_part.images),
                     *cells(base_part, True),
                 ]
@@ -624,7 +689,7 @@ def _extra_sections(cards: Sequence[Scorecard]) -> str:
                     raise UnseeError(f"scorecard {c.label!r} has no nudity.{part}")
                 rows.append(
                     [
-                        _e(c.label),
+                        names[c.label],
                         _ci(x.rate_erased, x.rate_erased_ci95, x.images)
                         + _delta(base_part.rate_base, x.rate_erased, True, x.change),
                         *cells(x, False),
@@ -659,9 +724,10 @@ def _nudity_part(nud: Nudity | None, part: str) -> NudityPart | None:
 
 
 def _cards(cards: Sequence[Scorecard]) -> str:
+    names = _names(cards)
     out = []
     for c in cards:
-        out.append(f"<h3>{_e(c.label)}</h3>")
+        out.append(f"<h3>{names[c.label]}</h3>")
         if not c.erased:
             out.append('<p class="muted">The base model itself (no artifact).</p>')
         for e in c.erased:
@@ -759,7 +825,7 @@ def render_report(results: Sequence[EvalResult], title: str = "unsee scorecard")
         "<h2>Before / after</h2>",
         "<p class=\"muted\">Under each image: the judge's label of the concept's attribute "
         "(retain and prompts-file images: of the first concept's); red = judged as an "
-        "evaluated concept.</p>",
+        "evaluated concept. Click an image to enlarge it, click again to close.</p>",
         _grid_section(results, cards),
         "<h2>Erased concepts</h2>",
         _concept_tables(cards),
