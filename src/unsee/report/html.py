@@ -66,7 +66,7 @@ text-align:center} .fig img{display:block;image-rendering:pixelated}
 .cap{display:block;white-space:normal;overflow-wrap:anywhere;font-size:11px;line-height:13px;
 color:#555} .cap.hit{color:#b42318;font-weight:600}
 .thumb input:checked+.fig{position:fixed;inset:0;z-index:10;width:auto;display:flex;
-flex-direction:column;align-items:center;justify-content:center;background:rgba(0,0,0,.82);
+flex-direction:column;align-items:center;justify-content:center;background:rgba(0,0,0,.9);
 cursor:zoom-out} .thumb input:checked+.fig img{width:min(ZOOMpx,85vw,85vh);height:auto}
 .thumb input:checked+.fig .cap{color:#fff;font-size:16px;line-height:24px}
 .thumb input:checked+.fig .cap.hit{color:#ff8a80} .zoom{display:none}
