@@ -246,6 +246,56 @@ def toyworld_train_sd(
 
 
 @toyworld_app.command(
+    "export-sd",
+    epilog=examples(
+        "unsee toyworld export-sd --out runs/toyworld-sd/snapshot",
+        "unsee toyworld export-sd --fp16 --guidance 5 --out src/unsee/toyworld/weights/sd",
+    ),
+)
+@clean_errors
+def toyworld_export_sd(
+    out: Annotated[Path, typer.Option(help="the StableDiffusionPipeline folder to write")],
+    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS
+    / "vae"
+    / "export",
+    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS
+    / "clip"
+    / "export",
+    work_dir: Annotated[Path, typer.Option(help="the UNet run (train-sd)")] = _SD_RUNS / "unet",
+    fp16: Annotated[bool, typer.Option(help="store the weights in float16")] = False,
+    guidance: Annotated[
+        float, typer.Option(help="the CFG scale unsee samples the model with by default")
+    ] = 5.0,
+    overwrite: Annotated[bool, typer.Option(help="replace an earlier export")] = False,
+) -> None:
+    """ToyWorld-SD: write the pipeline from the UNet run's EMA weights (also while it
+    trains), with its unsee manifest (family, vocabulary, default guidance) and CLIP parts."""
+    import torch
+
+    from unsee.io import check_output_dir
+    from unsee.toyworld.sd.unet import UNetTrainConfig, export_unet
+
+    positive("--guidance", guidance)
+    check_output_dir(out, overwrite, "export")
+    manifest = {
+        "family": "toyworld-sd",
+        "vocabulary": "toyworld",
+        "resolution": 32,
+        "default_guidance": guidance,
+    }
+    export_unet(
+        work_dir,
+        UNetTrainConfig(),
+        vae,
+        clip,
+        out,
+        manifest=manifest,
+        dtype=torch.float16 if fp16 else torch.float32,
+    )
+    typer.echo(f"StableDiffusionPipeline folder written to {out}")
+
+
+@toyworld_app.command(
     "quality",
     epilog=examples("unsee toyworld quality --num-images 16 --steps 25 --out quality.json"),
 )

@@ -268,8 +268,13 @@ def _nudenet_labels() -> list[str]:
 # ----------------------------------------------------------------------------- CLIP
 
 
+#: CLIP names that load a bundled model's CLIP (the bundled model they belong to)
+BUNDLED_CLIP = {"toyworld": "toyworld-sd", "toyworld-sd": "toyworld-sd"}
+
+
 class ClipModel:
-    """A transformers ``CLIPModel`` + ``CLIPProcessor`` from a local folder or a hub id.
+    """A transformers ``CLIPModel`` + ``CLIPProcessor`` from a local folder, a hub id, or
+    ``toyworld`` (the CLIP that ToyWorld-SD's text encoder was trained with, offline).
 
     ``image_embeds`` / ``text_embeds`` return L2-normalised float32 (N, D) projections.
     """
@@ -280,8 +285,14 @@ class ClipModel:
         self.source = str(source)
         local = Path(self.source).expanduser().exists()
         try:
-            self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
-            self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)
+            if self.source in BUNDLED_CLIP:  # ToyWorld-SD's own CLIP, shipped in its folder
+                from unsee.models.model_ids import BUNDLED
+                from unsee.toyworld.sd.clip import load_clip_part
+
+                self.model, self.processor = load_clip_part(BUNDLED[BUNDLED_CLIP[self.source]])
+            else:
+                self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
+                self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)
         except (OSError, ValueError) as exc:
             raise UnseeError(
                 f"could not load CLIP model {self.source!r}: {_first_line(exc)} "

@@ -335,11 +335,14 @@ def assemble_pipeline(
     ``dtype`` is how the weights are stored; the configs still say float32, so plain
     ``from_pretrained`` (which follows a transformers config's ``dtype``) loads every part
     in float32 on the CPU. ``manifest``: written as ``unsee_model.json`` (family,
-    vocabulary), which makes unsee label the folder as ToyWorld-SD."""
+    vocabulary), which makes unsee label the folder as ToyWorld-SD, with the CLIP parts
+    the pipeline lacks (``clip/``, :func:`unsee.toyworld.sd.clip.write_clip_part`) for the
+    offline CLIP score."""
     import copy
 
     from diffusers import StableDiffusionPipeline
 
+    from unsee.toyworld.sd.clip import write_clip_part
     from unsee.toyworld.sd.tokenizer import add_slow_files
 
     vae, text_encoder, tok = load_frozen_parts(vae_dir, clip_dir)
@@ -367,5 +370,6 @@ def assemble_pipeline(
         )
         if manifest is not None:
             write_json(tmp / MANIFEST, manifest)
+            write_clip_part(clip_dir, tmp, dtype)
 
     return atomic_dir(Path(out_dir), build, "export", overwrite=True)
