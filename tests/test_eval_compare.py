@@ -14,8 +14,11 @@ from typer.testing import CliRunner
 import unsee.models.sampling as sampling
 from unsee.cli import app
 from unsee.errors import UnseeError
+from unsee.evaluate.runner import applied
 from unsee.evaluate.schema import read_scorecard, read_scorecards
 from unsee.evaluate.scorecard import EvalSettings, evaluate
+from unsee.models.bundle import load_bundle
+from unsee.models.fingerprint import model_fingerprint
 
 #: What is checked here is bookkeeping (which weights drew which image, and how often), so
 #: one image per prompt in one DDIM step suffices and keeps this file near 30 s on 2 CPUs.
@@ -41,14 +44,14 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def compared(artifacts, cache, tmp_path_factory):
-    """``unsee eval --compare`` of both artifacts on a fresh cache, with every prompt the
-    sampler drew."""
+    """``unsee eval --compare`` of both artifacts on a fresh cache, with what the sampler
+    was asked to draw: (fingerprint of the weights, prompts, seeds) per call."""
     star, circle = artifacts
-    drawn: list[str] = []
+    drawn: list[tuple[str, list[str], list[int]]] = []
     generate = sampling.generate
 
     def counting(bundle, prompts, seeds, **kw):
-        drawn.extend(prompts)
+        drawn.append((model_fingerprint(bundle), list(prompts), list(seeds)))
         return generate(bundle, prompts, seeds, **kw)
 
     out = tmp_path_factory.mktemp("compared") / "ev"
@@ -102,19 +105,21 @@ def test_compare_scores_each_artifact_beside_the_others(artifacts, cache, compar
     cards = read_scorecards(out / "scorecard.json")
     assert [c.label for c in cards] == ["star-uce", "circle-uce"]
     assert [[e.path for e in c.erased] for c in cards] == [[str(star)], [str(circle)]]
-    # the base is drawn once for both (fresh cache): base + two models, not two bases
-    items = len(drawn) // 3
-    assert len(drawn) == 3 * items and cards[0].cost.evaluation.base.images_generated == items
-    for c in cards:
-        assert c.cost.evaluation.erased.images_generated == items
+    # on a fresh cache the sampler ran three times: the base once, then each artifact alone
+    # on the base (nothing of the first stayed applied), all on the same prompts and seeds
+    bundle = load_bundle("toyworld")
+    weights = [model_fingerprint(bundle)]
+    for art in (star, circle):
+        with applied(bundle, [art]):
+            weights.append(model_fingerprint(bundle))
+    assert [fp for fp, _, _ in drawn] == weights
+    assert all((p, s) == drawn[0][1:] for _, p, s in drawn)
+    items = len(drawn[0][1])
+    assert cards[0].cost.evaluation.base.images_generated == items
+    assert [c.cost.evaluation.erased.images_generated for c in cards] == [items, items]
     a, b = data["scorecards"]
     assert a["concepts"]["star"]["target_rate_base"] == b["concepts"]["star"]["target_rate_base"]
     assert a["fid"]["base"] == b["fid"]["base"] and a["fid"]["erased"] != b["fid"]["erased"]
-    # the second model's card is exactly what scoring it alone gives (all from the cache
-    # now), so nothing of the first artifact stayed applied
-    settings = EvalSettings(num_images=IMAGES, steps=STEPS, cache_dir=cache)
-    alone = evaluate("toyworld", [circle], ["star"], settings).scorecard
-    assert _same(json.loads(json.dumps(alone)), b)
     html = (out / "report.html").read_text()
     for label in ("star-uce", "circle-uce"):
         assert f"{label}: target rate" in res.output and f"{label}</span></th>" in html
