@@ -29,7 +29,8 @@ from unsee.errors import UnseeError
 @clean_errors
 def eval_cmd(
     model: Annotated[
-        str, typer.Option(help="base model: 'toyworld', a diffusers folder or a hub id")
+        str,
+        typer.Option(help="base model: 'toyworld', 'toyworld-sd', a diffusers folder or a hub id"),
     ],
     concept: Annotated[list[str], typer.Option(help="erased concept to score (repeatable)")],
     out: Annotated[Path, typer.Option(help="output folder (scorecard.json, report.html)")],
