@@ -152,7 +152,12 @@ def judge_cmd(
 
 
 @app.command(
-    "demo", epilog=examples("unsee demo", "unsee demo --concept circle --method esd-x --method uce")
+    "demo",
+    epilog=examples(
+        "unsee demo",
+        "unsee demo --concept circle --method esd-x --method uce",
+        "unsee demo --model toyworld-sd --method esd-x",
+    ),
 )
 @clean_errors
 def demo_cmd(
@@ -163,9 +168,18 @@ def demo_cmd(
     ] = None,
     num_images: Annotated[int, typer.Option(help="evaluation images per prompt")] = 6,
     steps: Annotated[int, typer.Option(help="DDIM steps of the evaluation")] = 25,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(help="bundled model: toyworld, toyworld-sd (repeatable; default: toyworld)"),
+    ] = None,
 ) -> None:
-    """The main job: erase a concept from ToyWorld with each method, score, report."""
-    from unsee.demo import run_demo
+    """The main job: erase a concept from the bundled models with each method, score, and
+    write one report per model."""
+    from unsee.demo import DEMO_MODELS, run_demo
 
-    path = run_demo(out, concept=concept, methods=method, num_images=num_images, steps=steps)
-    typer.echo(f"demo written to {path} (open {path / 'report.html'})")
+    models = model or list(DEMO_MODELS)
+    path = run_demo(
+        out, concept=concept, methods=method, num_images=num_images, steps=steps, models=models
+    )
+    reports = ["report.html", *(f"report-{m}.html" for m in models[1:])]
+    typer.echo(f"demo written to {path} (open {', '.join(str(path / r) for r in reports)})")

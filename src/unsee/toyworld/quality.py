@@ -92,7 +92,7 @@ def _pipeline_images(
     folder = BUNDLED.get(bundle.model_id, Path(bundle.model_id))
     if not (folder / "model_index.json").is_file():
         raise UnseeError(f"--sampler pipeline needs a diffusers folder; {bundle.model_id} is not")
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
+    pipe = StableDiffusionPipeline.from_pretrained(folder)  # float32: what its configs say
     pipe.set_progress_bar_config(disable=True)
     out = []
     batch = 64
