@@ -1,5 +1,6 @@
-"""ESD's guarantee on ToyWorld, reduced: after erasing `star` the judge sees far fewer stars
-and the other shapes as before."""
+"""ESD's guarantee on both bundled models, reduced: after erasing `star` the judge sees far
+fewer stars and the other shapes as before (ToyWorld: pixels, v-prediction; ToyWorld-SD:
+VAE latents, CLIP, epsilon, SD v1.4's schedule)."""
 
 import numpy as np
 import pytest
@@ -12,13 +13,20 @@ from unsee.toyworld.vocab import SHAPES
 
 
 @pytest.mark.slow
-def test_esd_x_erases_star_and_keeps_other_shapes(judge, tmp_path):
+@pytest.mark.parametrize("model", ["toyworld", "toyworld-sd"])
+def test_esd_x_erases_star_and_keeps_other_shapes(model, judge, tmp_path):
     n = 8
-    base = load_bundle("toyworld", device=DEVICE)
+    base = load_bundle(model, device=DEVICE)
     before = shape_rates(base, judge, n)
     # A 20-step trajectory instead of 50 keeps the test within a minute or two on 2 cores.
     res = run_erasure(
-        EraseConfig(method="esd-x", concepts=["star"], iterations=40, params={"ddim_steps": 20}),
+        EraseConfig(
+            model=model,
+            method="esd-x",
+            concepts=["star"],
+            iterations=40,
+            params={"ddim_steps": 20},
+        ),
         tmp_path / "art",
         bundle=base,
     )
