@@ -96,13 +96,16 @@ def toyworld_train_judge(
     epochs: Annotated[int, typer.Option(help="passes over the training renders")] = 8,
     seed: Annotated[int, typer.Option(help="render and training seed")] = 1,
 ) -> None:
-    """Train the ToyWorld judge (one head per attribute) on augmented renders."""
+    """Train the ToyWorld judge (one head per attribute) on augmented renders, then its
+    presence head (shape / none) on its frozen features."""
     from unsee.toyworld.judge import train_judge
+    from unsee.toyworld.sd.presence import train_presence
 
     positive("--images", images)
     positive("--epochs", epochs)
     acc = train_judge(out, n_train=images, epochs=epochs, seed=seed)
-    typer.echo(json.dumps({"accuracy_clean_renders": acc}))
+    presence = train_presence(out, n_train=20_000, seed=seed)
+    typer.echo(json.dumps({"accuracy_clean_renders": acc, "presence": presence}))
 
 
 _SD_RUNS = Path("runs/toyworld-sd")

@@ -270,6 +270,51 @@ def _nudenet_labels() -> list[str]:
 
 #: CLIP names that load a bundled model's CLIP (the bundled model they belong to)
 BUNDLED_CLIP = {"toyworld": "toyworld-sd", "toyworld-sd": "toyworld-sd"}
+#: the folder, inside a ToyWorld-SD pipeline, holding the CLIP parts the pipeline lacks
+#: (written by :func:`unsee.toyworld.sd.clip.write_clip_part`)
+CLIP_PART_DIR = "clip"
+CLIP_PART_FILE = "vision_and_projections.safetensors"
+
+
+def load_split_clip(pipeline_dir: Path):
+    """(``CLIPModel``, ``CLIPProcessor``) of a pipeline folder whose CLIP is split: the text
+    tower is its ``text_encoder``, the vision tower, projections and image processor are in
+    ``clip/``; float32."""
+    from safetensors.torch import load_file
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizer,
+    )
+
+    folder = Path(pipeline_dir)
+    part = folder / CLIP_PART_DIR
+    if not (part / CLIP_PART_FILE).is_file():
+        raise UnseeError(f"{folder} has no CLIP model ({CLIP_PART_DIR}/{CLIP_PART_FILE})")
+    model = CLIPModel(CLIPConfig.from_pretrained(str(part)))
+    # transformers 5 saves a CLIPTextModel without its ``text_model.`` prefix, older
+    # versions with it; the CLIPModel wants it
+    text = {
+        k if k.startswith("text_model.") else f"text_model.{k}": v
+        for k, v in load_file(str(folder / "text_encoder" / "model.safetensors")).items()
+    }
+    weights = {**text, **load_file(str(part / CLIP_PART_FILE))}
+    missing, unexpected = model.load_state_dict(
+        {k: v.float() for k, v in weights.items()}, strict=False
+    )
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise UnseeError(
+            f"{folder}: the CLIP parts do not fit ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected tensors)"
+        )
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor.from_pretrained(str(part)),
+        tokenizer=CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True),
+    )
+    return model.eval(), processor
 
 
 class ClipModel:
@@ -287,9 +332,8 @@ class ClipModel:
         try:
             if self.source in BUNDLED_CLIP:  # ToyWorld-SD's own CLIP, shipped in its folder
                 from unsee.models.model_ids import BUNDLED
-                from unsee.toyworld.sd.clip import load_clip_part
 
-                self.model, self.processor = load_clip_part(BUNDLED[BUNDLED_CLIP[self.source]])
+                self.model, self.processor = load_split_clip(BUNDLED[BUNDLED_CLIP[self.source]])
             else:
                 self.model = CLIPModel.from_pretrained(self.source, local_files_only=local)
                 self.processor = CLIPProcessor.from_pretrained(self.source, local_files_only=local)

@@ -8,7 +8,8 @@ those), pixel noise and blur. Its 256-d penultimate features define judge-featur
 A fifth head, ``presence`` ("shape" or "none"), says whether the image holds one of the nine
 shapes at all: ToyWorld-SD also draws scenes without one (:mod:`unsee.toyworld.sd.data`).
 It is a small read-out trained afterwards on the *frozen* features
-(:func:`train_presence`), so the four attribute heads, and every number measured with them,
+(:func:`unsee.toyworld.sd.presence.train_presence`), so the four attribute heads, and every
+number measured with them,
 stay exactly as they were. The shape head still names the nearest shape for every image.
 """
 
@@ -103,7 +104,7 @@ def _augmented_batch(n: int, seed: int, start: int) -> tuple[np.ndarray, np.ndar
     return imgs, labels
 
 
-def _perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def perturb(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Pixel noise and blur of random strength (per image)."""
     b = x.shape[0]
     noise_std = torch.rand(b, 1, 1, 1, generator=g) * 0.15
@@ -138,7 +139,7 @@ def train_judge(
             perm = torch.randperm(n_train, generator=g)
             for s in range(n_train // batch_size):
                 idx = perm[s * batch_size : (s + 1) * batch_size]
-                x = _perturb(x_all[idx], g)
+                x = perturb(x_all[idx], g)
                 out = model(x)
                 loss: torch.Tensor = sum(  # type: ignore[assignment]
                     F.cross_entropy(out[k], y_all[idx, i], ignore_index=-1)
@@ -165,7 +166,6 @@ def train_judge(
             "accuracy_clean_renders": acc,
         },
     )
-    train_presence(out_dir, n_train=n_train, seed=seed)
     return acc
 
 
@@ -176,66 +176,6 @@ def presence_head() -> nn.Sequential:
     return nn.Sequential(
         nn.Linear(FEATURE_DIM, 128), nn.ReLU(inplace=True), nn.Linear(128, len(PRESENCE))
     )
-
-
-def train_presence(
-    judge_dir: Path = WEIGHTS_DIR, n_train: int = 20_000, epochs: int = 10, seed: int = 1
-) -> dict[str, float]:
-    """Train the presence head of the judge in ``judge_dir`` on its frozen features and
-    write it there (``presence.safetensors``; accuracy added to ``judge.json``).
-
-    Training scenes: ToyWorld-SD's mix (:func:`unsee.toyworld.sd.data.render_scenes`, half
-    without a shape) of ``seed``, with the attribute heads' pixel noise and blur. Returns
-    the share judged "shape" on 2,000 fresh scenes of ``seed + 1000``, per scene kind (the
-    nine shapes, then plain, line, ring), and the overall accuracy."""
-    from unsee.io import read_json_object
-    from unsee.toyworld.sd.data import SCENE_SHAPES, is_shape, render_scenes
-
-    judge = load_judge(judge_dir, presence=False)
-    imgs, codes = render_scenes(n_train, seed, p_none=0.5)
-    x_all = to_tensor(imgs)
-    y_all = torch.tensor([0 if is_shape(c) else 1 for c in codes[:, 0]])
-    torch.manual_seed(seed)
-    head = presence_head()
-    opt = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    batch = 256
-    with progress_bar(epochs * (n_train // batch), "train the judge's presence head") as bar:
-        for _ in range(epochs):
-            perm = torch.randperm(n_train, generator=g)
-            for s in range(n_train // batch):
-                idx = perm[s * batch : (s + 1) * batch]
-                with torch.no_grad():
-                    f = judge.features(_perturb(x_all[idx], g))
-                loss = F.cross_entropy(head(f), y_all[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                bar.advance(loss=loss.item())
-    judge.presence = head.eval()
-    test_imgs, test_codes = render_scenes(2000, seed + 1000, p_none=0.5)
-    said = np.array([p["label"] for p in predict(judge, test_imgs)["presence"]])
-    kinds = test_codes[:, 0]
-    acc: dict[str, float] = {
-        f"{SCENE_SHAPES[k]} -> shape": float(np.mean(said[kinds == k] == "shape"))
-        for k in range(len(SCENE_SHAPES))
-        if (kinds == k).any()
-    }
-    truth = np.where([is_shape(c) for c in kinds], "shape", "none")
-    acc["accuracy"] = float(np.mean(said == truth))
-    atomic_write(Path(judge_dir) / PRESENCE_FILE, lambda p: save_file(head.state_dict(), str(p)))
-    record = read_json_object(Path(judge_dir) / "judge.json", "the judge's record")
-    record["presence"] = {
-        "labels": list(PRESENCE),
-        "train_scenes": n_train,
-        "epochs": epochs,
-        "seed": seed,
-        "p_none": 0.5,
-        "share_judged_shape_fresh_scenes": acc,
-        "test_scenes": 2000,
-    }
-    write_json(Path(judge_dir) / "judge.json", record)
-    return acc
 
 
 @torch.no_grad()

@@ -450,18 +450,16 @@ def zero_shot_table(model, tok, n: int = 500, seed: int = 4242) -> dict[str, flo
     return table
 
 
-#: the folder, inside a ToyWorld-SD pipeline, holding the CLIP parts the pipeline lacks
-CLIP_PART_DIR = "clip"
-_CLIP_PART_FILE = "vision_and_projections.safetensors"
-
-
 def write_clip_part(clip_dir: Path, pipeline_dir: Path, dtype: torch.dtype) -> None:
     """Write ``pipeline_dir/clip``: the trained ``CLIPModel``'s config, its vision tower,
     projections and logit scale (stored in ``dtype``), and an image processor for 32 px
     images in [-1, 1]. The text tower is the pipeline's ``text_encoder`` already, so it is
-    not stored twice (its token table alone is 12.6 M parameters)."""
+    not stored twice (its token table alone is 12.6 M parameters);
+    :func:`unsee.evaluate.judges.load_split_clip` puts the two back together."""
     from safetensors.torch import save_file
     from transformers import CLIPImageProcessor, CLIPModel
+
+    from unsee.evaluate.judges import CLIP_PART_DIR, CLIP_PART_FILE
 
     model = CLIPModel.from_pretrained(str(clip_dir))
     dest = Path(pipeline_dir) / CLIP_PART_DIR
@@ -472,44 +470,10 @@ def write_clip_part(clip_dir: Path, pipeline_dir: Path, dtype: torch.dtype) -> N
         for k, v in model.state_dict().items()
         if not k.startswith("text_model.")
     }
-    save_file(rest, str(dest / _CLIP_PART_FILE))
+    save_file(rest, str(dest / CLIP_PART_FILE))
     CLIPImageProcessor(
         size={"shortest_edge": 32},
         crop_size={"height": 32, "width": 32},
         image_mean=[0.5, 0.5, 0.5],  # the renders were scaled to [-1, 1] in training
         image_std=[0.5, 0.5, 0.5],
     ).save_pretrained(dest)
-
-
-def load_clip_part(pipeline_dir: Path):
-    """(``CLIPModel``, ``CLIPProcessor``) of a ToyWorld-SD pipeline folder: the text tower
-    from ``text_encoder``, the rest from ``clip`` (:func:`write_clip_part`), in float32."""
-    from safetensors.torch import load_file
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    folder = Path(pipeline_dir)
-    part = folder / CLIP_PART_DIR
-    if not (part / _CLIP_PART_FILE).is_file():
-        raise UnseeError(f"{folder} has no CLIP model ({CLIP_PART_DIR}/{_CLIP_PART_FILE})")
-    model = CLIPModel(CLIPConfig.from_pretrained(str(part)))
-    # transformers 5 saves a CLIPTextModel without its ``text_model.`` prefix, older
-    # versions with it; the CLIPModel wants it
-    text = {
-        k if k.startswith("text_model.") else f"text_model.{k}": v
-        for k, v in load_file(str(folder / "text_encoder" / "model.safetensors")).items()
-    }
-    weights = {**text, **load_file(str(part / _CLIP_PART_FILE))}
-    missing, unexpected = model.load_state_dict(
-        {k: v.float() for k, v in weights.items()}, strict=False
-    )
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise UnseeError(
-            f"{folder}: the CLIP parts do not fit ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected tensors)"
-        )
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor.from_pretrained(str(part)),
-        tokenizer=load_clip_tokenizer(folder / "tokenizer"),
-    )
-    return model.eval(), processor
