@@ -100,7 +100,7 @@ def markdown(results: Results) -> str:
     attacks = ", ".join(s.get("attacks", [])) or "none"
     runs = runs_on(results)
     lines = [
-        "# Method comparison on ToyWorld",
+        f"# Method comparison on `{s.get('model', 'toyworld')}`",
         "",
         f"{s['num_images']} images per prompt, DDIM-{s['steps']}, seed {s['seed']}; "
         f"attacks: {attacks} at the ToyWorld budget"
