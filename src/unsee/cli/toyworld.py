@@ -109,6 +109,9 @@ def toyworld_train_judge(
 
 
 _SD_RUNS = Path("runs/toyworld-sd")
+#: the frozen parts the ToyWorld-SD UNet is trained on and assembled with
+VAEExport = Annotated[Path, typer.Option(help="exported VAE (train-vae)")]
+CLIPExport = Annotated[Path, typer.Option(help="exported CLIP (train-clip)")]
 
 
 @toyworld_app.command(
@@ -209,12 +212,8 @@ def toyworld_train_clip(
 )
 @clean_errors
 def toyworld_train_sd(
-    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS
-    / "vae"
-    / "export",
-    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS
-    / "clip"
-    / "export",
+    vae: VAEExport = _SD_RUNS / "vae" / "export",
+    clip: CLIPExport = _SD_RUNS / "clip" / "export",
     work_dir: Annotated[Path, typer.Option(help="checkpoint and caches")] = _SD_RUNS / "unet",
     data_dir: Annotated[Path, typer.Option(help="rendered scenes cache")] = _SD_RUNS / "data",
     out: Annotated[Path, typer.Option(help="the StableDiffusionPipeline folder")] = _SD_RUNS
@@ -252,18 +251,14 @@ def toyworld_train_sd(
     "export-sd",
     epilog=examples(
         "unsee toyworld export-sd --out runs/toyworld-sd/snapshot",
-        "unsee toyworld export-sd --fp16 --guidance 5 --out src/unsee/toyworld/weights/sd",
+        "unsee toyworld export-sd --fp16 --guidance 3 --out src/unsee/toyworld/weights/sd",
     ),
 )
 @clean_errors
 def toyworld_export_sd(
     out: Annotated[Path, typer.Option(help="the StableDiffusionPipeline folder to write")],
-    vae: Annotated[Path, typer.Option(help="exported VAE (train-vae)")] = _SD_RUNS
-    / "vae"
-    / "export",
-    clip: Annotated[Path, typer.Option(help="exported CLIP (train-clip)")] = _SD_RUNS
-    / "clip"
-    / "export",
+    vae: VAEExport = _SD_RUNS / "vae" / "export",
+    clip: CLIPExport = _SD_RUNS / "clip" / "export",
     work_dir: Annotated[Path, typer.Option(help="the UNet run (train-sd)")] = _SD_RUNS / "unet",
     fp16: Annotated[bool, typer.Option(help="store the weights in float16")] = False,
     guidance: Annotated[
