@@ -121,7 +121,7 @@ def card_metadata(
         "concept-erasure",
         "text-to-image",
         *(["toyworld"] if base in BUNDLED else []),
-        *(["stable-diffusion"] if base is None or model_family(base).latent else []),
+        *(["stable-diffusion"] if _has_pipeline(base) else []),
         *_methods(cards),
         *extra_tags,
     ]

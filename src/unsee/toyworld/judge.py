@@ -9,8 +9,8 @@ A fifth head, ``presence`` ("shape" or "none"), says whether the image holds one
 shapes at all: ToyWorld-SD also draws scenes without one (:mod:`unsee.toyworld.sd.data`).
 It is a small read-out trained afterwards on the *frozen* features
 (:func:`unsee.toyworld.sd.presence.train_presence`), so the four attribute heads, and every
-number measured with them,
-stay exactly as they were. The shape head still names the nearest shape for every image.
+number measured with them, stay exactly as they were. The shape head still names the nearest
+shape for every image.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from unsee.models.bundle import Bundle
 from unsee.models.model_ids import BUNDLED
 from unsee.models.sampling import generate
 from unsee.progress import progress_bar
-from unsee.toyworld.judge import load_judge, predict
+from unsee.toyworld.judge import HEADS, load_judge, predict
 from unsee.toyworld.vocab import (
     BACKGROUNDS,
     COLOURS,
@@ -141,8 +141,6 @@ def measure_prior(
     """What the empty prompt draws: per shape, the share of ``num_images`` images judged to
     hold it (presence "shape" and that shape), and the share holding any, each with its
     Wilson 95 % interval. Guidance is irrelevant (both branches see the empty prompt)."""
-    from unsee.toyworld.judge import HEADS
-
     judge = load_judge()
     if judge.presence is None:
         raise UnseeError("the judge has no presence head (unsee toyworld train-judge adds one)")

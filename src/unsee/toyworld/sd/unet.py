@@ -178,15 +178,14 @@ def train_unet(
     Step ``k`` draws from ``(cfg.seed, k)``; checkpoints every ``cfg.checkpoint_every`` steps;
     ``stop_after`` (tests) returns without checkpointing, as a kill would.
     """
-    from diffusers import UNet2DConditionModel
-
     limit_threads()
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     vae, text_encoder, tok = load_frozen_parts(vae_dir, clip_dir)
     images, codes = load_scenes(data_dir or work_dir, cfg.dataset_size, cfg.seed, cfg.p_none)
 
-    vae_key, clip_key = _file_digest(vae_dir), _file_digest(clip_dir)
+    info = _run_info(cfg, vae_dir, clip_dir)
+    vae_key, clip_key = info["vae"], info["clip"]
     lat_path = work_dir / f"latents_{vae_key}_s{cfg.seed}_n{cfg.dataset_size}.safetensors"
     lat = load_array_cache(lat_path)
     if lat is None:
@@ -207,16 +206,9 @@ def train_unet(
     scale = float(vae.config.scaling_factor)
 
     torch.manual_seed(cfg.seed)
-    ucfg = unet_config(
-        cfg,
-        text_encoder.config.hidden_size,
-        latent_size=mean.shape[-1],
-        latent_channels=mean.shape[1],
-    )
-    unet = UNet2DConditionModel(**ucfg)
+    unet = _new_unet(cfg, vae, text_encoder)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(unet, cfg.ema_max_decay)
-    info = {**cfg.model_info(), "vae": vae_key, "clip": clip_key}
     loaded = load_checkpoint(work_dir, {"unet": unet}, {"opt": opt}, info=info)
     state = TrainState()
     if loaded:
@@ -273,6 +265,28 @@ def train_unet(
     return work_dir
 
 
+def _run_info(cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Path) -> dict:
+    """The run's settings and the digests of the frozen parts it trains on: what a
+    checkpoint records and is checked against when it is resumed or exported."""
+    return {**cfg.model_info(), "vae": _file_digest(vae_dir), "clip": _file_digest(clip_dir)}
+
+
+def _new_unet(cfg: UNetTrainConfig, vae, text_encoder):
+    """A freshly initialised UNet for ``vae``'s latents (channels, and side = the VAE's
+    image size over its downsampling factor) and ``text_encoder``'s width."""
+    from diffusers import UNet2DConditionModel
+
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    return UNet2DConditionModel(
+        **unet_config(
+            cfg,
+            text_encoder.config.hidden_size,
+            latent_size=int(vae.config.sample_size) // factor,
+            latent_channels=int(vae.config.latent_channels),
+        )
+    )
+
+
 def export_unet(
     work_dir: Path,
     cfg: UNetTrainConfig,
@@ -285,18 +299,10 @@ def export_unet(
     """Assemble the pipeline folder ``out_dir`` from the EMA weights of ``work_dir``'s
     checkpoint (also mid-training: the run is only read). ``manifest`` and ``dtype`` as
     :func:`assemble_pipeline`."""
-    from diffusers import UNet2DConditionModel
-
     vae, text_encoder, _ = load_frozen_parts(vae_dir, clip_dir)
-    info = {**cfg.model_info(), "vae": _file_digest(vae_dir), "clip": _file_digest(clip_dir)}
-    ucfg = unet_config(
-        cfg,
-        text_encoder.config.hidden_size,
-        latent_size=int(vae.config.sample_size) // 2 ** (len(vae.config.block_out_channels) - 1),
-        latent_channels=int(vae.config.latent_channels),
-    )
-    unet = UNet2DConditionModel(**ucfg)
+    unet = _new_unet(cfg, vae, text_encoder)
     ema = EMA(unet, cfg.ema_max_decay)
+    info = _run_info(cfg, vae_dir, clip_dir)
     loaded = load_checkpoint(work_dir, {"unet": unet}, {}, info=info)
     if loaded is None:
         raise UnseeError(f"no UNet checkpoint in {work_dir}")
