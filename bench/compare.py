@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,7 @@ from harness import (
     Results,
     fmt,
     rate_cell,
+    read,
     record,
     run_variant,
     runs_on,
@@ -68,6 +70,14 @@ from unsee.evaluate.attacks import parse_budget, plan_attacks
 from unsee.evaluate.metrics import DIFFERENCE_TEST
 
 DEFAULT_ATTACKS = ["unlearndiffatk", "softprompt"]
+
+
+def _relative(path: Path) -> str:
+    """``path`` as the repository names it (relative to the working directory if inside)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _order(scenario: str) -> int:
@@ -137,7 +147,7 @@ def markdown(results: Results) -> str:
             f"{fmt(first['erasure_base'])}, paraphrase erasure "
             f"{fmt(None if para_base is None else 1 - para_base)}, retain "
             f"{fmt(first['retain_base'])}, neighbour {fmt(first['neighbour_base'])}, "
-            f"FID {fmt(first['fid_base'], 2)}.",
+            f"{first.get('fd_name') or 'FD'} {fmt(first['fid_base'], 2)}.",
             "",
             f"Reproduce: `{command(name, s, list(rows))}`",
             "",
@@ -177,26 +187,38 @@ def markdown(results: Results) -> str:
     return "\n".join(lines)
 
 
+def _value(r: dict[str, Any], col: str) -> float | None:
+    """A row's rate in column ``col`` (``attack:NAME``: the erasure that attack leaves)."""
+    if col == "paraphrase":
+        return None if r["paraphrase_rate"] is None else 1 - r["paraphrase_rate"]
+    if col.startswith("attack:"):
+        return r.get("post_attack_by_attack", {}).get(col[7:])
+    return r.get(col)
+
+
+def _count(r: dict[str, Any], col: str, n_concepts: int) -> int | None:
+    """The images (retain, neighbour: (image, attribute) pairs) behind a row's rate."""
+    if col in ("retain_accuracy", "neighbour_accuracy"):
+        return r.get("retain_pairs" if col == "retain_accuracy" else "neighbour_pairs")
+    if col == "paraphrase":
+        return r.get("paraphrase_images")
+    return r.get("erasure_images") or r["target_images"] * n_concepts
+
+
+def _best(rows: Iterable[dict[str, Any]], cols: list[str]) -> dict[str, float | None]:
+    """Each column's highest rate over ``rows`` (what the noise marks compare with)."""
+    rows = list(rows)
+    return {
+        c: max((v for r in rows if (v := _value(r, c)) is not None), default=None) for c in cols
+    }
+
+
 def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[str]:
     """One scenario's main table: rates with intervals and noise marks, distances, cost."""
     attacks = list(
         dict.fromkeys(n for r in rows.values() for n in r.get("post_attack_by_attack", {}))
     )
     n_concepts = len(concepts)
-
-    def value(r: dict[str, Any], col: str) -> float | None:
-        if col == "paraphrase":
-            return None if r["paraphrase_rate"] is None else 1 - r["paraphrase_rate"]
-        if col.startswith("attack:"):
-            return r.get("post_attack_by_attack", {}).get(col[7:])
-        return r.get(col)
-
-    def count(r: dict[str, Any], col: str) -> int | None:
-        if col in ("retain_accuracy", "neighbour_accuracy"):
-            return r.get("retain_pairs" if col == "retain_accuracy" else "neighbour_pairs")
-        if col == "paraphrase":
-            return r.get("paraphrase_images")
-        return r.get("erasure_images") or r["target_images"] * n_concepts
 
     cols = [
         "erasure",
@@ -215,14 +237,13 @@ def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[st
         **{f"attack:{n}": n for n in attacks},
     }
     first = next(iter(rows.values()))
-    best = {
-        c: max((v for r in rows.values() if (v := value(r, c)) is not None), default=None)
-        for c in cols
-    }
-    head = [f"{names[c]} (n={count(first, c) or '?'})" for c in cols]
+    best = _best(rows.values(), cols)
+    head = [f"{names[c]} (n={_count(first, c, n_concepts) or '?'})" for c in cols]
     fd = first.get("fd_name") or "FD"
+    n_fd = first.get("fd_images") or first["retain_images"]  # FD compares the retain images
     out = [
-        "| variant | " + " | ".join(head) + f" | {fd} | KID x1e-3 | overall | seconds | "
+        "| variant | " + " | ".join(head) + f" | {fd} (n={n_fd}) | KID x1e-3 (n={n_fd}) | "
+        "overall | seconds | "
         "attack s | peak RSS MB | steps | weights changed |",
         "|---|" + "---|" * (len(cols) + 8),
     ]
@@ -233,7 +254,7 @@ def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[st
             else f"{1000 * r['kid']:.1f} [{1000 * r['kid_ci95'][0]:.1f}, "
             f"{1000 * r['kid_ci95'][1]:.1f}]"
         )
-        cells = [rate_cell(value(r, c), count(r, c), best[c]) for c in cols]
+        cells = [rate_cell(_value(r, c), _count(r, c, n_concepts), best[c]) for c in cols]
         out.append(
             f"| {label} | " + " | ".join(cells) + f" | {fmt(r['fid'], 0)} | {kid} | "
             f"{fmt(r['overall'])} | {r['seconds']:.1f} | "
@@ -241,6 +262,98 @@ def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[st
             f"{r['optimizer_steps']} | {r['parameters_changed']:,} |"
         )
     return out
+
+
+#: The README's headline table: each method's default variant (and sculpt as released),
+#: label -> name shown, in the order shown
+HEADLINE = {
+    "esd-x": "ESD-x",
+    "esd-u": "ESD-u",
+    "uce": "UCE",
+    "ca": "CA",
+    "salun": "SalUn",
+    "kscu": "KSCU",
+    "mim-mu": "MiM-MU",
+    "sculpt": "Sculpting Memory",
+    "sculpt-kd-released": "Sculpting Memory, KD as released",
+}
+HEADLINE_START = "<!-- headline: written by `bench/compare.py --headline README.md`; edit there -->"
+HEADLINE_END = "<!-- end of headline -->"
+HEADLINE_COLUMNS = [
+    "erasure",
+    "attack:unlearndiffatk",
+    "attack:softprompt",
+    "retain_accuracy",
+]
+
+
+def headline(results: Results, source: str) -> str:
+    """The README's headline: for every scenario, each :data:`HEADLINE` method's erasure,
+    the erasure left by each attack, retain (each with its Wilson interval, dagger = below
+    the scenario's best headline row beyond noise), KID and erasure seconds; ``source``
+    names the results file it is written from."""
+    s = results["settings"]
+    lines = [
+        HEADLINE_START,
+        "",
+        f"From `{source}` ({s['num_images']} images per prompt, DDIM-{s['steps']}, seed "
+        f"{s['seed']}, every row on {'; '.join(runs_on(results))}). Rates are 1 - the share "
+        "of target images the judge reads as the concept (erasure; after each attack: the "
+        "attacked prompt), and the share of asked attributes drawn as asked on the other "
+        "prompts (retain), each with its 95 % Wilson interval over n images (retain: "
+        "image-attribute pairs); † = below the scenario's best row here beyond noise; "
+        "KID x 1e-3 in judge features against renders, with its interval; seconds = the "
+        "erasure's wall time on one core.",
+        "",
+    ]
+    cols = HEADLINE_COLUMNS
+    names = ["erasure", "after UnlearnDiffAtk", "after soft prompt", "retain"]
+    for name, table in sorted(results["tables"].items(), key=lambda kv: _order(kv[0])):
+        sc = table["meta"]
+        rows = {HEADLINE[k]: table["rows"][k] for k in HEADLINE if k in table["rows"]}
+        if not rows:
+            continue
+        n_concepts = len(sc["concepts"])
+        first = next(iter(rows.values()))
+        best = _best(rows.values(), cols)
+        how = "one round each, in order" if sc["sequential"] else "at once"
+        lines += [
+            f"**{name}** (erase {', '.join(sc['concepts'])}, {how}; base model: retain "
+            f"{fmt(first['retain_base'])}, erasure {fmt(first['erasure_base'])})",
+            "",
+            "| method | "
+            + " | ".join(
+                f"{h} (n={_count(first, c, n_concepts)})" for h, c in zip(names, cols, strict=True)
+            )
+            + " | KID x1e-3 | seconds |",
+            "|---|" + "---|" * (len(cols) + 2),
+        ]
+        for label, r in rows.items():
+            kid = (
+                "n/a"
+                if r.get("kid") is None
+                else f"{1000 * r['kid']:.0f} [{1000 * r['kid_ci95'][0]:.0f}, "
+                f"{1000 * r['kid_ci95'][1]:.0f}]"
+            )
+            cells = [rate_cell(_value(r, c), _count(r, c, n_concepts), best[c]) for c in cols]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {kid} | {r['seconds']:.0f} |")
+        lines.append("")
+    return "\n".join([*lines, HEADLINE_END])
+
+
+def write_headline(readme: Path, results: Results, source: str) -> None:
+    """Replace the text between :data:`HEADLINE_START` and :data:`HEADLINE_END` in
+    ``readme`` with :func:`headline` (atomically); the markers must be there."""
+    text = readme.read_text()
+    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
+    if start < 0 or end < start:
+        raise UnseeError(
+            f"{readme} has no headline markers ({HEADLINE_START!r} ... {HEADLINE_END!r})"
+        )
+    new = text[:start] + headline(results, source) + text[end + len(HEADLINE_END) :]
+    tmp = readme.with_name(readme.name + ".tmp")
+    tmp.write_text(new)
+    tmp.replace(readme)
 
 
 def pareto_plot(results: Results, path: Path) -> None:
@@ -313,7 +426,23 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="appended to the machine line, e.g. how many runs shared it",
     )
+    ap.add_argument(
+        "--headline",
+        type=Path,
+        default=None,
+        metavar="README",
+        help="run nothing: rewrite README's headline table from --out's results",
+    )
     args = ap.parse_args(argv)
+    if args.headline is not None:
+        try:
+            results = read("compare", args.out)
+            if results is None:
+                raise UnseeError(f"no comparison results in {args.out}")
+            write_headline(args.headline, results, _relative(args.out / "compare.md"))
+        except (OSError, ValueError, UnseeError) as err:
+            ap.error(str(err))
+        return
     by_label = {v.label: v for v in VARIANTS}
     labels = (
         args.variants.split(",")

@@ -266,6 +266,8 @@ def summarise(scorecard: dict[str, Any]) -> dict[str, Any]:
         "neighbour_pairs": neighbour.pairs if neighbour else None,
         "post_attack_by_attack": {n: sum(v) / len(v) for n, v in by_name.items()},
         "fd_name": fid.name,
+        "fd_images": fid.images,
+        "fd_reference_images": fid.reference_images,
         "kid": kid.value if kid else None,
         "kid_ci95": kid.ci95 if kid else None,
         "erasure": card.erasure,

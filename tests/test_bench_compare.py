@@ -103,6 +103,23 @@ def test_reduced_benchmark_runs_end_to_end_and_merges_rows(compare, tmp_path):
     assert "--attack-budget unlearndiffatk.iterations=3" in md and "--iterations 3" in md
     assert (tmp_path / "out" / "compare_pareto.png").stat().st_size > 0
 
+    # the README's headline is rewritten from the results between its markers, text around
+    # it kept; without the markers the file is left as it was
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{compare.HEADLINE_START}\nold table\n{compare.HEADLINE_END}\nrest\n")
+    compare.main(["--headline", str(readme), "--out", str(tmp_path / "out")])
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old table" not in text
+    uce = next(ln for ln in text.splitlines() if ln.startswith("| UCE |"))
+    erased = sc["rows"]["uce"]["erasure"]
+    assert uce.startswith(f"| UCE | {erased:.3f} [") and "after UnlearnDiffAtk (n=4)" in text
+    assert "| ESD-x |" in text and "Wilson" in text
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    with pytest.raises(SystemExit):
+        compare.main(["--headline", str(plain), "--out", str(tmp_path / "out")])
+    assert plain.read_text() == "no markers\n"
+
 
 def test_bad_variant_or_attack_budget_stops_before_any_model_runs(compare, tmp_path):
     with pytest.raises(SystemExit):
