@@ -1,0 +1,651 @@
+"""Conformance: each method's official script beside unsee's reimplementation, on the same
+model, with the same concept and budget, judged by the same scorecard (issue 21).
+
+For every method (``--method``), training seed (``--seeds``) and side, the erasure runs as
+a subprocess, so both sides pay the same start-up and their peak RSS is their own (its
+``VmHWM`` at exit, read by the timing shim):
+
+* **official**: the script of the user's clone (``--official NAME=PATH``; its
+  ``git rev-parse HEAD`` is recorded, ``+dirty`` when it has local changes) run with its
+  own command line on the model's diffusers folder; what today's libraries or the model
+  need is done by the start-up shims in ``bench/conformance_shims`` (:data:`SHIMS`, listed
+  in the results). The official code is never copied here. Its output (the edited
+  parameters as safetensors) becomes an unsee artifact: every tensor must name a UNet
+  parameter of the same shape, and the delta is official minus base on those tensors.
+* **unsee**: ``python -m unsee.cli erase`` with the matching method and parameters.
+
+Each seed's two artifacts are scored together by :func:`unsee.evaluate.evaluate_models`
+against the same base images, with evaluation seeds ``seed * num_images + k``: every
+training seed is judged on fresh noise, so the seeds' images are independent and are
+pooled. Rows: erasure and retain accuracy with 95 % Wilson intervals on the pooled counts,
+the verdict (``equivalent`` when Newcombe's interval of the difference contains 0 for both
+erasure and retain; :func:`unsee.evaluate.metrics.change`), judge-feature KID (mean over
+seeds), seconds per iteration (optimiser step to step, start-up and loading excluded; the
+closed-form UCE: the whole run), their ratio, and peak RSS.
+
+Budget (``--iterations``, ``--lr``, ``--negative-guidance``, ``--guidance``,
+``--ddim-steps``) maps onto both sides: ESD's ``--iterations --lr --negative_guidance
+--guidance_scale --num_inference_steps`` and unsee's ``--iterations --lr --set eta=
+--set start_guidance= --set ddim_steps=``, with batch 1 on both (``esd_sd.py`` fixes it).
+UCE takes ``--lamb``, ``--erase_scale``, ``--preserve_scale`` at the official defaults on
+both sides. ``--image-size``: the official scripts assume 512 px (``esd_sd.py`` hard-codes
+1024); toyworld-sd draws 32 px images (8x8 latents), the default here (the model's
+resolution). Concepts: ToyWorld shapes (one prompt, ``a star``), which the official
+scripts take as their concept text.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
+        --official esd=../official/erasing --official uce=../official/unified-concept-editing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from harness import RESULTS, Results, fmt, record, runs_on, summarise
+from unsee.artifacts import write_artifact
+from unsee.cards import base_license
+from unsee.concepts import resolve_concept
+from unsee.errors import UnseeError
+from unsee.evaluate import EvalSettings, evaluate_models
+from unsee.evaluate.metrics import change, hits_of, wilson_interval
+from unsee.models.bundle import Bundle, load_bundle
+from unsee.models.fingerprint import fingerprint
+from unsee.models.model_ids import BUNDLED
+
+SHIM_DIR = Path(__file__).resolve().parent / "conformance_shims"
+
+#: what each start-up shim does, and why (``bench/conformance_shims/sitecustomize.py``)
+SHIMS = {
+    "redirect": "from_pretrained('CompVis/stable-diffusion-v1-4') loads the model folder "
+    "(esd_sd.py:87 hard-codes that hub id and has no model option)",
+    "image_size": "the pipeline draws its initial latents for --image-size px instead of "
+    "the 1024 px esd_sd.py:78 hard-codes (SD 1.4 is 512 px; toyworld-sd 32 px)",
+    "seed": "seeds random, NumPy and torch at start-up (the official scripts draw "
+    "timesteps and sampling seeds from the unseeded random module); both sides",
+    "timing": "records the time of every optimiser step (seconds per iteration without "
+    "start-up and loading); both sides",
+}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What both sides are given."""
+
+    iterations: int
+    lr: float
+    negative_guidance: float
+    guidance: float
+    ddim_steps: int
+    image_size: int
+    lamb: float = 0.5
+    erase_scale: float = 1.0
+    preserve_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Official:
+    """A method's official script: ``script`` inside the clone (run from the clone's root),
+    the unsee method it is compared with, the shims it needs, and its command line."""
+
+    repo: str
+    script: str
+    unsee_method: str
+    shims: tuple[str, ...]
+    iterative: bool
+    official_args: Callable[[Budget, str, str, Path, str], list[str]]
+    unsee_args: Callable[[Budget], list[str]]
+
+
+def _esd_official(b: Budget, prompt: str, folder: str, out: Path, device: str) -> list[str]:
+    return [
+        *("--erase_concept", prompt, "--train_method", "esd-x"),
+        *("--iterations", str(b.iterations), "--lr", str(b.lr)),
+        *("--negative_guidance", str(b.negative_guidance), "--guidance_scale", str(b.guidance)),
+        *("--num_inference_steps", str(b.ddim_steps), "--save_path", str(out)),
+        *("--device", device),
+    ]
+
+
+def _esd_unsee(b: Budget) -> list[str]:
+    return [
+        *("--method", "esd-x", "--iterations", str(b.iterations), "--lr", str(b.lr)),
+        *("--batch-size", "1", "--set", f"eta={b.negative_guidance}"),
+        *("--set", f"start_guidance={b.guidance}", "--set", f"ddim_steps={b.ddim_steps}"),
+    ]
+
+
+def _uce_official(b: Budget, prompt: str, folder: str, out: Path, device: str) -> list[str]:
+    return [
+        *("--edit_concepts", prompt, "--concept_type", "object", "--model_id", folder),
+        *("--lamb", str(b.lamb), "--erase_scale", str(b.erase_scale)),
+        *("--preserve_scale", str(b.preserve_scale), "--save_dir", str(out)),
+        *("--exp_name", "uce", "--device", device),
+    ]
+
+
+def _uce_unsee(b: Budget) -> list[str]:
+    return [
+        *("--method", "uce", "--set", f"lamb={b.lamb}", "--set", f"erase_scale={b.erase_scale}"),
+        *("--set", f"preserve_scale={b.preserve_scale}"),
+    ]
+
+
+METHODS: dict[str, Official] = {
+    "esd": Official(
+        "rohitgandikota/erasing",
+        "esd_sd.py",
+        "esd-x",
+        ("redirect", "image_size", "seed", "timing"),
+        True,
+        _esd_official,
+        _esd_unsee,
+    ),
+    "uce": Official(
+        "rohitgandikota/unified-concept-editing",
+        "trainscripts/uce_sd_erase.py",
+        "uce",
+        ("seed", "timing"),
+        False,
+        _uce_official,
+        _uce_unsee,
+    ),
+}
+
+
+class BadInput(Exception):
+    """A command-line mistake: one line, exit 2."""
+
+
+def clone_commit(path: Path, script: str) -> str:
+    """``git rev-parse HEAD`` of the clone at ``path`` (``+dirty`` with local changes);
+    raises :class:`BadInput` when ``path`` is not a git clone holding ``script``."""
+    if not path.is_dir():
+        raise BadInput(f"{path}: no such folder (give --official NAME=PATH to a clone)")
+    head = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
+    if head.returncode != 0:
+        raise BadInput(f"{path} is not a git clone (git rev-parse HEAD failed)")
+    if not (path / script).is_file():
+        raise BadInput(f"{path} has no {script}: not a clone of the method's repository")
+    status = subprocess.run(
+        ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    )
+    return head.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
+
+
+def parse_official(specs: Sequence[str], methods: Sequence[str]) -> dict[str, Path]:
+    """``NAME=PATH`` pairs for every method of ``methods``; :class:`BadInput` otherwise."""
+    out: dict[str, Path] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not path or name not in METHODS:
+            raise BadInput(
+                f"--official {spec!r}: expected NAME=PATH with NAME one of {', '.join(METHODS)}"
+            )
+        out[name] = Path(path).expanduser().resolve()
+    missing = [m for m in methods if m not in out]
+    if missing:
+        raise BadInput(
+            f"no --official {missing[0]}=PATH given (a clone of {METHODS[missing[0]].repo})"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One subprocess: its wall seconds, peak RSS, optimiser steps and their span."""
+
+    wall_seconds: float
+    peak_rss_mb: float
+    steps: int
+    step_span: float | None
+
+    def seconds_per_iteration(self) -> float | None:
+        """Step to step (the first step's start-up excluded); None under two steps."""
+        if self.steps < 2 or self.step_span is None:
+            return None
+        return self.step_span / (self.steps - 1)
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measured:
+    """Run ``cmd`` with the timing shim, output to ``log``; raises RuntimeError naming the
+    log when it fails."""
+    timing = log.with_suffix(".timing.json")
+    timing.unlink(missing_ok=True)
+    env = {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")])),
+        "UNSEE_CONFORMANCE_TIMING": str(timing),
+    }
+    log.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as fh:
+        fh.write(f"$ cd {shlex.quote(str(cwd))} && {shlex.join(cmd)}\n")
+        fh.flush()
+        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    if code != 0 or not timing.exists():
+        tail = log.read_text().strip().splitlines()[-1:] or [""]
+        raise RuntimeError(f"{cmd[1]} failed (exit {code}, see {log}): {tail[0]}")
+    t = json.loads(timing.read_text())
+    span = t["last"] - t["first"] if t["steps"] else None
+    return Measured(round(wall, 2), round(t["peak_rss_kb"] / 1024, 1), t["steps"], span)
+
+
+def official_artifact(
+    bundle: Bundle, weights: Path, out: Path, method: str, concept: str, about: dict[str, Any]
+) -> Path:
+    """The official output ``weights`` (edited parameters by name) as an unsee artifact
+    for ``bundle``'s base: every tensor must be a UNet parameter of the same shape; the
+    delta holds those that differ from the base (official minus base, float32)."""
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError) as exc:
+        raise RuntimeError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    params = dict(bundle.unet.named_parameters())
+    for name, t in tensors.items():
+        if name not in params or params[name].shape != t.shape:
+            raise RuntimeError(f"{weights}: tensor {name!r} is not a parameter of this UNet")
+    delta = {}
+    for name, t in tensors.items():
+        d = t.float() - params[name].detach().float().cpu()
+        if torch.count_nonzero(d) > 0:
+            delta[name] = d
+    card = {
+        "format": "unsee-artifact/1",
+        "method": method,
+        "summary": f"the official script's edit ({about['repo']} {about['script']} "
+        f"@ {about['commit'][:12]})",
+        "hyperparameters": {"official_command": about["command"]},
+        "concepts": [{"name": concept}],
+        "base": {
+            "model_id": bundle.portable_id,
+            "fingerprint": fingerprint(bundle.unet),
+            "license": base_license(bundle.model_id),
+        },
+        "official": {**about, "tensors_saved": len(tensors)},
+    }
+    return write_artifact(out, delta, card, overwrite=True)
+
+
+def only_output(folder: Path) -> Path:
+    """The one safetensors file an official run wrote into its (fresh) ``folder``."""
+    files = sorted(folder.glob("*.safetensors"))
+    if len(files) != 1:
+        raise RuntimeError(
+            f"{folder}: expected one safetensors file from the official run, found {len(files)}"
+        )
+    return files[0]
+
+
+@dataclass(frozen=True)
+class Ran:
+    """One side's erasure: its artifact, what it cost, and the command that made it."""
+
+    artifact: Path
+    measured: Measured
+    command: list[str]
+
+
+def seed_env(seed: int) -> dict[str, str]:
+    """Both sides' environment: the seed shim, and no hub access (the model is local)."""
+    return {**os.environ, "UNSEE_CONFORMANCE_SEED": str(seed), "HF_HUB_OFFLINE": "1"}
+
+
+def run_official(
+    name: str,
+    clone: Path,
+    commit: str,
+    concept: str,
+    seed: int,
+    budget: Budget,
+    bundle: Bundle,
+    folder: Path,
+    here: Path,
+) -> Ran:
+    """Method ``name``'s official script from ``clone`` (at ``commit``) with its shims, on
+    the diffusers ``folder`` whose UNet ``bundle`` holds; its output as an artifact in
+    ``here/official``."""
+    spec = METHODS[name]
+    env = seed_env(seed)
+    if "redirect" in spec.shims:
+        env["UNSEE_CONFORMANCE_REDIRECT"] = f"CompVis/stable-diffusion-v1-4={folder}"
+    if "image_size" in spec.shims:
+        env["UNSEE_CONFORMANCE_IMAGE_SIZE"] = str(budget.image_size)
+    raw = here / "official-output"
+    raw.mkdir(parents=True, exist_ok=True)
+    for old in raw.glob("*.safetensors"):  # this bench's own output of an earlier run
+        old.unlink()
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    prompt = resolve_concept(concept, "toyworld").prompts[0]
+    cmd = [
+        sys.executable,
+        str(clone / spec.script),
+        *spec.official_args(budget, prompt, str(folder), raw, device),
+    ]
+    measured = run_measured(cmd, clone, env, here / "official.log")
+    about = {
+        "repo": spec.repo,
+        "script": spec.script,
+        "commit": commit,
+        "command": shlex.join(cmd),
+    }
+    art = official_artifact(
+        bundle, only_output(raw), here / "official", spec.unsee_method, concept, about
+    )
+    return Ran(art, measured, cmd)
+
+
+def run_unsee(name: str, model: str, concept: str, seed: int, budget: Budget, here: Path) -> Ran:
+    """unsee's erasure matching method ``name``, on ``model``, into ``here/unsee``."""
+    cmd = [
+        *(sys.executable, "-m", "unsee.cli", "erase", "--model", model, "--concept", concept),
+        *("--seed", str(seed), *METHODS[name].unsee_args(budget)),
+        *("--out", str(here / "unsee"), "--overwrite"),
+    ]
+    return Ran(
+        here / "unsee", run_measured(cmd, Path.cwd(), seed_env(seed), here / "unsee.log"), cmd
+    )
+
+
+def run_seed(
+    name: str,
+    clone: Path,
+    commit: str,
+    concept: str,
+    seed: int,
+    budget: Budget,
+    bundle: Bundle,
+    model: str,
+    folder: Path,
+    work: Path,
+    settings: EvalSettings,
+) -> dict[str, dict[str, Any]]:
+    """Erase ``concept`` with the official script (on ``folder``) and with unsee (on
+    ``model``, the same weights; training seed ``seed``), score both on evaluation seeds
+    from ``seed * num_images``; the two rows."""
+    here = work / name / concept / f"seed{seed}"
+    off = run_official(name, clone, commit, concept, seed, budget, bundle, folder, here)
+    ours = run_unsee(name, model, concept, seed, budget, here)
+    scored = evaluate_models(
+        bundle,
+        {"official": [off.artifact], "unsee": [ours.artifact]},
+        [concept],
+        EvalSettings(
+            num_images=settings.num_images,
+            steps=settings.steps,
+            seed=seed * settings.num_images,
+            cache_dir=settings.cache_dir,
+        ),
+    )
+    rows = {}
+    for side, res, ran in (("official", scored[0], off), ("unsee", scored[1], ours)):
+        m = ran.measured
+        s = summarise(res.scorecard)
+        rows[f"{side} seed {seed}"] = {
+            "side": side,
+            "seed": seed,
+            "evaluation_seed": seed * settings.num_images,
+            "erasure": s["erasure"],
+            "erasure_base": s["erasure_base"],
+            "erasure_images": s["erasure_images"],
+            "retain_accuracy": s["retain_accuracy"],
+            "retain_base": s["retain_base"],
+            "retain_pairs": s["retain_pairs"],
+            "kid": s["kid"],
+            "weights_changed": sum(
+                e["card"]["delta"]["elements_changed"] for e in res.scorecard["erased"]
+            ),
+            "seconds_per_iteration": m.seconds_per_iteration()
+            if METHODS[name].iterative
+            else m.wall_seconds,
+            "optimizer_steps": m.steps,
+            "wall_seconds": m.wall_seconds,
+            "peak_rss_mb": m.peak_rss_mb,
+            "command": shlex.join(ran.command),
+        }
+    return rows
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def pooled(rows: Sequence[dict[str, Any]], rate: str, count: str) -> tuple[int, int] | None:
+    """(hits, n) of ``rate`` over ``count`` items, summed over rows; None if any is missing."""
+    if not rows or any(r[rate] is None or not r[count] for r in rows):
+        return None
+    return sum(hits_of(r[rate], r[count]) for r in rows), sum(r[count] for r in rows)
+
+
+def cell(kn: tuple[int, int] | None) -> str:
+    if kn is None:
+        return "n/a"
+    lo, hi = wilson_interval(*kn)
+    return f"{kn[0] / kn[1]:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def mean(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def verdict(off: dict[str, tuple[int, int] | None], ours: dict[str, tuple[int, int] | None]) -> str:
+    """``equivalent`` when no pooled rate differs beyond noise (Newcombe), else what does."""
+    differ = []
+    for key in ("erasure", "retain"):
+        a, b = off[key], ours[key]
+        if a is None or b is None:
+            return "n/a"
+        c = change(a, b)
+        if c["beyond_noise"]:
+            differ.append(f"{key} {c['difference']:+.3f}")
+    return "equivalent" if not differ else "not equivalent (unsee " + ", ".join(differ) + ")"
+
+
+def markdown(results: Results) -> str:
+    """The pooled comparison per (method, concept), then the rows per seed."""
+    s = results["settings"]
+    lines = [
+        "# Conformance: official scripts vs unsee on toyworld-sd",
+        "",
+        f"Model `{s['model']}` at {s['image_size']} px; budget: {s['iterations']} iterations, "
+        f"lr {s['lr']}, negative guidance {s['negative_guidance']}, x_t from "
+        f"{s['ddim_steps']}-step trajectories at guidance {s['guidance']}, batch 1 (ESD); "
+        f"UCE lamb {s['lamb']}, scales {s['erase_scale']}/{s['preserve_scale']}. Scorecard: "
+        f"{s['num_images']} images per prompt, DDIM-{s['steps']}, evaluation seeds from "
+        "seed x images per prompt (fresh noise per training seed).",
+        "Rates pool every seed's images (Wilson 95 %); verdict: Newcombe's 95 % interval of "
+        "the difference contains 0 for erasure and retain. s/it: optimiser step to step "
+        "(UCE: whole run, load included); peak RSS of the erasure subprocess.",
+        f"Measured on: {' / '.join(runs_on(results))}.",
+        "",
+    ]
+    for table, t in results["tables"].items():
+        meta, rows = t["meta"], t["rows"]
+        sides = {
+            side: [r for r in rows.values() if r["side"] == side] for side in ("official", "unsee")
+        }
+        counts = {
+            side: {
+                "erasure": pooled(rs, "erasure", "erasure_images"),
+                "retain": pooled(rs, "retain_accuracy", "retain_pairs"),
+            }
+            for side, rs in sides.items()
+        }
+        sec = {side: mean([r["seconds_per_iteration"] for r in rs]) for side, rs in sides.items()}
+        ratio = (
+            f"{sec['official'] / sec['unsee']:.2f}" if sec["official"] and sec["unsee"] else "n/a"
+        )
+        first = next(iter(rows.values()))
+        lines += [
+            f"## {table}",
+            "",
+            f"Official: `{meta['repo']}` `{meta['script']}` at `{meta['commit']}`; unsee "
+            f"`{meta['unsee_method']}`. Shims: "
+            + ("; ".join(f"**{n}**: {SHIMS[n]}" for n in meta["shims"]) or "none")
+            + f". Base (fingerprint `{meta['model_fingerprint']}`): erasure "
+            f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])} (seed "
+            f"{first['seed']}'s evaluation seeds).",
+            "",
+            "| side | seeds | erasure | retain | KID | s/it | peak RSS MB |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for side, rs in sides.items():
+            lines.append(
+                f"| {side} | {', '.join(str(r['seed']) for r in rs)} | "
+                f"{cell(counts[side]['erasure'])} | {cell(counts[side]['retain'])} | "
+                f"{fmt(mean([r['kid'] for r in rs]), 4)} | {fmt(sec[side], 2)} | "
+                f"{fmt(max((r['peak_rss_mb'] for r in rs), default=None), 0)} |"
+            )
+        lines += [
+            "",
+            f"Verdict: **{verdict(counts['official'], counts['unsee'])}**; official / unsee "
+            f"seconds per iteration: {ratio}.",
+            "",
+            "| row | erasure | retain | KID | s/it | wall s | steps | peak RSS MB | "
+            "weights changed |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, r in sorted(rows.items(), key=lambda kv: (kv[1]["seed"], kv[1]["side"])):
+            lines.append(
+                f"| {label} | {fmt(r['erasure'])} | {fmt(r['retain_accuracy'])} | "
+                f"{fmt(r['kid'], 4)} | {fmt(r['seconds_per_iteration'], 2)} | "
+                f"{r['wall_seconds']:.1f} | {r['optimizer_steps']} | {r['peak_rss_mb']:.0f} | "
+                f"{r['weights_changed']:,} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--official",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help=f"a git clone of a method's official repository (NAME: {', '.join(METHODS)})",
+    )
+    ap.add_argument("--method", default="esd,uce", help="comma-separated: esd, uce")
+    ap.add_argument("--concept", default="star", help="a ToyWorld shape")
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    ap.add_argument("--model", default="toyworld-sd", help="a ToyWorld-vocabulary SD folder")
+    ap.add_argument("--iterations", type=int, default=120, help="ESD iterations (both sides)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="ESD learning rate (both sides)")
+    ap.add_argument("--negative-guidance", type=float, default=1.0, help="ESD's eta")
+    ap.add_argument("--guidance", type=float, default=3.0, help="CFG when sampling x_t")
+    ap.add_argument("--ddim-steps", type=int, default=50, help="trajectory length for x_t")
+    ap.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="pixels the official pipeline draws x_t at (default: the model's resolution, "
+        "32 for toyworld-sd; the official scripts assume 512 px, esd_sd.py 1024)",
+    )
+    ap.add_argument("--num-images", type=int, default=8, help="images per prompt per seed")
+    ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-conformance"))
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    try:
+        try:
+            seeds = [int(x) for x in args.seeds.split(",")]
+        except ValueError:
+            raise BadInput(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        methods = [m.strip() for m in args.method.split(",") if m.strip()]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise BadInput(f"--method {args.method!r}: unknown method; use {', '.join(METHODS)}")
+        clones = parse_official(args.official, methods)
+        commits = {m: clone_commit(clones[m], METHODS[m].script) for m in methods}
+        concept = resolve_concept(args.concept, "toyworld")
+        if concept.kind != "object":
+            raise BadInput(
+                f"--concept {args.concept!r}: only ToyWorld shapes (one prompt, the official "
+                "scripts' concept text) are mapped so far"
+            )
+        folder = BUNDLED.get(args.model, Path(args.model))
+        bundle = load_bundle(folder, device="cuda" if torch.cuda.is_available() else "cpu")
+    except (BadInput, UnseeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    budget = Budget(
+        args.iterations,
+        args.lr,
+        args.negative_guidance,
+        args.guidance,
+        args.ddim_steps,
+        args.image_size or bundle.resolution,
+    )
+    settings = {
+        "model": args.model,
+        **asdict(budget),
+        "num_images": args.num_images,
+        "steps": args.steps,
+    }
+    eval_settings = EvalSettings(
+        num_images=args.num_images, steps=args.steps, cache_dir=args.work / "image-cache"
+    )
+    results: Results | None = None
+    for m in methods:
+        for seed in seeds:
+            rows = run_seed(
+                m,
+                clones[m],
+                commits[m],
+                args.concept,
+                seed,
+                budget,
+                bundle,
+                args.model,
+                folder,
+                args.work,
+                eval_settings,
+            )
+            spec = METHODS[m]
+            results = record(
+                "conformance",
+                settings,
+                f"{m} {args.concept}",
+                rows,
+                markdown,
+                meta={
+                    "repo": spec.repo,
+                    "script": spec.script,
+                    "commit": commits[m],
+                    "unsee_method": spec.unsee_method,
+                    "shims": list(spec.shims),
+                    "model_fingerprint": fingerprint(bundle.unet),
+                },
+                out=args.out,
+            )
+    if results is not None:
+        print(markdown(results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

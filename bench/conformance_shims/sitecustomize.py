@@ -1,0 +1,91 @@
+"""Shims for running an official erasure script on a bundled model, loaded by Python at
+start-up because ``bench/conformance.py`` puts this folder on the subprocess's PYTHONPATH.
+
+Each shim is off unless its environment variable is set, so the same start-up serves the
+official script (every shim it needs) and unsee's own run (timing and seed only). The
+official code itself is never edited; ``bench/conformance.py`` lists what ran in its
+results (``SHIMS`` there says what each one does and why).
+
+* ``UNSEE_CONFORMANCE_REDIRECT=HUB_ID=FOLDER``: ``from_pretrained(HUB_ID)`` loads FOLDER
+  (``esd_sd.py`` hard-codes ``CompVis/stable-diffusion-v1-4`` and has no model option).
+* ``UNSEE_CONFORMANCE_IMAGE_SIZE=PX``: pipelines draw their initial latents for PX x PX
+  images whatever height and width they are asked for (``esd_sd.py`` hard-codes 1024).
+* ``UNSEE_CONFORMANCE_SEED=N``: seeds ``random``, NumPy and torch (the official scripts
+  draw timesteps and generator seeds from the unseeded ``random`` module).
+* ``UNSEE_CONFORMANCE_TIMING=PATH``: writes ``{"steps": n, "first": t0, "last": t1,
+  "peak_rss_kb": hwm}`` to PATH at exit: ``time.perf_counter`` after each optimiser step,
+  whichever optimiser the script uses (the per-iteration time without start-up and model
+  loading), and the process's own peak RSS (``VmHWM``; a child's ``ru_maxrss`` on Linux
+  starts at its parent's high-water mark, which fork and exec carry over).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import time
+from typing import Any
+
+
+def _redirect(spec: str) -> None:
+    from diffusers import DiffusionPipeline, ModelMixin
+
+    hub_id, folder = spec.split("=", 1)
+    for cls in (DiffusionPipeline, ModelMixin):
+        loader = cls.from_pretrained.__func__
+
+        def load(klass: Any, name: Any, *args: Any, _loader: Any = loader, **kw: Any) -> Any:
+            return _loader(klass, folder if name == hub_id else name, *args, **kw)
+
+        cls.from_pretrained = classmethod(load)
+
+
+def _image_size(px: int) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    prepare = StableDiffusionPipeline.prepare_latents
+
+    def prepare_latents(
+        self: Any, batch: int, channels: int, height: int, width: int, *a: Any, **kw: Any
+    ) -> Any:
+        return prepare(self, batch, channels, px, px, *a, **kw)
+
+    StableDiffusionPipeline.prepare_latents = prepare_latents
+
+
+def _seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _timing(path: str) -> None:
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    times: list[float] = []
+    register_optimizer_step_post_hook(lambda *_: times.append(time.perf_counter()))
+
+    def write() -> None:
+        first, last = (times[0], times[-1]) if times else (None, None)
+        with open("/proc/self/status") as fh:
+            hwm = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+        with open(path, "w") as fh:
+            json.dump({"steps": len(times), "first": first, "last": last, "peak_rss_kb": hwm}, fh)
+
+    atexit.register(write)
+
+
+if os.environ.get("UNSEE_CONFORMANCE_REDIRECT"):
+    _redirect(os.environ["UNSEE_CONFORMANCE_REDIRECT"])
+if os.environ.get("UNSEE_CONFORMANCE_IMAGE_SIZE"):
+    _image_size(int(os.environ["UNSEE_CONFORMANCE_IMAGE_SIZE"]))
+if os.environ.get("UNSEE_CONFORMANCE_SEED"):
+    _seed(int(os.environ["UNSEE_CONFORMANCE_SEED"]))
+if os.environ.get("UNSEE_CONFORMANCE_TIMING"):
+    _timing(os.environ["UNSEE_CONFORMANCE_TIMING"])
