@@ -30,11 +30,15 @@ Budget (``--iterations``, ``--lr``, ``--negative-guidance``, ``--guidance``,
 UCE takes ``--lamb``, ``--erase_scale``, ``--preserve_scale`` at the official defaults on
 both sides. ``--image-size``: the official scripts assume 512 px (``esd_sd.py`` hard-codes
 1024); toyworld-sd draws 32 px images (8x8 latents), the default here (the model's
-resolution). Concepts: ToyWorld shapes (one prompt, ``a star``), which the official
-scripts take as their concept text.
+resolution). ``--official-dtype``: ``script`` (default) runs the official side in its own
+precision (``esd_sd.py``: bfloat16 weights and Adam, which rounds away updates smaller
+than half a bfloat16 step); ``float32`` casts it to unsee's precision (the dtype shim), so
+a difference that remains is the method's. Concepts: ToyWorld shapes (one prompt,
+``a star``), which the official scripts take as their concept text.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
-        --official esd=../official/erasing --official uce=../official/unified-concept-editing
+        --official esd=../official/erasing --official uce=../official/unified-concept-editing \\
+        [--official-dtype float32] [--seeds 0,1,2] [--num-images 8]
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ SHIMS = {
     "(esd_sd.py:87 hard-codes that hub id and has no model option)",
     "image_size": "the pipeline draws its initial latents for --image-size px instead of "
     "the 1024 px esd_sd.py:78 hard-codes (SD 1.4 is 512 px; toyworld-sd 32 px)",
+    "dtype": "loads and moves the official models in float32 (--official-dtype float32; "
+    "esd_sd.py:83 trains in bfloat16 without an option)",
     "seed": "seeds random, NumPy and torch at start-up (the official scripts draw "
     "timesteps and sampling seeds from the unseeded random module); both sides",
     "timing": "records the time of every optimiser step (seconds per iteration without "
@@ -83,7 +89,8 @@ SHIMS = {
 
 @dataclass(frozen=True)
 class Budget:
-    """What both sides are given."""
+    """What both sides are given, and the official side's precision (``script``: the
+    script's own; ``float32``: the dtype shim where the script uses another)."""
 
     iterations: int
     lr: float
@@ -94,18 +101,21 @@ class Budget:
     lamb: float = 0.5
     erase_scale: float = 1.0
     preserve_scale: float = 1.0
+    official_dtype: str = "script"
 
 
 @dataclass(frozen=True)
 class Official:
     """A method's official script: ``script`` inside the clone (run from the clone's root),
-    the unsee method it is compared with, the shims it needs, and its command line."""
+    the unsee method it is compared with, the shims it needs, the dtype it trains in, and
+    its command line."""
 
     repo: str
     script: str
     unsee_method: str
     shims: tuple[str, ...]
     iterative: bool
+    dtype: str
     official_args: Callable[[Budget, str, str, Path, str], list[str]]
     unsee_args: Callable[[Budget], list[str]]
 
@@ -151,6 +161,7 @@ METHODS: dict[str, Official] = {
         "esd-x",
         ("redirect", "image_size", "seed", "timing"),
         True,
+        "bfloat16",
         _esd_official,
         _esd_unsee,
     ),
@@ -160,10 +171,18 @@ METHODS: dict[str, Official] = {
         "uce",
         ("seed", "timing"),
         False,
+        "float32",
         _uce_official,
         _uce_unsee,
     ),
 }
+
+
+def shims_of(name: str, budget: Budget) -> tuple[str, ...]:
+    """The shims method ``name``'s official script runs with under ``budget``."""
+    spec = METHODS[name]
+    cast = budget.official_dtype not in ("script", spec.dtype)
+    return spec.shims + (("dtype",) if cast else ())
 
 
 class BadInput(Exception):
@@ -328,10 +347,13 @@ def run_official(
     ``here/official``."""
     spec = METHODS[name]
     env = seed_env(seed)
-    if "redirect" in spec.shims:
+    shims = shims_of(name, budget)
+    if "redirect" in shims:
         env["UNSEE_CONFORMANCE_REDIRECT"] = f"CompVis/stable-diffusion-v1-4={folder}"
-    if "image_size" in spec.shims:
+    if "image_size" in shims:
         env["UNSEE_CONFORMANCE_IMAGE_SIZE"] = str(budget.image_size)
+    if "dtype" in shims:
+        env["UNSEE_CONFORMANCE_DTYPE"] = budget.official_dtype
     raw = here / "official-output"
     raw.mkdir(parents=True, exist_ok=True)
     for old in raw.glob("*.safetensors"):  # this bench's own output of an earlier run
@@ -501,7 +523,8 @@ def markdown(results: Results) -> str:
             f"## {table}",
             "",
             f"Official: `{meta['repo']}` `{meta['script']}` at `{meta['commit']}`; unsee "
-            f"`{meta['unsee_method']}`. Shims: "
+            f"`{meta['unsee_method']}`; the official side trains in {meta['official_dtype']}, "
+            "unsee in float32. Shims: "
             + ("; ".join(f"**{n}**: {SHIMS[n]}" for n in meta["shims"]) or "none")
             + f". Base (fingerprint `{meta['model_fingerprint']}`): erasure "
             f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])} (seed "
@@ -565,6 +588,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="pixels the official pipeline draws x_t at (default: the model's resolution, "
         "32 for toyworld-sd; the official scripts assume 512 px, esd_sd.py 1024)",
     )
+    ap.add_argument(
+        "--official-dtype",
+        choices=("script", "float32"),
+        default="script",
+        help="the official side's precision: the script's own (esd_sd.py: bfloat16) or "
+        "float32 like unsee (the dtype shim)",
+    )
     ap.add_argument("--num-images", type=int, default=8, help="images per prompt per seed")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-conformance"))
@@ -599,6 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.guidance,
         args.ddim_steps,
         args.image_size or bundle.resolution,
+        official_dtype=args.official_dtype,
     )
     settings = {
         "model": args.model,
@@ -637,7 +668,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "script": spec.script,
                     "commit": commits[m],
                     "unsee_method": spec.unsee_method,
-                    "shims": list(spec.shims),
+                    "shims": list(shims_of(m, budget)),
+                    "official_dtype": METHODS[m].dtype
+                    if budget.official_dtype == "script"
+                    else budget.official_dtype,
                     "model_fingerprint": fingerprint(bundle.unet),
                 },
                 out=args.out,

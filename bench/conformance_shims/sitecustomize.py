@@ -10,6 +10,9 @@ results (``SHIMS`` there says what each one does and why).
   (``esd_sd.py`` hard-codes ``CompVis/stable-diffusion-v1-4`` and has no model option).
 * ``UNSEE_CONFORMANCE_IMAGE_SIZE=PX``: pipelines draw their initial latents for PX x PX
   images whatever height and width they are asked for (``esd_sd.py`` hard-codes 1024).
+* ``UNSEE_CONFORMANCE_DTYPE=float32``: every floating dtype a diffusers model or pipeline
+  is loaded or moved with becomes this one (``esd_sd.py:83`` trains in bfloat16 with no
+  option; this separates the precision from the method).
 * ``UNSEE_CONFORMANCE_SEED=N``: seeds ``random``, NumPy and torch (the official scripts
   draw timesteps and generator seeds from the unseeded ``random`` module).
 * ``UNSEE_CONFORMANCE_TIMING=PATH``: writes ``{"steps": n, "first": t0, "last": t1,
@@ -54,6 +57,28 @@ def _image_size(px: int) -> None:
     StableDiffusionPipeline.prepare_latents = prepare_latents
 
 
+def _dtype(name: str) -> None:
+    import torch
+    from diffusers import DiffusionPipeline, ModelMixin
+
+    want = getattr(torch, name)
+
+    def swap(x: Any) -> Any:
+        return want if isinstance(x, torch.dtype) and x.is_floating_point else x
+
+    for cls in (DiffusionPipeline, ModelMixin):
+        loader, move = cls.from_pretrained.__func__, cls.to
+
+        def load(klass: Any, *args: Any, _loader: Any = loader, **kw: Any) -> Any:
+            return _loader(klass, *args, **{k: swap(v) for k, v in kw.items()})
+
+        def to(self: Any, *args: Any, _move: Any = move, **kw: Any) -> Any:
+            return _move(self, *map(swap, args), **{k: swap(v) for k, v in kw.items()})
+
+        cls.from_pretrained = classmethod(load)
+        cls.to = to
+
+
 def _seed(seed: int) -> None:
     import random
 
@@ -85,6 +110,8 @@ if os.environ.get("UNSEE_CONFORMANCE_REDIRECT"):
     _redirect(os.environ["UNSEE_CONFORMANCE_REDIRECT"])
 if os.environ.get("UNSEE_CONFORMANCE_IMAGE_SIZE"):
     _image_size(int(os.environ["UNSEE_CONFORMANCE_IMAGE_SIZE"]))
+if os.environ.get("UNSEE_CONFORMANCE_DTYPE"):
+    _dtype(os.environ["UNSEE_CONFORMANCE_DTYPE"])
 if os.environ.get("UNSEE_CONFORMANCE_SEED"):
     _seed(int(os.environ["UNSEE_CONFORMANCE_SEED"]))
 if os.environ.get("UNSEE_CONFORMANCE_TIMING"):
