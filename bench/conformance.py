@@ -265,7 +265,7 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> M
     wall = time.perf_counter() - t0
     if code != 0 or not timing.exists():
         tail = log.read_text().strip().splitlines()[-1:] or [""]
-        raise RuntimeError(f"{cmd[1]} failed (exit {code}, see {log}): {tail[0]}")
+        raise RuntimeError(f"the {log.stem} run failed (exit {code}, see {log}): {tail[0]}")
     t = json.loads(timing.read_text())
     span = t["last"] - t["first"] if t["steps"] else None
     return Measured(round(wall, 2), round(t["peak_rss_kb"] / 1024, 1), t["steps"], span)
