@@ -33,8 +33,9 @@ both sides. ``--image-size``: the official scripts assume 512 px (``esd_sd.py`` 
 resolution). ``--official-dtype``: ``script`` (default) runs the official side in its own
 precision (``esd_sd.py``: bfloat16 weights and Adam, which rounds away updates smaller
 than half a bfloat16 step); ``float32`` casts it to unsee's precision (the dtype shim), so
-a difference that remains is the method's. Concepts: ToyWorld shapes (one prompt,
-``a star``), which the official scripts take as their concept text.
+a difference that remains is the method's (written to ``conformance_float32.{json,md}``).
+Concepts: ToyWorld shapes (one prompt, ``a star``), which the official scripts take as
+their concept text.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
         --official esd=../official/erasing --official uce=../official/unified-concept-editing \\
@@ -658,7 +659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             spec = METHODS[m]
             results = record(
-                "conformance",
+                # its own file: another precision's settings would start this one afresh
+                "conformance" + ("" if args.official_dtype == "script" else "_float32"),
                 settings,
                 f"{m} {args.concept}",
                 rows,
