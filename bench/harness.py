@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -100,8 +100,9 @@ class Scenario:
 @dataclass(frozen=True)
 class Variant:
     """How it is erased: ``method`` with ``params`` (the method's own fields), optional
-    iteration and lr overrides (None: the method's defaults), and ``on``: the label of a
-    variant of the same scenario whose artifact this one starts from (run that one first).
+    iteration and lr overrides (None: the method's defaults), ``on``: the label of a
+    variant of the same scenario whose artifact this one starts from (run that one first),
+    and the run's ``loss_space`` (``native``, or ``epsilon``: the losses before issue 19).
     """
 
     label: str
@@ -110,6 +111,7 @@ class Variant:
     iterations: int | None = None
     lr: float | None = None
     on: str | None = None
+    loss_space: Literal["native", "epsilon"] = "native"
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -189,6 +191,7 @@ def erase(
         lr=variant.lr,
         sequential=scenario.sequential,
         on=[str(work / scenario.name / variant.on)] if variant.on else [],
+        loss_space=variant.loss_space,
     )
     return run_erasure(cfg, work / scenario.name / variant.label, overwrite=True, bundle=bundle)
 

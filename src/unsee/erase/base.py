@@ -37,7 +37,8 @@ class Method:
     scope: ClassVar[str] = "xattn"
     Params: ClassVar[type] = NoParams
     #: per model family key (:attr:`ModelFamily.key`): iterations, lr, batch_size,
-    #: lr_schedule
+    #: lr_schedule, and ``params``: the family's values of the method's own parameters
+    #: (what the official recipe for that model uses), under any the user sets
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     summary: ClassVar[str] = ""
     #: new Adam moments when a round starts (Sculpting Memory's sequential code builds a

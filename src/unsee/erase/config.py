@@ -158,7 +158,8 @@ def validate(cfg: EraseConfig) -> Plan:
     cfg = check_config(dataclasses.asdict(cfg))
     check_device(cfg.device)
     cls = get_method(cfg.method)
-    params = build_params(cls, dict(cfg.params or {}))
+    chosen = dict(cfg.params or {})
+    params = build_params(cls, chosen)
     if not cfg.concepts:
         raise UnseeError("give at least one --concept")
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
@@ -169,6 +170,8 @@ def validate(cfg: EraseConfig) -> Plan:
         for i, c in enumerate(cfg.concepts)
     ]
     d = cls.plan_defaults(params, family, concepts, cfg.sequential)
+    if d.get("params"):  # the family's parameter values under the ones the user chose
+        params = build_params(cls, {**d["params"], **chosen})
     iterations = cfg.iterations if cfg.iterations is not None else d.get("iterations", 200)
     lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
     batch = cfg.batch_size if cfg.batch_size is not None else d.get("batch_size", 1)

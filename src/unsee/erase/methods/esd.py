@@ -3,9 +3,14 @@
 Choices: x_t from partial DDIM sampling of the model being edited (concept prompt, CFG
 ``start_guidance``), stopping at a uniformly drawn DDIM index; the UNet is queried at that
 index's timestep; target = frozen negative guidance
-``eps0(x_t, base) - eta * (eps0(x_t, c) - eps0(x_t, base))`` where ``base`` is the empty
-prompt (or the anchor, when one is given explicitly: the "erase from" variant);
-no gradient mask. Predictions are compared in the run's loss space (the model's native
+``eps0(x_t, "") - eta * (eps0(x_t, c) - eps0(x_t, ""))``; no gradient mask. With an
+explicit anchor F (``--anchor``), ``anchor_mode`` picks the variant: ``erase-from`` (the
+official ``esd_sd.py --erase_from``, default) samples x_t with F, queries the edited
+model with F and targets ``eps0(x_t, F) - eta * (eps0(x_t, c) - eps0(x_t, ""))``: F's
+drawings lose what c adds; ``anchored`` (unsee's before issue 21, no official
+counterpart) samples and queries with c and targets
+``eps0(x_t, F) - eta * (eps0(x_t, c) - eps0(x_t, F))``: c is pushed away from itself
+towards F. Predictions are compared in the run's loss space (the model's native
 output by default; the target is the same combination of native predictions). ``retain``
 adds a compensation term (used by the compensation benchmark against MiM-MU): the edited
 model's predictions for those prompts on the same x_t are held at the frozen model's. The
@@ -17,7 +22,7 @@ time embedding and output layer), esd-all (every UNet parameter), esd-x-strict
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -28,13 +33,15 @@ from unsee.erase.context import mse, negative_guidance
 
 @dataclass
 class ESDParams:
-    eta: float = 1.0  # negative guidance scale
+    eta: float = 1.0  # negative guidance scale (SD: 2.0, the 2025 script's; see defaults)
     start_guidance: float = 3.0  # CFG used to sample x_t with the edited model
     ddim_steps: Count = 50  # length of the sampling trajectory x_t is drawn from
     # Compensation (off by default, not part of ESD): ';'-separated prompts whose frozen
     # predictions on the same x_t are kept, weighted by retain_weight.
     retain: str = ""
     retain_weight: float = 1.0
+    # with an explicit anchor: the official erase-from variant, or unsee's anchored target
+    anchor_mode: Literal["erase-from", "anchored"] = "erase-from"
 
     def retain_list(self) -> list[str]:
         return split_list(self.retain)
@@ -55,10 +62,11 @@ class ESD(Method):
     scope = "xattn"
     Params = ESDParams
     summary = "negative-guidance fine-tuning on self-sampled trajectories (ESD)"
-    # SD: the 2025 diffusers script (200 iterations, lr 5e-5, batch 1); ToyWorld: tuned here
-    # (see docs/methods.md).
+    # SD: the 2025 diffusers script (esd_sd.py: 200 iterations, lr 5e-5, batch 1, negative
+    # guidance 2; the 2023 script's eta 1 went with 1,000 iterations at 1e-5); ToyWorld:
+    # tuned here with eta 1 (see docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1},
+        "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1, "params": {"eta": 2.0}},
         "toyworld": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
         # a third of ToyWorld's lr: at 3e-4 retain fell 10.6 points on star, at 1e-4 4.7
         # (bench/results/toyworld-sd/compare.md)
@@ -73,18 +81,25 @@ class ESD(Method):
         stop_at = int(rng.integers(0, p.ddim_steps))
         seeds = ctx.local([int(s) for s in rng.integers(0, 2**31 - 1, b)])
         n = len(seeds)  # this process's share of the batch
-        x_t, t = ctx.trajectory([prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
         c = ctx.encode([prompt] * n)
-        base_prompt = concept.anchor_prompts[0] if ctx.explicit_anchors else ""
-        u = ctx.encode([base_prompt] * n)
-        e_base = ctx.frozen_pred(x_t, t, u)
-        e_c = ctx.frozen_pred(x_t, t, c)
-        target = negative_guidance(e_base, e_c, p.eta)
+        anchor = concept.anchor_prompts[0] if ctx.explicit_anchors else None
+        if anchor is not None and p.anchor_mode == "erase-from":
+            # esd_sd.py with --erase_from: F's trajectory, the edited model asked for F
+            x_t, t = ctx.trajectory([anchor] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
+            query = ctx.encode([anchor] * n)
+            e_c = ctx.frozen_pred(x_t, t, c)
+            e_null = ctx.frozen_pred(x_t, t, ctx.encode([""] * n))
+            target = ctx.frozen_pred(x_t, t, query) - p.eta * (e_c - e_null)
+        else:
+            x_t, t = ctx.trajectory([prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
+            query = c
+            e_base = ctx.frozen_pred(x_t, t, ctx.encode([anchor or ""] * n))
+            target = negative_guidance(e_base, ctx.frozen_pred(x_t, t, c), p.eta)
         kept = p.retain_list()
         if not kept:
-            return mse(ctx.pred(x_t, t, c), target), {"t": float(t[0])}
+            return mse(ctx.pred(x_t, t, query), target), {"t": float(t[0])}
         r = ctx.encode(ctx.local([kept[int(i)] for i in rng.integers(len(kept), size=b)]))
-        pred, pred_r = ctx.pred_together((x_t, t, c), (x_t, t, r))
+        pred, pred_r = ctx.pred_together((x_t, t, query), (x_t, t, r))
         retain = mse(pred_r, ctx.frozen_pred(x_t, t, r))
         loss = mse(pred, target) + p.retain_weight * retain
         return loss, {"t": float(t[0]), "retain": retain.item()}
