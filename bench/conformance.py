@@ -37,8 +37,30 @@ a difference that remains is the method's (written to ``conformance_float32.{jso
 Concepts: ToyWorld shapes (one prompt, ``a star``), which the official scripts take as
 their concept text.
 
+KSCU (``kscu``): the 2026 release's ``train_sd14.py`` (``--base_model`` takes the folder,
+``--dtype`` its precision: no shim) against unsee's ``kscu`` with ``preset=official``
+(the task's scope: ``noxattn`` for objects), ``version=quick`` and ``levels=index`` (the
+script's key-step indices and leakage weight on the model's own schedule), batch 1 (the
+script's), ``--kscu-iterations`` at ``--kscu-lr``, S the task's start scaled to
+``--ddim-steps`` on both sides. The paper-era ``kscu_diffusers.py`` is not run (see
+:data:`NOT_RUN`).
+
+Sculpting Memory (``sculpt``): the release's ``multi_dst_train.train`` through
+``conformance_shims/sculpt_driver.py`` (its launcher ``run_multiclass.py`` hard-codes
+ImageNette's classes), on PNGs of the image sets unsee's ``sculpt`` trains on (the
+concept's and its superclass anchor's, the same seeds), against unsee's ``sculpt`` with
+``kd=released``; several ``--concept`` shapes are the release's sequential rounds (unsee
+``--sequential``). Budget: ``--sculpt-images`` per set, ``--sculpt-batch``,
+``--sculpt-epochs`` per round (iterations per round: epochs x images / batch),
+``--sculpt-warmup``, ``--sculpt-interval``, ``--sculpt-lr``. Its imports need torchvision:
+``--official-pythonpath`` puts a folder of the official side's extra packages on its path.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
         --official esd=../official/erasing --official uce=../official/unified-concept-editing \\
+        --official kscu=../official/KeyStepConceptUnlearning \\
+        --official sculpt=../official/Sculpting-Memory-ICCV-2025 \\
+        --official-pythonpath ../official/_pydeps \\
+        [--method sculpt --concept star,heart,hexagon,arrow] \\
         [--official-dtype float32] [--seeds 0,1,2] [--num-images 8]
 """
 
@@ -64,6 +86,10 @@ from harness import RESULTS, Results, fmt, record, runs_on, summarise
 from unsee.artifacts import write_artifact
 from unsee.cards import base_license
 from unsee.concepts import resolve_concept
+from unsee.erase import image_sets
+from unsee.erase.context import ErasureContext
+from unsee.erase.methods.kscu import TASKS, KSCUParams, key_start
+from unsee.erase.methods.sculpt import SculptParams
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.metrics import change, hits_of, wilson_interval
@@ -85,6 +111,25 @@ SHIMS = {
     "timesteps and sampling seeds from the unseeded random module); both sides",
     "timing": "records the time of every optimiser step (seconds per iteration without "
     "start-up and loading); both sides",
+    "launcher": "bench/conformance_shims/sculpt_driver.py runs multi_dst_train.train as "
+    "run_multiclass.py does, on the bench's image folders (run_multiclass.py:15-26, 65-72 "
+    "hard-code ImageNette's classes and superclasses; the config's other training "
+    "parameters are kept)",
+    "torchvision_ops": "declares torchvision's nms/qnms schemas when its compiled operators "
+    "cannot load (PyPI's torchvision is a CUDA build; multi_dst_train.py:10 and "
+    "eval/class_pmt_gen.py:6-7 import it, the dataset uses its transforms)",
+}
+
+#: official code the bench does not run, and why (file:line in the official repository)
+NOT_RUN = {
+    "chaoshuoZhang/KSCU kscu_diffusers.py (KSCU paper-era)": "needs five shims beyond "
+    "today's: utils/utils.py:13 imports CLIPFeatureExtractor, gone from transformers 5; "
+    "utils.py:230-233 load the text encoder from the hub id openai/clip-vit-large-patch14 "
+    "and :248-257 the model (and a feature_extractor folder toyworld-sd lacks) from "
+    "CompVis/stable-diffusion-v1-4; kscu_diffusers.py:60 and utils.py:279 fix 512 px and "
+    "a VAE factor of 8; kscu_diffusers.py:115-123 overwrite --iterations and --start by "
+    "the task (750/15 for objects); :86 saves a pickle. unsee's version=paper differs from "
+    "version=quick only in the leakage weights, S and S_max, which the quick run checks",
 }
 
 
@@ -103,13 +148,51 @@ class Budget:
     erase_scale: float = 1.0
     preserve_scale: float = 1.0
     official_dtype: str = "script"
+    kscu_iterations: int = 60
+    kscu_lr: float = 5e-5
+    kscu_task: str = "object"
+    sculpt_images: int = 16
+    sculpt_batch: int = 4
+    sculpt_epochs: int = 20
+    sculpt_warmup: int = 10
+    sculpt_interval: int = 20
+    sculpt_lr: float = 1e-3
+
+    def sculpt_iterations(self) -> int:
+        """Iterations per round: the release's epochs of len(DataLoader) batches."""
+        return self.sculpt_epochs * -(-self.sculpt_images // self.sculpt_batch)
+
+    def kscu_start(self) -> int:
+        """S for the task on the --ddim-steps grid, as unsee's levels=index computes it."""
+        p = KSCUParams(task=self.kscu_task, ddim_steps=self.ddim_steps, levels="index")
+        return key_start(p, TASKS[self.kscu_task])
+
+
+@dataclass(frozen=True)
+class Call:
+    """What an official command line is built from: the budget, the concepts (names and
+    prompts, in round order), the model folder, where the output goes, the device, the
+    training seed, and the arguments the method's preparation made (:attr:`Official.prepare`)."""
+
+    budget: Budget
+    concepts: list[str]
+    prompts: list[str]
+    folder: str
+    out: Path
+    device: str
+    seed: int
+    prepared: list[str]
 
 
 @dataclass(frozen=True)
 class Official:
     """A method's official script: ``script`` inside the clone (run from the clone's root),
-    the unsee method it is compared with, the shims it needs, the dtype it trains in, and
-    its command line."""
+    the unsee method it is compared with, the shims it needs, the dtype it trains in, its
+    command line, and the budget in words. ``dtype_flag``: the script's own precision
+    option (no dtype shim needed); ``driver``: a bench file run instead of the script's
+    launcher (in :data:`SHIM_DIR`); ``prepare``: makes the script's inputs (bundle,
+    concepts, seed, budget, folder) and returns arguments for :attr:`Call.prepared`;
+    ``sequential``: several concepts are the script's rounds (unsee ``--sequential``)."""
 
     repo: str
     script: str
@@ -117,17 +200,23 @@ class Official:
     shims: tuple[str, ...]
     iterative: bool
     dtype: str
-    official_args: Callable[[Budget, str, str, Path, str], list[str]]
+    official_args: Callable[[Call], list[str]]
     unsee_args: Callable[[Budget], list[str]]
+    describe: Callable[[Budget], str]
+    dtype_flag: bool = False
+    driver: str | None = None
+    prepare: Callable[[Bundle, list[str], int, Budget, Path], list[str]] | None = None
+    sequential: bool = False
 
 
-def _esd_official(b: Budget, prompt: str, folder: str, out: Path, device: str) -> list[str]:
+def _esd_official(c: Call) -> list[str]:
+    b = c.budget
     return [
-        *("--erase_concept", prompt, "--train_method", "esd-x"),
+        *("--erase_concept", c.prompts[0], "--train_method", "esd-x"),
         *("--iterations", str(b.iterations), "--lr", str(b.lr)),
         *("--negative_guidance", str(b.negative_guidance), "--guidance_scale", str(b.guidance)),
-        *("--num_inference_steps", str(b.ddim_steps), "--save_path", str(out)),
-        *("--device", device),
+        *("--num_inference_steps", str(b.ddim_steps), "--save_path", str(c.out)),
+        *("--device", c.device),
     ]
 
 
@@ -139,12 +228,21 @@ def _esd_unsee(b: Budget) -> list[str]:
     ]
 
 
-def _uce_official(b: Budget, prompt: str, folder: str, out: Path, device: str) -> list[str]:
+def _esd_describe(b: Budget) -> str:
+    return (
+        f"{b.iterations} iterations, lr {b.lr}, batch 1, negative guidance "
+        f"{b.negative_guidance}, x_t from {b.ddim_steps}-step trajectories at guidance "
+        f"{b.guidance}"
+    )
+
+
+def _uce_official(c: Call) -> list[str]:
+    b = c.budget
     return [
-        *("--edit_concepts", prompt, "--concept_type", "object", "--model_id", folder),
+        *("--edit_concepts", c.prompts[0], "--concept_type", "object", "--model_id", c.folder),
         *("--lamb", str(b.lamb), "--erase_scale", str(b.erase_scale)),
-        *("--preserve_scale", str(b.preserve_scale), "--save_dir", str(out)),
-        *("--exp_name", "uce", "--device", device),
+        *("--preserve_scale", str(b.preserve_scale), "--save_dir", str(c.out)),
+        *("--exp_name", "uce", "--device", c.device),
     ]
 
 
@@ -153,6 +251,112 @@ def _uce_unsee(b: Budget) -> list[str]:
         *("--method", "uce", "--set", f"lamb={b.lamb}", "--set", f"erase_scale={b.erase_scale}"),
         *("--set", f"preserve_scale={b.preserve_scale}"),
     ]
+
+
+def _uce_describe(b: Budget) -> str:
+    return f"closed form, lamb {b.lamb}, erase/preserve scales {b.erase_scale}/{b.preserve_scale}"
+
+
+#: unsee's KSCU task -> train_sd14.py's --mode
+KSCU_MODE = {"object": "class", "style": "style", "nudity": "nudity", "instance": "instance"}
+
+
+def _kscu_official(c: Call) -> list[str]:
+    b = c.budget
+    return [
+        *("--mode", KSCU_MODE[b.kscu_task], "--concepts", c.prompts[0]),
+        *("--base_model", c.folder, "--device", c.device),
+        *("--resolution", str(b.image_size), "--num_steps", str(b.ddim_steps)),
+        *("--iterations", str(b.kscu_iterations), "--start_step", str(b.kscu_start())),
+        *("--learning_rate", str(b.kscu_lr), "--negative_guidance", str(b.negative_guidance)),
+        *("--trajectory_guidance", str(b.guidance), "--seed", str(c.seed)),
+        *(("--dtype", b.official_dtype) if b.official_dtype != "script" else ()),
+        *("--output", str(c.out / "kscu.safetensors")),
+    ]
+
+
+def _kscu_unsee(b: Budget) -> list[str]:
+    return [
+        *("--method", "kscu", "--iterations", str(b.kscu_iterations), "--lr", str(b.kscu_lr)),
+        *("--batch-size", "1", "--set", "preset=official", "--set", "version=quick"),
+        *("--set", "levels=index", "--set", f"task={b.kscu_task}"),
+        *("--set", f"eta={b.negative_guidance}", "--set", f"start_guidance={b.guidance}"),
+        *("--set", f"ddim_steps={b.ddim_steps}"),
+    ]
+
+
+def _kscu_describe(b: Budget) -> str:
+    return (
+        f"task {b.kscu_task} (official scope), {b.kscu_iterations} iterations, lr "
+        f"{b.kscu_lr}, batch 1, key steps from S = {b.kscu_start()} of {b.ddim_steps}, "
+        f"guidance {b.guidance} on the trajectory, g = {b.negative_guidance}"
+    )
+
+
+def _sculpt_prepare(
+    bundle: Bundle, concepts: list[str], seed: int, b: Budget, where: Path
+) -> list[str]:
+    """PNGs of the image sets unsee's sculpt draws for ``concepts`` at ``seed`` (the same
+    latents, decoded), one folder per set named by its prompt, as the release's dataset
+    reads them; ``--data CONCEPT_DIR=SUPERCLASS_DIR`` per concept."""
+    from PIL import Image
+
+    resolved = [resolve_concept(c, "toyworld") for c in concepts]
+    ctx = ErasureContext(
+        bundle, None, resolved, {}, iterations=1, batch_size=1, seed=seed, family=bundle.family
+    )
+    p = SculptParams(forget_images=b.sculpt_images, kd="released")
+    out = []
+    for c in resolved:
+        pair = []
+        for role, drawn in (
+            ("concept", image_sets.concept_images(ctx, p, c)),
+            ("superclass", image_sets.anchor_images(ctx, p, c)),
+        ):
+            if len(set(drawn.prompts)) != 1:
+                raise BadInput(
+                    f"--concept {c.name}: the release's dataset takes one prompt per set"
+                )
+            folder = where / c.name / role / drawn.prompts[0]
+            folder.mkdir(parents=True, exist_ok=True)
+            with torch.no_grad():
+                images = bundle.decode(drawn.latents)
+            pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            for i, px in enumerate(pixels.permute(0, 2, 3, 1).cpu().numpy()):
+                Image.fromarray(px).save(folder / f"{i}.png")
+            pair.append(str(folder))
+        out += ["--data", "=".join(pair)]
+    return out
+
+
+def _sculpt_official(c: Call) -> list[str]:
+    b = c.budget
+    return [
+        *("--model", c.folder, *c.prepared, "--batch-size", str(b.sculpt_batch)),
+        *("--image-size", str(b.image_size), "--epochs", str(b.sculpt_epochs)),
+        *("--warmup", str(b.sculpt_warmup), "--interval", str(b.sculpt_interval)),
+        *("--lr", str(b.sculpt_lr), "--device", c.device),
+        *("--work", str(c.out.parent / "official-checkpoints")),
+        *("--out", str(c.out / "sculpt.safetensors")),
+    ]
+
+
+def _sculpt_unsee(b: Budget) -> list[str]:
+    return [
+        *("--method", "sculpt", "--iterations", str(b.sculpt_iterations())),
+        *("--lr", str(b.sculpt_lr), "--batch-size", str(b.sculpt_batch)),
+        *("--set", "kd=released", "--set", f"forget_images={b.sculpt_images}"),
+        *("--set", f"warmup={b.sculpt_warmup}", "--set", f"interval={b.sculpt_interval}"),
+    ]
+
+
+def _sculpt_describe(b: Budget) -> str:
+    return (
+        f"{b.sculpt_images} images per set, batch {b.sculpt_batch}, {b.sculpt_epochs} epochs "
+        f"({b.sculpt_iterations()} iterations per round), warm-up {b.sculpt_warmup}, mask "
+        f"interval {b.sculpt_interval}, lr {b.sculpt_lr} (OneCycle), density 0.5, KD as "
+        "released (unsee kd=released)"
+    )
 
 
 METHODS: dict[str, Official] = {
@@ -165,6 +369,7 @@ METHODS: dict[str, Official] = {
         "bfloat16",
         _esd_official,
         _esd_unsee,
+        _esd_describe,
     ),
     "uce": Official(
         "rohitgandikota/unified-concept-editing",
@@ -175,6 +380,33 @@ METHODS: dict[str, Official] = {
         "float32",
         _uce_official,
         _uce_unsee,
+        _uce_describe,
+    ),
+    "kscu": Official(
+        "ChaoShuoZhang/KeyStepConceptUnlearning",
+        "train_sd14.py",
+        "kscu",
+        ("seed", "timing"),
+        True,
+        "bfloat16",
+        _kscu_official,
+        _kscu_unsee,
+        _kscu_describe,
+        dtype_flag=True,
+    ),
+    "sculpt": Official(
+        "coulsonlee/Sculpting-Memory-ICCV-2025",
+        "multi_dst_train.py",
+        "sculpt",
+        ("launcher", "torchvision_ops", "seed", "timing"),
+        True,
+        "float32",
+        _sculpt_official,
+        _sculpt_unsee,
+        _sculpt_describe,
+        driver="sculpt_driver.py",
+        prepare=_sculpt_prepare,
+        sequential=True,
     ),
 }
 
@@ -182,7 +414,7 @@ METHODS: dict[str, Official] = {
 def shims_of(name: str, budget: Budget) -> tuple[str, ...]:
     """The shims method ``name``'s official script runs with under ``budget``."""
     spec = METHODS[name]
-    cast = budget.official_dtype not in ("script", spec.dtype)
+    cast = budget.official_dtype not in ("script", spec.dtype) and not spec.dtype_flag
     return spec.shims + (("dtype",) if cast else ())
 
 
@@ -273,7 +505,12 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> M
 
 
 def official_artifact(
-    bundle: Bundle, weights: Path, out: Path, method: str, concept: str, about: dict[str, Any]
+    bundle: Bundle,
+    weights: Path,
+    out: Path,
+    method: str,
+    concepts: list[str],
+    about: dict[str, Any],
 ) -> Path:
     """The official output ``weights`` (edited parameters by name) as an unsee artifact
     for ``bundle``'s base: every tensor must be a UNet parameter of the same shape; the
@@ -297,7 +534,7 @@ def official_artifact(
         "summary": f"the official script's edit ({about['repo']} {about['script']} "
         f"@ {about['commit'][:12]})",
         "hyperparameters": {"official_command": about["command"]},
-        "concepts": [{"name": concept}],
+        "concepts": [{"name": c} for c in concepts],
         "base": {
             "model_id": bundle.portable_id,
             "fingerprint": fingerprint(bundle.unet),
@@ -336,18 +573,23 @@ def run_official(
     name: str,
     clone: Path,
     commit: str,
-    concept: str,
+    concepts: list[str],
     seed: int,
     budget: Budget,
     bundle: Bundle,
     folder: Path,
     here: Path,
+    pythonpath: str | None = None,
 ) -> Ran:
     """Method ``name``'s official script from ``clone`` (at ``commit``) with its shims, on
-    the diffusers ``folder`` whose UNet ``bundle`` holds; its output as an artifact in
-    ``here/official``."""
+    the diffusers ``folder`` whose UNet ``bundle`` holds (``pythonpath``: the official
+    side's extra packages); its output as an artifact in ``here/official``."""
     spec = METHODS[name]
     env = seed_env(seed)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    if "torchvision_ops" in shims_of(name, budget):
+        env["UNSEE_CONFORMANCE_TORCHVISION_OPS"] = "1"
     shims = shims_of(name, budget)
     if "redirect" in shims:
         env["UNSEE_CONFORMANCE_REDIRECT"] = f"CompVis/stable-diffusion-v1-4={folder}"
@@ -360,12 +602,13 @@ def run_official(
     for old in raw.glob("*.safetensors"):  # this bench's own output of an earlier run
         old.unlink()
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    prompt = resolve_concept(concept, "toyworld").prompts[0]
-    cmd = [
-        sys.executable,
-        str(clone / spec.script),
-        *spec.official_args(budget, prompt, str(folder), raw, device),
-    ]
+    prompts = [resolve_concept(c, "toyworld").prompts[0] for c in concepts]
+    prepared = (
+        spec.prepare(bundle, concepts, seed, budget, here / "official-data") if spec.prepare else []
+    )
+    call = Call(budget, concepts, prompts, str(folder), raw, device, seed, prepared)
+    program = SHIM_DIR / spec.driver if spec.driver else clone / spec.script
+    cmd = [sys.executable, str(program), *spec.official_args(call)]
     measured = run_measured(cmd, clone, env, here / "official.log")
     about = {
         "repo": spec.repo,
@@ -374,15 +617,20 @@ def run_official(
         "command": shlex.join(cmd),
     }
     art = official_artifact(
-        bundle, only_output(raw), here / "official", spec.unsee_method, concept, about
+        bundle, only_output(raw), here / "official", spec.unsee_method, concepts, about
     )
     return Ran(art, measured, cmd)
 
 
-def run_unsee(name: str, model: str, concept: str, seed: int, budget: Budget, here: Path) -> Ran:
-    """unsee's erasure matching method ``name``, on ``model``, into ``here/unsee``."""
+def run_unsee(
+    name: str, model: str, concepts: list[str], seed: int, budget: Budget, here: Path
+) -> Ran:
+    """unsee's erasure matching method ``name``, on ``model``, into ``here/unsee``; several
+    concepts in rounds (``--sequential``)."""
     cmd = [
-        *(sys.executable, "-m", "unsee.cli", "erase", "--model", model, "--concept", concept),
+        *(sys.executable, "-m", "unsee.cli", "erase", "--model", model),
+        *(a for c in concepts for a in ("--concept", c)),
+        *(("--sequential",) if len(concepts) > 1 else ()),
         *("--seed", str(seed), *METHODS[name].unsee_args(budget)),
         *("--out", str(here / "unsee"), "--overwrite"),
     ]
@@ -395,7 +643,7 @@ def run_seed(
     name: str,
     clone: Path,
     commit: str,
-    concept: str,
+    concepts: list[str],
     seed: int,
     budget: Budget,
     bundle: Bundle,
@@ -403,17 +651,20 @@ def run_seed(
     folder: Path,
     work: Path,
     settings: EvalSettings,
+    pythonpath: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Erase ``concept`` with the official script (on ``folder``) and with unsee (on
+    """Erase ``concepts`` with the official script (on ``folder``) and with unsee (on
     ``model``, the same weights; training seed ``seed``), score both on evaluation seeds
     from ``seed * num_images``; the two rows."""
-    here = work / name / concept / f"seed{seed}"
-    off = run_official(name, clone, commit, concept, seed, budget, bundle, folder, here)
-    ours = run_unsee(name, model, concept, seed, budget, here)
+    here = work / name / "+".join(concepts) / f"seed{seed}"
+    off = run_official(
+        name, clone, commit, concepts, seed, budget, bundle, folder, here, pythonpath
+    )
+    ours = run_unsee(name, model, concepts, seed, budget, here)
     scored = evaluate_models(
         bundle,
         {"official": [off.artifact], "unsee": [ours.artifact]},
-        [concept],
+        concepts,
         EvalSettings(
             num_images=settings.num_images,
             steps=settings.steps,
@@ -491,12 +742,10 @@ def markdown(results: Results) -> str:
     lines = [
         "# Conformance: official scripts vs unsee on toyworld-sd",
         "",
-        f"Model `{s['model']}` at {s['image_size']} px; budget: {s['iterations']} iterations, "
-        f"lr {s['lr']}, negative guidance {s['negative_guidance']}, x_t from "
-        f"{s['ddim_steps']}-step trajectories at guidance {s['guidance']}, batch 1 (ESD); "
-        f"UCE lamb {s['lamb']}, scales {s['erase_scale']}/{s['preserve_scale']}. Scorecard: "
-        f"{s['num_images']} images per prompt, DDIM-{s['steps']}, evaluation seeds from "
-        "seed x images per prompt (fresh noise per training seed).",
+        f"Model `{s['model']}` at {s['image_size']} px; each table gives its budget, the "
+        f"same on both sides. Scorecard: {s['num_images']} images per prompt, "
+        f"DDIM-{s['steps']}, evaluation seeds from seed x images per prompt (fresh noise per "
+        "training seed).",
         "Rates pool every seed's images (Wilson 95 %); verdict: Newcombe's 95 % interval of "
         "the difference contains 0 for erasure and retain. s/it: optimiser step to step "
         "(UCE: whole run, load included); peak RSS of the erasure subprocess.",
@@ -524,8 +773,8 @@ def markdown(results: Results) -> str:
             f"## {table}",
             "",
             f"Official: `{meta['repo']}` `{meta['script']}` at `{meta['commit']}`; unsee "
-            f"`{meta['unsee_method']}`; the official side trains in {meta['official_dtype']}, "
-            "unsee in float32. Shims: "
+            f"`{meta['unsee_method']}`; budget: {meta['budget']}; the official side trains in "
+            f"{meta['official_dtype']}, unsee in float32. Shims: "
             + ("; ".join(f"**{n}**: {SHIMS[n]}" for n in meta["shims"]) or "none")
             + f". Base (fingerprint `{meta['model_fingerprint']}`): erasure "
             f"{fmt(first['erasure_base'])}, retain {fmt(first['retain_base'])} (seed "
@@ -558,6 +807,7 @@ def markdown(results: Results) -> str:
                 f"{r['weights_changed']:,} |"
             )
         lines.append("")
+    lines += ["## Not run", ""] + [f"* {what}: {why}." for what, why in NOT_RUN.items()]
     return "\n".join(lines)
 
 
@@ -573,8 +823,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NAME=PATH",
         help=f"a git clone of a method's official repository (NAME: {', '.join(METHODS)})",
     )
-    ap.add_argument("--method", default="esd,uce", help="comma-separated: esd, uce")
-    ap.add_argument("--concept", default="star", help="a ToyWorld shape")
+    ap.add_argument("--method", default="esd,uce", help=f"comma-separated: {', '.join(METHODS)}")
+    ap.add_argument(
+        "--concept",
+        default="star",
+        help="a ToyWorld shape; sculpt: several, comma-separated, are sequential rounds",
+    )
+    ap.add_argument(
+        "--official-pythonpath",
+        default=None,
+        help="a folder of packages only the official side needs (sculpt: torchvision)",
+    )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--model", default="toyworld-sd", help="a ToyWorld-vocabulary SD folder")
     ap.add_argument("--iterations", type=int, default=120, help="ESD iterations (both sides)")
@@ -596,6 +855,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the official side's precision: the script's own (esd_sd.py: bfloat16) or "
         "float32 like unsee (the dtype shim)",
     )
+    ap.add_argument("--kscu-iterations", type=int, default=60, help="KSCU iterations")
+    ap.add_argument("--kscu-lr", type=float, default=5e-5, help="KSCU learning rate")
+    ap.add_argument("--kscu-task", choices=tuple(KSCU_MODE), default="object")
+    ap.add_argument("--sculpt-images", type=int, default=16, help="images per set")
+    ap.add_argument("--sculpt-batch", type=int, default=4, help="batch of each set")
+    ap.add_argument("--sculpt-epochs", type=int, default=20, help="epochs per round")
+    ap.add_argument("--sculpt-warmup", type=int, default=10, help="warm-up iterations")
+    ap.add_argument("--sculpt-interval", type=int, default=20, help="mask update interval")
+    ap.add_argument("--sculpt-lr", type=float, default=1e-3, help="peak (OneCycle) lr")
     ap.add_argument("--num-images", type=int, default=8, help="images per prompt per seed")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-conformance"))
@@ -612,12 +880,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BadInput(f"--method {args.method!r}: unknown method; use {', '.join(METHODS)}")
         clones = parse_official(args.official, methods)
         commits = {m: clone_commit(clones[m], METHODS[m].script) for m in methods}
-        concept = resolve_concept(args.concept, "toyworld")
-        if concept.kind != "object":
+        concepts = [c.strip() for c in args.concept.split(",") if c.strip()]
+        if any(resolve_concept(c, "toyworld").kind != "object" for c in concepts) or not concepts:
             raise BadInput(
                 f"--concept {args.concept!r}: only ToyWorld shapes (one prompt, the official "
                 "scripts' concept text) are mapped so far"
             )
+        single = [m for m in methods if not METHODS[m].sequential]
+        if len(concepts) > 1 and single:
+            raise BadInput(f"--concept {args.concept!r}: {single[0]} takes one concept")
         folder = BUNDLED.get(args.model, Path(args.model))
         bundle = load_bundle(folder, device="cuda" if torch.cuda.is_available() else "cpu")
     except (BadInput, UnseeError) as exc:
@@ -631,6 +902,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.ddim_steps,
         args.image_size or bundle.resolution,
         official_dtype=args.official_dtype,
+        kscu_iterations=args.kscu_iterations,
+        kscu_lr=args.kscu_lr,
+        kscu_task=args.kscu_task,
+        sculpt_images=args.sculpt_images,
+        sculpt_batch=args.sculpt_batch,
+        sculpt_epochs=args.sculpt_epochs,
+        sculpt_warmup=args.sculpt_warmup,
+        sculpt_interval=args.sculpt_interval,
+        sculpt_lr=args.sculpt_lr,
     )
     settings = {
         "model": args.model,
@@ -648,7 +928,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 m,
                 clones[m],
                 commits[m],
-                args.concept,
+                concepts,
                 seed,
                 budget,
                 bundle,
@@ -656,13 +936,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 folder,
                 args.work,
                 eval_settings,
+                args.official_pythonpath,
             )
             spec = METHODS[m]
             results = record(
                 # its own file: another precision's settings would start this one afresh
                 "conformance" + ("" if args.official_dtype == "script" else "_float32"),
                 settings,
-                f"{m} {args.concept}",
+                f"{m} {' then '.join(concepts)}",
                 rows,
                 markdown,
                 meta={
@@ -670,6 +951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "script": spec.script,
                     "commit": commits[m],
                     "unsee_method": spec.unsee_method,
+                    "budget": spec.describe(budget),
                     "shims": list(shims_of(m, budget)),
                     "official_dtype": METHODS[m].dtype
                     if budget.official_dtype == "script"

@@ -78,7 +78,7 @@ def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path):
     base = {n: p.detach().clone() for n, p in bundle.unet.named_parameters()}
     budget = conformance.Budget(3, 1e-3, 1.0, 3.0, 10, 32)
     ran = conformance.run_official(
-        "esd", clone, commit, "star", 0, budget, bundle, BUNDLED["toyworld-sd"], tmp_path / "w"
+        "esd", clone, commit, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], tmp_path / "w"
     )
     saved = load_file(str(tmp_path / "w" / "official-output" / "esd.safetensors"))
     delta, _ = read_delta(ran.artifact)
@@ -103,7 +103,7 @@ def test_an_official_tensor_the_unet_lacks_is_refused(conformance, tmp_path):
     save_file({"mid_block.attn9.to_q.weight": torch.zeros(2, 2)}, str(weights))
     about = {"repo": "r", "script": "s", "commit": "c" * 40, "command": "x"}
     with pytest.raises(RuntimeError, match="not a parameter of this UNet"):
-        conformance.official_artifact(bundle, weights, tmp_path / "a", "esd-x", "star", about)
+        conformance.official_artifact(bundle, weights, tmp_path / "a", "esd-x", ["star"], about)
 
 
 def test_pooled_verdict_follows_the_difference_interval(conformance):
@@ -124,6 +124,7 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
     plain.mkdir()
     (plain / "esd_sd.py").write_text("")
     wrong = _git_clone(tmp_path / "wrong", {"README.md": "not the repository"})
+    good = _git_clone(tmp_path / "good", {"esd_sd.py": ""})
     cases = [
         (["--official", f"esd={tmp_path / 'missing'}", "--method", "esd"], "no such folder"),
         (["--official", f"esd={plain}", "--method", "esd"], "not a git clone"),
@@ -132,8 +133,133 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
         (["--method", "uce"], "no --official uce=PATH"),
         (["--official", "esd", "--method", "esd"], "expected NAME=PATH"),
         (["--official", f"esd={wrong}", "--method", "esd", "--seeds", "a"], "--seeds"),
+        (
+            ["--official", f"esd={good}", "--method", "esd", "--concept", "star,heart"],
+            "one concept",
+        ),
+        (["--official", f"esd={good}", "--method", "esd", "--concept", "striped"], "shapes"),
     ]
     for argv, says in cases:
         assert conformance.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1, (argv, err)
+
+
+#: Sculpting Memory's two modules as the driver imports them, without torchvision: the
+#: dataset reads a folder of PNGs named by its prompt; ``train`` runs the rounds in order,
+#: ``num_epochs`` passes of Adam steps on one cross-attention weight per round, and records
+#: what each round was given in ``save_path``.
+FAKE_DATASET = """
+import os
+import numpy as np, torch
+from PIL import Image
+class SingleFolderImageDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset_path, image_size=512):
+        self.paths = sorted(os.path.join(dataset_path, f) for f in os.listdir(dataset_path))
+        self.prompt = os.path.basename(os.path.normpath(dataset_path))
+        self.size = image_size
+    def __len__(self):
+        return len(self.paths)
+    def __getitem__(self, i):
+        img = Image.open(self.paths[i]).convert("RGB").resize((self.size, self.size))
+        x = torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 127.5 - 1
+        return {"image": x, "prompt": self.prompt}
+"""
+FAKE_SCULPT = """
+import json, os, torch
+HOOKED = []
+def register_attention_hooks(unet, update_percent_dict, ca):
+    HOOKED.append((dict(update_percent_dict), ca))
+def train(pipe, mapping, loaders, update_mask, device, num_epochs, lr, save_path, **kw):
+    name = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    w = dict(pipe.unet.named_parameters())[name]
+    rounds = []
+    for loader in loaders:
+        opt = torch.optim.Adam([w], lr=lr)
+        seen = []
+        for _ in range(num_epochs):
+            for batch, align in zip(loader["train"], loader["align"]):
+                seen.append((batch["prompt"][0], align["prompt"][0], len(batch["image"]),
+                             list(batch["image"].shape[-2:])))
+                opt.zero_grad()
+                w.square().sum().backward()
+                opt.step()
+        rounds.append(seen)
+    os.makedirs(save_path, exist_ok=True)
+    with open(os.path.join(save_path, "rounds.json"), "w") as fh:
+        json.dump({"rounds": rounds, "mapping": mapping, "hooked": HOOKED, "kw": kw}, fh)
+"""
+
+
+def test_sculpt_rounds_run_the_release_training_on_unsee_sets(conformance, tmp_path):
+    import json
+
+    from unsee.artifacts import read_card, read_delta
+    from unsee.models.bundle import load_bundle
+    from unsee.models.model_ids import BUNDLED
+
+    clone = _git_clone(
+        tmp_path / "sculpt",
+        {"multi_dst_train.py": FAKE_SCULPT, "singel_dataset.py": FAKE_DATASET},
+    )
+    bundle = load_bundle("toyworld-sd")
+    budget = conformance.Budget(
+        3,
+        1e-3,
+        1.0,
+        3.0,
+        10,
+        32,
+        sculpt_images=2,
+        sculpt_batch=1,
+        sculpt_epochs=2,
+        sculpt_warmup=1,
+        sculpt_interval=1,
+    )
+    here = tmp_path / "w"
+    ran = conformance.run_official(
+        "sculpt",
+        clone,
+        "c" * 40,
+        ["star", "heart"],
+        0,
+        budget,
+        bundle,
+        BUNDLED["toyworld-sd"],
+        here,
+    )
+    got = json.loads((here / "official-checkpoints" / "rounds.json").read_text())
+    # the release's rounds, in the order given, each on its concept and superclass folders
+    assert [{(a, b) for a, b, _, _ in r} for r in got["rounds"]] == [
+        {("a star", "a symbol")},
+        {("a heart", "a rounded shape")},
+    ]
+    assert got["mapping"] == {"a star": "a symbol", "a heart": "a rounded shape"}
+    # every image of a set is seen once per epoch, at the model's resolution
+    assert all(
+        len(r) == 4 and all(n == 1 and hw == [32, 32] for *_, n, hw in r) for r in got["rounds"]
+    )
+    assert got["hooked"] == [[{"q": 0.5, "k": 0.5, "v": 0.5, "to_out": 0.5}, True]]
+    assert got["kw"]["scale_kd"] == 0.25 and got["kw"]["img_save_path"] is None
+    assert ran.measured.steps == 8
+    delta, _ = read_delta(ran.artifact)
+    card = read_card(ran.artifact)
+    assert list(delta) == ["down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"]
+    assert [c["name"] for c in card["concepts"]] == ["star", "heart"]
+    assert "launcher" in conformance.shims_of("sculpt", budget)
+
+
+def test_kscu_script_gets_the_release_key_steps_and_unsee_the_same_budget(conformance):
+    # train_sd14.py's defaults (kscu_core/common.py SD14_CONFIGS) at 50 DDIM steps
+    for task, start in (("object", 14), ("style", 24), ("instance", 40)):
+        b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, kscu_task=task, kscu_iterations=7)
+        call = conformance.Call(b, ["star"], ["a star"], "F", Path("o"), "cpu", 5, [])
+        off, ours = conformance._kscu_official(call), conformance._kscu_unsee(b)
+        assert off[off.index("--start_step") + 1] == str(start)
+        assert off[off.index("--iterations") + 1] == ours[ours.index("--iterations") + 1] == "7"
+        assert off[off.index("--seed") + 1] == "5" and "--dtype" not in off
+        assert {"preset=official", "levels=index", f"task={task}"} <= set(ours)
+    f32 = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, official_dtype="float32")
+    call = conformance.Call(f32, ["star"], ["a star"], "F", Path("o"), "cpu", 0, [])
+    assert conformance._kscu_official(call)[-4:-2] == ["--dtype", "float32"]
+    assert "dtype" not in conformance.shims_of("kscu", f32)  # the script's own option

@@ -13,6 +13,11 @@ results (``SHIMS`` there says what each one does and why).
 * ``UNSEE_CONFORMANCE_DTYPE=float32``: every floating dtype a diffusers model or pipeline
   is loaded or moved with becomes this one (``esd_sd.py:83`` trains in bfloat16 with no
   option; this separates the precision from the method).
+* ``UNSEE_CONFORMANCE_TORCHVISION_OPS=1``: when torchvision's compiled operators cannot
+  load (PyPI's torchvision is a CUDA build; a CPU-only torch cannot load its ``_C``),
+  declares the two operator schemas its ``_meta_registrations`` registers fake kernels
+  for unconditionally, so ``import torchvision`` works for its pure-Python parts (the
+  transforms Sculpting Memory's dataset uses); its detection operators stay absent.
 * ``UNSEE_CONFORMANCE_SEED=N``: seeds ``random``, NumPy and torch (the official scripts
   draw timesteps and generator seeds from the unseeded ``random`` module).
 * ``UNSEE_CONFORMANCE_TIMING=PATH``: writes ``{"steps": n, "first": t0, "last": t1,
@@ -79,6 +84,26 @@ def _dtype(name: str) -> None:
         cls.to = to
 
 
+_KEEP: list[Any] = []
+
+
+def _torchvision_ops() -> None:
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    try:
+        torch.ops.load_library(os.path.join(spec.submodule_search_locations[0], "_C.so"))
+    except OSError:
+        lib = torch.library.Library("torchvision", "DEF")
+        for op in ("nms", "qnms"):
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _KEEP.append(lib)  # a Library's definitions last as long as the object
+
+
 def _seed(seed: int) -> None:
     import random
 
@@ -112,6 +137,8 @@ if os.environ.get("UNSEE_CONFORMANCE_IMAGE_SIZE"):
     _image_size(int(os.environ["UNSEE_CONFORMANCE_IMAGE_SIZE"]))
 if os.environ.get("UNSEE_CONFORMANCE_DTYPE"):
     _dtype(os.environ["UNSEE_CONFORMANCE_DTYPE"])
+if os.environ.get("UNSEE_CONFORMANCE_TORCHVISION_OPS"):
+    _torchvision_ops()
 if os.environ.get("UNSEE_CONFORMANCE_SEED"):
     _seed(int(os.environ["UNSEE_CONFORMANCE_SEED"]))
 if os.environ.get("UNSEE_CONFORMANCE_TIMING"):
