@@ -190,7 +190,9 @@ def test_kd_acts_only_when_earlier_concepts_exist(tiny_sd):
 
 
 def test_ca_reads_concept_and_anchor_and_targets_the_frozen_anchor(tiny_sd):
-    m = _method(tiny_sd, "ca", concepts=("cat",))
+    # the single pair and the frozen target (unsee's before issue 21; the official ones:
+    # tests/test_ca_official.py)
+    m = _method(tiny_sd, "ca", concepts=("cat",), captions="single", target_model="frozen")
     seen: list[str] = []
     real = m.ctx.encode
     m.ctx.encode = lambda prompts: (seen.extend(prompts), real(prompts))[1]

@@ -303,3 +303,26 @@ def test_toyworld_all_tokens(random_toyworld):
     for n, w0 in before.items():
         w0, w1 = w0.double(), _kv(bundle)[n].double()
         assert (c @ w1.T - g @ w0.T).norm() < 0.5 * (c @ w0.T - g @ w0.T).norm(), n
+
+
+def test_art_concept_type_guides_to_art_as_the_official_script(tiny_sd, tmp_path):
+    """``concept_type=art`` is ``uce_sd_erase.py --concept_type art``: with no guide given the
+    artist is edited towards "art" (objects keep the empty guide, an anchor still wins)."""
+    bundle = load_bundle(tiny_sd)
+    m = _uce(bundle, str(tiny_sd), ["monet"], concept_type="art", templates="art")
+    assert m.erase_pairs()[:2] == [
+        (Prompt("monet", "monet"), Prompt("art", "art")),
+        (Prompt("painting by monet", "monet"), Prompt("painting by art", "art")),
+    ]
+    assert _uce(bundle, str(tiny_sd), ["monet"]).erase_pairs()[0][1] == Prompt("", "")
+    anchored = _uce(bundle, str(tiny_sd), ["monet"], ["dali"], concept_type="art")
+    assert anchored.erase_pairs()[0][1] == Prompt("dali", "dali")
+    before = _kv(load_bundle(tiny_sd))
+    cfg = EraseConfig(
+        method="uce", concepts=["monet"], model=str(tiny_sd), params={"concept_type": "art"}
+    )
+    res = run_erasure(cfg, tmp_path / "art")
+    erase = [(_state(res.bundle, "monet", "monet"), _state(res.bundle, "art", "art"))]
+    _check_edit(before, _kv(res.bundle), erase, [], lamb=0.5)
+    with pytest.raises(UnseeError, match="concept_type"):
+        validate(EraseConfig(method="uce", concepts=["monet"], params={"concept_type": "style"}))

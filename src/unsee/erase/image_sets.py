@@ -107,11 +107,18 @@ def prompt_images(
     )
 
 
-def anchor_images(ctx: ErasureContext, p: ImageSetParams, concept: Concept) -> DrawnSet:
+def anchor_images(
+    ctx: ErasureContext,
+    p: ImageSetParams,
+    concept: Concept,
+    pairs: list[tuple[str, str]] | None = None,
+) -> DrawnSet:
     """``set_size`` images of the anchor, each drawn with the concept prompt it replaces as
-    negative prompt (so a "symbol" image is not a star), cycling through the pairs."""
+    negative prompt (so a "symbol" image is not a star), cycling through the (concept
+    prompt, anchor prompt) ``pairs`` (default: :func:`anchor_of`); a pair beyond the
+    ``set_size``-th gets no image."""
     cache = default_forget_cache() if p.cache else None
-    pairs = list(anchor_of(p, concept).items())
+    pairs = pairs or list(anchor_of(p, concept).items())
     n = set_size(p, ctx)
     every = training_seeds(ctx.seed + ANCHOR_SEED_OFFSET, n)
     parts = []

@@ -17,9 +17,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from unsee.errors import UnseeError
 from unsee.io import atomic_write, cache_root
 from unsee.models.bundle import Bundle
 from unsee.models.sampling import ddim_sample
@@ -128,3 +131,54 @@ def forget_set(
         cache_dir=cache_dir,
         description=f"forget set: {name}",
     )
+
+
+#: what :func:`image_files` reads as images
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def image_files(folder: Path, what: str) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name; one clear error (naming the
+    setting ``what``) when it is not a folder or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UnseeError(f"{what}: {folder} is not a folder")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UnseeError(f"{what}: {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _fit(image: Image.Image, height: int, width: int) -> torch.Tensor:
+    """(3, height, width) in [-1, 1]: scaled (bicubic) to cover the size, centre-cropped,
+    as SalUn's and Concept Ablation's loaders prepare real images."""
+    scale = max(height / image.height, width / image.width)
+    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
+    image = image.resize((w, h), Image.Resampling.BICUBIC)
+    left, top = (w - width) // 2, (h - height) // 2
+    image = image.crop((left, top, left + width, top + height))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1.0)
+    return pixels.permute(2, 0, 1)
+
+
+@torch.no_grad()
+def folder_set(
+    bundle: Bundle, folder: Path, prompts: list[str], what: str, batch_size: int = 16
+) -> DrawnSet:
+    """Real images instead of drawn ones: every image in ``folder`` (:func:`image_files`)
+    fitted to the model's size and encoded (:meth:`Bundle.encode_images`), read under
+    ``prompts`` in turn; seeds are -1 (not drawn). An unreadable image is one clear error."""
+    files = image_files(folder, what)
+    height, width = bundle.resolution, bundle.width or bundle.resolution
+    out = []
+    for i in range(0, len(files), batch_size):
+        batch = []
+        for f in files[i : i + batch_size]:
+            try:
+                with Image.open(f) as im:
+                    batch.append(_fit(im.convert("RGB"), height, width))
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                raise UnseeError(f"{what}: cannot read image {f}: {exc}") from None
+        out.append(bundle.encode_images(torch.stack(batch)).float())
+    cycled = [prompts[i % len(prompts)] for i in range(len(files))]
+    return DrawnSet(torch.cat(out), cycled, [-1] * len(files))

@@ -130,3 +130,29 @@ def concept_kind(name: str) -> str:
     if name in SUPERCLASSES:
         return "superclass"
     raise KeyError(name)
+
+
+def substituted_captions(word: str, anchor: str) -> list[tuple[str, str]]:
+    """Caption pairs (with ``word``, with ``anchor``): every caption of the grammar that
+    names ``anchor`` in ``word``'s slot (shape and superclass words fill the shape slot),
+    the other attributes each left out or set to each of their words (a style or colour
+    is drawn on every shape), and the same caption with ``word`` in the anchor's place.
+    Concept Ablation's anchor captions, built from the grammar instead of a language model."""
+    slot = "shape" if concept_kind(word) in ("shape", "superclass") else concept_kind(word)
+    colours: list[str | None] = [None, *COLOURS]
+    styles: list[str | None] = [None, *STYLES]
+    bgs: list[str | None] = [None, *BACKGROUNDS]
+    if slot == "shape":
+        return [
+            (compose_caption(word, c, st, b), compose_caption(anchor, c, st, b))
+            for c, st, b in itertools.product(colours, styles, bgs)
+        ]
+    if slot == "style":
+        return [
+            (compose_caption(s, c, word, b), compose_caption(s, c, anchor, b))
+            for s, c, b in itertools.product(SHAPES, colours, bgs)
+        ]
+    return [
+        (compose_caption(s, word, st, b), compose_caption(s, anchor, st, b))
+        for s, st, b in itertools.product(SHAPES, styles, bgs)
+    ]

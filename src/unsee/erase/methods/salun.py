@@ -17,11 +17,22 @@ images ``x^r`` are drawn by the base model from ``retain`` (default: every other
 the attribute not being erased; on SD the other Imagenette classes, else ``c'``).
 Predictions ``e`` and the data target ``eps`` are in the run's loss space (by default the
 model's native output: v and the velocity target on v-prediction models).
+
+Data and budget. The official code trains on real Imagenette images of the class (about
+950: ``frgfm/imagenette`` train split), 5 epochs at batch 8 (about 595 steps). On Stable
+Diffusion the defaults have that size: :data:`SD_FORGET_IMAGES` images drawn by the base
+model (no data set ships with unsee; until issue 21 it was 100 images and 63 steps) and
+``5 * ceil(n / 8)`` iterations for ``n`` forget images per round. ``forget_dir`` trains on
+a folder of real images instead (one concept; every image in it, read under the concept's
+prompt), as the official does; the retain set is still drawn (``forget_images`` of it).
+ToyWorld keeps its tuned budget (80 iterations over 16 drawn images).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +45,7 @@ from unsee.erase.context import ErasureContext, mse
 from unsee.erase.masks import StaticMask
 from unsee.errors import UnseeError
 from unsee.models.family import ModelFamily
+from unsee.models.image_sets import folder_set, image_files
 from unsee.toyworld import vocab
 
 #: ToyWorld attribute lists the replacement label is taken from, by concept kind
@@ -45,12 +57,18 @@ TOYWORLD_LABELS = {
 }
 
 
+#: forget images drawn per concept on Stable Diffusion: about the official's real ones (the
+#: ~9,470 Imagenette train images over 10 classes), so 5 epochs at batch 8 are 595 steps
+SD_FORGET_IMAGES = 950
+
+
 @dataclass
 class SalUnParams(sets.ImageSetParams):
     mask_fraction: Fraction = 0.5  # global share of scoped entries trained
     mask_guidance: float = -1.0  # w of the saliency loss; -1: the model's CFG (SD 7.5)
     retain_weight: float = 0.5  # alpha (SalUn's README for Imagenette)
     retain: str = ""  # ';'-separated retain prompts; empty: see the module docstring
+    forget_dir: str = ""  # a folder of real images of the concept (instead of drawn ones)
 
     def __post_init__(self) -> None:
         self.check_sets("salun")
@@ -104,10 +122,15 @@ class SalUn(Method):
         "random-label forgetting with a retain term under a static global weight-"
         "saliency mask (SalUn)"
     )
-    # SD: lr 1e-5, batch 8, 5 epochs of the forget set (100 generated images: 63 iterations);
-    # ToyWorld: tuned here (docs/methods.md).
+    # SD: the official recipe, lr 1e-5, batch 8, 5 epochs of a forget set of the official
+    # size (iterations worked out in plan_defaults); ToyWorld: tuned here (docs/methods.md).
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "sd": {"iterations": 63, "lr": 1e-5, "batch_size": 8},
+        "sd": {
+            "epochs": 5,
+            "lr": 1e-5,
+            "batch_size": 8,
+            "params": {"forget_images": SD_FORGET_IMAGES},
+        },
         "toyworld": {"iterations": 80, "lr": 1e-4, "batch_size": 4},
         "toyworld-sd": {"iterations": 80, "lr": 1e-4, "batch_size": 4},
     }
@@ -122,12 +145,35 @@ class SalUn(Method):
     ) -> dict[str, Any]:
         for c in concepts:
             replacement(c, [o.name for o in concepts], family.vocabulary)
-        return super().plan_defaults(params, family, concepts, sequential)
+        if params.forget_dir and len(concepts) != 1:
+            raise UnseeError("salun.forget_dir holds one concept's images: erase one concept")
+        d = super().plan_defaults(params, family, concepts, sequential)
+        epochs = d.pop("epochs", None)
+        if epochs:  # the official count: epochs over the round's forget images at the batch
+            if params.forget_dir:
+                n = len(image_files(Path(params.forget_dir), "salun.forget_dir"))
+            else:
+                n = params.forget_images or d["params"]["forget_images"]
+            n *= 1 if sequential else len(concepts)
+            d["iterations"] = epochs * math.ceil(n / d["batch_size"])
+        elif params.forget_dir:  # refused before loading, whatever the family
+            image_files(Path(params.forget_dir), "salun.forget_dir")
+        return d
 
     def __init__(self, params: SalUnParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
         spoken, erased = ctx.family.vocabulary, [c.name for c in ctx.concepts]
-        self.forget = {c.name: sets.concept_images(ctx, params, c) for c in ctx.concepts}
+        self.forget = {
+            c.name: folder_set(
+                ctx.bundle,
+                Path(params.forget_dir),
+                [params.template.format(q) for q in c.prompts],
+                "salun.forget_dir",
+            )
+            if params.forget_dir
+            else sets.concept_images(ctx, params, c)
+            for c in ctx.concepts
+        }
         self.relabel = {
             c.name: {
                 params.template.format(q): params.template.format(o)

@@ -29,15 +29,19 @@ Which token states are the rows (``token``):
   aligned with the guide's from its subject token; preserve prompts contribute all states.
 
 Guides: the empty prompt for objects, the concept's anchor for ToyWorld styles (``solid``);
-an explicit ``--anchor`` always wins. Prompt expansion (``templates``) applies each template
-to the concept's prompts, to the guide's matching prompts and to the preserve prompts.
+an explicit ``--anchor`` always wins. ``concept_type=art`` is the official
+``--concept_type art`` (``uce_sd_erase.py``): the guide of a concept without another one is
+the prompt "art" instead of the empty prompt (Stable Diffusion concepts have no style
+kind, so an artist is an object unless this is set). Prompt expansion (``templates``)
+applies each template to the concept's prompts, to the guide's matching prompts and to the
+preserve prompts.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 
@@ -61,6 +65,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "art": ("{}", "painting by {}", "art by {}", "artwork by {}", "picture by {}", "style of {}"),
 }
 TOKEN_MODES = ("subject", "last", "all")
+#: the official guide for an art concept with no guide given (``uce_sd_erase.py``)
+ART_GUIDE = "art"
 #: The float64 solve's relative error is about cond(M) * 1e-16; above this it would exceed
 #: 1e-4, far coarser than the float32 weights it writes, so the edit is refused.
 MAX_CONDITION = 1e12
@@ -74,6 +80,8 @@ class UCEParams:
     preserve_scale: float = 1.0  # weight of the preserve rows
     token: str = "subject"  # which token states are used: subject | last | all
     templates: str = "{}"  # 'object', 'art', or ';'-separated templates with {} = the prompt
+    # art: guide "art" where an object's would be "" (the official --concept_type art)
+    concept_type: Literal["object", "art"] = "object"
 
     def __post_init__(self) -> None:
         if self.token not in TOKEN_MODES:
@@ -182,6 +190,8 @@ class UCE(ClosedFormMethod):
         """(guide words, guide prompts parallel to the concept's prompts or one prompt)."""
         if self.ctx.explicit_anchors or concept.kind == "style":
             return concept.anchor, concept.anchor_prompts
+        if self.p.concept_type == "art":
+            return ART_GUIDE, (ART_GUIDE,)
         return "", ("",)
 
     def erase_pairs(self) -> list[tuple[Prompt, Prompt]]:
