@@ -302,8 +302,9 @@ def headline(results: Results, source: str) -> str:
         "attacked prompt), and the share of asked attributes drawn as asked on the other "
         "prompts (retain), each with its 95 % Wilson interval over n images (retain: "
         "image-attribute pairs); † = below the scenario's best row here beyond noise; "
-        "KID x 1e-3 in judge features against renders, with its interval; seconds = the "
-        "erasure's wall time on one core.",
+        "KID x 1e-3 in judge features against renders, with the 2.5-97.5 % range of its "
+        "subset values (the spread of one KID at that size, not the mean's uncertainty); "
+        "seconds = the erasure's wall time, model load included, one torch thread.",
         "",
     ]
     cols = HEADLINE_COLUMNS
@@ -325,7 +326,7 @@ def headline(results: Results, source: str) -> str:
             + " | ".join(
                 f"{h} (n={_count(first, c, n_concepts)})" for h, c in zip(names, cols, strict=True)
             )
-            + " | KID x1e-3 | seconds |",
+            + " | KID x1e-3 [subset range] | seconds |",
             "|---|" + "---|" * (len(cols) + 2),
         ]
         for label, r in rows.items():
