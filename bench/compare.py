@@ -33,11 +33,12 @@ column's best row beyond noise,
 retain and neighbour accuracy, judge-feature FD and KID, overall (harmonic mean of erasure and
 retain), erasure seconds, attack seconds, peak RSS, optimiser steps and weights changed.
 ``--iterations`` overrides every variant's budget (reduced runs: the test suite's).
-Each row is merged into ``bench/results/compare.{md,json}`` (and the Pareto plot of erasure
-vs retain, ``compare_pareto.png``) as soon as it is scored, by the harness's results store
-(``harness.record``), so several processes may fill one table and an interrupted run keeps
-its finished rows. The scenarios and variants are the harness's ``SCENARIOS`` and
-``VARIANTS`` tables; this script is their command line and the tables' layout.
+Each row is merged into ``bench/results/<model>/compare.{md,json}`` (``--out``; and the
+Pareto plot of erasure vs retain, ``compare_pareto.png``) as soon as it is scored, by the
+harness's results store (``harness.record``), so several processes may fill one table and
+an interrupted run keeps its finished rows. The scenarios and variants are the harness's
+``SCENARIOS`` and ``VARIANTS`` tables; this script is their command line and the tables'
+layout.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/compare.py --scenario star --num-images 4
 """
@@ -421,7 +422,13 @@ def main(argv: list[str] | None = None) -> None:
         help="override every variant's iterations (reduced runs)",
     )
     ap.add_argument("--work", type=Path, default=Path("runs/bench-compare"))
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results/<model name>, so each model's "
+        "table is its own and the printed Reproduce commands write back to it)",
+    )
     ap.add_argument(
         "--machine-note",
         default="",
@@ -435,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
         help="run nothing: rewrite README's headline table from --out's results",
     )
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / Path(args.model).name
     if args.headline is not None:
         try:
             results = read("compare", args.out)
