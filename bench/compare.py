@@ -61,6 +61,7 @@ from harness import (
     rate_cell,
     read,
     record,
+    replace_between,
     run_variant,
     runs_on,
 )
@@ -346,16 +347,7 @@ def headline(results: Results, source: str) -> str:
 def write_headline(readme: Path, results: Results, source: str) -> None:
     """Replace the text between :data:`HEADLINE_START` and :data:`HEADLINE_END` in
     ``readme`` with :func:`headline` (atomically); the markers must be there."""
-    text = readme.read_text()
-    start, end = text.find(HEADLINE_START), text.find(HEADLINE_END)
-    if start < 0 or end < start:
-        raise UnseeError(
-            f"{readme} has no headline markers ({HEADLINE_START!r} ... {HEADLINE_END!r})"
-        )
-    new = text[:start] + headline(results, source) + text[end + len(HEADLINE_END) :]
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(new)
-    tmp.replace(readme)
+    replace_between(readme, HEADLINE_START, HEADLINE_END, headline(results, source))
 
 
 def pareto_plot(results: Results, path: Path) -> None:

@@ -70,7 +70,6 @@ the official side's extra packages on its path.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
@@ -85,7 +84,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from harness import RESULTS, Results, fmt, record, runs_on, summarise
+from harness import RESULTS, Results, fmt, read_json, record, run_logged, runs_on, summarise
 from unsee.artifacts import write_artifact
 from unsee.cards import base_license
 from unsee.concepts import resolve_concept
@@ -494,17 +493,13 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> M
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SHIM_DIR), env.get("PYTHONPATH")])),
         "UNSEE_CONFORMANCE_TIMING": str(timing),
     }
-    log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(log, "w") as fh:
-        fh.write(f"$ cd {shlex.quote(str(cwd))} && {shlex.join(cmd)}\n")
-        fh.flush()
-        code = subprocess.run(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
+    code = run_logged(cmd, cwd, env, log)
     wall = time.perf_counter() - t0
     if code != 0 or not timing.exists():
         tail = log.read_text().strip().splitlines()[-1:] or [""]
         raise RuntimeError(f"the {log.stem} run failed (exit {code}, see {log}): {tail[0]}")
-    t = json.loads(timing.read_text())
+    t = read_json(timing)
     span = t["last"] - t["first"] if t["steps"] else None
     return Measured(round(wall, 2), round(t["peak_rss_kb"] / 1024, 1), t["steps"], span)
 

@@ -35,6 +35,8 @@ import functools
 import json
 import os
 import platform
+import shlex
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +49,7 @@ import torch
 from unsee.artifacts import apply_artifacts
 from unsee.erase.config import EraseConfig
 from unsee.erase.engine import ErasureResult, run_erasure
+from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.metrics import change, hits_of, wilson_interval
 from unsee.evaluate.schema import parse_scorecard
@@ -419,6 +422,34 @@ def _write(out: Path, name: str, results: Results, render: Render, files: Files)
     atomic_write(out / f"{name}.md", _text(render(results)))
     for file, writer in files.items():
         atomic_write(out / file, functools.partial(writer, results))
+
+
+def replace_between(path: Path, start: str, end: str, text: str) -> None:
+    """Replace what lies between the markers ``start`` and ``end`` in ``path`` (markers
+    included) with ``text``, atomically; raises UnseeError when the markers are not there,
+    leaving the file as it was."""
+    old = path.read_text()
+    i, j = old.find(start), old.find(end)
+    if i < 0 or j < i:
+        raise UnseeError(f"{path} has no markers {start!r} ... {end!r}")
+    atomic_write(path, _text(old[:i] + text + old[j + len(end) :]))
+
+
+def run_logged(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path) -> int:
+    """Run ``cmd`` in ``cwd`` with its output (and the command line first) in ``log``;
+    returns the exit code (a study's subprocess, e.g. an official script)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        fh.write(f"$ cd {shlex.quote(str(cwd))} && {shlex.join(cmd)}\n")
+        fh.flush()
+        return subprocess.run(
+            list(cmd), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT
+        ).returncode
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file a study's subprocess wrote (not a results file: :func:`read`)."""
+    return json.loads(path.read_text())
 
 
 def record(
