@@ -215,6 +215,14 @@ def _best(rows: Iterable[dict[str, Any]], cols: list[str]) -> dict[str, float | 
     }
 
 
+def _kid_cell(r: dict[str, Any], digits: int) -> str:
+    """A row's KID x 1e-3 with its subset range, ``digits`` decimals; n/a without one."""
+    if r.get("kid") is None:
+        return "n/a"
+    lo, hi = (1000 * v for v in r["kid_ci95"])
+    return f"{1000 * r['kid']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
 def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[str]:
     """One scenario's main table: rates with intervals and noise marks, distances, cost."""
     attacks = list(
@@ -250,12 +258,7 @@ def _rows_table(concepts: list[str], rows: dict[str, dict[str, Any]]) -> list[st
         "|---|" + "---|" * (len(cols) + 8),
     ]
     for label, r in rows.items():
-        kid = (
-            "n/a"
-            if r.get("kid") is None
-            else f"{1000 * r['kid']:.1f} [{1000 * r['kid_ci95'][0]:.1f}, "
-            f"{1000 * r['kid_ci95'][1]:.1f}]"
-        )
+        kid = _kid_cell(r, 1)
         cells = [rate_cell(_value(r, c), _count(r, c, n_concepts), best[c]) for c in cols]
         out.append(
             f"| {label} | " + " | ".join(cells) + f" | {fmt(r['fid'], 0)} | {kid} | "
@@ -332,12 +335,7 @@ def headline(results: Results, source: str) -> str:
             "|---|" + "---|" * (len(cols) + 2),
         ]
         for label, r in rows.items():
-            kid = (
-                "n/a"
-                if r.get("kid") is None
-                else f"{1000 * r['kid']:.0f} [{1000 * r['kid_ci95'][0]:.0f}, "
-                f"{1000 * r['kid_ci95'][1]:.0f}]"
-            )
+            kid = _kid_cell(r, 0)
             cells = [rate_cell(_value(r, c), _count(r, c, n_concepts), best[c]) for c in cols]
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {kid} | {r['seconds']:.0f} |")
         lines.append("")

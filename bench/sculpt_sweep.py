@@ -22,6 +22,7 @@ from harness import (
     RESULTS,
     SCENARIOS,
     Results,
+    Run,
     Variant,
     attribute_drift,
     load_model,
@@ -86,6 +87,26 @@ KEPT = ["square", "triangle", "circle", "crescent", "cross"]
 SETTINGS = {"num_images": 4, "steps": 25, "seed": 0, "drift_per_shape": 24}
 
 
+def sequential_with_drift(
+    variant: Variant, cache: Path, work: Path, iterations: int | None = None
+) -> tuple[Run, dict[str, Any]]:
+    """Erase the sequential scenario with ``variant`` and score it with :data:`SETTINGS`
+    (paraphrase probe only; base images cached in ``cache``), then draw the kept shapes:
+    the run and :func:`harness.attribute_drift`'s numbers."""
+    eval_settings = EvalSettings(
+        num_images=SETTINGS["num_images"],
+        steps=SETTINGS["steps"],
+        seed=SETTINGS["seed"],
+        cache_dir=cache,
+        attacks=("paraphrase",),
+    )
+    run = run_variant(SCENARIOS["sequential"], variant, eval_settings, work, iterations)
+    drift = attribute_drift(
+        load_model("toyworld", [run.artifact]), KEPT, SETTINGS["drift_per_shape"], SETTINGS["steps"]
+    )
+    return run, drift
+
+
 def markdown(results: Results) -> str:
     """The sweep table, from its results file."""
     s = results["settings"]
@@ -123,17 +144,7 @@ def main() -> None:
     args = ap.parse_args()
     variant = GRID[args.label]
     work = args.work / args.label
-    eval_settings = EvalSettings(
-        num_images=SETTINGS["num_images"],
-        steps=SETTINGS["steps"],
-        seed=SETTINGS["seed"],
-        cache_dir=work / "cache",
-        attacks=("paraphrase",),
-    )
-    run = run_variant(SCENARIOS["sequential"], variant, eval_settings, work)
-    drift = attribute_drift(
-        load_model("toyworld", [run.artifact]), KEPT, SETTINGS["drift_per_shape"], SETTINGS["steps"]
-    )
+    run, drift = sequential_with_drift(variant, work / "cache", work)
     row = {
         **run.row,
         "drift": drift,

@@ -25,19 +25,14 @@ from pathlib import Path
 
 from harness import (
     RESULTS,
-    SCENARIOS,
     Results,
     Variant,
-    attribute_drift,
     fmt,
-    load_model,
     rate_cell,
     record,
-    run_variant,
     runs_on,
 )
-from sculpt_sweep import KEPT, SETTINGS
-from unsee.evaluate import EvalSettings
+from sculpt_sweep import KEPT, SETTINGS, sequential_with_drift
 
 _NATIVE = (
     Variant("sculpt", "sculpt"),
@@ -107,16 +102,9 @@ def main() -> None:
     args = ap.parse_args()
     variant = GRID[args.label]
     settings = {**SETTINGS, "iterations": args.iterations}
-    eval_settings = EvalSettings(
-        num_images=SETTINGS["num_images"],
-        steps=SETTINGS["steps"],
-        seed=SETTINGS["seed"],
-        cache_dir=args.work / "image-cache",  # the base model's images, shared
-        attacks=("paraphrase",),
-    )
-    run = run_variant(SCENARIOS["sequential"], variant, eval_settings, args.work, args.iterations)
-    drift = attribute_drift(
-        load_model("toyworld", [run.artifact]), KEPT, SETTINGS["drift_per_shape"], SETTINGS["steps"]
+    # the base model's images are shared by every variant's run
+    run, drift = sequential_with_drift(
+        variant, args.work / "image-cache", args.work, args.iterations
     )
     row = {**run.row, "drift": drift, "loss_space": variant.loss_space}
     results = record(
