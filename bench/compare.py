@@ -280,7 +280,7 @@ HEADLINE = {
     "kscu": "KSCU",
     "mim-mu": "MiM-MU",
     "sculpt": "Sculpting Memory",
-    "sculpt-kd-released": "Sculpting Memory, KD as released",
+    "sculpt-kd-released": "Sculpting Memory, KD as released, lr 3e-4",
 }
 HEADLINE_START = "<!-- headline: written by `bench/compare.py --headline README.md`; edit there -->"
 HEADLINE_END = "<!-- end of headline -->"
