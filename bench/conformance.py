@@ -58,10 +58,26 @@ per round: epochs x images / batch), ``--sculpt-warmup``, ``--sculpt-interval``,
 ``--sculpt-lr``. Its imports need torchvision: ``--official-pythonpath`` puts a folder of
 the official side's extra packages on its path.
 
+Concept Ablation (``ca``): the release's ``diffusers/train.py`` with the README's object
+command (``--concept_type object --parameter_group cross-attn --scale_lr --hflip``, plus
+``--noaug``: at 32 px its random down-scaling leaves latent loss masks that can be empty,
+``utils.py:172-175``) through ``conformance_shims/ca_driver.py`` (transformers 5, the
+model's VAE factor, safetensors output), against unsee's ``ca`` (``captions=many``,
+``target_model=training``). Its ``--class_prompt`` file holds the anchor captions unsee's
+``ca`` draws its images for at that seed, one per image, so both sides train on the same
+caption pairs (``--caption_target ANCHOR+CONCEPT`` replaces the anchor word, as unsee's
+pairs do); the official samples its own anchor images from them (``train.py:656-745``).
+Budget: ``--ca-iterations``, ``--ca-lr`` (the effective rate: the official gets it divided
+by the batch, which ``--scale_lr`` multiplies back, ``train.py:861-867``), ``--ca-batch``,
+``--ca-images`` (anchor images, one per caption). Its imports need torchvision and openai
+(``utils.py:6, 11``; openai only for the language-model captions the file replaces):
+``--official-pythonpath``.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
         --official esd=../official/erasing --official uce=../official/unified-concept-editing \\
         --official kscu=../official/KeyStepConceptUnlearning \\
         --official sculpt=../official/Sculpting-Memory-ICCV-2025 \\
+        --official ca=../official/concept-ablation \\
         --official-pythonpath ../official/_pydeps \\
         [--method sculpt --concept star,heart,hexagon,arrow] \\
         [--official-dtype float32] [--seeds 0,1,2] [--num-images 8]
@@ -90,6 +106,7 @@ from unsee.cards import base_license
 from unsee.concepts import resolve_concept
 from unsee.erase import image_sets
 from unsee.erase.context import ErasureContext
+from unsee.erase.methods.ca import CAParams, ConceptAblation
 from unsee.erase.methods.kscu import TASKS, KSCUParams, key_start
 from unsee.erase.methods.sculpt import SculptParams
 from unsee.errors import UnseeError
@@ -119,7 +136,18 @@ SHIMS = {
     "parameters are kept)",
     "torchvision_ops": "declares torchvision's nms/qnms schemas when its compiled operators "
     "cannot load (PyPI's torchvision is a CUDA build; multi_dst_train.py:10 and "
-    "eval/class_pmt_gen.py:6-7 import it, the dataset uses its transforms)",
+    "eval/class_pmt_gen.py:6-7 import it, the dataset uses its transforms; CA's "
+    "diffusers/utils.py:11 likewise)",
+    "clip_feature_extractor": "conformance_shims/ca_driver.py names CLIPImageProcessor "
+    "CLIPFeatureExtractor, the alias transformers 5 removed (diffusers/model_pipeline.py:19 "
+    "imports it to type an optional pipeline component)",
+    "latent_mask": "conformance_shims/ca_driver.py lays the loss mask out at the model's VAE "
+    "factor by the release's rule (the image less a one-latent-pixel border; "
+    "diffusers/utils.py:166, 172-175 assume a factor of 8, toyworld-sd's is 4, whose "
+    "latents the mask then cannot multiply)",
+    "safetensors_output": "conformance_shims/ca_driver.py writes the tensors "
+    "CustomDiffusionPipeline.save_pretrained selects (cross-attention k/v) as safetensors "
+    "instead of pickling them with torch.save (diffusers/model_pipeline.py:228-248)",
 }
 
 #: official code the bench does not run, and why (file:line in the official repository)
@@ -134,6 +162,14 @@ NOT_RUN = {
     "together they replace its loading, resolution, budget and output, which is closer to "
     "a fork than to running it. unsee's version=paper differs from version=quick only in "
     "the leakage weights, S and S_max; the quick run checks the rest",
+    "nupurkmr9/concept-ablation diffusers/train.py --concept_type style (CA's README style "
+    "command)": "ToyWorld's styles are words inside its caption grammar ('a striped star'), "
+    "which unsee's ca trains, like every ToyWorld concept, by replacing the anchor word "
+    "(vocab.substituted_captions; the object mode the bench runs, utils.py:197-199). The "
+    "style mode instead adds the style to each anchor caption ('..., in the style of "
+    "striped' or 'in striped's style, ...', utils.py:179-187, drawn at random), captions "
+    "outside the grammar that unsee never trains on, so there is no like-for-like run "
+    "on toyworld-sd",
 }
 
 
@@ -161,6 +197,10 @@ class Budget:
     sculpt_warmup: int = 10
     sculpt_interval: int = 20
     sculpt_lr: float = 1e-3
+    ca_iterations: int = 80
+    ca_lr: float = 1e-3
+    ca_batch: int = 4
+    ca_images: int = 16
 
     def sculpt_iterations(self) -> int:
         """Iterations per round: the release's epochs of len(DataLoader) batches."""
@@ -363,6 +403,78 @@ def _sculpt_describe(b: Budget) -> str:
     )
 
 
+def _ca_prepare(
+    bundle: Bundle, concepts: list[str], seed: int, b: Budget, where: Path
+) -> list[str]:
+    """The official ``--class_prompt`` file: the anchor captions unsee's ``ca`` draws its
+    ``ca_images`` images for at ``seed``, one line per image in its order (the official
+    samples image i with line i, ``train.py:704-707``, ``utils.py:70``), so both sides
+    train on the same captions; and the folder the official samples its images into, rid
+    of an earlier run's (it samples only when it holds fewer, ``train.py:643-646``).
+    ``--class_prompt FILE --class_data_dir DIR --caption_target ANCHOR+CONCEPT``."""
+    c = resolve_concept(concepts[0], "toyworld")
+    ctx = ErasureContext(
+        bundle, None, [c], {}, iterations=1, batch_size=1, seed=seed, family=bundle.family
+    )
+    ours = ConceptAblation(CAParams(forget_images=b.ca_images), ctx)
+    captions = ours.anchor[c.name].prompts
+    # the official's concept caption is the anchor caption with the anchor word replaced
+    # (utils.py:197-199); unsee's pairs must be the same, or the sides train different text
+    differ = [a for a in captions if a.replace(c.anchor, c.name) != ours.concept_prompt[c.name][a]]
+    if differ:
+        raise BadInput(
+            f"--concept {c.name}: replacing {c.anchor!r} in {differ[0]!r} does not give "
+            "unsee's concept caption"
+        )
+    folder = where / c.name
+    images = folder / "class"
+    for old in [*(images / "images").glob("*.jpg"), images / "caption.txt", images / "images.txt"]:
+        old.unlink(missing_ok=True)  # this bench's own output of an earlier run
+    images.mkdir(parents=True, exist_ok=True)
+    prompts = folder / "anchor_captions.txt"
+    prompts.write_text("".join(f"{a}\n" for a in captions))
+    return [
+        *("--class_prompt", str(prompts), "--class_data_dir", str(images)),
+        *("--caption_target", f"{c.anchor}+{c.name}"),
+    ]
+
+
+def _ca_official(c: Call) -> list[str]:
+    b = c.budget
+    return [
+        *("--pretrained_model_name_or_path", c.folder, *c.prepared, "--concept_type", "object"),
+        *("--resolution", str(b.image_size), "--train_batch_size", str(b.ca_batch)),
+        # --scale_lr multiplies by the batch (one process, no accumulation)
+        *("--learning_rate", str(b.ca_lr / b.ca_batch), "--scale_lr"),
+        *("--max_train_steps", str(b.ca_iterations), "--num_class_images", str(b.ca_images)),
+        *("--parameter_group", "cross-attn", "--hflip", "--noaug", "--seed", str(c.seed)),
+        # in-process loading (no worker processes); no checkpoint beside the final output
+        *("--dataloader_num_workers", "0", "--checkpointing_steps", str(b.ca_iterations + 1)),
+        *("--output_dir", str(c.out)),
+    ]
+
+
+def _ca_unsee(b: Budget) -> list[str]:
+    return [
+        *("--method", "ca", "--iterations", str(b.ca_iterations), "--lr", str(b.ca_lr)),
+        *("--batch-size", str(b.ca_batch), "--set", f"forget_images={b.ca_images}"),
+        *("--set", "captions=many", "--set", "target_model=training"),
+    ]
+
+
+def _ca_describe(b: Budget) -> str:
+    return (
+        f"{b.ca_iterations} iterations, batch {b.ca_batch}, lr {b.ca_lr} (the official's "
+        f"{b.ca_lr / b.ca_batch:g} x batch by --scale_lr), cross-attention k/v, {b.ca_images} "
+        "anchor images, one per caption (the same captions on both sides), target: the "
+        "training model's anchor prediction. As released, not matched: the official samples "
+        "its anchor images itself (DPM-Solver 25 steps, CFG 6, no negative prompt, saved as "
+        "JPEG, VAE-encoded each step) and trains with AdamW (weight decay 0.01), gradient "
+        "clipping at 1, horizontal flips, no gradient through the start token's k/v, and a "
+        "loss mask without the one-latent-pixel border; unsee: its DDIM-50 latents, Adam"
+    )
+
+
 METHODS: dict[str, Official] = {
     "esd": Official(
         "rohitgandikota/erasing",
@@ -411,6 +523,22 @@ METHODS: dict[str, Official] = {
         driver="sculpt_driver.py",
         prepare=_sculpt_prepare,
         sequential=True,
+    ),
+    "ca": Official(
+        "nupurkmr9/concept-ablation",
+        "diffusers/train.py",
+        "ca",
+        (
+            *("clip_feature_extractor", "latent_mask", "safetensors_output"),
+            *("torchvision_ops", "seed", "timing"),
+        ),
+        True,
+        "float32",
+        _ca_official,
+        _ca_unsee,
+        _ca_describe,
+        driver="ca_driver.py",
+        prepare=_ca_prepare,
     ),
 }
 
@@ -864,6 +992,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--sculpt-warmup", type=int, default=10, help="warm-up iterations")
     ap.add_argument("--sculpt-interval", type=int, default=20, help="mask update interval")
     ap.add_argument("--sculpt-lr", type=float, default=1e-3, help="peak (OneCycle) lr")
+    ap.add_argument("--ca-iterations", type=int, default=80, help="CA iterations")
+    ap.add_argument("--ca-lr", type=float, default=1e-3, help="CA lr (after --scale_lr)")
+    ap.add_argument("--ca-batch", type=int, default=4, help="CA batch")
+    ap.add_argument("--ca-images", type=int, default=16, help="CA anchor images (captions)")
     ap.add_argument("--num-images", type=int, default=8, help="images per prompt per seed")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-conformance"))
@@ -911,6 +1043,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sculpt_warmup=args.sculpt_warmup,
         sculpt_interval=args.sculpt_interval,
         sculpt_lr=args.sculpt_lr,
+        ca_iterations=args.ca_iterations,
+        ca_lr=args.ca_lr,
+        ca_batch=args.ca_batch,
+        ca_images=args.ca_images,
     )
     settings = {
         "model": args.model,

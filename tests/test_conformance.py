@@ -58,6 +58,7 @@ def conformance():
 def _git_clone(folder: Path, files: dict[str, str]) -> Path:
     folder.mkdir()
     for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(text)
     git = ["git", "-C", str(folder), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
@@ -263,3 +264,172 @@ def test_kscu_script_gets_the_release_key_steps_and_unsee_the_same_budget(confor
     call = conformance.Call(f32, ["star"], ["a star"], "F", Path("o"), "cpu", 0, [])
     assert conformance._kscu_official(call)[-4:-2] == ["--dtype", "float32"]
     assert "dtype" not in conformance.shims_of("kscu", f32)  # the script's own option
+
+
+def _value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_ca_script_gets_the_readme_object_command_at_unsees_budget(conformance):
+    b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, ca_iterations=7, ca_lr=1e-3, ca_batch=4)
+    prepared = ["--class_prompt", "P", "--class_data_dir", "D", "--caption_target", "symbol+star"]
+    call = conformance.Call(b, ["star"], ["a star"], "F", Path("o"), "cpu", 5, prepared)
+    off, ours = conformance._ca_official(call), conformance._ca_unsee(b)
+    assert _value(off, "--max_train_steps") == _value(ours, "--iterations") == "7"
+    # --scale_lr multiplies the rate given by the batch (train.py:861-867): unsee's rate
+    assert "--scale_lr" in off
+    assert float(_value(off, "--learning_rate")) * 4 == pytest.approx(float(_value(ours, "--lr")))
+    assert _value(off, "--train_batch_size") == _value(ours, "--batch-size") == "4"
+    assert _value(off, "--num_class_images") == "16" and "forget_images=16" in ours
+    assert _value(off, "--resolution") == "32" and _value(off, "--seed") == "5"
+    assert _value(off, "--parameter_group") == "cross-attn"
+    assert _value(off, "--concept_type") == "object" and "--noaug" in off
+    assert int(_value(off, "--checkpointing_steps")) > 7  # the final parameters only
+    assert off[off.index("--class_prompt") :][:6] == prepared
+    assert {"captions=many", "target_model=training"} <= set(ours)
+    f32 = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, official_dtype="float32")
+    assert "dtype" not in conformance.shims_of("ca", f32)  # the release trains in float32
+
+
+def test_ca_official_side_trains_on_the_captions_unsee_draws_for(
+    conformance, tmp_path, monkeypatch
+):
+    from unsee.concepts import resolve_concept
+    from unsee.erase.context import ErasureContext
+    from unsee.erase.methods.ca import CAParams, ConceptAblation
+    from unsee.models.bundle import load_bundle
+
+    monkeypatch.setenv("UNSEE_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle("toyworld-sd")
+    b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, ca_images=3)
+    where = tmp_path / "data"
+    earlier = where / "star" / "class"
+    (earlier / "images").mkdir(parents=True)
+    (earlier / "images" / "0-abc.jpg").write_bytes(b"an earlier run's image")
+    (earlier / "caption.txt").write_text("a symbol\n")
+    (earlier / "notes.md").write_text("not the bench's")
+    args = conformance._ca_prepare(bundle, ["star"], 0, b, where)
+    lines = Path(_value(args, "--class_prompt")).read_text().splitlines()
+    anchor, concept = _value(args, "--caption_target").split("+")
+    star = [resolve_concept("star", "toyworld")]
+    ctx = ErasureContext(
+        bundle, None, star, {}, iterations=1, batch_size=1, seed=0, family=bundle.family
+    )
+    ours = ConceptAblation(CAParams(forget_images=3), ctx)
+    # one line per image unsee trains on, in its order: the official samples image i with
+    # line i (train.py:704-707), so both sides see the same three distinct captions ...
+    assert lines == ours.anchor["star"].prompts and len(set(lines)) == 3
+    assert all(anchor in line for line in lines)
+    # ... and the official's concept caption (the anchor word replaced, utils.py:197-199)
+    # is the one unsee trains towards the anchor's prediction
+    assert [q.replace(anchor, concept) for q in lines] == [
+        ours.concept_prompt["star"][q] for q in lines
+    ]
+    # the official samples only into a folder short of images: an earlier run's are gone,
+    # what the bench did not write stays
+    assert Path(_value(args, "--class_data_dir")) == earlier
+    assert not list((earlier / "images").iterdir()) and not (earlier / "caption.txt").exists()
+    assert (earlier / "notes.md").read_text() == "not the bench's"
+    other = conformance._ca_prepare(bundle, ["star"], 1, b, tmp_path / "seed1")
+    assert Path(_value(other, "--class_prompt")).read_text().splitlines() != lines
+
+
+#: Concept Ablation's three modules as the driver imports them: train.py takes the
+#: release's command line, asks the dataset for one image's loss mask, trains two
+#: cross-attention weights with AdamW and saves through the pipeline, which pickles
+#: (model_pipeline.py imports the name transformers 5 dropped).
+FAKE_CA_TRAIN = """
+import argparse, json, os, torch
+from PIL import Image
+from diffusers import UNet2DConditionModel
+from model_pipeline import CustomDiffusionPipeline
+from utils import CustomDiffusionDataset
+def parse_args():
+    ap = argparse.ArgumentParser()
+    for a in ("pretrained_model_name_or_path", "output_dir", "class_prompt", "class_data_dir",
+              "caption_target", "concept_type", "parameter_group"):
+        ap.add_argument("--" + a)
+    for a in ("resolution", "train_batch_size", "max_train_steps", "num_class_images", "seed",
+              "dataloader_num_workers", "checkpointing_steps"):
+        ap.add_argument("--" + a, type=int)
+    ap.add_argument("--learning_rate", type=float)
+    for a in ("scale_lr", "hflip", "noaug"):
+        ap.add_argument("--" + a, action="store_true")
+    return ap.parse_args()
+def main(args):
+    unet = UNet2DConditionModel.from_pretrained(args.pretrained_model_name_or_path,
+                                                subfolder="unet")
+    size = args.resolution
+    _, mask = CustomDiffusionDataset(size).preprocess(Image.new("RGB", (size, size)), size, 1)
+    lr = args.learning_rate * args.train_batch_size if args.scale_lr else args.learning_rate
+    params = dict(unet.named_parameters())
+    names = [n for n in params if "attn2.to_k" in n or "attn2.to_v" in n][:2]
+    opt = torch.optim.AdamW([params[n] for n in names], lr=lr)
+    for _ in range(args.max_train_steps):
+        opt.zero_grad()
+        sum(params[n].square().sum() for n in names).backward()
+        opt.step()
+    with open(os.path.join(args.output_dir, "seen.json"), "w") as fh:
+        json.dump({"mask": mask.tolist(), "lr": lr, "trained": names,
+                   "captions": open(args.class_prompt).read().splitlines()}, fh)
+    pipe = CustomDiffusionPipeline(unet)
+    pipe.save_pretrained(os.path.join(args.output_dir, "delta.bin"), args.parameter_group)
+"""
+FAKE_CA_PIPELINE = """
+import torch
+from transformers import CLIPFeatureExtractor
+class CustomDiffusionPipeline:
+    def __init__(self, unet):
+        self.unet = unet
+    def save_pretrained(self, save_path, parameter_group="cross-attn", all=False):
+        torch.save({"unet": dict(self.unet.named_parameters())}, save_path)
+"""
+FAKE_CA_UTILS = """
+import numpy as np
+class CustomDiffusionDataset:
+    def __init__(self, size):
+        self.size = size
+    def preprocess(self, image, scale, resample):  # a mask laid out at 1/8 of the image
+        return np.zeros((self.size, self.size, 3), np.float32), np.zeros((self.size // 8,) * 2)
+"""
+
+
+def test_ca_driver_runs_the_release_training_with_its_three_replacements(
+    conformance, tmp_path, monkeypatch
+):
+    import json
+
+    from unsee.artifacts import read_delta
+    from unsee.models.bundle import load_bundle
+    from unsee.models.model_ids import BUNDLED
+
+    monkeypatch.setenv("UNSEE_CACHE", str(tmp_path / "cache"))
+    clone = _git_clone(
+        tmp_path / "concept-ablation",
+        {
+            "diffusers/train.py": FAKE_CA_TRAIN,
+            "diffusers/model_pipeline.py": FAKE_CA_PIPELINE,
+            "diffusers/utils.py": FAKE_CA_UTILS,
+        },
+    )
+    bundle = load_bundle("toyworld-sd")
+    budget = conformance.Budget(3, 1e-4, 1.0, 3.0, 10, 32, ca_iterations=3, ca_images=2)
+    here = tmp_path / "w"
+    ran = conformance.run_official(
+        "ca", clone, "c" * 40, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], here
+    )
+    raw = here / "official-output"
+    seen = json.loads((raw / "seen.json").read_text())
+    # toyworld-sd's VAE factor is 4: an 8x8 mask at 32 px, the release's one-latent-pixel
+    # border dropped, not the 4x4 one its factor of 8 lays out
+    mask = torch.tensor(seen["mask"])
+    assert mask.shape == (8, 8) and mask[1:7, 1:7].all() and mask.sum() == 36
+    assert seen["lr"] == pytest.approx(budget.ca_lr)
+    assert len(seen["captions"]) == 2
+    assert ran.measured.steps == 3
+    # the selection save_pretrained makes, as safetensors; nothing pickled
+    assert not list(raw.glob("*.bin"))
+    saved = load_file(str(raw / "delta.safetensors"))
+    assert all("attn2.to_k" in n or "attn2.to_v" in n for n in saved)
+    delta, _ = read_delta(ran.artifact)
+    assert sorted(delta) == sorted(seen["trained"])
