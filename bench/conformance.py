@@ -170,6 +170,27 @@ NOT_RUN = {
     "striped' or 'in striped's style, ...', utils.py:179-187, drawn at random), captions "
     "outside the grammar that unsee never trains on, so there is no like-for-like run "
     "on toyworld-sd",
+    "OPTML-Group/Unlearn-Saliency SD/train-scripts generate_mask.py + random_label.py "
+    "(SalUn)": "CompVis-based; a faithful load of the diffusers folder needs a fork. "
+    "dataset.py:109-113 torch.loads a CompVis checkpoint (a pickle, keys in ldm names) "
+    "with strict=False, so a wrong key map would pass silently, and the repo converts only "
+    "CompVis to diffusers (convertModels.py); the UNet and CLIP would map one to one "
+    "through a --config_path yaml (64 channels, mult 1-2-2, one res block, attention at "
+    "ds 1 and 2, 8 heads, context 256; cond_stage params.version pointing at one folder "
+    "holding tokenizer and text encoder), but not the VAE: ldm/modules/diffusionmodules/"
+    "model.py:38 fixes 32 groups in every VAE GroupNorm, toyworld-sd's has 16. Besides: "
+    "random_label.py:310 and generate_mask.py:306 hard-code cuda:N (no CPU); dataset.py:38 "
+    "loads Imagenette from the hub and :127 makes its prompts ('an image of a {class}') "
+    "from its labels, random_label.py:81 takes the pseudo-label as (c+1) % 10 (ToyWorld "
+    "has 9 shapes); ddpm.py:42 imports pytorch_lightning.utilities.distributed (absent "
+    "from Lightning 2), autoencoder.py:9 taming, encoders/modules.py:3 OpenAI clip; "
+    "random_label.py:8 imports convertModels, whose :47 diffusers.pipelines.paint_by_example "
+    "is gone from diffusers 0.42; its output is a pickle (random_label.py:193) saved as "
+    "{name}-epoch_{n}.pt (:188-189) where savemodelDiffusers then reads {name}.pt "
+    "(convertModels.py:1007, 1024), so the release stops with FileNotFoundError at its "
+    "last step; random_label.py:142 sleeps 0.1 s a step. A reverse converter, a VAE patch, "
+    "a device shim, a data set swap and a pickle reader replace its loading, data and "
+    "output: a fork, not a run",
 }
 
 
