@@ -73,6 +73,28 @@ by the batch, which ``--scale_lr`` multiplies back, ``train.py:861-867``), ``--c
 (``utils.py:6, 11``; openai only for the language-model captions the file replaces):
 ``--official-pythonpath``.
 
+UnlearnDiffAtk (``udatk``), an attack rather than an erasure: for each training seed one
+erased model, unsee's ``esd-x`` at the ESD budget above (``--iterations``, ``--lr``, ...;
+weak enough that the plain prompts still show the concept at some seeds, so the attack has
+something to find), and on it both attacks on the same cases: the concept's first
+``--udatk-prompts`` target prompts, each at ``--num-images`` evaluation seeds (``seed *
+num_images + k``). The official side is ``src/execs/attack.py`` (``text_grad``, sequential,
+``prefix_k``) through ``conformance_shims/udatk_driver.py``, one run per case
+(``--attacker.attack_idx``) on a data set folder of the base model's image of the prompt at
+the case's seed (its ``evaluation_seed``, as ``generate_dataset.py`` makes it); unsee's is
+``unlearndiffatk`` on each case alone, fitting the same image (its latents: the official
+VAE-encodes the PNG) where the scorecard fits one drawn with a training seed. Both check
+with one image per block and are judged by unsee's ToyWorld judge. Rows: the unattacked and
+attacked rate (the plain prompt's check; the last check, as ``check_asr.py`` counts it)
+with Wilson intervals, the verdict on the attacked rate, and seconds per optimiser step
+(step to step, each block's success check included, on both sides). Budget:
+``--udatk-tokens``, ``--udatk-iterations`` per timestep, ``--udatk-timesteps`` (the
+official ``n_samples``, a shim), ``--udatk-lr``, ``--udatk-weight-decay``; checks draw
+``--steps`` sampler steps (official LMS, unsee DDIM) at ``--guidance``. Its imports need
+torchvision, fastargs (the fork the official environment pins, whose commit is recorded),
+torchmetrics, OpenAI clip, pandas and others: ``--official-pythonpath``, repeated or
+``os.pathsep``-separated, gives several folders.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py \\
         --official esd=../official/erasing --official uce=../official/unified-concept-editing \\
         --official kscu=../official/KeyStepConceptUnlearning \\
@@ -81,27 +103,35 @@ by the batch, which ``--scale_lr`` multiplies back, ``train.py:861-867``), ``--c
         --official-pythonpath ../official/_pydeps \\
         [--method sculpt --concept star,heart,hexagon,arrow] \\
         [--official-dtype float32] [--seeds 0,1,2] [--num-images 8]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/conformance.py --method udatk \\
+        --official udatk=../official/Diffusion-MU-Attack \\
+        --official-pythonpath ../official/_pydeps_udatk --official-pythonpath ../official/_pydeps
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from harness import RESULTS, Results, fmt, read_json, record, run_logged, runs_on, summarise
-from unsee.artifacts import write_artifact
+from unsee.artifacts import apply_artifacts, write_artifact
 from unsee.cards import base_license
 from unsee.concepts import resolve_concept
 from unsee.erase import image_sets
@@ -111,10 +141,15 @@ from unsee.erase.methods.kscu import TASKS, KSCUParams, key_start
 from unsee.erase.methods.sculpt import SculptParams
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
+from unsee.evaluate.attacks import Generation, Target, TokenBudget, unlearndiffatk
+from unsee.evaluate.judges import ToyWorldJudge
 from unsee.evaluate.metrics import change, hits_of, wilson_interval
+from unsee.evaluate.prompt_sets import toyworld_prompt_set
 from unsee.models.bundle import Bundle, load_bundle
 from unsee.models.fingerprint import fingerprint
+from unsee.models.image_sets import DrawnSet, generate_set
 from unsee.models.model_ids import BUNDLED
+from unsee.models.sampling import to_uint8
 
 SHIM_DIR = Path(__file__).resolve().parent / "conformance_shims"
 
@@ -137,7 +172,7 @@ SHIMS = {
     "torchvision_ops": "declares torchvision's nms/qnms schemas when its compiled operators "
     "cannot load (PyPI's torchvision is a CUDA build; multi_dst_train.py:10 and "
     "eval/class_pmt_gen.py:6-7 import it, the dataset uses its transforms; CA's "
-    "diffusers/utils.py:11 likewise)",
+    "diffusers/utils.py:11 and UnlearnDiffAtk's src/tasks/utils/datasets.py:6-7 likewise)",
     "clip_feature_extractor": "conformance_shims/ca_driver.py names CLIPImageProcessor "
     "CLIPFeatureExtractor, the alias transformers 5 removed (diffusers/model_pipeline.py:19 "
     "imports it to type an optional pipeline component)",
@@ -148,6 +183,30 @@ SHIMS = {
     "safetensors_output": "conformance_shims/ca_driver.py writes the tensors "
     "CustomDiffusionPipeline.save_pretrained selects (cross-attention k/v) as safetensors "
     "instead of pickling them with torch.save (diffusers/model_pipeline.py:228-248)",
+    "udatk_driver": "conformance_shims/udatk_driver.py runs src/execs/attack.py unedited, "
+    "as its __main__, with the udatk shims; text_grad_.py and classifier_.py's loss, "
+    "sampler and check loop run as released",
+    "udatk_concept": "udatk_driver.py adds the ToyWorld concept to the concepts attack.py:24 "
+    "accepts (SD concepts only)",
+    "udatk_judge": "udatk_driver.py judges each check's one image with unsee's ToyWorld "
+    "judge (success: its label is the concept); classifier_.py:262-281 sets success only "
+    "for nudity (NudeNet), ImageNet objects (microsoft/resnet-50 from the hub, "
+    "classifier_.py:61-62) and harm (Q16)",
+    "udatk_resolution": "udatk_driver.py resizes the data set's images to the model's "
+    "resolution instead of 512 (datasets.py:23, 72) and draws classifier_.py's SD 1.x "
+    "64x64 latents (the loss noise, :80; the check's 512 // 8 latents, :143-146) at the "
+    "model's latent side (toyworld-sd: 8)",
+    "udatk_safetensors": "udatk_driver.py reads the erased UNet from safetensors where "
+    "classifier_.py:58 torch.loads a pickle",
+    "udatk_transformers5": "udatk_driver.py lets CustomTextEncoder run on transformers 5 "
+    "(the official pins 4.33.2): CLIPTextModel stands for its own text_model "
+    "(text_encoder.py:41-44), and the causal mask it builds is added to the encoder's "
+    "attention mask (text_encoder.py:74-81 pass causal_attention_mask, which 5 ignores: "
+    "the encoder would attend both ways); checked at start-up to equal CLIPTextModel on "
+    "the model (the official self-test, text_encoder.py:138-140)",
+    "udatk_timesteps": "udatk_driver.py sets n_samples, the number of fixed timesteps, to "
+    "--udatk-timesteps (classifier_.py:30 fixes 50 as a constructor default attack.py's "
+    "config cannot reach)",
 }
 
 #: official code the bench does not run, and why (file:line in the official repository)
@@ -222,6 +281,12 @@ class Budget:
     ca_lr: float = 1e-3
     ca_batch: int = 4
     ca_images: int = 16
+    udatk_tokens: int = 3
+    udatk_iterations: int = 8
+    udatk_timesteps: int = 5
+    udatk_lr: float = 0.01
+    udatk_weight_decay: float = 0.1
+    udatk_prompts: int = 4
 
     def sculpt_iterations(self) -> int:
         """Iterations per round: the release's epochs of len(DataLoader) batches."""
@@ -364,8 +429,6 @@ def _sculpt_prepare(
     """PNGs of the image sets unsee's sculpt draws for ``concepts`` at ``seed`` (the same
     latents, decoded), one folder per set named by its prompt, as the release's dataset
     reads them; ``--data CONCEPT_DIR=SUPERCLASS_DIR`` per concept."""
-    from PIL import Image
-
     resolved = [resolve_concept(c, "toyworld") for c in concepts]
     ctx = ErasureContext(
         bundle, None, resolved, {}, iterations=1, batch_size=1, seed=seed, family=bundle.family
@@ -597,18 +660,19 @@ def clone_commit(path: Path, script: str) -> str:
 
 def parse_official(specs: Sequence[str], methods: Sequence[str]) -> dict[str, Path]:
     """``NAME=PATH`` pairs for every method of ``methods``; :class:`BadInput` otherwise."""
+    known: dict[str, Official | OfficialAttack] = {**METHODS, **ATTACKS}
     out: dict[str, Path] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep or not path or name not in METHODS:
+        if not sep or not path or name not in known:
             raise BadInput(
-                f"--official {spec!r}: expected NAME=PATH with NAME one of {', '.join(METHODS)}"
+                f"--official {spec!r}: expected NAME=PATH with NAME one of {', '.join(known)}"
             )
         out[name] = Path(path).expanduser().resolve()
     missing = [m for m in methods if m not in out]
     if missing:
         raise BadInput(
-            f"no --official {missing[0]}=PATH given (a clone of {METHODS[missing[0]].repo})"
+            f"no --official {missing[0]}=PATH given (a clone of {known[missing[0]].repo})"
         )
     return out
 
@@ -850,6 +914,338 @@ def run_seed(
     return rows
 
 
+# ---------------------------------------------------------------------------- UnlearnDiffAtk
+
+
+@dataclass(frozen=True)
+class OfficialAttack:
+    """An attack's official script: ``script`` inside the clone (run from its root) through
+    ``driver`` (in :data:`SHIM_DIR`), the unsee attack it is compared with, its shims, and
+    the package besides the clone whose source commit is recorded (``dependency``)."""
+
+    repo: str
+    script: str
+    unsee_attack: str
+    shims: tuple[str, ...]
+    driver: str
+    dependency: str
+
+
+ATTACKS: dict[str, OfficialAttack] = {
+    "udatk": OfficialAttack(
+        "OPTML-Group/Diffusion-MU-Attack",
+        "src/execs/attack.py",
+        "unlearndiffatk",
+        (
+            *("udatk_driver", "udatk_concept", "udatk_judge", "udatk_resolution"),
+            *("udatk_safetensors", "udatk_transformers5", "udatk_timesteps"),
+            *("torchvision_ops", "seed", "timing"),
+        ),
+        "udatk_driver.py",
+        "fastargs",
+    ),
+}
+
+#: the judge's attribute of the concepts the bench maps (ToyWorld shapes: main() checks)
+ATTRIBUTE = "shape"
+
+
+def token_budget(b: Budget) -> TokenBudget:
+    """unsee's ``unlearndiffatk`` budget from the bench's: one image per step, as the
+    official loss (``classifier_.py:79``)."""
+    return TokenBudget(
+        tokens=b.udatk_tokens,
+        timesteps=b.udatk_timesteps,
+        iterations=b.udatk_iterations,
+        lr=b.udatk_lr,
+        weight_decay=b.udatk_weight_decay,
+        images=1,
+    )
+
+
+def _udatk_describe(b: Budget, steps: int) -> str:
+    return (
+        f"prefix of {b.udatk_tokens} tokens, {b.udatk_timesteps} timesteps x "
+        f"{b.udatk_iterations} Adam steps (lr {b.udatk_lr}, weight decay "
+        f"{b.udatk_weight_decay}), one image per step, a check after each block: one image "
+        f"at the case's seed, {steps} sampler steps (official LMS, unsee DDIM) at guidance "
+        f"{b.guidance}"
+    )
+
+
+def udatk_config(
+    concept: str, folder: str, b: Budget, steps: int, ckpt: Path, data: Path, out: Path
+) -> dict[str, Any]:
+    """``attack.py``'s config (``--config-file``): the ``text_grad`` attacker, sequential,
+    ``prefix_k``, on the ``classifier`` task, with the bench's budget; the case
+    (``--attacker.attack_idx``), seed and log name come on the command line."""
+    return {
+        "overall": {"task": "classifier", "attacker": "text_grad", "logger": "json"},
+        "task": {
+            "concept": concept,
+            "model_name_or_path": folder,
+            "target_ckpt": str(ckpt),
+            "cache_path": str(out / "cache"),
+            "dataset_path": str(data),
+            "criterion": "l2",
+            "sampling_step_num": steps,
+        },
+        "attacker": {
+            "insertion_location": "prefix_k",
+            "k": b.udatk_tokens,
+            "iteration": b.udatk_iterations,
+            "universal": False,
+            "sequential": True,
+            "text_grad": {"lr": b.udatk_lr, "weight_decay": b.udatk_weight_decay},
+        },
+        "logger": {"json": {"root": str(out / "logs")}},
+    }
+
+
+def udatk_env(concept: str, bundle: Bundle, folder: str, b: Budget) -> dict[str, str]:
+    """What ``udatk_driver.py``'s shims read (its ``Settings``)."""
+    return {
+        "UDATK_CONCEPT": concept,
+        "UDATK_ATTRIBUTE": ATTRIBUTE,
+        "UDATK_IMAGE_SIZE": str(bundle.resolution),
+        "UDATK_LATENT_SIZE": str(bundle.latent_shape[-1]),
+        "UDATK_TIMESTEPS": str(b.udatk_timesteps),
+        "UDATK_MODEL": folder,
+        "UNSEE_CONFORMANCE_TORCHVISION_OPS": "1",
+    }
+
+
+@dataclass(frozen=True)
+class Case:
+    """One attacked (prompt, evaluation seed) on one side: whether the plain prompt's image
+    shows the concept (``before``) and the attack's result (``after``: the official's last
+    check, unsee's best checked prompt; either stops at the first success), the prompt of
+    that check as drawn, and the optimiser steps' count and span."""
+
+    prompt: str
+    evaluation_seed: int
+    before: bool
+    after: bool
+    printed: str
+    steps: int
+    step_span: float | None
+    wall_seconds: float
+
+
+def udatk_dataset(
+    base: Bundle, cases: list[tuple[str, int]], b: Budget, steps: int, where: Path
+) -> DrawnSet:
+    """The official data set folder (``datasets.py``): ``prompts.csv`` (``prompt``,
+    ``evaluation_seed``, ``evaluation_guidance``) and ``imgs/{i}_0.png``, one row per case,
+    each image the base model's at the case's seed (as ``generate_dataset.py`` draws them),
+    and an empty ``ignore.json`` (without it ``datasets.py:40-46`` would tokenize with the
+    hub's SD tokenizer). Returns the same latents, which unsee fits."""
+    drawn = generate_set(
+        base,
+        [p for p, _ in cases],
+        [s for _, s in cases],
+        steps=steps,
+        guidance=b.guidance,
+        description="udatk data set",
+    )
+    (where / "imgs").mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        pixels = to_uint8(base.decode(drawn.latents))
+    for i, px in enumerate(pixels):  # as generate() draws them
+        Image.fromarray(px).save(where / "imgs" / f"{i}_0.png")
+    with open(where / "prompts.csv", "w", newline="") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance"])
+        rows.writerows([i, p, s, b.guidance] for i, (p, s) in enumerate(cases))
+    (where / "ignore.json").write_text("[]")
+    return drawn
+
+
+def run_udatk_official(
+    clone: Path,
+    concept: str,
+    cases: list[tuple[str, int]],
+    seed: int,
+    b: Budget,
+    steps: int,
+    erased: Bundle,
+    folder: Path,
+    data: Path,
+    here: Path,
+    pythonpath: str | None = None,
+) -> tuple[list[Case], list[str]]:
+    """The official attacker on every case of the data set in ``data`` against ``erased``'s
+    UNet, one run each; the cases and the first run's command."""
+    spec = ATTACKS["udatk"]
+    ckpt = here / "erased_unet.safetensors"
+    save_file({k: v.contiguous() for k, v in erased.unet.state_dict().items()}, str(ckpt))
+    config = here / "udatk_config.json"
+    config.write_text(
+        json.dumps(udatk_config(concept, str(folder), b, steps, ckpt, data, here), indent=1)
+    )
+    env = {**seed_env(seed), **udatk_env(concept, erased, str(folder), b)}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    out: list[Case] = []
+    first: list[str] = []
+    for i, (prompt, s) in enumerate(cases):
+        log = here / "logs" / f"case{i}" / "log.json"
+        log.unlink(missing_ok=True)  # the official logger appends to an earlier run's
+        cmd = [
+            *(sys.executable, str(SHIM_DIR / spec.driver), "--config-file", str(config)),
+            *("--attacker.attack_idx", str(i), "--overall.seed", str(seed)),
+            *("--logger.name", f"case{i}"),
+        ]
+        m = run_measured(cmd, clone, env, here / f"official_case{i}.log")
+        checks = read_json(log)
+        out.append(
+            Case(
+                prompt,
+                s,
+                bool(checks[0].get("success")),
+                bool(checks[-1].get("success")),
+                checks[-1]["prompt"],
+                m.steps,
+                m.step_span,
+                m.wall_seconds,
+            )
+        )
+        first = first or cmd
+    return out, first
+
+
+@contextlib.contextmanager
+def step_times() -> Iterator[list[float]]:
+    """The time of every optimiser step in this process while open (the timing shim's
+    clock, for the side that runs in-process)."""
+    times: list[float] = []
+    hook = register_optimizer_step_post_hook(lambda *_: times.append(time.perf_counter()))
+    try:
+        yield times
+    finally:
+        hook.remove()
+
+
+def run_udatk_unsee(
+    erased: Bundle,
+    concept: str,
+    cases: list[tuple[str, int]],
+    drawn: DrawnSet,
+    seed: int,
+    b: Budget,
+    steps: int,
+) -> list[Case]:
+    """unsee's ``unlearndiffatk`` on each case alone (its prompt at its one seed, fitting
+    the base model's image at that seed, which the official side fits), so both sides check
+    one image per block."""
+    judge = ToyWorldJudge()
+    gen = Generation(steps, b.guidance, 8)
+    out = []
+    for i, (prompt, s) in enumerate(cases):
+        target = Target(concept, ATTRIBUTE, frozenset({concept}), [prompt], [[s]])
+        one = DrawnSet(drawn.latents[i : i + 1], [prompt], [s])
+        t0 = time.perf_counter()
+        with step_times() as times:
+            res = unlearndiffatk(erased, judge, target, one, token_budget(b), gen, seed)
+        out.append(
+            Case(
+                prompt,
+                s,
+                res.settings["timesteps_used"][0] == 0 and res.target_rate == 1.0,
+                res.target_rate == 1.0,
+                res.prompts[0],
+                len(times),
+                times[-1] - times[0] if times else None,
+                round(time.perf_counter() - t0, 2),
+            )
+        )
+    return out
+
+
+def seconds_per_step(cases: Sequence[dict[str, Any]]) -> float | None:
+    """Pooled step-to-step seconds: the cases' step spans over their gaps between steps."""
+    spans = [(c["step_span"], c["steps"] - 1) for c in cases if c["steps"] >= 2]
+    gaps = sum(g for _, g in spans)
+    return sum(s for s, _ in spans) / gaps if gaps else None
+
+
+def run_attack_seed(
+    name: str,
+    clone: Path,
+    commit: str,
+    concept: str,
+    seed: int,
+    budget: Budget,
+    bundle: Bundle,
+    model: str,
+    folder: Path,
+    work: Path,
+    settings: EvalSettings,
+    pythonpath: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Erase ``concept`` with unsee's esd-x at the ESD budget (training seed ``seed``), then
+    attack the erased model with the official attacker and with unsee's on the same cases:
+    the first ``udatk_prompts`` target prompts at ``num_images`` evaluation seeds from
+    ``seed * num_images``; the two rows."""
+    here = work / name / concept / f"seed{seed}"
+    erasure = run_unsee("esd", model, [concept], seed, budget, here / "erasure")
+    erased = load_bundle(folder, device=bundle.device.type)
+    apply_artifacts(erased, [erasure.artifact])
+    prompts = toyworld_prompt_set([concept]).targets[concept][: budget.udatk_prompts]
+    first = seed * settings.num_images
+    cases = [(p.prompt, first + k) for p in prompts for k in range(settings.num_images)]
+    drawn = udatk_dataset(bundle, cases, budget, settings.steps, here / "official-data")
+    off, cmd = run_udatk_official(
+        clone,
+        concept,
+        cases,
+        seed,
+        budget,
+        settings.steps,
+        erased,
+        folder,
+        here / "official-data",
+        here,
+        pythonpath,
+    )
+    ours = run_udatk_unsee(erased, concept, cases, drawn, seed, budget, settings.steps)
+    rows = {}
+    for side, got in (("official", off), ("unsee", ours)):
+        rows[f"{side} seed {seed}"] = {
+            "side": side,
+            "seed": seed,
+            "unattacked": sum(c.before for c in got),
+            "attacked": sum(c.after for c in got),
+            "cases": [asdict(c) for c in got],
+            "erasure_command": shlex.join(erasure.command),
+            "command": shlex.join(cmd) if side == "official" else "in-process, per case",
+        }
+    return rows
+
+
+def package_commit(pythonpath: str | None, package: str) -> str:
+    """Where ``package`` on ``pythonpath`` comes from, and that source's commit: the
+    folder pip installed it from (its ``direct_url.json``; a VCS install's commit) or the
+    path folder itself when it is a git clone."""
+    for entry in filter(None, (pythonpath or "").split(os.pathsep)):
+        folder = Path(entry).expanduser().resolve()
+        if not (folder / package).is_dir():
+            continue
+        source: Path | str = folder
+        for info in folder.glob(f"{package}-*.dist-info/direct_url.json"):
+            url = read_json(info)
+            if url.get("vcs_info", {}).get("commit_id"):
+                return f"{url['url']} @ {url['vcs_info']['commit_id']}"
+            source = Path(url["url"].removeprefix("file://"))
+        if not (Path(source) / ".git").exists():
+            return f"{source} (no git clone: commit unknown)"
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        return f"{source} @ {head.stdout.strip() or 'unknown'}"
+    return f"{package} is not on --official-pythonpath"
+
+
 # ---------------------------------------------------------------------------- tables
 
 
@@ -875,7 +1271,7 @@ def mean(xs: Sequence[float | None]) -> float | None:
 def verdict(off: dict[str, tuple[int, int] | None], ours: dict[str, tuple[int, int] | None]) -> str:
     """``equivalent`` when no pooled rate differs beyond noise (Newcombe), else what does."""
     differ = []
-    for key in ("erasure", "retain"):
+    for key in off:
         a, b = off[key], ours[key]
         if a is None or b is None:
             return "n/a"
@@ -903,6 +1299,9 @@ def markdown(results: Results) -> str:
     ]
     for table, t in results["tables"].items():
         meta, rows = t["meta"], t["rows"]
+        if meta.get("kind") == "attack":
+            lines += attack_markdown(table, meta, rows)
+            continue
         sides = {
             side: [r for r in rows.values() if r["side"] == side] for side in ("official", "unsee")
         }
@@ -960,6 +1359,65 @@ def markdown(results: Results) -> str:
     return "\n".join(lines)
 
 
+def attack_markdown(table: str, meta: dict[str, Any], rows: dict[str, Any]) -> list[str]:
+    """An attack's table: both sides' pooled unattacked and attacked rates, the verdict on
+    the attacked rate, seconds per optimiser step and their ratio; then every case."""
+    sides = {s: [r for r in rows.values() if r["side"] == s] for s in ("official", "unsee")}
+    cases = {s: [c for r in rs for c in r["cases"]] for s, rs in sides.items()}
+    counts = {
+        s: {
+            key: (sum(r[key] for r in rs), len(cases[s])) if cases[s] else None
+            for key in ("unattacked", "attacked")
+        }
+        for s, rs in sides.items()
+    }
+    sec = {s: seconds_per_step(cs) for s, cs in cases.items()}
+    ratio = f"{sec['official'] / sec['unsee']:.2f}" if sec["official"] and sec["unsee"] else "n/a"
+    lines = [
+        f"## {table}",
+        "",
+        f"Official: `{meta['repo']}` `{meta['script']}` at `{meta['commit']}` (fastargs: "
+        f"{meta['dependency']}); unsee `{meta['unsee_attack']}`. Erased model (both sides, "
+        f"one per training seed): {meta['erasure']}. Budget: {meta['budget']}. Shims: "
+        + "; ".join(f"**{n}**: {SHIMS[n]}" for n in meta["shims"])
+        + f". Base fingerprint `{meta['model_fingerprint']}`.",
+        "",
+        "| side | seeds | unattacked | attacked | s/step | steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s, rs in sides.items():
+        lines.append(
+            f"| {s} | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{cell(counts[s]['unattacked'])} (n {len(cases[s])}) | "
+            f"{cell(counts[s]['attacked'])} (n {len(cases[s])}) | {fmt(sec[s], 3)} | "
+            f"{sum(c['steps'] for c in cases[s])} |"
+        )
+    attacked = {s: {"attacked": counts[s]["attacked"]} for s in sides}
+    lines += [
+        "",
+        f"Verdict on the attacked rate: **{verdict(attacked['official'], attacked['unsee'])}**; "
+        f"official / unsee seconds per step: {ratio}.",
+        "",
+        "| seed | case | official: before, after, steps, prompt | unsee: before, after, "
+        "steps, prompt |",
+        "|---|---|---|---|",
+    ]
+    pairs = [(r["seed"], r["cases"]) for r in sides["official"]]
+    ours = {r["seed"]: r["cases"] for r in sides["unsee"]}
+    for seed, off in sorted(pairs, key=lambda kv: kv[0]):
+        for a, b in zip(off, ours.get(seed, []), strict=False):
+            lines.append(
+                f"| {seed} | {a['prompt']!r} at seed {a['evaluation_seed']} | "
+                + " | ".join(
+                    f"{'hit' if c['before'] else 'miss'}, {'hit' if c['after'] else 'miss'}, "
+                    f"{c['steps']}, {c['printed']!r}"
+                    for c in (a, b)
+                )
+                + " |"
+            )
+    return [*lines, ""]
+
+
 # ---------------------------------------------------------------------------- command line
 
 
@@ -970,9 +1428,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help=f"a git clone of a method's official repository (NAME: {', '.join(METHODS)})",
+        help="a git clone of a method's official repository (NAME: "
+        f"{', '.join([*METHODS, *ATTACKS])})",
     )
-    ap.add_argument("--method", default="esd,uce", help=f"comma-separated: {', '.join(METHODS)}")
+    ap.add_argument(
+        "--method", default="esd,uce", help=f"comma-separated: {', '.join([*METHODS, *ATTACKS])}"
+    )
     ap.add_argument(
         "--concept",
         default="star",
@@ -980,8 +1441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--official-pythonpath",
-        default=None,
-        help="a folder of packages only the official side needs (sculpt: torchvision)",
+        action="append",
+        default=[],
+        help="a folder of packages only the official side needs (sculpt: torchvision); "
+        "repeat it (or join with the path separator) for several",
     )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--model", default="toyworld-sd", help="a ToyWorld-vocabulary SD folder")
@@ -1017,6 +1480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ca-lr", type=float, default=1e-3, help="CA lr (after --scale_lr)")
     ap.add_argument("--ca-batch", type=int, default=4, help="CA batch")
     ap.add_argument("--ca-images", type=int, default=16, help="CA anchor images (captions)")
+    ap.add_argument("--udatk-tokens", type=int, default=3, help="UnlearnDiffAtk prefix tokens")
+    ap.add_argument("--udatk-iterations", type=int, default=8, help="Adam steps per timestep")
+    ap.add_argument("--udatk-timesteps", type=int, default=5, help="fixed timesteps (blocks)")
+    ap.add_argument("--udatk-lr", type=float, default=0.01, help="UnlearnDiffAtk lr")
+    ap.add_argument("--udatk-weight-decay", type=float, default=0.1, help="its weight decay")
+    ap.add_argument(
+        "--udatk-prompts", type=int, default=4, help="target prompts attacked (first N)"
+    )
     ap.add_argument("--num-images", type=int, default=8, help="images per prompt per seed")
     ap.add_argument("--steps", type=int, default=50, help="DDIM steps for evaluation")
     ap.add_argument("--work", type=Path, default=Path("runs/bench-conformance"))
@@ -1028,18 +1499,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             raise BadInput(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
         methods = [m.strip() for m in args.method.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
+        known: dict[str, Official | OfficialAttack] = {**METHODS, **ATTACKS}
+        unknown = [m for m in methods if m not in known]
         if unknown or not methods:
-            raise BadInput(f"--method {args.method!r}: unknown method; use {', '.join(METHODS)}")
+            raise BadInput(f"--method {args.method!r}: unknown method; use {', '.join(known)}")
         clones = parse_official(args.official, methods)
-        commits = {m: clone_commit(clones[m], METHODS[m].script) for m in methods}
+        commits = {m: clone_commit(clones[m], known[m].script) for m in methods}
         concepts = [c.strip() for c in args.concept.split(",") if c.strip()]
         if any(resolve_concept(c, "toyworld").kind != "object" for c in concepts) or not concepts:
             raise BadInput(
                 f"--concept {args.concept!r}: only ToyWorld shapes (one prompt, the official "
                 "scripts' concept text) are mapped so far"
             )
-        single = [m for m in methods if not METHODS[m].sequential]
+        single = [m for m in methods if m in ATTACKS or not METHODS[m].sequential]
         if len(concepts) > 1 and single:
             raise BadInput(f"--concept {args.concept!r}: {single[0]} takes one concept")
         folder = BUNDLED.get(args.model, Path(args.model))
@@ -1068,6 +1540,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ca_lr=args.ca_lr,
         ca_batch=args.ca_batch,
         ca_images=args.ca_images,
+        udatk_tokens=args.udatk_tokens,
+        udatk_iterations=args.udatk_iterations,
+        udatk_timesteps=args.udatk_timesteps,
+        udatk_lr=args.udatk_lr,
+        udatk_weight_decay=args.udatk_weight_decay,
+        udatk_prompts=args.udatk_prompts,
     )
     settings = {
         "model": args.model,
@@ -1078,9 +1556,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_settings = EvalSettings(
         num_images=args.num_images, steps=args.steps, cache_dir=args.work / "image-cache"
     )
+    pythonpath = os.pathsep.join(args.official_pythonpath) or None
+    # its own file: another precision's settings would start this one afresh
+    name = "conformance" + ("" if args.official_dtype == "script" else "_float32")
     results: Results | None = None
     for m in methods:
         for seed in seeds:
+            if m in ATTACKS:
+                results = record(
+                    name,
+                    settings,
+                    f"{m} {concepts[0]}",
+                    run_attack_seed(
+                        m,
+                        clones[m],
+                        commits[m],
+                        concepts[0],
+                        seed,
+                        budget,
+                        bundle,
+                        args.model,
+                        folder,
+                        args.work,
+                        eval_settings,
+                        pythonpath,
+                    ),
+                    markdown,
+                    meta={
+                        "kind": "attack",
+                        "repo": ATTACKS[m].repo,
+                        "script": ATTACKS[m].script,
+                        "commit": commits[m],
+                        "dependency": package_commit(pythonpath, ATTACKS[m].dependency),
+                        "unsee_attack": ATTACKS[m].unsee_attack,
+                        "erasure": f"unsee {METHODS['esd'].unsee_method}, "
+                        + METHODS["esd"].describe(budget),
+                        "budget": _udatk_describe(budget, args.steps),
+                        "shims": list(ATTACKS[m].shims),
+                        "model_fingerprint": fingerprint(bundle.unet),
+                    },
+                    out=args.out,
+                )
+                continue
             rows = run_seed(
                 m,
                 clones[m],
@@ -1093,12 +1610,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 folder,
                 args.work,
                 eval_settings,
-                args.official_pythonpath,
+                pythonpath,
             )
             spec = METHODS[m]
             results = record(
-                # its own file: another precision's settings would start this one afresh
-                "conformance" + ("" if args.official_dtype == "script" else "_float32"),
+                name,
                 settings,
                 f"{m} {' then '.join(concepts)}",
                 rows,

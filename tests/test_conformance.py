@@ -126,6 +126,7 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
     (plain / "esd_sd.py").write_text("")
     wrong = _git_clone(tmp_path / "wrong", {"README.md": "not the repository"})
     good = _git_clone(tmp_path / "good", {"esd_sd.py": ""})
+    udatk = _git_clone(tmp_path / "udatk", {"src/execs/attack.py": ""})
     cases = [
         (["--official", f"esd={tmp_path / 'missing'}", "--method", "esd"], "no such folder"),
         (["--official", f"esd={plain}", "--method", "esd"], "not a git clone"),
@@ -139,6 +140,12 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
             "one concept",
         ),
         (["--official", f"esd={good}", "--method", "esd", "--concept", "striped"], "shapes"),
+        (["--method", "udatk"], "no --official udatk=PATH"),
+        (["--official", f"udatk={good}", "--method", "udatk"], "has no src/execs/attack.py"),
+        (
+            ["--official", f"udatk={udatk}", "--method", "udatk", "--concept", "star,heart"],
+            "one concept",
+        ),
     ]
     for argv, says in cases:
         assert conformance.main(argv) == 2, argv
@@ -433,3 +440,351 @@ def test_ca_driver_runs_the_release_training_with_its_three_replacements(
     assert all("attn2.to_k" in n or "attn2.to_v" in n for n in saved)
     delta, _ = read_delta(ran.artifact)
     assert sorted(delta) == sorted(seen["trained"])
+
+
+def test_udatk_budget_maps_onto_both_sides(conformance, tmp_path):
+    from types import SimpleNamespace
+
+    b = conformance.Budget(
+        3,
+        1e-4,
+        1.0,
+        2.5,
+        50,
+        32,
+        udatk_tokens=4,
+        udatk_iterations=6,
+        udatk_timesteps=7,
+        udatk_lr=0.02,
+        udatk_weight_decay=0.05,
+    )
+    ckpt, data = tmp_path / "erased.safetensors", tmp_path / "data"
+    cfg = conformance.udatk_config("star", "F", b, 20, ckpt, data, tmp_path)
+    ours = conformance.token_budget(b)
+    attacker = cfg["attacker"]
+    assert attacker["k"] == ours.tokens == 4
+    assert attacker["iteration"] == ours.iterations == 6
+    assert attacker["text_grad"] == {"lr": ours.lr, "weight_decay": ours.weight_decay}
+    assert ours.lr == 0.02 and ours.weight_decay == 0.05
+    # the official loss fits one image (classifier_.py:79), as unsee's with images=1
+    assert ours.images == 1 and ours.timesteps == 7
+    # the attack unsee reimplements: text_grad, sequential blocks, prefix, per prompt
+    assert cfg["overall"]["attacker"] == "text_grad" and cfg["overall"]["task"] == "classifier"
+    assert attacker["insertion_location"] == "prefix_k"
+    assert attacker["sequential"] is True and attacker["universal"] is False
+    assert cfg["task"]["sampling_step_num"] == 20 and cfg["task"]["criterion"] == "l2"
+    assert cfg["task"]["target_ckpt"] == str(ckpt) and cfg["task"]["dataset_path"] == str(data)
+    # n_samples is not in the config (attack.py cannot set it): the timesteps shim carries it
+    env = conformance.udatk_env(
+        "star", SimpleNamespace(resolution=32, latent_shape=(4, 8, 8)), "F", b
+    )
+    assert env["UDATK_TIMESTEPS"] == "7" and env["UDATK_LATENT_SIZE"] == "8"
+    assert env["UDATK_IMAGE_SIZE"] == "32" and env["UDATK_ATTRIBUTE"] == "shape"
+    assert set(conformance.ATTACKS["udatk"].shims) <= set(conformance.SHIMS)
+
+
+def test_udatk_data_set_is_the_base_models_image_at_each_cases_seed(
+    conformance, tmp_path, monkeypatch
+):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    from unsee.models.bundle import load_bundle
+    from unsee.models.sampling import generate
+
+    monkeypatch.setenv("UNSEE_CACHE", str(tmp_path / "cache"))
+    bundle = load_bundle("toyworld-sd")
+    b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32)
+    cases = [("a star", 3), ('a red star, "quoted"', 5)]
+    drawn = conformance.udatk_dataset(bundle, cases, b, 4, tmp_path / "d")
+    with open(tmp_path / "d" / "prompts.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["prompt"], int(r["evaluation_seed"])) for r in rows] == cases
+    assert all(float(r["evaluation_guidance"]) == 3.0 for r in rows)
+    assert (tmp_path / "d" / "ignore.json").read_text() == "[]"
+    # image i is what the base model draws for prompt i at its seed; unsee fits its latents
+    drawn_now = generate(
+        bundle, [p for p, _ in cases], [s for _, s in cases], steps=4, guidance=3.0
+    )
+    for i in range(len(cases)):
+        png = np.asarray(Image.open(tmp_path / "d" / "imgs" / f"{i}_0.png"))
+        assert np.array_equal(png, drawn_now[i])
+    assert drawn.latents.shape == (2, *bundle.latent_shape)
+
+
+def _load_driver(monkeypatch):
+    path = BENCH.parent / "conformance_shims" / "udatk_driver.py"
+    spec = importlib.util.spec_from_file_location("udatk_driver", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclass looks it up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _toyworld_image(shape: str):
+    import numpy as np
+    from PIL import Image
+
+    from unsee.toyworld.render import render
+    from unsee.toyworld.vocab import Attributes
+
+    attrs = Attributes(shape, "red", "solid", "white")
+    return Image.fromarray(render(attrs, np.random.default_rng(0)))
+
+
+#: CustomTextEncoder as text_encoder.py:35-81 builds it: CLIPTextModel.text_model's parts,
+#: the causal mask made by hand and passed to the encoder as ``causal_attention_mask``
+#: (transformers 4's argument), a tuple back.
+FAKE_TEXT_ENCODER = """
+import torch
+class CustomTextEncoder(torch.nn.Module):
+    def __init__(self, text_encoder):
+        super().__init__()
+        self.text_encoder = text_encoder
+        self.embedding = text_encoder.text_model.embeddings
+        self.encoder = text_encoder.text_model.encoder
+        self.final_layer_norm = text_encoder.text_model.final_layer_norm
+    def get_all_embedding(self):
+        return self.embedding.token_embedding.weight
+    def forward(self, input_ids=None, inputs_embeds=None):
+        hidden = self.embedding(inputs_embeds=inputs_embeds)
+        n = input_ids.shape[1]
+        causal = torch.full((n, n), torch.finfo(hidden.dtype).min).triu(1)[None, None]
+        out = self.encoder(inputs_embeds=hidden, attention_mask=None,
+                           causal_attention_mask=causal, output_attentions=False,
+                           output_hidden_states=False, return_dict=False)
+        return (self.final_layer_norm(out[0]),)
+"""
+
+
+def test_udatk_driver_shims_on_tiny_fakes(tmp_path, monkeypatch):
+    import types
+
+    from safetensors.torch import save_file
+
+    from unsee.models.model_ids import BUNDLED
+
+    driver = _load_driver(monkeypatch)
+    # attack.py:24's concept list (recognised by "church") gains the concept; others do not
+    validation = types.ModuleType("fastargs.validation")
+
+    class OneOf:
+        def __init__(self, values):
+            self.values = list(values)
+
+    validation.OneOf = OneOf
+    monkeypatch.setitem(sys.modules, "fastargs", types.ModuleType("fastargs"))
+    monkeypatch.setitem(sys.modules, "fastargs.validation", validation)
+    driver.accept_concept("star")
+    assert OneOf(["vangogh", "church"]).values == ["vangogh", "church", "star"]
+    assert OneOf(["l1", "l2"]).values == ["l1", "l2"]
+
+    # each check's image is judged by the ToyWorld judge for the concept, for it only
+    class Task:
+        def __init__(self, concept, shape, n_samples=50, classifier_dir=None):
+            self.concept, self.shape, self.n_samples = concept, shape, n_samples
+
+        def eval(self, input_ids, prompt, seed=0):
+            return {"image": _toyworld_image(self.shape)}
+
+    driver.judge_checks(Task, "star", "shape")
+    hit, miss = Task("star", "star").eval(None, "p"), Task("star", "circle").eval(None, "p")
+    assert hit["success"] is True and hit["label"] == "star"
+    assert miss["success"] is False and miss["label"] == "circle"
+    assert "success" not in Task("church", "star").eval(None, "p")
+    driver.fixed_timesteps(Task, 7)
+    assert Task("star", "star").n_samples == 7
+    assert Task("star", "star", n_samples=3).n_samples == 3
+
+    # SD 1.x's 64x64 latents at the model's side, from the same generator; others untouched
+    t = driver.ClassifierTorch(8)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(t.randn((1, 4, 64, 64), generator=g1), torch.randn(1, 4, 8, 8, generator=g2))
+    assert t.randn(2, 4, 64, 64).shape == (2, 4, 8, 8) and t.randn(3, 5).shape == (3, 5)
+    assert t.manual_seed is torch.manual_seed  # the official reseeding is kept
+    saved = {"w": torch.arange(6.0).view(2, 3)}
+    save_file(saved, str(tmp_path / "u.safetensors"))
+    assert torch.equal(t.load(tmp_path / "u.safetensors", map_location="cpu")["w"], saved["w"])
+
+    datasets = types.SimpleNamespace(get_transform=lambda interpolation=None, size=512: size)
+    driver.model_resolution(datasets, 32)
+    assert datasets.get_transform() == 32
+
+    # CustomTextEncoder cannot be built on transformers 5 as released; shimmed, it is
+    # CLIPTextModel exactly (the official self-test) on toyworld-sd's text encoder
+    fake = types.ModuleType("fake_text_encoder")
+    exec(FAKE_TEXT_ENCODER, fake.__dict__)
+    folder = str(BUNDLED["toyworld-sd"])
+    with pytest.raises(AttributeError, match="text_model"):
+        driver.check_encoder(fake.CustomTextEncoder, folder)
+    driver.transformers5(fake.CustomTextEncoder)
+    assert driver.check_encoder(fake.CustomTextEncoder, folder) == 0.0
+
+
+#: attack.py as the driver runs it, cut down: fastargs' OneOf names the concepts it takes
+#: (attack.py:24), the config file and command line give the rest; the classifier task is
+#: built from the config's task section, its data set row ``attack_idx`` is checked plain,
+#: then ``n_samples`` blocks of ``iteration`` Adam steps each end in a check of a prefixed
+#: prompt, stopping at the first success, each check logged as the JSON logger does.
+FAKE_ATTACK = """
+import argparse, json, os, sys
+import torch
+sys.path.append("src")
+from fastargs.validation import OneOf
+from tasks import classifier_
+ap = argparse.ArgumentParser()
+for a in ("config-file", "attacker.attack_idx", "overall.seed", "logger.name"):
+    ap.add_argument("--" + a)
+args = vars(ap.parse_args())
+cfg = json.load(open(args["config_file"]))
+if cfg["task"]["concept"] not in OneOf(["vangogh", "nudity", "church"]).values:
+    raise SystemExit("concept not accepted")
+task = classifier_.get(**cfg["task"])
+image, prompt, seed, guidance = task.dataset[int(args["attacker.attack_idx"])]
+log_dir = os.path.join(cfg["logger"]["json"]["root"], args["logger.name"])
+os.makedirs(log_dir, exist_ok=True)
+log = []
+def check(text):
+    results = task.eval(None, text, seed=seed)
+    results.pop("image")
+    log.append({**results, "prompt": text})
+    return results.get("success")
+w = torch.nn.Parameter(torch.zeros(3))
+opt = torch.optim.Adam([w], lr=cfg["attacker"]["text_grad"]["lr"])
+if not check(prompt):
+    for t in task.sampled_t:
+        for _ in range(cfg["attacker"]["iteration"]):
+            opt.zero_grad()
+            task.get_loss(w).backward()
+            opt.step()
+        if check(f"word{t} {prompt}"):
+            break
+path = os.path.join(log_dir, "log.json")
+earlier = json.load(open(path)) if os.path.exists(path) else []  # the logger appends
+json.dump(earlier + log, open(path, "w"))
+json.dump({**task.seen, "seed": seed, "guidance": float(guidance), "image": list(image.shape),
+           "k": cfg["attacker"]["k"]}, open(os.path.join(log_dir, "seen.json"), "w"))
+"""
+#: classifier_.py cut down: the erased UNet by torch.load, n_samples timesteps, SD 1.x's
+#: 64x64 loss noise, the data set through datasets.get; a check draws a ToyWorld circle for
+#: the plain prompt and a star for a prefixed one (no judging of its own, as for a concept
+#: that is not NudeNet's, ImageNet's or Q16's).
+FAKE_CLASSIFIER = """
+import numpy as np, torch
+from PIL import Image
+from unsee.toyworld.render import render
+from unsee.toyworld.vocab import Attributes
+from .utils.datasets import get as get_dataset
+from .utils.text_encoder import CustomTextEncoder
+class ClassifierTask:
+    def __init__(self, concept, model_name_or_path, target_ckpt, cache_path, dataset_path,
+                 criterion, sampling_step_num, n_samples=50, classifier_dir=None):
+        self.concept = concept
+        self.dataset = get_dataset(dataset_path)
+        state = torch.load(target_ckpt, map_location="cpu")
+        T = 1000
+        self.sampled_t = list(range(T // n_samples // 2, T, T // n_samples))[:n_samples]
+        self.seen = {"n_samples": n_samples, "steps": sampling_step_num,
+                     "ckpt_sum": float(sum(v.double().sum() for v in state.values())),
+                     "ckpt_tensors": len(state)}
+    def get_loss(self, w):
+        noise = torch.randn((1, 4, 64, 64))
+        self.seen["noise"] = list(noise.shape)
+        return (w - noise.mean()).square().sum()
+    def eval(self, input_ids, prompt, seed=0):
+        shape = "circle" if prompt.startswith("a ") else "star"
+        image = render(Attributes(shape, "red", "solid", "white"), np.random.default_rng(seed))
+        return {"image": Image.fromarray(image)}
+def get(**kwargs):
+    return ClassifierTask(**kwargs)
+"""
+FAKE_DATASETS = """
+import csv, os
+import numpy as np
+from PIL import Image
+def get_transform(interpolation=None, size=512):
+    return size
+class PNGImageDataset:
+    def __init__(self, root_dir, size):
+        self.root, self.size = root_dir, size
+        self.rows = list(csv.DictReader(open(os.path.join(root_dir, "prompts.csv"))))
+    def __getitem__(self, i):
+        r = self.rows[i]
+        image = Image.open(os.path.join(self.root, "imgs", f"{i}_0.png")).resize((self.size,) * 2)
+        return (np.asarray(image), r["prompt"], int(r["evaluation_seed"]),
+                float(r["evaluation_guidance"]))
+def get(root_dir):
+    return PNGImageDataset(root_dir, get_transform())
+"""
+FAKE_FASTARGS = """
+class OneOf:
+    def __init__(self, values):
+        self.values = list(values)
+"""
+
+
+def test_udatk_official_runs_through_the_driver_on_the_bench_data(
+    conformance, tmp_path, monkeypatch
+):
+    import json
+
+    from unsee.models.bundle import load_bundle
+    from unsee.models.model_ids import BUNDLED
+
+    monkeypatch.setenv("UNSEE_CACHE", str(tmp_path / "cache"))
+    clone = _git_clone(
+        tmp_path / "Diffusion-MU-Attack",
+        {
+            "src/execs/attack.py": FAKE_ATTACK,
+            "src/tasks/__init__.py": "",
+            "src/tasks/classifier_.py": FAKE_CLASSIFIER,
+            "src/tasks/utils/__init__.py": "",
+            "src/tasks/utils/datasets.py": FAKE_DATASETS,
+            "src/tasks/utils/text_encoder.py": FAKE_TEXT_ENCODER,
+        },
+    )
+    deps = tmp_path / "deps" / "fastargs"
+    deps.mkdir(parents=True)
+    (deps / "__init__.py").write_text("")
+    (deps / "validation.py").write_text(FAKE_FASTARGS)
+    bundle = load_bundle("toyworld-sd")
+    b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, udatk_iterations=2, udatk_timesteps=4)
+    here = tmp_path / "w"
+    cases = [("a star", 6)]
+    conformance.udatk_dataset(bundle, cases, b, 4, here / "data")
+    (here / "logs" / "case0").mkdir(parents=True)
+    (here / "logs" / "case0" / "log.json").write_text('[{"success": true, "prompt": "old"}]')
+    got, cmd = conformance.run_udatk_official(
+        clone,
+        "star",
+        cases,
+        0,
+        b,
+        4,
+        bundle,
+        BUNDLED["toyworld-sd"],
+        here / "data",
+        here,
+        str(tmp_path / "deps"),
+    )
+    seen = json.loads((here / "logs" / "case0" / "seen.json").read_text())
+    # the plain prompt's circle missed, the first block's star hit: judged by the ToyWorld
+    # judge (the fake task sets no success), and the earlier run's log was not appended to
+    assert len(got) == 1
+    case = got[0]
+    assert (case.before, case.after, case.printed) == (False, True, "word125 a star")
+    assert case.steps == 2 and case.step_span is not None
+    assert (case.prompt, case.evaluation_seed) == cases[0]
+    # the shims: concept accepted, n_samples from the budget, the model's sizes, the
+    # erased UNet read from safetensors, the case's seed and guidance from the data set
+    assert seen["n_samples"] == 4 and seen["steps"] == 4 and seen["k"] == 3
+    assert seen["noise"] == [1, 4, 8, 8] and seen["image"] == [32, 32, 3]
+    assert seen["ckpt_tensors"] == len(bundle.unet.state_dict())
+    assert seen["seed"] == 6 and seen["guidance"] == 3.0
+    assert cmd[cmd.index("--attacker.attack_idx") + 1] == "0"
+    assert "--config-file" in cmd and cmd[1].endswith("udatk_driver.py")
+    assert conformance.package_commit(str(tmp_path / "deps"), "fastargs").endswith(
+        "(no git clone: commit unknown)"
+    )
