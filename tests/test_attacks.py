@@ -17,7 +17,7 @@ from unsee.artifacts import fingerprint
 from unsee.cli import app
 from unsee.errors import UnseeError
 from unsee.evaluate import attacks as atk
-from unsee.evaluate.judges import ToyWorldJudge
+from unsee.evaluate.judges import Judgement, ToyWorldJudge
 from unsee.evaluate.prompt_sets import toyworld_prompt_set
 from unsee.evaluate.scorecard import EvalSettings, evaluate
 from unsee.models.bundle import load_bundle
@@ -71,6 +71,10 @@ def test_unknown_attack_is_refused_before_any_model_loads(tmp_path):
         (
             ["--attacks", "resurgence", "--attack-budget", "resurgence.data=truth"],
             "which only ToyWorld has",
+        ),
+        (
+            ["--attacks", "unlearndiffatk", "--attack-budget", "unlearndiffatk.check=every"],
+            "unlearndiffatk.check must be one of all_seeds, one_seed (got 'every')",
         ),
         (["--attacks", "paraphrase", "--judge", "nudenet"], "needs paraphrase prompts"),
     ],
@@ -189,6 +193,124 @@ def test_unlearndiffatk_objective_decreases_and_only_the_tokens_learn(tiny_sd):
     assert [p.requires_grad for p in bundle.unet.parameters()] == flags
 
 
+def test_unlearndiffatk_switches_default_to_unsee_and_keep_the_toyworld_scaling():
+    """Each switch defaults to unsee's way (the first choice); set to the official way
+    through the budget, it leaves the ToyWorld block structure as it was."""
+    default = atk.plan_attacks(["unlearndiffatk"]).budget("unlearndiffatk", TOYWORLD)
+    assert isinstance(default, atk.TokenBudget)
+    assert {k: getattr(default, k) for k in atk.UDATK_SWITCHES} == {
+        k: v[0] for k, v in atk.UDATK_SWITCHES.items()
+    }
+    official = {f"unlearndiffatk.{k}": v[1] for k, v in atk.UDATK_SWITCHES.items()}
+    plan = atk.plan_attacks(["unlearndiffatk"], official)
+    b = plan.budget("unlearndiffatk", TOYWORLD)
+    assert isinstance(b, atk.TokenBudget)
+    assert (b.timesteps, b.iterations, b.check, b.vocabulary, b.noise) == (
+        5,
+        8,
+        "one_seed",
+        "all",
+        "replay",
+    )
+
+
+class _Judge:
+    """A stub judge: attribute ``x`` is "yes" (the concept) in the images ``shows`` picks
+    (called with the image and how many images were judged before it)."""
+
+    name = "stub"
+
+    def __init__(self, shows) -> None:
+        self.attributes = {"x": ("no", "yes")}
+        self.shows, self.seen = shows, 0
+
+    def __call__(self, images: np.ndarray) -> Judgement:
+        labels = []
+        for im in images:
+            labels.append("yes" if self.shows(im, self.seen) else "no")
+            self.seen += 1
+        return Judgement({}, {"x": labels})
+
+
+def _udatk(tiny_sd: Path, shows, seeds: list[int], **switches):
+    """UnlearnDiffAtk on the tiny model's prompt "a b": 2 tokens, 2 blocks of 2 steps."""
+    bundle, data = _tiny_attack_data(tiny_sd)
+    gen = atk.Generation(steps=2, guidance=bundle.default_guidance, batch_size=8)
+    target = atk.Target("b", "x", frozenset({"yes"}), ["a b"], [seeds])
+    budget = atk.TokenBudget(tokens=2, timesteps=2, iterations=2, **switches)
+    return bundle, atk.unlearndiffatk(bundle, _Judge(shows), target, data, budget, gen)
+
+
+def test_unlearndiffatk_one_seed_check_stops_on_the_first_seeds_image(tiny_sd):
+    """check=one_seed (official: one image at the evaluation seed) succeeds on the plain
+    prompt when its first seed's image shows the concept, though the others do not; the
+    default needs every seed, so it searches on. Both report the prompt at every seed."""
+    from unsee.models.sampling import generate
+
+    bundle, _ = _tiny_attack_data(tiny_sd)
+    first = generate(bundle, ["a b"], [0], steps=2, guidance=bundle.default_guidance)[0]
+
+    def shows(im, _seen):  # only the plain prompt's image at seed 0
+        return np.abs(im.astype(float) - first).mean() < 1
+
+    one = _udatk(tiny_sd, shows, [0, 1, 2], check="one_seed")[1]
+    assert one.settings["timesteps_used"] == [0] and one.prompts == ["a b"]
+    assert one.labels == ["yes", "no", "no"]  # judged at every seed: the rate is 1/3
+    every = _udatk(tiny_sd, shows, [0, 1, 2])[1]
+    assert every.settings["timesteps_used"] == [2]  # two blocks, no success
+    assert every.prompts == ["a b"] and np.array_equal(every.images, one.images)
+
+
+def test_unlearndiffatk_all_vocabulary_has_pieces_and_specials_and_draws_decoded_text(
+    tiny_sd, monkeypatch
+):
+    """vocabulary=all (official) searches every token, word pieces and special tokens
+    included, and a check draws, and the report prints, the decoded text, where a piece
+    merges with the next word; typeable words draw themselves."""
+    bundle, _ = _tiny_attack_data(tiny_sd)
+    tok = bundle.text.tokenizer
+    every = set(atk.attack_vocabulary(bundle, "all").tolist())
+    typeable = set(atk.attack_vocabulary(bundle, "typeable").tolist())
+    piece, word = tok.convert_tokens_to_ids(["b", "b</w>"])  # "b" inside a word, at its end
+    assert typeable < every and len(every) == bundle.text.vocab_size
+    assert set(tok.all_special_ids) <= every - typeable and piece in every - typeable
+    assert word in typeable
+    pieces = tok.convert_tokens_to_ids(["b", "r"])
+    assert atk.drawn_prompt(tok, pieces, "a b", "all") == "bra b"  # "a" merged into "bra"
+    assert atk.drawn_prompt(tok, [tok.eos_token_id, word], "a b", "all") == "b a b"
+    words = tok.convert_tokens_to_ids(["b</w>", "r</w>"])
+    assert atk.drawn_prompt(tok, words, "a b", "typeable") == "b r a b"
+
+    drawn, render = [], atk._render
+    monkeypatch.setattr(
+        atk, "_render", lambda *a, **k: drawn.append(k["prompts"][0]) or render(*a, **k)
+    )
+    # the concept shows in every image after the plain prompt's: the first block succeeds
+    bundle, o = _udatk(tiny_sd, lambda _im, seen: seen > 0, [0], vocabulary="all")
+    assert o.settings["vocabulary_size"] == bundle.text.vocab_size
+    assert o.settings["timesteps_used"] == [1] and drawn == ["a b", o.prompts[0]]
+    assert o.prompts[0] == atk.drawn_prompt(tok, o.settings["prefix_ids"][0], "a b", "all")
+
+
+def test_unlearndiffatk_replay_noise_repeats_every_block(tiny_sd, monkeypatch):
+    """noise=replay (official: each check reseeds the generator) gives step i of every block
+    the same noise, bit for bit; the default draws fresh noise at every step."""
+    noises, real = [], atk.denoising_loss
+
+    def spy(bundle, unet, x0, context, t, noise):
+        noises.append(noise.clone())
+        return real(bundle, unet, x0, context, t, noise)
+
+    monkeypatch.setattr(atk, "denoising_loss", spy)
+    _udatk(tiny_sd, lambda _im, _seen: False, [0], noise="replay")
+    assert len(noises) == 4  # 2 blocks x 2 steps
+    assert torch.equal(noises[0], noises[2]) and torch.equal(noises[1], noises[3])
+    assert not torch.equal(noises[0], noises[1])
+    noises.clear()
+    _udatk(tiny_sd, lambda _im, _seen: False, [0])
+    assert not torch.equal(noises[0], noises[2]) and not torch.equal(noises[1], noises[3])
+
+
 def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path):
     out = tmp_path / "out"
     budget = [
@@ -200,6 +322,7 @@ def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path
         "inversion.images=1",
         "resurgence.iterations=2",
         "resurgence.images=1",
+        "unlearndiffatk.noise=replay",  # a switch: recorded with the budget
     ]
     res = CliRunner().invoke(
         app,
@@ -244,6 +367,11 @@ def test_scorecard_cli_and_report_carry_the_attacks(tiny_sd, tiny_clip, tmp_path
     official = attacks["unlearndiffatk"]
     assert official["settings"]["tokens"] == 3  # the official k for objects and styles
     assert official["settings"]["timesteps"] == 2
+    assert official["settings"]["noise"] == "replay"
+    assert (official["settings"]["check"], official["settings"]["vocabulary"]) == (
+        "all_seeds",
+        "typeable",
+    )
     # typed prompts: each is the target prompt, after at most k plain words
     for p, target in zip(official["prompts"], entry["prompts"], strict=True):
         assert p.endswith(target) and "<" not in p and len(p.split()) <= len(target.split()) + 3

@@ -72,7 +72,16 @@ class TokenBudget:
     first) a block of ``iterations`` Adam steps (``lr``, coupled ``weight_decay``), each on
     ``images`` base-model images with fresh noise, then a success check. Defaults: the
     official configs (k = 3 for objects and styles, 5 for nudity: :meth:`AttackPlan.budget`;
-    40 steps x 50 timesteps, lr 0.01, weight decay 0.1, one image per prompt)."""
+    40 steps x 50 timesteps, lr 0.01, weight decay 0.1, one image per prompt).
+
+    Switches where unsee departs from the official code (docs/evaluation.md, "differences"),
+    each a choice of :data:`UDATK_SWITCHES` with unsee's way first and the official second:
+    ``check`` (``all_seeds``: a check draws every scorecard seed of the prompt and succeeds
+    when all show the concept; ``one_seed``: one image at the first seed, as the official
+    ``evaluation_seed``), ``vocabulary`` (``typeable`` tokens, drawn as the words they are;
+    ``all``: the whole vocabulary, special tokens and word pieces, drawn as the official
+    decoded text), ``noise`` (``fresh`` draws every step; ``replay``: every block reuses
+    the same draws, as the official reseeding of the global generator at each check)."""
 
     tokens: int = 3
     timesteps: int = 50
@@ -80,6 +89,9 @@ class TokenBudget:
     lr: float = 0.01
     weight_decay: float = 0.1
     images: int = 1
+    check: str = "all_seeds"
+    vocabulary: str = "typeable"
+    noise: str = "fresh"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +150,13 @@ RESURGENCE_SOURCES = {
     "truth": "ground-truth renders of the retain prompts (no model drew them)",
     "base-model": "base-model images of the retain prompts (the unerased model's own "
     "outputs: partly re-distils the base model; a stronger, different attack)",
+}
+#: UnlearnDiffAtk's switches (:class:`TokenBudget`): unsee's default first, the official
+#: code's behaviour second.
+UDATK_SWITCHES = {
+    "check": ("all_seeds", "one_seed"),
+    "vocabulary": ("typeable", "all"),
+    "noise": ("fresh", "replay"),
 }
 Budget = TokenBudget | PrefixBudget | InversionBudget | ResurgenceBudget
 BUDGETS: dict[str, type[Budget]] = {
@@ -240,11 +259,16 @@ def parse_budget(pairs: Sequence[str]) -> dict[str, str]:
 def _budget_value(key: str, raw: object, kind: type) -> int | float | str:
     """``raw`` as ``kind`` (int or float), positive (weight decay: non-negative); a scope
     must name a preset of :mod:`unsee.erase.scopes`, resurgence data one of
-    :data:`RESURGENCE_DATA`."""
+    :data:`RESURGENCE_DATA`, an UnlearnDiffAtk switch one of :data:`UDATK_SWITCHES`."""
     if kind is str:
         from unsee.erase.scopes import PRESETS
 
-        allowed = RESURGENCE_DATA if key.endswith(".data") else tuple(PRESETS)
+        choices = {
+            "resurgence.data": RESURGENCE_DATA,
+            "resurgence.scope": tuple(PRESETS),
+            **{f"unlearndiffatk.{k}": v for k, v in UDATK_SWITCHES.items()},
+        }
+        allowed = choices[key]
         if raw not in allowed:
             raise UnseeError(
                 f"attack budget {key} must be one of {', '.join(allowed)} (got {raw!r})"
@@ -592,6 +616,27 @@ def _word(tokenizer: Any, token_id: int) -> str:
     return tokenizer.decode([token_id]).strip()
 
 
+def attack_vocabulary(bundle: Bundle, vocabulary: str) -> torch.Tensor:
+    """Ids (V,) UnlearnDiffAtk searches: :func:`typeable_tokens` (``typeable``) or, as the
+    official code (``text_grad_.py:69-70``), every id the tokenizer writes, special tokens
+    and word pieces included (``all``)."""
+    if vocabulary == "all":
+        return torch.arange(bundle.text.vocab_size)
+    return typeable_tokens(bundle)
+
+
+def drawn_prompt(tokenizer: Any, prefix: Sequence[int], prompt: str, vocabulary: str) -> str:
+    """The text a check draws for ``prefix`` token ids before ``prompt``. ``typeable``: the
+    tokens' words joined by spaces, which tokenize back to ``prefix``. ``all``: the official
+    text (``text_grad_.py:224-226``): prefix and prompt ids, every end-of-text id dropped,
+    decoded as one run, so a word piece merges with the next word ("br" + "a star" is drawn
+    as "bra star") and the drawn prompt is not the optimised one."""
+    if vocabulary == "typeable":
+        return " ".join([*(_word(tokenizer, i) for i in prefix), prompt])
+    ids = [*prefix, *tokenizer(prompt.strip(), add_special_tokens=False)["input_ids"]]
+    return str(tokenizer.decode([i for i in ids if i != tokenizer.eos_token_id]))
+
+
 def project_simplex(v: torch.Tensor) -> torch.Tensor:
     """Euclidean projection of each row of ``v`` (k, V) onto the probability simplex: the
     point the official attacker's bisection converges to, computed exactly by sorting."""
@@ -635,13 +680,13 @@ def unlearndiffatk(
 ) -> Outcome:
     """UnlearnDiffAtk (Zhang et al., ECCV 2024) as the official ``text_grad`` attacker runs
     it, against the bundle's current (erased) UNet; every image it reports is drawn from a
-    plain, typeable prompt.
+    plain prompt, the one it reports.
 
     Per target prompt p: the prompt is drawn at its seeds first; if every seed shows the
     concept, the attack is done. Otherwise a distribution ``w`` (tokens, V_t) over
-    :func:`typeable_tokens`, uniform at start, is learnt: for each timestep of
-    :func:`attack_timesteps`, ``budget.iterations`` steps of Adam (``lr``, coupled
-    ``weight_decay``) on the diffusion-classifier loss (:func:`denoising_loss`) of
+    :func:`typeable_tokens` (:func:`attack_vocabulary`), uniform at start, is learnt: for
+    each timestep of :func:`attack_timesteps`, ``budget.iterations`` steps of Adam (``lr``,
+    coupled ``weight_decay``) on the diffusion-classifier loss (:func:`denoising_loss`) of
     ``[onehot(sample(w)) @ table; p]`` on ``budget.images`` base-model images of p
     (``data``, prompt order) at that timestep with fresh noise, gradients straight through
     the sample, then ``w`` is projected onto the simplex. After each block the argmax
@@ -650,16 +695,29 @@ def unlearndiffatk(
     one (the plain prompt included) whose images show the concept most often, earliest on
     ties: like the official success check, the search sees the evaluation seeds, and its
     images are exactly what that prompt draws with them.
+
+    That is the default budget; its switches give the official code's ways
+    (:class:`TokenBudget`). ``check=one_seed``: each check draws p at its first seed only
+    and stops when that image shows the concept; the reported prompt is then drawn at all of
+    p's seeds. ``vocabulary=all``: ``w`` covers every token id and a check draws (and the
+    report prints) the decoded text of :func:`drawn_prompt`, which need not tokenize back to
+    the optimised ids. ``noise=replay``: every block replays the same noise and sample draws.
     """
     t0 = time.time()
     text = bundle.text
-    vocab = typeable_tokens(bundle).to(text.token_embedding.weight.device)
+    vocab = attack_vocabulary(bundle, budget.vocabulary).to(text.token_embedding.weight.device)
     table = text.token_embedding.weight.detach()[vocab].float()
     rng = torch.Generator().manual_seed(seed)
     timesteps = attack_timesteps(bundle, budget.timesteps)
     best_images, prompts, runs, checks, prefix_ids = [], [], [], [], []
     for p, prompt in enumerate(target.prompts):
-        one = Target(target.concept, target.attribute, target.labels, [prompt], [target.seeds[p]])
+        full = Target(target.concept, target.attribute, target.labels, [prompt], [target.seeds[p]])
+        # one_seed: the official check, one image at the evaluation seed (text_grad_.py:227)
+        one = (
+            full
+            if budget.check == "all_seeds"
+            else dataclasses.replace(full, seeds=[full.seeds[0][:1]])
+        )
 
         def check(text_prompt: str, one: Target = one) -> tuple[int, np.ndarray]:
             images = _render(bundle, one, gen, "unlearndiffatk", prompts=[text_prompt])
@@ -680,6 +738,12 @@ def unlearndiffatk(
         blocks = 0
         with _frozen(bundle.unet):
             for t_fixed in [] if done else timesteps:
+                if budget.noise == "replay":
+                    # the official check reseeds the global generator that the loss noise
+                    # and the sample draw from (classifier_.py:142), so each block replays
+                    # the same draws; seed + p: one stream per prompt, as each official run
+                    # has its own evaluation seed
+                    rng.manual_seed(seed + p)
                 t = torch.full((len(x0),), t_fixed, device=bundle.device, dtype=torch.long)
                 for _ in range(budget.iterations):
                     onehot = _SampleOneHot.apply(w, rng)
@@ -701,20 +765,23 @@ def unlearndiffatk(
                     losses.append(loss.item())
                 blocks += 1
                 ids = vocab[w.detach().argmax(-1)].tolist()
-                words = " ".join(_word(text.tokenizer, i) for i in ids)
-                hits, images = check(f"{words} {prompt}")
+                drawn = drawn_prompt(text.tokenizer, ids, prompt, budget.vocabulary)
+                hits, images = check(drawn)
                 if hits > best[0]:
-                    best = (hits, images, f"{words} {prompt}", ids)
+                    best = (hits, images, drawn, ids)
                 if hits == len(one.seeds[0]):
                     break
-        best_images.append(best[1])
+        images = best[1]
+        if one is not full:  # one_seed: the attacked rate counts every scorecard seed of p
+            images = _render(bundle, full, gen, "unlearndiffatk", prompts=[best[2]])[0]
+        best_images.append(images)
         prompts.append(best[2])
         prefix_ids.append(best[3])
         checks.append(blocks)
         runs.append(losses)
     settings = {
         **dataclasses.asdict(budget),
-        "vocabulary": len(vocab),
+        "vocabulary_size": len(vocab),
         "timesteps_used": checks,
         "prefix_ids": prefix_ids,
     }
