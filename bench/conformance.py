@@ -951,8 +951,11 @@ ATTRIBUTE = "shape"
 
 
 def token_budget(b: Budget) -> TokenBudget:
-    """unsee's ``unlearndiffatk`` budget from the bench's: one image per step, as the
-    official loss (``classifier_.py:79``)."""
+    """unsee's ``unlearndiffatk`` budget from the bench's, with the official code's ways
+    (``docs/evaluation.md``, differences): one image per step as its loss
+    (``classifier_.py:79``), the whole vocabulary with the decoded text drawn
+    (``vocabulary=all``), every block replaying its noise (``noise=replay``). Each case is
+    one (prompt, seed), so the check is one image either way."""
     return TokenBudget(
         tokens=b.udatk_tokens,
         timesteps=b.udatk_timesteps,
@@ -960,6 +963,8 @@ def token_budget(b: Budget) -> TokenBudget:
         lr=b.udatk_lr,
         weight_decay=b.udatk_weight_decay,
         images=1,
+        vocabulary="all",
+        noise="replay",
     )
 
 
@@ -968,6 +973,7 @@ def _udatk_describe(b: Budget, steps: int) -> str:
         f"prefix of {b.udatk_tokens} tokens, {b.udatk_timesteps} timesteps x "
         f"{b.udatk_iterations} Adam steps (lr {b.udatk_lr}, weight decay "
         f"{b.udatk_weight_decay}), one image per step, a check after each block: one image "
+        "(unsee: vocabulary=all, noise=replay, as the official code searches and samples) "
         f"at the case's seed, {steps} sampler steps (official LMS, unsee DDIM) at guidance "
         f"{b.guidance}"
     )
