@@ -308,3 +308,14 @@ def test_hflip_trains_on_mirrored_images_with_the_steps_seeded_draw(tiny_sd, tmp
     assert plain.method.train_set["cat"] is plain.method.anchor["cat"]
     x, _ = _expected_x(plain.ctx, plain.method.anchor["cat"], n, 0, hflip=False)
     torch.testing.assert_close(_loss_inputs(plain, 0, 0)["x"], x, rtol=0, atol=0)
+
+
+def test_ring_mask_on_a_latent_without_an_inside_is_one_clear_error(tiny_sd):
+    bundle = load_bundle(tiny_sd)
+    bundle.resolution = 2 * bundle.vae_factor  # a 2x2 latent: all border
+    recipe = Erasure(
+        EraseConfig(method="ca", concepts=["cat"], anchors=["animal"], model=str(tiny_sd))
+    )
+    with pytest.raises(UnseeError, match="leaves nothing of a 2x2 latent") as err:
+        recipe.setup(bundle)
+    assert "\n" not in str(err.value)

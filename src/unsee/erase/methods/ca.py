@@ -254,6 +254,12 @@ class ConceptAblation(Method):
 
     def __init__(self, params: CAParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
+        if params.loss_mask == "ring" and min(ctx.bundle.latent_shape[1:]) < 3:
+            raise UnseeError(
+                f"ca.loss_mask=ring leaves nothing of a {ctx.bundle.latent_shape[1]}x"
+                f"{ctx.bundle.latent_shape[2]} latent once its border is left out; "
+                "use --set loss_mask=none"
+            )
         self.anchor: dict[str, sets.DrawnSet] = {}  # the drawn anchor images
         # what the steps draw from: with hflip, the images and then their mirrors
         self.train_set: dict[str, sets.DrawnSet] = {}
