@@ -551,11 +551,12 @@ def _ca_describe(b: Budget) -> str:
         f"{b.ca_iterations} iterations, batch {b.ca_batch}, lr {b.ca_lr} (the official's "
         f"{b.ca_lr / b.ca_batch:g} x batch by --scale_lr), cross-attention k/v, {b.ca_images} "
         "anchor images, one per caption (the same captions on both sides), target: the "
-        "training model's anchor prediction. As released, not matched: the official samples "
-        "its anchor images itself (DPM-Solver 25 steps, CFG 6, no negative prompt, saved as "
-        "JPEG, VAE-encoded each step) and trains with AdamW (weight decay 0.01), gradient "
-        "clipping at 1, horizontal flips, no gradient through the start token's k/v, and a "
-        "loss mask without the one-latent-pixel border; unsee: its DDIM-50 latents, Adam"
+        "training model's anchor prediction; both sides train with AdamW (weight decay "
+        "0.01), gradient clipping at 1, horizontal flips, no gradient through the start "
+        "token's k/v and a loss mask without the one-cell border (unsee's defaults since "
+        "issue 21). Not matched: the official samples its anchor images itself (DPM-Solver "
+        "25 steps, CFG 6, no negative prompt, saved as JPEG, VAE-encoded each step); unsee "
+        "trains on its DDIM-50 latents (decoded and encoded again once, for the flips)"
     )
 
 

@@ -1,17 +1,29 @@
 """Concept Ablation against the official code (issue 21): the model-based target is the
 anchor prediction of the model being trained (``diffusers/train.py``), with the frozen
 model's one switch away; the ablation trains on many caption pairs, the anchor word
-replaced by the concept as ``utils.py`` does, with the single pair one switch away."""
+replaced by the concept as ``utils.py`` does, with the single pair one switch away; and
+the official's training details, each one switch away: mirrored anchor images, no
+gradient through the start token's key and value, the loss mask without the outer ring
+(the optimiser, AdamW with clipping, is tested with the engine: ``test_engine.py``)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from unsee.concepts import text_concept, toyworld_concept
 from unsee.erase.engine import EraseConfig, Erasure, validate
-from unsee.erase.methods.ca import SD_CAPTION_TEMPLATES, CAParams, caption_pairs
+from unsee.erase.methods.ca import (
+    SD_CAPTION_TEMPLATES,
+    CAParams,
+    caption_pairs,
+    ring_loss,
+    with_mirrors,
+)
 from unsee.errors import UnseeError
 from unsee.models.bundle import load_bundle
 
@@ -156,3 +168,154 @@ def test_anchor_images_are_drawn_for_distinct_captions(tiny_sd, tmp_path):
     single = _ca(tiny_sd, tmp_path, captions="single").method
     assert single.anchor["cat"].prompts == ["animal"] * 3
     assert single.concept_prompt["cat"] == {"animal": "cat"}
+
+
+def _kv_grads(recipe: Erasure, context: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Gradients of the scoped keys and values from a trainable prediction under
+    ``context``, and the prediction (``"pred"``)."""
+    ctx = recipe.ctx
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *ctx.bundle.latent_shape, generator=g)
+    pred = ctx.pred(x, torch.tensor([100, 700]), context)
+    grads = torch.autograd.grad(pred.square().sum(), list(recipe.params.values()))
+    return {"pred": pred.detach(), **dict(zip(recipe.params, grads, strict=True))}
+
+
+def test_start_token_key_and_value_get_no_gradient(tiny_sd, tmp_path):
+    recipe = _ca(tiny_sd, tmp_path)
+    method, ctx = recipe.method, recipe.ctx
+    assert method.hooks and all(".to_k." in n or ".to_v." in n for n in recipe.params)
+    prompts = ctx.encode(["a cat", "an animal"])
+    start_only = torch.zeros_like(prompts)
+    start_only[:, 0] = prompts[:, 0]  # keys and values come from the start token alone
+    frozen = _kv_grads(recipe, start_only)
+    frozen_prompts = _kv_grads(recipe, prompts)
+    method.end_round(0)  # the run's last round: the hooks are removed
+    assert not method.hooks
+    free = _kv_grads(recipe, start_only)
+    free_prompts = _kv_grads(recipe, prompts)
+    # the forward pass is the same; only the start token's gradient is cut
+    assert torch.equal(frozen["pred"], free["pred"])
+    assert torch.equal(frozen_prompts["pred"], free_prompts["pred"])
+    for n in recipe.params:
+        assert torch.count_nonzero(frozen[n]) == 0, n
+        assert free[n].abs().max() > 0, n
+        assert frozen_prompts[n].abs().max() > 0, n  # the other tokens still train
+        assert not torch.allclose(frozen_prompts[n], free_prompts[n]), n
+    assert not _ca(tiny_sd, tmp_path, freeze_start_token=False).method.hooks
+
+
+def _official_mask(side: int, factor: int) -> torch.Tensor:
+    """``utils.py:166-175`` for an image at full scale (``random_scale == size``, as with
+    ``--noaug``), at ``factor`` pixels per cell instead of 8: (1, 1, side, side)."""
+    size = scale = side * factor  # no rescaling: the image fills the frame at (0, 0)
+    top = left = 0
+    mask = np.zeros((size // factor, size // factor))
+    mask[
+        top // factor + 1 : (top + scale) // factor - 1,
+        left // factor + 1 : (left + scale) // factor - 1,
+    ] = 1.0
+    return torch.from_numpy(mask).float()[None, None]
+
+
+@pytest.mark.parametrize(("channels", "side", "factor"), [(4, 64, 8), (4, 8, 4), (3, 32, 1)])
+def test_ring_loss_is_the_official_masked_loss(channels, side, factor):
+    g = torch.Generator().manual_seed(side)
+    pred, target = (torch.randn(3, channels, side, side, generator=g) for _ in range(2))
+    mask = _official_mask(side, factor).expand(3, 1, side, side)
+    official = F.mse_loss(pred, target, reduction="none")  # train.py:1145-1149
+    official = ((official * mask).sum([1, 2, 3]) / mask.sum([1, 2, 3])).mean()
+    torch.testing.assert_close(ring_loss(pred, target), official)
+    # C times the mean over the kept cells: the mask has one channel
+    kept = (pred - target)[..., 1:-1, 1:-1]
+    torch.testing.assert_close(ring_loss(pred, target), channels * kept.square().mean())
+    border = target.clone()
+    border[..., 0, :] += 1.0
+    border[..., :, -1] -= 2.0
+    assert ring_loss(border, target) == 0 and F.mse_loss(border, target) > 0
+
+
+def _loss_inputs(recipe: Erasure, step: int, seed: int) -> dict[str, torch.Tensor]:
+    """What ``method.loss`` trains on: x_t, the target and the loss."""
+    method, seen = recipe.method, {}
+    ablation_loss = type(method).ablation_loss
+
+    def spy(self, pred, target):
+        seen.update(pred=pred.detach(), target=target.detach())
+        return ablation_loss(self, pred, target)
+
+    pred = recipe.ctx.pred
+
+    def pred_spy(x, t, c):
+        seen["x"] = x.detach()
+        return pred(x, t, c)
+
+    recipe.ctx.pred = pred_spy
+    method.ablation_loss = spy.__get__(method)
+    try:
+        seen["loss"] = method.loss(step, np.random.default_rng(seed))[0].detach()
+    finally:
+        del recipe.ctx.pred, method.ablation_loss
+    return seen
+
+
+def test_method_loss_is_the_ring_loss_unless_switched_off(tiny_sd, tmp_path):
+    recipe = _ca(tiny_sd, tmp_path, hflip=False)
+    seen = _loss_inputs(recipe, 0, 0)
+    torch.testing.assert_close(seen["loss"], ring_loss(seen["pred"], seen["target"]))
+    recipe.method.p.loss_mask = "none"
+    seen = _loss_inputs(recipe, 0, 0)
+    torch.testing.assert_close(seen["loss"], F.mse_loss(seen["pred"], seen["target"]))
+
+
+def _expected_x(ctx, train, n: int, seed: int, hflip: bool) -> torch.Tensor:
+    """x_t of step ``seed`` drawn by hand from the step's generator: timesteps, images,
+    the flips (with hflip only), then the noise."""
+    b = ctx.batch_size
+    rng = np.random.default_rng(seed)
+    t = torch.from_numpy(rng.integers(0, ctx.num_train_timesteps, b))
+    idx = rng.integers(n, size=b)
+    if hflip:
+        idx = idx + n * (rng.random(b) < 0.5)
+    g = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    noise = torch.randn((b, *train.latents.shape[1:]), generator=g)
+    x0 = train.latents[torch.from_numpy(idx)]
+    return ctx.noised(x0.to(ctx.device), t.to(ctx.device), noise.to(ctx.device)), idx
+
+
+def test_hflip_trains_on_mirrored_images_with_the_steps_seeded_draw(tiny_sd, tmp_path):
+    recipe = _ca(tiny_sd, tmp_path)
+    method, ctx, bundle = recipe.method, recipe.ctx, recipe.ctx.bundle
+    images, train = method.anchor["cat"], method.train_set["cat"]
+    n = len(images)
+    # image i + n is image i mirrored: both decoded and encoded again, one of them flipped
+    pixels = bundle.decode(images.latents.to(ctx.device))
+    torch.testing.assert_close(train.latents[:n].to(ctx.device), bundle.encode_images(pixels))
+    mirrors = bundle.encode_images(pixels.flip(-1))
+    torch.testing.assert_close(train.latents[n:].to(ctx.device), mirrors)
+    assert train.prompts == images.prompts * 2
+    pixel = dataclasses.replace(bundle, vae=None)  # a pixel model's images are kept and flipped
+    both = with_mirrors(pixel, images).latents
+    assert torch.equal(both, torch.cat([images.latents, images.latents.flip(-1)]))
+    picked = []
+    for seed in range(6):
+        x, idx = _expected_x(ctx, train, n, seed, hflip=True)
+        seen = _loss_inputs(recipe, seed, seed)
+        torch.testing.assert_close(seen["x"], x, rtol=0, atol=0)
+        picked += (idx >= n).tolist()
+    assert 0 < sum(picked) < len(picked)  # some steps train on mirrors, some not
+    plain = _ca(tiny_sd, tmp_path, hflip=False)  # draws what unsee drew before the switch
+    assert plain.method.train_set["cat"] is plain.method.anchor["cat"]
+    x, _ = _expected_x(plain.ctx, plain.method.anchor["cat"], n, 0, hflip=False)
+    torch.testing.assert_close(_loss_inputs(plain, 0, 0)["x"], x, rtol=0, atol=0)
+
+
+def test_ring_mask_on_a_latent_without_an_inside_is_one_clear_error(tiny_sd):
+    bundle = load_bundle(tiny_sd)
+    bundle.resolution = 2 * bundle.vae_factor  # a 2x2 latent: all border
+    recipe = Erasure(
+        EraseConfig(method="ca", concepts=["cat"], anchors=["animal"], model=str(tiny_sd))
+    )
+    with pytest.raises(UnseeError, match="leaves nothing of a 2x2 latent") as err:
+        recipe.setup(bundle)
+    assert "\n" not in str(err.value)

@@ -21,7 +21,7 @@ from artifact_checks import assert_same_delta, max_gap
 from devices import DEVICE
 from unsee.artifacts import apply_artifacts, export_merged, fingerprint, read_delta
 from unsee.cli import app
-from unsee.erase.engine import EraseConfig, run_erasure
+from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
 from unsee.errors import UnseeError
 from unsee.io import load_state
 from unsee.models.bundle import load_bundle
@@ -220,6 +220,15 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_sd, tmp_path):
         (["--method", "esd-x", "--concept", "cat", "--lr", "nan"], "lr must be a finite number"),
         (["--method", "esd-x", "--concept", "cat", "--lr", "inf"], "lr must be a finite number"),
         (["--method", "esd-x", "--concept", "cat", "--set", "bogus=1"], "unknown parameter"),
+        (["--method", "esd-x", "--concept", "cat", "--optimizer", "sgd"], "optimizer must be"),
+        (
+            ["--method", "esd-x", "--concept", "cat", "--max-grad-norm", "-1"],
+            "max_grad_norm must be greater than or equal to 0",
+        ),
+        (
+            ["--method", "esd-x", "--concept", "cat", "--weight-decay", "nan"],
+            "weight_decay must be a finite number",
+        ),
     ],
 )
 def test_bad_erase_inputs_exit_2_and_write_nothing(tiny_sd, tmp_path, args, message):
@@ -269,3 +278,116 @@ def test_yaml_config_runs(tiny_sd, tmp_path):
     assert r.exit_code == 0, r.output
     delta, _ = read_delta(tmp_path / "a")
     assert delta and all(".to_k." in n or ".to_v." in n for n in delta)
+
+
+def test_optimizer_defaults_are_adam_except_concept_ablation(tiny_sd, tmp_path):
+    """Every method keeps plain Adam (its official code's: esd_sd.py:92, train_sd14.py:108,
+    multi_dst_train.py:233, SalUn's random_label.py:56) but Concept Ablation, whose
+    diffusers/train.py uses AdamW, weight decay 0.01 and clipping at norm 1; a run's
+    choice wins, and the card records what ran."""
+    from unsee.erase.registry import REGISTRY
+    from unsee.models.family import FAMILIES
+
+    for name, cls in REGISTRY.items():
+        for family in FAMILIES.values():
+            d = family.pick(cls.defaults, {})
+            got = (d.get("optimizer"), d.get("weight_decay"), d.get("max_grad_norm"))
+            want = ("adamw", 0.01, 1.0) if name == "ca" else (None, None, None)
+            assert got == want, (name, family.key)
+    ca = dict(method="ca", concepts=["cat"], anchors=["animal"], model=str(tiny_sd))
+    plan = validate(EraseConfig(**ca))
+    assert (plan.optimizer, plan.weight_decay, plan.max_grad_norm) == ("adamw", 0.01, 1.0)
+    assert plan.params.anchor_guidance == 6.0  # and its anchor images' CFG (train.py:731)
+    plan = validate(EraseConfig(**ca, optimizer="adam", weight_decay=0, max_grad_norm=0))
+    assert (plan.optimizer, plan.weight_decay, plan.max_grad_norm) == ("adam", 0.0, 0.0)
+    res = run_erasure(_cfg(tiny_sd, iterations=1), tmp_path / "art")
+    hp = res.card["hyperparameters"]
+    assert (hp["optimizer"], hp["weight_decay"], hp["max_grad_norm"]) == ("adam", 0.0, 0.0)
+
+
+def _recipe(sd: Path, **kw) -> Erasure:
+    recipe = Erasure(_cfg(sd, **kw))
+    recipe.setup()
+    return recipe
+
+
+def test_adamw_decays_weights_that_get_no_gradient(tiny_sd):
+    recipe = _recipe(tiny_sd, optimizer="adamw", weight_decay=0.1, lr=0.01)
+    inner = recipe.opt.optimizer  # accelerate's wrapper around the torch optimiser
+    assert type(inner) is torch.optim.AdamW and inner.defaults["weight_decay"] == 0.1
+    start = {n: p.detach().clone() for n, p in recipe.params.items()}
+    for p in recipe.params.values():
+        p.grad = torch.zeros_like(p)
+    recipe.opt.step()
+    for n, p in recipe.params.items():  # decoupled: p <- p (1 - lr wd), Adam's step is 0
+        torch.testing.assert_close(p.detach(), start[n] * (1 - 0.01 * 0.1))
+    plain = _recipe(tiny_sd, lr=0.01)  # the default: Adam, no decay, and nothing moves
+    assert type(plain.opt.optimizer) is torch.optim.Adam
+    start = {n: p.detach().clone() for n, p in plain.params.items()}
+    for p in plain.params.values():
+        p.grad = torch.zeros_like(p)
+    plain.opt.step()
+    assert all(torch.equal(p.detach(), start[n]) for n, p in plain.params.items())
+
+
+def _step_gradient_norms(recipe: Erasure) -> list[float]:
+    """Runs ``recipe`` and returns the gradient's norm the optimiser saw at each step."""
+    norms: list[float] = []
+
+    def record(_opt, _args, _kwargs):
+        grads = [p.grad for p in recipe.params.values() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    recipe.opt.optimizer.register_step_pre_hook(record)
+    recipe.train()
+    return norms
+
+
+def test_clipping_bounds_the_gradient_each_step_sees(tiny_sd):
+    raw = _step_gradient_norms(_recipe(tiny_sd, iterations=3))
+    bound = min(raw) / 10  # every step's gradient is over it
+    clipped = _step_gradient_norms(_recipe(tiny_sd, iterations=3, max_grad_norm=bound))
+    assert len(clipped) == 3
+    # the same first gradient, scaled down to the bound (later steps start elsewhere)
+    assert clipped[0] == pytest.approx(bound, rel=1e-4) and raw[0] > bound
+    assert max(clipped) <= bound * (1 + 1e-4)
+
+
+def test_ca_resume_restores_adamw_state_and_the_start_token_freeze(tiny_sd, tmp_path):
+    """Concept Ablation with its official defaults (AdamW, clipping, flips, the ring mask,
+    the frozen start token) killed after its checkpoint and resumed ends where an
+    uninterrupted run does."""
+    cfg = EraseConfig(
+        method="ca",
+        concepts=["cat"],
+        anchors=["animal"],
+        model=str(tiny_sd),
+        iterations=4,
+        batch_size=2,
+        lr=1e-2,
+        checkpoint_every=2,
+        params={"forget_images": 3, "forget_steps": 2, "cache": False, "captions": "single"},
+    )
+    killed = Erasure(cfg, tmp_path / "killed")
+    killed.setup()
+    loss = killed.method.loss
+
+    def dies_at_step_3(step, rng):
+        if step == 3:
+            raise KeyboardInterrupt
+        return loss(step, rng)
+
+    killed.method.loss = dies_at_step_3
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    state = load_state(tmp_path / ".killed.ckpt" / "checkpoint.safetensors")
+    assert state["step"] == 2 and state["opt"]["param_groups"][0]["weight_decay"] == 0.01
+    resumed = Erasure(cfg, tmp_path / "killed", resume=True)
+    resumed.setup()
+    assert resumed.step == 2 and resumed.method.hooks  # the freeze holds after a resume
+    assert type(resumed.opt.optimizer) is torch.optim.AdamW and resumed.opt.state
+    resumed.train()
+    assert not resumed.method.hooks  # removed once training is over
+    resumed.save()
+    run_erasure(cfg, tmp_path / "straight")
+    assert_same_delta(tmp_path / "killed", tmp_path / "straight", atol=1e-6)

@@ -89,6 +89,27 @@ def test_masks_are_chosen_from_the_global_gradient(tmp_path):
     assert flips <= 1e-4 * changed and rel < 2e-2, (flips, rel)
 
 
+def test_clipped_adamw_steps_match_one_process(tmp_path):
+    """Concept Ablation's official optimiser (AdamW, clipping; here at a bound its gradients
+    exceed, so every step is clipped) through accelerate's prepared optimiser and DDP: the
+    clip reads the averaged gradient, so two processes write the single-process delta.
+    Flips and the frozen start token are on too (their defaults)."""
+    args = [
+        "--model", "toyworld", "--method", "ca", "--concept", "star", "--iterations", "4",
+        "--batch-size", "4", "--set", "forget_images=4", "--set", "forget_steps=4",
+        "--set", "cache=false", "--max-grad-norm", "0.005", "--device", "cpu",
+    ]  # fmt: skip
+    one = _erase(args, tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _erase(args, tmp_path / "two", processes=2)
+    assert two.returncode == 0, two.stderr[-2000:]
+    card = json.loads((tmp_path / "two" / "model_card.json").read_text())
+    hp = card["hyperparameters"]
+    assert (hp["optimizer"], hp["weight_decay"], hp["max_grad_norm"]) == ("adamw", 0.01, 0.005)
+    rel, flips = _relative_difference(tmp_path / "one", tmp_path / "two")
+    assert rel < 1e-4 and flips == 0, (rel, flips)
+
+
 def test_a_batch_that_does_not_split_is_one_clear_error(tmp_path):
     two = _erase([*ESD, "--batch-size", "3"], tmp_path / "odd", processes=2)
     assert two.returncode != 0

@@ -63,6 +63,17 @@ def erase_cmd(
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="steps per concept round")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option(help="adam or adamw (default: the method's; ca: adamw, as its official code)"),
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help="optimiser weight decay (default: the method's)")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None,
+        typer.Option(help="clip the gradient to this norm before each step; 0: never"),
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="samples per step (default: the method's)")
     ] = None,
@@ -123,6 +134,9 @@ def erase_cmd(
         "anchors": anchor or None,
         "iterations": iterations,
         "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "max_grad_norm": max_grad_norm,
         "batch_size": batch_size,
         "scope": scope,
         "seed": seed,

@@ -37,8 +37,10 @@ class Method:
     scope: ClassVar[str] = "xattn"
     Params: ClassVar[type] = NoParams
     #: per model family key (:attr:`ModelFamily.key`): iterations, lr, batch_size,
-    #: lr_schedule, and ``params``: the family's values of the method's own parameters
-    #: (what the official recipe for that model uses), under any the user sets
+    #: lr_schedule, optimizer (``adam``, the default, or ``adamw``), weight_decay (default
+    #: 0), max_grad_norm (default 0: no clipping), and ``params``: the family's values of
+    #: the method's own parameters (what the official recipe for that model uses), under
+    #: any the user sets
     defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     summary: ClassVar[str] = ""
     #: new Adam moments when a round starts (Sculpting Memory's sequential code builds a
@@ -54,8 +56,9 @@ class Method:
     def plan_defaults(
         cls, params: Any, family: ModelFamily, concepts: list[Concept], sequential: bool = False
     ) -> dict[str, Any]:
-        """Defaults for iterations (per round), lr, batch_size, lr_schedule and scope on a
-        model ``family``; ``sequential``: one round per concept.
+        """Defaults for iterations (per round), lr, batch_size, lr_schedule, the optimiser
+        (optimizer, weight_decay, max_grad_norm) and scope on a model ``family``;
+        ``sequential``: one round per concept.
         Methods whose defaults depend on their parameters or on the concepts (KSCU's task
         presets and per-concept budgets) override this; it runs before any model is
         loaded, so it is also where such choices are validated."""

@@ -32,9 +32,14 @@ if TYPE_CHECKING:
 
 #: "onecycle" spans one round (the schedule restarts when a round starts)
 LR_SCHEDULES = ("constant", "cosine", "onecycle")
+#: torch's Adam (``weight_decay``: an L2 term added to the gradient) or AdamW (decoupled:
+#: each step also shrinks the weights by lr x weight_decay); default betas and eps, which
+#: every official script here uses
+OPTIMIZERS = ("adam", "adamw")
 
 Positive = Annotated[int, Field(gt=0)]
 PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFinite = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 #: seeds feed numpy's SeedSequence, which takes non-negative integers
 Seed = Annotated[int, Field(ge=0, lt=2**63)]
 
@@ -58,6 +63,11 @@ class EraseConfig:
     lr: PositiveFinite | None = None
     batch_size: Positive | None = None
     lr_schedule: Literal["constant", "cosine", "onecycle"] | None = None
+    # the optimiser and its regularisers; None: the method's default for the model family
+    # (Adam, no weight decay, no clipping unless the method's official code does otherwise)
+    optimizer: Literal["adam", "adamw"] | None = None
+    weight_decay: NonNegativeFinite | None = None
+    max_grad_norm: NonNegativeFinite | None = None  # clip the gradient's norm; 0: never
     seed: Seed = 0
     scope: str | None = None
     sequential: bool = False
@@ -132,6 +142,9 @@ class Plan:
     scope: str
     family: ModelFamily  # which per-family defaults applied
     concepts: list[Concept]
+    optimizer: str
+    weight_decay: float
+    max_grad_norm: float  # 0: no clipping
     #: the ``on`` artifacts' cards and deltas, read and checked once
     priors: list[tuple[ModelCard, dict[str, torch.Tensor]]] = dataclasses.field(
         default_factory=list
@@ -144,6 +157,9 @@ class Plan:
             lr=self.lr,
             batch_size=self.batch_size,
             lr_schedule=self.lr_schedule,
+            optimizer=self.optimizer,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
             scope=self.scope,
             params=dataclasses.asdict(self.params),
             model=portable_id(self.cfg.model),  # a card never keeps a local path as typed
@@ -176,6 +192,9 @@ def validate(cfg: EraseConfig) -> Plan:
     lr = cfg.lr if cfg.lr is not None else d.get("lr", 1e-5)
     batch = cfg.batch_size if cfg.batch_size is not None else d.get("batch_size", 1)
     sched = cfg.lr_schedule or d.get("lr_schedule", "constant")
+    optimizer = cfg.optimizer or d.get("optimizer", "adam")
+    decay = cfg.weight_decay if cfg.weight_decay is not None else d.get("weight_decay", 0.0)
+    clip = cfg.max_grad_norm if cfg.max_grad_norm is not None else d.get("max_grad_norm", 0.0)
     if not isinstance(iterations, int) or iterations <= 0:
         raise UnseeError(f"iterations must be a positive integer (got {iterations})")
     if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
@@ -184,6 +203,11 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError(f"batch size must be a positive integer (got {batch})")
     if sched not in LR_SCHEDULES:
         raise UnseeError(f"unknown lr_schedule {sched!r}; use one of {', '.join(LR_SCHEDULES)}")
+    if optimizer not in OPTIMIZERS:
+        raise UnseeError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    for name, value in (("weight_decay", decay), ("max_grad_norm", clip)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise UnseeError(f"{name} must be a finite number >= 0 (got {value})")
     scope = cfg.scope or d.get("scope", cls.scope)
     if scope not in PRESETS and not scope.startswith("re:"):
         raise UnseeError(
@@ -193,5 +217,18 @@ def validate(cfg: EraseConfig) -> Plan:
     if cfg.model not in BUNDLED and not Path(cfg.model).exists() and "/" not in cfg.model:
         raise UnseeError(f"unknown model {cfg.model!r}")
     return Plan(
-        cfg, cls, params, iterations, float(lr), batch, sched, scope, family, concepts, priors
+        cfg,
+        cls,
+        params,
+        iterations,
+        float(lr),
+        batch,
+        sched,
+        scope,
+        family,
+        concepts,
+        optimizer,
+        float(decay),
+        float(clip),
+        priors,
     )

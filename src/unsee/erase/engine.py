@@ -3,8 +3,9 @@
 :class:`Erasure` runs a validated :class:`~unsee.erase.config.Plan` in three seams, as
 torchtune's recipes do: :meth:`~Erasure.setup` (load the model, apply the ``on`` artifacts,
 scope the trainable tensors, build the method's context, the method, the optimiser and the
-schedule, resume), :meth:`~Erasure.train` (the loop: optimiser, schedule, NaN stop, mask
-hooks, checkpoints) and :meth:`~Erasure.save` (the delta and its model card).
+schedule, resume), :meth:`~Erasure.train` (the loop: gradient clipping, optimiser,
+schedule, NaN stop, mask hooks, checkpoints) and :meth:`~Erasure.save` (the delta and its
+model card).
 
 A run is deterministic given its config: step ``k`` draws all its randomness from
 ``(seed, k)``, so a run killed and resumed from its last checkpoint ends where an
@@ -159,7 +160,7 @@ class Erasure:
             explicit_anchors=bool(cfg.anchors),
         )
         self.method: Method = plan.method_cls(plan.params, self.ctx)
-        self.opt = torch.optim.Adam(list(self.params.values()), lr=plan.lr)
+        self.opt = self._optimizer()
         self.sched = self._scheduler()
         self.ctx.unet, self.opt = self.accelerator.prepare(bundle.unet, self.opt)
         if self.method.mask is not None:
@@ -185,6 +186,14 @@ class Erasure:
                 f"cannot run on {device} in this process: {err.args[0].split(',')[0]}"
                 "; start a new process for the other device"
             ) from err
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """The plan's optimiser over the scoped tensors: Adam (weight decay as an L2 term)
+        or AdamW (decoupled decay), torch's default betas and eps, which the official
+        scripts use."""
+        plan = self.plan
+        kind = torch.optim.AdamW if plan.optimizer == "adamw" else torch.optim.Adam
+        return kind(list(self.params.values()), lr=plan.lr, weight_decay=plan.weight_decay)
 
     def _scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         plan = self.plan
@@ -271,6 +280,10 @@ class Erasure:
                 self._check_finite(loss, step)
                 self.accelerator.backward(loss)
                 if method.mask is None or method.mask.should_step(step):
+                    if plan.max_grad_norm:  # accelerate's: unscales fp16 gradients first
+                        self.accelerator.clip_grad_norm_(
+                            list(self.params.values()), plan.max_grad_norm
+                        )
                     self.opt.step()
                     self.sched.step()
                     self.updates += 1

@@ -32,6 +32,13 @@ under their own captions: ``prior_weight || e(x*_t, c*, t) - eps ||^2``. Predict
 targets are in the run's loss space (``e`` is the model's native output by default). Scope:
 cross-attention keys and values (``kv``); the paper's nudity setting trains all attention
 (``--scope re:attn[12]\\.``).
+
+The official training details are the defaults, each one switch from unsee's before:
+``hflip`` (each drawn anchor image or its mirror, :func:`with_mirrors`), ``freeze_start_token``
+(no gradient through the first context token's cross-attention key and value,
+:func:`detach_start_token`), ``loss_mask=ring`` (:func:`ring_loss`), and the optimiser
+(AdamW, weight decay 0.01, gradient norm clipped at 1: the run settings ``optimizer``,
+``weight_decay``, ``max_grad_norm``).
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
+from torch.utils.hooks import RemovableHandle
 
 from unsee.concepts import Concept
 from unsee.erase import image_sets as sets
 from unsee.erase.base import Method, register
 from unsee.erase.context import ErasureContext, mse
 from unsee.errors import UnseeError
+from unsee.models.bundle import Bundle
 from unsee.models.family import ModelFamily
 from unsee.toyworld import vocab
 
@@ -74,6 +83,9 @@ SD_CAPTION_TEMPLATES = (
     "a rendering of a {}",
     "a sketch of a {}",
 )
+#: ``diffusers/train.py``'s optimiser: AdamW (``--adam_weight_decay`` 1e-2) with the
+#: gradient's norm clipped to ``--max_grad_norm`` 1.0 before each step
+OFFICIAL_OPTIMIZER = {"optimizer": "adamw", "weight_decay": 1e-2, "max_grad_norm": 1.0}
 #: how the official code adds a nudity-like concept to an anchor caption (``utils.py``,
 #: ``__getprompt__``, drawn at random there, in turn here)
 INSERTIONS = ("{c}, {a}", "in {c} style, {a}", "{a}, {c}")
@@ -87,6 +99,19 @@ class CAParams(sets.ImageSetParams):
     target_model: Literal["training", "frozen"] = "training"
     captions: Literal["many", "single"] = "many"  # many caption pairs (official) or one
     caption_file: str = ""  # anchor captions, one per line (captions=many)
+    # The official diffusers/train.py's training details, each off in unsee before issue
+    # 21 (docs/methods.md gives the file and line of each):
+    # mirror each anchor image left-right with probability 1/2 per draw (the README's
+    # --hflip): the official's only augmentation besides rescaling
+    hflip: bool = True
+    # no gradient through the cross-attention key and value of the context's first token
+    # (CLIP's start token, whose state is the same for every prompt: training it would
+    # move every prompt at once)
+    freeze_start_token: bool = True
+    # ring: the ablation term leaves out the outer ring of one cell of what the UNet
+    # denoises (latent cell, or pixel on ToyWorld), normalised as the official does
+    # (squared errors summed over channels, divided by the cells kept); none: plain MSE
+    loss_mask: Literal["ring", "none"] = "ring"
 
     def __post_init__(self) -> None:
         self.check_sets("ca")
@@ -141,17 +166,77 @@ def caption_pairs(p: CAParams, concept: Concept, vocabulary: str | None) -> list
     return [(p.template.format(c), p.template.format(a)) for c, a in pairs]
 
 
+def ring_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The official masked loss (``train.py:1145-1149``) with the mask of an image at
+    full scale (``utils.py:166-175``: ones inside the outer ring of one cell): per image,
+    the squared errors (B, C, h, w) summed over the channels and the kept cells, divided
+    by the number of kept cells (the mask has one channel, so this is C times their
+    mean), then averaged over the batch."""
+    err = (pred.float() - target.float()) ** 2
+    mask = torch.zeros(err.shape[-2:], device=err.device)
+    mask[1:-1, 1:-1] = 1.0
+    return ((err * mask).sum((1, 2, 3)) / mask.sum()).mean()
+
+
+@torch.no_grad()
+def with_mirrors(bundle: Bundle, images: sets.DrawnSet) -> sets.DrawnSet:
+    """``images`` followed by their left-right mirrors (image ``i + len(images)`` is image
+    ``i`` mirrored, under the same prompt). A VAE's latent of a mirrored image is not the
+    mirrored latent (on toyworld-sd the two differ by half the latent's norm), so on a
+    latent model every image is decoded and encoded again, once as it is and once
+    flipped, and an image and its mirror differ by the flip alone; a pixel model's images
+    are kept and flipped."""
+    x = images.latents
+    if bundle.vae is None:
+        both = torch.cat([x, x.flip(-1)])
+    else:
+        pixels = [bundle.decode(chunk.to(bundle.device)) for chunk in x.split(16)]
+        both = torch.cat(
+            [bundle.encode_images(p) for p in pixels]
+            + [bundle.encode_images(p.flip(-1)) for p in pixels]
+        ).to(x.device, x.dtype)
+    return sets.DrawnSet(both, images.prompts * 2, images.seeds * 2)
+
+
+def detach_start_token(unet: torch.nn.Module) -> list[RemovableHandle]:
+    """``model_pipeline.py:102-106``: every cross-attention's key and value of the first
+    context token pass through detached. Forward hooks on ``to_k`` and ``to_v`` of each
+    cross-attention module (diffusers' ``Attention``), so the values, and so sampling,
+    are unchanged; returns the handles that remove them."""
+    from diffusers.models.attention_processor import Attention
+
+    return [
+        linear.register_forward_hook(_detach_first_token)
+        for m in unet.modules()
+        if isinstance(m, Attention) and m.is_cross_attention
+        for linear in (m.to_k, m.to_v)
+    ]
+
+
+def _detach_first_token(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
+    return torch.cat([out[:, :1].detach(), out[:, 1:]], dim=1)
+
+
 @register("ca")
 class ConceptAblation(Method):
     scope = "kv"
     Params = CAParams
     summary = "concept captions trained to the anchor captions' predictions on anchor images (CA)"
     # SD: the object setting (lr 2e-6 scaled by the batch of 4 as --scale_lr does on one GPU,
-    # 200 steps on one GPU); ToyWorld: tuned here (docs/methods.md).
+    # 200 steps on one GPU) and the official's CFG 6 for the anchor images (train.py:731);
+    # ToyWorld: tuned here (docs/methods.md). Every family: the
+    # official optimiser, AdamW with weight decay 0.01 and the gradient clipped to norm 1
+    # (train.py:437, 446, 882, 932-938, 1185)
     defaults: ClassVar[dict[str, dict[str, Any]]] = {
-        "sd": {"iterations": 200, "lr": 8e-6, "batch_size": 4},
-        "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4},
-        "toyworld-sd": {"iterations": 80, "lr": 1e-3, "batch_size": 4},
+        "sd": {
+            "iterations": 200,
+            "lr": 8e-6,
+            "batch_size": 4,
+            "params": {"anchor_guidance": 6.0},
+            **OFFICIAL_OPTIMIZER,
+        },
+        "toyworld": {"iterations": 80, "lr": 1e-3, "batch_size": 4, **OFFICIAL_OPTIMIZER},
+        "toyworld-sd": {"iterations": 80, "lr": 1e-3, "batch_size": 4, **OFFICIAL_OPTIMIZER},
     }
 
     @classmethod
@@ -169,7 +254,15 @@ class ConceptAblation(Method):
 
     def __init__(self, params: CAParams, ctx: ErasureContext) -> None:
         super().__init__(params, ctx)
-        self.anchor: dict[str, sets.DrawnSet] = {}
+        if params.loss_mask == "ring" and min(ctx.bundle.latent_shape[1:]) < 3:
+            raise UnseeError(
+                f"ca.loss_mask=ring leaves nothing of a {ctx.bundle.latent_shape[1]}x"
+                f"{ctx.bundle.latent_shape[2]} latent once its border is left out; "
+                "use --set loss_mask=none"
+            )
+        self.anchor: dict[str, sets.DrawnSet] = {}  # the drawn anchor images
+        # what the steps draw from: with hflip, the images and then their mirrors
+        self.train_set: dict[str, sets.DrawnSet] = {}
         # anchor caption -> the concept caption the edited model reads on that image
         self.concept_prompt: dict[str, dict[str, str]] = {}
         for k, c in enumerate(ctx.concepts):
@@ -177,8 +270,18 @@ class ConceptAblation(Method):
             if params.captions == "many":  # the first set_size pairs get the images
                 order = np.random.default_rng([ctx.seed, k, 0xCA]).permutation(len(pairs))
                 pairs = [pairs[i] for i in order]
-            self.anchor[c.name] = sets.anchor_images(ctx, params, c, pairs)
+            images = self.anchor[c.name] = sets.anchor_images(ctx, params, c, pairs)
+            self.train_set[c.name] = with_mirrors(ctx.bundle, images) if params.hflip else images
             self.concept_prompt[c.name] = {a: q for q, a in pairs}
+        # on for the whole run (gradient checkpointing reruns forwards during backward)
+        self.hooks = detach_start_token(ctx.raw_unet) if params.freeze_start_token else []
+
+    def end_round(self, round_index: int) -> dict[str, Any]:
+        if round_index == self.ctx.round_of(self.ctx.total_steps - 1):  # training is over
+            for hook in self.hooks:
+                hook.remove()
+            self.hooks = []
+        return {}
 
     def model_target(
         self, x_t: torch.Tensor, t: torch.Tensor, context: torch.Tensor
@@ -190,14 +293,21 @@ class ConceptAblation(Method):
     def loss(self, step: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         ctx, p, b = self.ctx, self.p, self.ctx.batch_size
         concept = ctx.concept_for(step)
-        an = self.anchor[concept.name]
+        n, train = len(self.anchor[concept.name]), self.train_set[concept.name]
         t = sets.random_timesteps(ctx, rng, b)
-        anchor = sets.denoising_batch(ctx, an, rng.integers(len(an), size=b), t, rng)
+        idx = rng.integers(n, size=b)
+        if len(train) > n:  # hflip; drawn only then, so a run without it draws as before
+            idx = idx + n * (rng.random(b) < 0.5)  # image i + n: image i mirrored
+        anchor = sets.denoising_batch(ctx, train, idx, t, rng)
         x, t = anchor.x, anchor.t  # this process's share
         c = ctx.encode([self.concept_prompt[concept.name][q] for q in anchor.prompts])
         target = self.model_target(x, t, anchor.context) if p.target == "model" else anchor.target
         if not p.prior_weight:
-            return mse(ctx.pred(x, t, c), target), {}
+            return self.ablation_loss(ctx.pred(x, t, c), target), {}
         pred, pred_prior = ctx.pred_together((x, t, c), (x, t, anchor.context))
-        prior = anchor.loss(pred_prior)
-        return mse(pred, target) + p.prior_weight * prior, {"prior": prior.item()}
+        prior = anchor.loss(pred_prior)  # a plain mean in the official too (train.py:1138)
+        return self.ablation_loss(pred, target) + p.prior_weight * prior, {"prior": prior.item()}
+
+    def ablation_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The concept captions' term: :func:`ring_loss` or plain MSE (``loss_mask``)."""
+        return ring_loss(pred, target) if self.p.loss_mask == "ring" else mse(pred, target)
