@@ -105,7 +105,8 @@ class Variant:
     """How it is erased: ``method`` with ``params`` (the method's own fields), optional
     iteration and lr overrides (None: the method's defaults), ``on``: the label of a
     variant of the same scenario whose artifact this one starts from (run that one first),
-    and the run's ``loss_space`` (``native``, or ``epsilon``: the losses before issue 19).
+    the run's ``loss_space`` (``native``, or ``epsilon``: the losses before issue 19), and
+    other engine ``settings``.
     """
 
     label: str
@@ -115,6 +116,8 @@ class Variant:
     lr: float | None = None
     on: str | None = None
     loss_space: Literal["native", "epsilon"] = "native"
+    #: engine settings of the run (:class:`EraseConfig` fields such as ``optimizer``)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -127,6 +130,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("sequential", ("star", "heart", "hexagon", "arrow"), sequential=True),
     )
 }
+
+#: plain Adam, no decay or clipping: every method's optimiser before issue 21
+_ADAM = {"optimizer": "adam", "weight_decay": 0.0, "max_grad_norm": 0.0}
+_CA_BEFORE = {"hflip": False, "freeze_start_token": False, "loss_mask": "none"}
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("esd-x", "esd-x"),
@@ -169,6 +176,13 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("sculpt-frozen@160", "sculpt", {"target": "frozen"}, iterations=160, lr=5e-4),
     Variant("salun", "salun"),
     Variant("ca", "ca"),
+    # Concept Ablation's official training details (issue 21), each switched back alone, and
+    # all of them: unsee's CA before they became its defaults
+    Variant("ca-adam", "ca", settings=_ADAM),
+    Variant("ca-nohflip", "ca", {"hflip": False}),
+    Variant("ca-nofreeze", "ca", {"freeze_start_token": False}),
+    Variant("ca-nomask", "ca", {"loss_mask": "none"}),
+    Variant("ca-before", "ca", _CA_BEFORE, settings=_ADAM),
 )
 
 
@@ -195,6 +209,7 @@ def erase(
         sequential=scenario.sequential,
         on=[str(work / scenario.name / variant.on)] if variant.on else [],
         loss_space=variant.loss_space,
+        **variant.settings,
     )
     return run_erasure(cfg, work / scenario.name / variant.label, overwrite=True, bundle=bundle)
 
