@@ -275,7 +275,9 @@ HEADLINE = {
     "esd-x": "ESD-x",
     "esd-u": "ESD-u",
     "uce": "UCE",
-    "ca": "CA",
+    # measured with mirrored anchor images (the official hflip), which the ToyWorld models
+    # no longer default to: on star, ca-nohflip is the default's row
+    "ca": "CA, with the official hflip",
     "salun": "SalUn",
     "kscu": "KSCU",
     "mim-mu": "MiM-MU",

@@ -113,7 +113,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import json
+import io
 import os
 import shlex
 import subprocess
@@ -130,7 +130,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from harness import RESULTS, Results, fmt, read_json, record, run_logged, runs_on, summarise
+from harness import (
+    RESULTS,
+    Results,
+    fmt,
+    read_json,
+    record,
+    run_logged,
+    runs_on,
+    summarise,
+    write_input,
+    write_json_input,
+)
 from unsee.artifacts import apply_artifacts, write_artifact
 from unsee.cards import base_license
 from unsee.concepts import resolve_concept
@@ -516,7 +527,7 @@ def _ca_prepare(
         old.unlink(missing_ok=True)  # this bench's own output of an earlier run
     images.mkdir(parents=True, exist_ok=True)
     prompts = folder / "anchor_captions.txt"
-    prompts.write_text("".join(f"{a}\n" for a in captions))
+    write_input(prompts, "".join(f"{a}\n" for a in captions))
     return [
         *("--class_prompt", str(prompts), "--class_data_dir", str(images)),
         *("--caption_target", f"{c.anchor}+{c.name}"),
@@ -543,6 +554,8 @@ def _ca_unsee(b: Budget) -> list[str]:
         *("--method", "ca", "--iterations", str(b.ca_iterations), "--lr", str(b.ca_lr)),
         *("--batch-size", str(b.ca_batch), "--set", f"forget_images={b.ca_images}"),
         *("--set", "captions=many", "--set", "target_model=training"),
+        # the official command's --hflip (off by default on the ToyWorld models)
+        *("--set", "hflip=true"),
     ]
 
 
@@ -1060,11 +1073,12 @@ def udatk_dataset(
         pixels = to_uint8(base.decode(drawn.latents))
     for i, px in enumerate(pixels):  # as generate() draws them
         Image.fromarray(px).save(where / "imgs" / f"{i}_0.png")
-    with open(where / "prompts.csv", "w", newline="") as fh:
-        rows = csv.writer(fh)
-        rows.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance"])
-        rows.writerows([i, p, s, b.guidance] for i, (p, s) in enumerate(cases))
-    (where / "ignore.json").write_text("[]")
+    table = io.StringIO(newline="")
+    rows = csv.writer(table)
+    rows.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance"])
+    rows.writerows([i, p, s, b.guidance] for i, (p, s) in enumerate(cases))
+    write_input(where / "prompts.csv", table.getvalue())
+    write_json_input(where / "ignore.json", [])
     return drawn
 
 
@@ -1087,9 +1101,7 @@ def run_udatk_official(
     ckpt = here / "erased_unet.safetensors"
     save_file({k: v.contiguous() for k, v in erased.unet.state_dict().items()}, str(ckpt))
     config = here / "udatk_config.json"
-    config.write_text(
-        json.dumps(udatk_config(concept, str(folder), b, steps, ckpt, data, here), indent=1)
-    )
+    write_json_input(config, udatk_config(concept, str(folder), b, steps, ckpt, data, here))
     env = {**seed_env(seed), **udatk_env(concept, erased, str(folder), b)}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))

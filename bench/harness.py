@@ -176,8 +176,10 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("sculpt-frozen@160", "sculpt", {"target": "frozen"}, iterations=160, lr=5e-4),
     Variant("salun", "salun"),
     Variant("ca", "ca"),
-    # Concept Ablation's official training details (issue 21), each switched back alone, and
-    # all of them: unsee's CA before they became its defaults
+    # Concept Ablation's official training details (issue 21): the mirrors ToyWorld's
+    # default leaves out, each detail switched back alone, and all of them (unsee's CA
+    # before they became its defaults)
+    Variant("ca-hflip", "ca", {"hflip": True}),  # the official's mirrors (SD's default)
     Variant("ca-adam", "ca", settings=_ADAM),
     Variant("ca-nohflip", "ca", {"hflip": False}),
     Variant("ca-nofreeze", "ca", {"freeze_start_token": False}),
@@ -460,6 +462,18 @@ def run_logged(cmd: Sequence[str], cwd: Path, env: Mapping[str, str], log: Path)
         return subprocess.run(
             list(cmd), cwd=cwd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT
         ).returncode
+
+
+def write_input(path: Path, text: str) -> None:
+    """Write an input file of a study's subprocess (an official script's prompt list or
+    config; not a results file: :func:`record`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def write_json_input(path: Path, value: Any) -> None:
+    """:func:`write_input` of ``value`` as JSON."""
+    write_input(path, json.dumps(value, indent=1))
 
 
 def read_json(path: Path) -> Any:

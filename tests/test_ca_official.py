@@ -319,3 +319,20 @@ def test_ring_mask_on_a_latent_without_an_inside_is_one_clear_error(tiny_sd):
     with pytest.raises(UnseeError, match="leaves nothing of a 2x2 latent") as err:
         recipe.setup(bundle)
     assert "\n" not in str(err.value)
+
+
+def test_mirrors_are_off_on_the_toyworld_models_and_one_switch_away(tiny_sd):
+    """hflip is the official default on Stable Diffusion; ToyWorld draws each shape in one
+    orientation, so its models default to no mirrors, and the user's value wins."""
+    sd = validate(
+        EraseConfig(method="ca", concepts=["cat"], anchors=["animal"], model=str(tiny_sd))
+    )
+    assert sd.params.hflip is True
+    for model in ("toyworld", "toyworld-sd"):
+        toy = validate(EraseConfig(method="ca", concepts=["star"], model=model))
+        assert toy.params.hflip is False
+        assert (toy.params.freeze_start_token, toy.params.loss_mask) == (True, "ring")
+        mine = validate(
+            EraseConfig(method="ca", concepts=["star"], model=model, params={"hflip": True})
+        )
+        assert mine.params.hflip is True

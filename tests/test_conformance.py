@@ -294,6 +294,8 @@ def test_ca_script_gets_the_readme_object_command_at_unsees_budget(conformance):
     assert int(_value(off, "--checkpointing_steps")) > 7  # the final parameters only
     assert off[off.index("--class_prompt") :][:6] == prepared
     assert {"captions=many", "target_model=training"} <= set(ours)
+    # the official command mirrors its images; unsee's ToyWorld default does not
+    assert "--hflip" in off and "hflip=true" in ours
     f32 = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, official_dtype="float32")
     assert "dtype" not in conformance.shims_of("ca", f32)  # the release trains in float32
 
