@@ -275,9 +275,7 @@ HEADLINE = {
     "esd-x": "ESD-x",
     "esd-u": "ESD-u",
     "uce": "UCE",
-    # measured with mirrored anchor images (the official hflip), which the ToyWorld models
-    # no longer default to: on star, ca-nohflip is the default's row
-    "ca": "CA, with the official hflip",
+    "ca": "CA",
     "salun": "SalUn",
     "kscu": "KSCU",
     "mim-mu": "MiM-MU",
