@@ -33,6 +33,9 @@ table per method, whose meta holds the method's defaults. The markdown marks eac
 method's pick and says whether it is the current default (with the default's values);
 table ``picks`` of the JSON holds each method's pick once its grid is complete.
 
+A run that stops resumes where it stopped: a point already recorded with the same
+settings, grid and defaults is kept and not run again.
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/tune.py --methods esd-x,uce --num-images 4
 """
 
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
@@ -54,6 +58,7 @@ from harness import (
     Variant,
     fmt,
     rate_cell,
+    read,
     record,
     run_variant,
     runs_on,
@@ -403,6 +408,22 @@ def run_point(
     return fingerprint, row
 
 
+def recorded(
+    out: Path, settings: Mapping[str, Any], method: str, meta: Mapping[str, Any]
+) -> Results | None:
+    """The results file when it already holds ``method``'s table measured with these
+    ``settings``, grid and defaults (its points are kept, not run again: a tuning run
+    that stops resumes at the first missing point), else None."""
+    results = read("tuning", out)
+    if results is None or results["settings"] != json.loads(json.dumps(settings)):
+        return None
+    table = results["tables"].get(method)
+    if table is None:
+        return None
+    kept = {k: v for k, v in table["meta"].items() if k != "model_fingerprint"}
+    return results if kept == json.loads(json.dumps(meta)) else None
+
+
 def _line(label: str, row: Mapping[str, Any]) -> str:
     return (
         f"{label}: "
@@ -454,8 +475,11 @@ def main(argv: list[str] | None = None) -> None:
     for method in methods:
         points, what = grid(method)
         default = {s.concepts[0]: defaults(method, s) for s in TUNING}
-        merged: Results | None = None
+        merged = recorded(args.out, settings, method, {"grid": what, "defaults": default})
         for point in points:
+            if merged is not None and point.label in merged["tables"][method]["rows"]:
+                print(f"{point.label}: already recorded with these settings, kept", flush=True)
+                continue
             t0 = time.time()
             fingerprint, row = run_point(point, eval_settings, args.work, default)
             merged = record(

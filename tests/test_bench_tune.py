@@ -113,10 +113,19 @@ def test_the_grid_scales_each_methods_own_defaults(tune):
 
 
 @pytest.mark.slow
-def test_reduced_tuning_run_records_every_point_and_the_rules_pick(tune, tmp_path):
+def test_reduced_tuning_run_records_every_point_and_the_rules_pick(tune, tmp_path, capsys):
     out = tmp_path / "out"
     reduced = ["--methods", "uce", "--num-images", "1", "--steps", "2"]
     tune.main([*reduced, "--work", str(tmp_path / "work"), "--out", str(out)])
+    first = (out / "tuning.json").read_text()
+    # a second run with the same settings resumes: every point is kept, none is run again
+    capsys.readouterr()
+    tune.main([*reduced, "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert capsys.readouterr().out.count("already recorded") == len(tune.grid("uce")[0])
+    assert (
+        json.loads((out / "tuning.json").read_text())["tables"]["uce"]
+        == json.loads(first)["tables"]["uce"]
+    )
     results = json.loads((out / "tuning.json").read_text())
     rows = results["tables"]["uce"]["rows"]
     assert set(rows) == {p.label for p in tune.grid("uce")[0]}
