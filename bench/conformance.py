@@ -713,7 +713,7 @@ class Measured:
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> Measured:
     """Run ``cmd`` with the timing shim, output to ``log``; raises RuntimeError naming the
     log when it fails."""
-    timing = log.with_suffix(".timing.json")
+    timing = log.with_suffix(".timing.json").resolve()  # read in ``cwd``, written here
     timing.unlink(missing_ok=True)
     env = {
         **env,
@@ -811,6 +811,7 @@ def run_official(
     """Method ``name``'s official script from ``clone`` (at ``commit``) with its shims, on
     the diffusers ``folder`` whose UNet ``bundle`` holds (``pythonpath``: the official
     side's extra packages); its output as an artifact in ``here/official``."""
+    here = here.resolve()  # the script runs in its clone: a relative path would land there
     spec = METHODS[name]
     env = seed_env(seed)
     if pythonpath:
@@ -1206,7 +1207,7 @@ def run_attack_seed(
     attack the erased model with the official attacker and with unsee's on the same cases:
     the first ``udatk_prompts`` target prompts at ``num_images`` evaluation seeds from
     ``seed * num_images``; the two rows."""
-    here = work / name / concept / f"seed{seed}"
+    here = (work / name / concept / f"seed{seed}").resolve()  # the attacker runs in its clone
     erasure = run_unsee("esd", model, [concept], seed, budget, here / "erasure")
     erased = load_bundle(folder, device=bundle.device.type)
     apply_artifacts(erased, [erasure.artifact])
@@ -1533,7 +1534,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         single = [m for m in methods if m in ATTACKS or not METHODS[m].sequential]
         if len(concepts) > 1 and single:
             raise BadInput(f"--concept {args.concept!r}: {single[0]} takes one concept")
-        folder = BUNDLED.get(args.model, Path(args.model))
+        # absolute: the official scripts run in their own clone, where a relative path
+        # would name another folder
+        folder = BUNDLED.get(args.model, Path(args.model)).resolve()
+        args.work = args.work.resolve()
         bundle = load_bundle(folder, device="cuda" if torch.cuda.is_available() else "cpu")
     except (BadInput, UnseeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -1575,7 +1579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     eval_settings = EvalSettings(
         num_images=args.num_images, steps=args.steps, cache_dir=args.work / "image-cache"
     )
-    pythonpath = os.pathsep.join(args.official_pythonpath) or None
+    pythonpath = os.pathsep.join(str(Path(p).resolve()) for p in args.official_pythonpath) or None
     # its own file: another precision's settings would start this one afresh
     name = "conformance" + ("" if args.official_dtype == "script" else "_float32")
     results: Results | None = None

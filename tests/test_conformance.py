@@ -67,7 +67,7 @@ def _git_clone(folder: Path, files: dict[str, str]) -> Path:
     return folder
 
 
-def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path):
+def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path, monkeypatch):
     from unsee.artifacts import apply_artifacts, read_delta
     from unsee.models.bundle import load_bundle
     from unsee.models.model_ids import BUNDLED
@@ -78,9 +78,13 @@ def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path):
     bundle = load_bundle("toyworld-sd")
     base = {n: p.detach().clone() for n, p in bundle.unet.named_parameters()}
     budget = conformance.Budget(3, 1e-3, 1.0, 3.0, 10, 32)
+    # a relative work folder (the bench's default) must not land in the clone, where the
+    # official script runs
+    monkeypatch.chdir(tmp_path)
     ran = conformance.run_official(
-        "esd", clone, commit, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], tmp_path / "w"
+        "esd", clone, commit, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], Path("w")
     )
+    assert not (clone / "w").exists()
     saved = load_file(str(tmp_path / "w" / "official-output" / "esd.safetensors"))
     delta, _ = read_delta(ran.artifact)
     assert delta.keys() == saved.keys()
