@@ -1535,9 +1535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(concepts) > 1 and single:
             raise BadInput(f"--concept {args.concept!r}: {single[0]} takes one concept")
         # absolute: the official scripts run in their own clone, where a relative path
-        # would name another folder
+        # would name another folder (run_official and run_attack_seed resolve their own)
         folder = BUNDLED.get(args.model, Path(args.model)).resolve()
-        args.work = args.work.resolve()
         bundle = load_bundle(folder, device="cuda" if torch.cuda.is_available() else "cpu")
     except (BadInput, UnseeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -386,7 +386,7 @@ Render = Callable[[Results], str]
 Files = Mapping[str, Callable[[Results, Path], None]]
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), so that settings and
     meta compare equal to what the file holds."""
     return json.loads(json.dumps(value))
@@ -500,10 +500,10 @@ def record(
     A row of the same label is replaced; the table's other rows are kept when its ``meta``
     is the same, and the file's other tables when its ``settings`` are (rows measured
     otherwise do not compare, so they are dropped). Returns the merged results."""
-    measured_with: dict[str, Any] = _plain(dict(settings))
-    against: dict[str, Any] = _plain(dict(meta or {}))
+    measured_with: dict[str, Any] = plain(dict(settings))
+    against: dict[str, Any] = plain(dict(meta or {}))
     stamp = run_on(machine_note)
-    new = {label: {**_plain(dict(row)), "run_on": stamp} for label, row in rows.items()}
+    new = {label: {**plain(dict(row)), "run_on": stamp} for label, row in rows.items()}
     with _locked(out, name):
         old = read(name, out)
         results = (

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
@@ -57,6 +56,7 @@ from harness import (
     Scenario,
     Variant,
     fmt,
+    plain,
     rate_cell,
     read,
     record,
@@ -357,7 +357,7 @@ def markdown(results: Results) -> str:
             )
             best = top_k / top_n if pick.admissible else None
             lines.append(
-                f"| {_knob_cell(r)}{' (default)' if r['is_default'] else ''} | "
+                f"| {_knob_cell(r)}{' (default)' if r['is_default'] else ''} (`{lab}`) | "
                 + " | ".join(cells)
                 + f" | {rate_cell(k / n, n, best)} | {'yes' if retain_kept(r) else 'no'} | "
                 f"{r['optimizer_steps']} | {r['seconds']:.0f} | "
@@ -415,13 +415,13 @@ def recorded(
     ``settings``, grid and defaults (its points are kept, not run again: a tuning run
     that stops resumes at the first missing point), else None."""
     results = read("tuning", out)
-    if results is None or results["settings"] != json.loads(json.dumps(settings)):
+    if results is None or results["settings"] != plain(dict(settings)):
         return None
     table = results["tables"].get(method)
     if table is None:
         return None
     kept = {k: v for k, v in table["meta"].items() if k != "model_fingerprint"}
-    return results if kept == json.loads(json.dumps(meta)) else None
+    return results if kept == plain(dict(meta)) else None
 
 
 def _line(label: str, row: Mapping[str, Any]) -> str:

@@ -128,12 +128,14 @@ def test_a_file_that_is_not_a_results_file_is_named(bench, tmp_path):
 
 def test_every_stored_results_file_reads_and_renders(bench):
     """The results in the repository are in the store's format, and each study's renderer
-    draws its table from them (compare_cpu and compare_no_attacks are the comparison's)."""
+    draws its table from them (compare_cpu and compare_no_attacks are the comparison's,
+    tuning is tune.py's)."""
     files = sorted((BENCH / "results").glob("*.json"))
     assert len(files) >= 10
     for path in files:
         name = path.stem
-        study = importlib.import_module(name if not name.startswith("compare") else "compare")
+        module = "compare" if name.startswith("compare") else {"tuning": "tune"}.get(name, name)
+        study = importlib.import_module(module)
         results = bench.read(name, path.parent)
         text = study.markdown(results)
         for t in results["tables"].values():
