@@ -540,6 +540,13 @@ def cases(art: Path) -> list[Case]:
             ["--method", "esd-x", "--concept", "star", "--anchor", "a", "--anchor", "b"],
             ("one --anchor per concept",),
         ),
+        (
+            [
+                *("--method", "esd-x", "--concept", "star"),
+                *("--concept-prompt", "a", "--concept-prompt", "b"),
+            ],
+            ("one --concept-prompt per concept",),
+        ),
         (["--method", "esd-x", "--concept", "star", "--scope", "bogus"], ("unknown scope",)),
         (["--method", "esd-x", "--concept", "star", "--lr", "nan"], ("finite",)),
         (["--method", "esd-x", "--concept", "star", "--batch-size", "0"], ("batch_size",)),

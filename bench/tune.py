@@ -22,9 +22,10 @@ the same way, on concepts no benchmark scenario uses:
   interval of the difference, as ``harness.rate_cell`` marks it). Among admissible points
   the best is the highest mean erasure over the tuning concepts; every admissible point
   whose pooled erasure count is within noise of the best's (Newcombe) ties with it, and
-  ties go to the fewest optimizer steps (cost), then the smaller scale (lr). When no point
-  is admissible the pick is the highest mean retain (then erasure, then cost), and the
-  report says so.
+  ties go to the fewest optimizer steps (cost), then to the method's default (a default
+  changes only on evidence beyond noise), then the smaller scale (lr). When no point is
+  admissible the pick is the highest mean retain (then erasure, then cost), and the report
+  says so.
 
 Every grid point's row (per concept: erasure and retain with their counts, the base
 model's retain, lr, iterations, optimizer steps, seconds) is merged into
@@ -86,8 +87,9 @@ RULE = (
     "A point is admissible when, on every tuning concept, its retain accuracy is not below "
     "the base model's beyond noise. Among admissible points the best has the highest mean "
     "erasure over the tuning concepts; admissible points whose pooled erasure is within "
-    "noise of the best's tie with it, and ties go to the fewest optimizer steps, then the "
-    "smaller scale (lr). With no admissible point the pick is the highest mean retain "
+    "noise of the best's tie with it, and ties go to the fewest optimizer steps, then to the "
+    "method's default (a default changes only on evidence beyond noise), then the smaller "
+    "scale (lr). With no admissible point the pick is the highest mean retain "
     f"(then erasure, then steps). Noise: {DIFFERENCE_TEST}."
 )
 
@@ -214,13 +216,14 @@ class Pick:
 def select(rows: Mapping[str, Mapping[str, Any]]) -> Pick:
     """The protocol's pick among one method's grid rows (label -> row); see :data:`RULE`.
     A row needs ``concepts`` (concept -> erasure, erasure_images, retain, retain_pairs,
-    retain_base), ``optimizer_steps`` and ``scale``."""
+    retain_base), ``optimizer_steps``, ``is_default`` and ``scale``."""
     if not rows:
         raise ValueError("no grid points to select from")
     ok = [lab for lab, r in rows.items() if retain_kept(r)]
 
-    def cost(lab: str) -> tuple[int, float]:
-        return rows[lab]["optimizer_steps"], rows[lab]["scale"]
+    def cost(lab: str) -> tuple[int, bool, float]:
+        r = rows[lab]
+        return r["optimizer_steps"], not r["is_default"], r["scale"]
 
     if not ok:
         label = min(
@@ -450,6 +453,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/bench-tune"))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--machine-note", default="", help="appended to the machine line")
+    ap.add_argument(
+        "--points",
+        default="",
+        help="comma-separated point labels to run (default: every point of the grid); "
+        "processes that split a grid this way merge into one results file",
+    )
     args = ap.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
     unknown = [m for m in methods if m not in REGISTRY]
@@ -457,6 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown method(s) {unknown}; known: {', '.join(sorted(REGISTRY))}")
     if args.num_images < 1 or args.steps < 1:
         ap.error("--num-images and --steps must be positive")
+    only = {p for p in args.points.split(",") if p}
+    labels = {p.label for m in methods for p in grid(m)[0]}
+    if only - labels:
+        ap.error(f"unknown point(s) {sorted(only - labels)}; the grid has {sorted(labels)}")
     eval_settings = EvalSettings(
         num_images=args.num_images,
         steps=args.steps,
@@ -477,6 +490,8 @@ def main(argv: list[str] | None = None) -> None:
         default = {s.concepts[0]: defaults(method, s) for s in TUNING}
         merged = recorded(args.out, settings, method, {"grid": what, "defaults": default})
         for point in points:
+            if only and point.label not in only:
+                continue
             if merged is not None and point.label in merged["tables"][method]["rows"]:
                 print(f"{point.label}: already recorded with these settings, kept", flush=True)
                 continue
@@ -493,9 +508,13 @@ def main(argv: list[str] | None = None) -> None:
                 machine_note=args.machine_note,
             )
             print(_line(point.label, row) + f" ({time.time() - t0:.0f} s wall)", flush=True)
-        assert merged is not None  # every grid has a point
-        pick = select(merged["tables"][method]["rows"])
-        chosen = merged["tables"][method]["rows"][pick.label]
+        merged = read("tuning", args.out)  # with the points other processes recorded
+        rows = {} if merged is None else merged["tables"].get(method, {"rows": {}})["rows"]
+        if set(rows) != {p.label for p in points}:
+            print(f"{method}: {len(rows)} of {len(points)} points recorded; no pick yet")
+            continue
+        pick = select(rows)
+        chosen = rows[pick.label]
         record(
             "tuning",
             settings,

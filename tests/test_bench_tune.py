@@ -28,12 +28,15 @@ def tune():
         sys.path.remove(str(BENCH))
 
 
-def row(steps: int, scale: float = 1.0, **concepts: tuple[int, int, int]) -> dict:
+def row(
+    steps: int, scale: float = 1.0, is_default: bool = False, **concepts: tuple[int, int, int]
+) -> dict:
     """A hand-made grid row: per concept (erased images of 32, retain hits of 48, base
     retain hits of 48)."""
     return {
         "optimizer_steps": steps,
         "scale": scale,
+        "is_default": is_default,
         "concepts": {
             c: {
                 "erasure": e / 32,
@@ -74,6 +77,23 @@ def test_ties_within_noise_of_the_best_go_to_fewer_steps_then_smaller_scale(tune
     assert pick.best == "best"
     assert set(pick.tied) == {"best", "cheap-big-lr", "cheap-small-lr"}
     assert pick.label == "cheap-small-lr"
+
+
+def test_a_tie_at_equal_cost_keeps_the_default(tune):
+    """A default changes only on evidence beyond noise: a smaller lr that ties with the
+    best at the same number of steps does not displace it."""
+    kept = (46, 46)
+    rows = {
+        "default": row(240, 1.0, True, cross=(29, *kept), dotted=(29, *kept)),
+        "small-lr": row(240, 1 / 3, cross=(28, *kept), dotted=(28, *kept)),
+        "big-lr": row(240, 3.0, cross=(30, *kept), dotted=(30, *kept)),
+    }
+    pick = tune.select(rows)
+    assert pick.best == "big-lr" and set(pick.tied) == set(rows)
+    assert pick.label == "default"
+    # without the default among the ties, the smaller scale wins as before
+    del rows["default"]
+    assert tune.select(rows).label == "small-lr"
 
 
 def test_with_no_admissible_point_the_pick_is_the_highest_retain(tune):

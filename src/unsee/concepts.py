@@ -6,6 +6,7 @@ text is a concept (its prompt is the text itself, as ESD and UCE do).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from unsee.errors import UnseeError
@@ -83,6 +84,17 @@ def toyworld_concept(name: str, anchor: str | None = None) -> Concept:
     if kind == "superclass":
         return Concept(name, "superclass", (vocab.compose_caption(name),), anchor or "", ("",))
     raise UnseeError(f"{name!r} ({kind}) cannot be erased")
+
+
+def as_text(concept: Concept, text: str) -> Concept:
+    """``concept`` erased as the one ``text`` an official script is given (``--concept
+    esd_sd.py --erase_concept striped``): its prompts become ``(text,)`` and its anchor
+    prompts the anchor word as text, as a Stable Diffusion concept's are. Its name and kind
+    stay, so the scorecard still judges it (a ToyWorld style by its nine prompts)."""
+    text = text.strip()
+    if not text:
+        raise UnseeError(f"the prompt given for concept {concept.name!r} is empty")
+    return dataclasses.replace(concept, prompts=(text,), anchor_prompts=(concept.anchor,))
 
 
 def text_concept(name: str, anchor: str | None = None) -> Concept:

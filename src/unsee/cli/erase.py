@@ -61,6 +61,13 @@ def erase_cmd(
     anchor: Annotated[
         list[str] | None, typer.Option(help="anchor per concept (repeatable)")
     ] = None,
+    concept_prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="text per concept to erase it as, as an official script is given it "
+            "(repeatable; default: the concept's prompts); it is still judged by its name"
+        ),
+    ] = None,
     iterations: Annotated[int | None, typer.Option(help="steps per concept round")] = None,
     lr: Annotated[float | None, typer.Option(help="learning rate")] = None,
     optimizer: Annotated[
@@ -132,6 +139,7 @@ def erase_cmd(
         "model": model,
         "model_variant": model_variant,
         "anchors": anchor or None,
+        "concept_prompts": concept_prompt or None,
         "iterations": iterations,
         "lr": lr,
         "optimizer": optimizer,

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, TypeAdapter, ValidationError
 
 from unsee.artifacts import read_artifacts
-from unsee.concepts import Concept, resolve_concept
+from unsee.concepts import Concept, as_text, resolve_concept
 from unsee.erase.base import Method
 from unsee.erase.registry import build_params, get_method
 from unsee.erase.scopes import PRESETS
@@ -59,6 +59,8 @@ class EraseConfig:
     #: weight files saved with ``save_pretrained(variant=...)`` (``fp16``: *.fp16.safetensors)
     model_variant: str | None = None
     anchors: list[str] = dataclasses.field(default_factory=list)
+    #: one text per concept to erase it as (:func:`unsee.concepts.as_text`), or none
+    concept_prompts: list[str] = dataclasses.field(default_factory=list)
     iterations: Positive | None = None
     lr: PositiveFinite | None = None
     batch_size: Positive | None = None
@@ -180,11 +182,15 @@ def validate(cfg: EraseConfig) -> Plan:
         raise UnseeError("give at least one --concept")
     if cfg.anchors and len(cfg.anchors) != len(cfg.concepts):
         raise UnseeError(f"give one --anchor per concept ({len(cfg.concepts)}) or none")
+    if cfg.concept_prompts and len(cfg.concept_prompts) != len(cfg.concepts):
+        raise UnseeError(f"give one --concept-prompt per concept ({len(cfg.concepts)}) or none")
     family = model_family(cfg.model)
     concepts = [
         resolve_concept(c, family.vocabulary, cfg.anchors[i] if cfg.anchors else None)
         for i, c in enumerate(cfg.concepts)
     ]
+    if cfg.concept_prompts:
+        concepts = [as_text(c, t) for c, t in zip(concepts, cfg.concept_prompts, strict=True)]
     d = cls.plan_defaults(params, family, concepts, cfg.sequential)
     if d.get("params"):  # the family's parameter values under the ones the user chose
         params = build_params(cls, {**d["params"], **chosen})
