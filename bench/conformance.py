@@ -35,7 +35,12 @@ precision (``esd_sd.py``: bfloat16 weights and Adam, which rounds away updates s
 than half a bfloat16 step); ``float32`` casts it to unsee's precision (the dtype shim), so
 a difference that remains is the method's (written to ``conformance_float32.{json,md}``).
 Concepts: ToyWorld shapes (one prompt, ``a star``), which the official scripts take as
-their concept text.
+their concept text; a style (``--concept striped``; esd, uce, kscu) is given to the
+official script as its word, as the READMEs give an artist's name (UCE with the README's
+``--concept_type art``: guide "art"; KSCU ``--mode style``), and to unsee as that same text
+(``erase --concept-prompt``; UCE ``--anchor art``), so the verdict compares like with like;
+a third side, ``unsee-vocabulary``, erases unsee's own style concept (its nine prompts
+``a striped {shape}``, unsee's defaults) for reference, outside the verdict.
 
 KSCU (``kscu``): the 2026 release's ``train_sd14.py`` (``--base_model`` takes the folder,
 ``--dtype`` its precision: no shim) against unsee's ``kscu`` with ``preset=official``
@@ -163,6 +168,8 @@ from unsee.models.model_ids import BUNDLED
 from unsee.models.sampling import to_uint8
 
 SHIM_DIR = Path(__file__).resolve().parent / "conformance_shims"
+#: a style's third side: unsee's own concept (its nine prompts), beside the official's text
+VOCABULARY = "unsee-vocabulary"
 
 #: what each start-up shim does, and why (``bench/conformance_shims/sitecustomize.py``)
 SHIMS = {
@@ -313,7 +320,8 @@ class Budget:
 class Call:
     """What an official command line is built from: the budget, the concepts (names and
     prompts, in round order), the model folder, where the output goes, the device, the
-    training seed, and the arguments the method's preparation made (:attr:`Official.prepare`)."""
+    training seed, the arguments the method's preparation made (:attr:`Official.prepare`),
+    and whether the concept is a style (the README's style command)."""
 
     budget: Budget
     concepts: list[str]
@@ -323,6 +331,7 @@ class Call:
     device: str
     seed: int
     prepared: list[str]
+    style: bool = False
 
 
 @dataclass(frozen=True)
@@ -333,7 +342,9 @@ class Official:
     option (no dtype shim needed); ``driver``: a bench file run instead of the script's
     launcher (in :data:`SHIM_DIR`); ``prepare``: makes the script's inputs (bundle,
     concepts, seed, budget, folder) and returns arguments for :attr:`Call.prepared`;
-    ``sequential``: several concepts are the script's rounds (unsee ``--sequential``)."""
+    ``sequential``: several concepts are the script's rounds (unsee ``--sequential``);
+    ``styles``: its README has a style command the bench runs (:func:`official_text`);
+    ``unsee_style``: unsee's arguments that match that command's other settings."""
 
     repo: str
     script: str
@@ -348,6 +359,18 @@ class Official:
     driver: str | None = None
     prepare: Callable[[Bundle, list[str], int, Budget, Path], list[str]] | None = None
     sequential: bool = False
+    styles: bool = False
+    unsee_style: tuple[str, ...] = ()
+
+
+def official_text(concept: str) -> str:
+    """The text an official script is given for ToyWorld ``concept``: a shape's one prompt
+    (``a star``); a style's word (``striped``), as the READMEs give an artist's name
+    (``esd_sd.py --erase_concept 'Van Gogh'``, ``train_sd14.py --mode style --concepts``,
+    ``uce_sd_erase.py --edit_concepts``), where unsee's own style concept is its nine
+    prompts ``a striped {shape}`` (the bench's third side, ``unsee-vocabulary``)."""
+    c = resolve_concept(concept, "toyworld")
+    return c.name if c.kind == "style" else c.prompts[0]
 
 
 def _esd_official(c: Call) -> list[str]:
@@ -380,7 +403,9 @@ def _esd_describe(b: Budget) -> str:
 def _uce_official(c: Call) -> list[str]:
     b = c.budget
     return [
-        *("--edit_concepts", c.prompts[0], "--concept_type", "object", "--model_id", c.folder),
+        *("--edit_concepts", c.prompts[0], "--model_id", c.folder),
+        # the README's art command: guide "art" (the script's default for art), no templates
+        *("--concept_type", "art" if c.style else "object"),
         *("--lamb", str(b.lamb), "--erase_scale", str(b.erase_scale)),
         *("--preserve_scale", str(b.preserve_scale), "--save_dir", str(c.out)),
         *("--exp_name", "uce", "--device", c.device),
@@ -584,6 +609,7 @@ METHODS: dict[str, Official] = {
         _esd_official,
         _esd_unsee,
         _esd_describe,
+        styles=True,
     ),
     "uce": Official(
         "rohitgandikota/unified-concept-editing",
@@ -595,6 +621,10 @@ METHODS: dict[str, Official] = {
         _uce_official,
         _uce_unsee,
         _uce_describe,
+        styles=True,
+        # the art command's guide "art" (an explicit anchor: unsee's own style guide is
+        # the concept's anchor, solid)
+        unsee_style=("--anchor", "art", "--set", "concept_type=art"),
     ),
     "kscu": Official(
         "ChaoShuoZhang/KeyStepConceptUnlearning",
@@ -607,6 +637,7 @@ METHODS: dict[str, Official] = {
         _kscu_unsee,
         _kscu_describe,
         dtype_flag=True,
+        styles=True,
     ),
     "sculpt": Official(
         "coulsonlee/Sculpting-Memory-ICCV-2025",
@@ -830,11 +861,12 @@ def run_official(
     for old in raw.glob("*.safetensors"):  # this bench's own output of an earlier run
         old.unlink()
     device = "cuda:0" if torch.cuda.is_available() else "cpu"
-    prompts = [resolve_concept(c, "toyworld").prompts[0] for c in concepts]
+    prompts = [official_text(c) for c in concepts]
     prepared = (
         spec.prepare(bundle, concepts, seed, budget, here / "official-data") if spec.prepare else []
     )
-    call = Call(budget, concepts, prompts, str(folder), raw, device, seed, prepared)
+    style = is_style(concepts)
+    call = Call(budget, concepts, prompts, str(folder), raw, device, seed, prepared, style)
     program = SHIM_DIR / spec.driver if spec.driver else clone / spec.script
     cmd = [sys.executable, str(program), *spec.official_args(call)]
     measured = run_measured(cmd, clone, env, here / "official.log")
@@ -850,21 +882,44 @@ def run_official(
     return Ran(art, measured, cmd)
 
 
-def run_unsee(
-    name: str, model: str, concepts: list[str], seed: int, budget: Budget, here: Path
-) -> Ran:
-    """unsee's erasure matching method ``name``, on ``model``, into ``here/unsee``; several
-    concepts in rounds (``--sequential``)."""
-    cmd = [
+def is_style(concepts: list[str]) -> bool:
+    return any(resolve_concept(c, "toyworld").kind == "style" for c in concepts)
+
+
+def unsee_command(
+    name: str, model: str, concepts: list[str], seed: int, budget: Budget, out: Path, side: str
+) -> list[str]:
+    """unsee's erase command matching method ``name``, on ``model``, into ``out``; several
+    concepts in rounds (``--sequential``). A style is erased as the official's text
+    (``--concept-prompt``, with the method's :attr:`Official.unsee_style`) on side
+    ``unsee``, and as unsee's own concept (its nine prompts, unsee's defaults) on side
+    :data:`VOCABULARY`."""
+    spec = METHODS[name]
+    as_text = side == "unsee" and is_style(concepts)
+    return [
         *(sys.executable, "-m", "unsee.cli", "erase", "--model", model),
         *(a for c in concepts for a in ("--concept", c)),
+        *(a for c in concepts for a in ("--concept-prompt", official_text(c)) if as_text),
+        *(spec.unsee_style if as_text else ()),
         *(("--sequential",) if len(concepts) > 1 else ()),
-        *("--seed", str(seed), *METHODS[name].unsee_args(budget)),
-        *("--out", str(here / "unsee"), "--overwrite"),
+        *("--seed", str(seed), *spec.unsee_args(budget)),
+        *("--out", str(out), "--overwrite"),
     ]
-    return Ran(
-        here / "unsee", run_measured(cmd, Path.cwd(), seed_env(seed), here / "unsee.log"), cmd
-    )
+
+
+def run_unsee(
+    name: str,
+    model: str,
+    concepts: list[str],
+    seed: int,
+    budget: Budget,
+    here: Path,
+    side: str = "unsee",
+) -> Ran:
+    """:func:`unsee_command` run into ``here/<side>``, timed."""
+    cmd = unsee_command(name, model, concepts, seed, budget, here / side, side)
+    log = here / f"{side}.log"
+    return Ran(here / side, run_measured(cmd, Path.cwd(), seed_env(seed), log), cmd)
 
 
 def run_seed(
@@ -888,10 +943,12 @@ def run_seed(
     off = run_official(
         name, clone, commit, concepts, seed, budget, bundle, folder, here, pythonpath
     )
-    ours = run_unsee(name, model, concepts, seed, budget, here)
+    ran = {"official": off, "unsee": run_unsee(name, model, concepts, seed, budget, here)}
+    if is_style(concepts):
+        ran[VOCABULARY] = run_unsee(name, model, concepts, seed, budget, here, VOCABULARY)
     scored = evaluate_models(
         bundle,
-        {"official": [off.artifact], "unsee": [ours.artifact]},
+        {side: [r.artifact] for side, r in ran.items()},
         concepts,
         EvalSettings(
             num_images=settings.num_images,
@@ -901,8 +958,8 @@ def run_seed(
         ),
     )
     rows = {}
-    for side, res, ran in (("official", scored[0], off), ("unsee", scored[1], ours)):
-        m = ran.measured
+    for (side, r), res in zip(ran.items(), scored, strict=True):
+        m = r.measured
         s = summarise(res.scorecard)
         rows[f"{side} seed {seed}"] = {
             "side": side,
@@ -924,7 +981,7 @@ def run_seed(
             "optimizer_steps": m.steps,
             "wall_seconds": m.wall_seconds,
             "peak_rss_mb": m.peak_rss_mb,
-            "command": shlex.join(ran.command),
+            "command": shlex.join(r.command),
         }
     return rows
 
@@ -1323,7 +1380,9 @@ def markdown(results: Results) -> str:
             lines += attack_markdown(table, meta, rows)
             continue
         sides = {
-            side: [r for r in rows.values() if r["side"] == side] for side in ("official", "unsee")
+            side: [r for r in rows.values() if r["side"] == side]
+            for side in ("official", "unsee", VOCABULARY)
+            if side != VOCABULARY or any(r["side"] == side for r in rows.values())
         }
         counts = {
             side: {
@@ -1361,7 +1420,14 @@ def markdown(results: Results) -> str:
         lines += [
             "",
             f"Verdict: **{verdict(counts['official'], counts['unsee'])}**; official / unsee "
-            f"seconds per iteration: {ratio}.",
+            f"seconds per iteration: {ratio}."
+            + (
+                f" Both sides erase the official's text; `{VOCABULARY}` is unsee's own concept "
+                "(its nine prompts, unsee's defaults), for reference, outside the verdict: "
+                f"against the official, {verdict(counts['official'], counts[VOCABULARY])}."
+                if VOCABULARY in sides
+                else ""
+            ),
             "",
             "| row | erasure | retain | KID | s/it | wall s | steps | peak RSS MB | "
             "weights changed |",
@@ -1457,7 +1523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--concept",
         default="star",
-        help="a ToyWorld shape; sculpt: several, comma-separated, are sequential rounds",
+        help="a ToyWorld shape, or a style (esd, uce, kscu: the official gets its word, unsee "
+        "that text and its own concept); sculpt: several shapes, comma-separated, are "
+        "sequential rounds",
     )
     ap.add_argument(
         "--official-pythonpath",
@@ -1489,7 +1557,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--kscu-iterations", type=int, default=60, help="KSCU iterations")
     ap.add_argument("--kscu-lr", type=float, default=5e-5, help="KSCU learning rate")
-    ap.add_argument("--kscu-task", choices=tuple(KSCU_MODE), default="object")
+    ap.add_argument(
+        "--kscu-task",
+        choices=tuple(KSCU_MODE),
+        default=None,
+        help="KSCU's task (default: style for a style, else object)",
+    )
     ap.add_argument("--sculpt-images", type=int, default=16, help="images per set")
     ap.add_argument("--sculpt-batch", type=int, default=4, help="batch of each set")
     ap.add_argument("--sculpt-epochs", type=int, default=20, help="epochs per round")
@@ -1526,14 +1599,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         clones = parse_official(args.official, methods)
         commits = {m: clone_commit(clones[m], known[m].script) for m in methods}
         concepts = [c.strip() for c in args.concept.split(",") if c.strip()]
-        if any(resolve_concept(c, "toyworld").kind != "object" for c in concepts) or not concepts:
+        kinds = {resolve_concept(c, "toyworld").kind for c in concepts}
+        if not concepts or not kinds <= {"object", "style"}:
             raise BadInput(
-                f"--concept {args.concept!r}: only ToyWorld shapes (one prompt, the official "
-                "scripts' concept text) are mapped so far"
+                f"--concept {args.concept!r}: ToyWorld shapes or styles are mapped (the "
+                "official scripts' concept text), not colours or superclasses"
             )
         single = [m for m in methods if m in ATTACKS or not METHODS[m].sequential]
         if len(concepts) > 1 and single:
             raise BadInput(f"--concept {args.concept!r}: {single[0]} takes one concept")
+        no_style = [m for m in methods if m in ATTACKS or not METHODS[m].styles]
+        if "style" in kinds and (no_style or len(concepts) > 1):
+            raise BadInput(
+                f"--concept {args.concept!r}: a style runs alone, with "
+                f"{', '.join(m for m in METHODS if METHODS[m].styles)} (not {no_style[0]})"
+                if no_style
+                else f"--concept {args.concept!r}: a style runs alone"
+            )
+        kscu_task = args.kscu_task or ("style" if "style" in kinds else "object")
         # absolute: the official scripts run in their own clone, where a relative path
         # would name another folder (run_official and run_attack_seed resolve their own)
         folder = BUNDLED.get(args.model, Path(args.model)).resolve()
@@ -1551,7 +1634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         official_dtype=args.official_dtype,
         kscu_iterations=args.kscu_iterations,
         kscu_lr=args.kscu_lr,
-        kscu_task=args.kscu_task,
+        kscu_task=kscu_task,
         sculpt_images=args.sculpt_images,
         sculpt_batch=args.sculpt_batch,
         sculpt_epochs=args.sculpt_epochs,

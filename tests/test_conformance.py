@@ -131,6 +131,7 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
     wrong = _git_clone(tmp_path / "wrong", {"README.md": "not the repository"})
     good = _git_clone(tmp_path / "good", {"esd_sd.py": ""})
     udatk = _git_clone(tmp_path / "udatk", {"src/execs/attack.py": ""})
+    sculpt = _git_clone(tmp_path / "sculpt", {"multi_dst_train.py": ""})
     cases = [
         (["--official", f"esd={tmp_path / 'missing'}", "--method", "esd"], "no such folder"),
         (["--official", f"esd={plain}", "--method", "esd"], "not a git clone"),
@@ -143,7 +144,11 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
             ["--official", f"esd={good}", "--method", "esd", "--concept", "star,heart"],
             "one concept",
         ),
-        (["--official", f"esd={good}", "--method", "esd", "--concept", "striped"], "shapes"),
+        (["--official", f"esd={good}", "--method", "esd", "--concept", "red"], "shapes or styles"),
+        (
+            ["--official", f"sculpt={sculpt}", "--method", "sculpt", "--concept", "striped"],
+            "a style runs alone, with esd, uce, kscu (not sculpt)",
+        ),
         (["--method", "udatk"], "no --official udatk=PATH"),
         (["--official", f"udatk={good}", "--method", "udatk"], "has no src/execs/attack.py"),
         (
@@ -279,6 +284,34 @@ def test_kscu_script_gets_the_release_key_steps_and_unsee_the_same_budget(confor
 
 def _value(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
+
+
+def test_a_style_is_the_readmes_style_command_and_the_same_text_on_unsees_side(conformance):
+    """The official scripts take a style as its word ('Van Gogh'); unsee erases that same
+    text (the verdict's side) and, for reference, its own nine-prompt concept."""
+    b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, kscu_task="style")
+    assert conformance.official_text("striped") == "striped"
+    assert conformance.official_text("arrow") == "an arrow"
+    call = conformance.Call(b, ["striped"], ["striped"], "F", Path("o"), "cpu", 0, [], True)
+    uce = conformance._uce_official(call)
+    assert _value(uce, "--edit_concepts") == "striped" and _value(uce, "--concept_type") == "art"
+    assert "--guide_concepts" not in uce  # the art default, "art", as the README runs it
+    assert _value(conformance._esd_official(call), "--erase_concept") == "striped"
+    kscu = conformance._kscu_official(call)
+    assert _value(kscu, "--mode") == "style" and _value(kscu, "--concepts") == "striped"
+
+    def command(name: str, side: str) -> list[str]:
+        return conformance.unsee_command(name, "toyworld-sd", ["striped"], 0, b, Path("o"), side)
+
+    ours = command("uce", "unsee")
+    assert _value(ours, "--concept") == "striped" and _value(ours, "--concept-prompt") == "striped"
+    assert _value(ours, "--anchor") == "art" and "concept_type=art" in ours
+    assert "--anchor" not in command("esd", "unsee")  # an anchor there is erase-from
+    vocabulary = command("uce", conformance.VOCABULARY)
+    assert "--concept-prompt" not in vocabulary and "--anchor" not in vocabulary
+    # a shape's text is its own prompt: no override, as before
+    star = conformance.unsee_command("esd", "toyworld-sd", ["star"], 0, b, Path("o"), "unsee")
+    assert "--concept-prompt" not in star
 
 
 def test_ca_script_gets_the_readme_object_command_at_unsees_budget(conformance):
@@ -794,3 +827,48 @@ def test_udatk_official_runs_through_the_driver_on_the_bench_data(
     assert conformance.package_commit(str(tmp_path / "deps"), "fastargs").endswith(
         "(no git clone: commit unknown)"
     )
+
+
+def test_a_styles_table_keeps_the_vocabulary_side_out_of_the_verdict(conformance):
+    def row(side: str, erased: float) -> dict:
+        return {
+            "side": side,
+            "seed": 0,
+            "erasure": erased,
+            "erasure_base": 0.9,
+            "erasure_images": 72,
+            "retain_accuracy": 0.9,
+            "retain_base": 0.95,
+            "retain_pairs": 128,
+            "kid": 0.01,
+            "weights_changed": 10,
+            "seconds_per_iteration": 1.0,
+            "optimizer_steps": 3,
+            "wall_seconds": 9.0,
+            "peak_rss_mb": 500.0,
+            "run_on": "here",
+        }
+
+    meta = {
+        "repo": "r",
+        "script": "s",
+        "commit": "c" * 40,
+        "unsee_method": "uce",
+        "budget": "b",
+        "shims": [],
+        "official_dtype": "float32",
+        "model_fingerprint": "f",
+    }
+    rows = {
+        "official seed 0": row("official", 0.5),
+        "unsee seed 0": row("unsee", 0.5),
+        f"{conformance.VOCABULARY} seed 0": row(conformance.VOCABULARY, 1.0),
+    }
+    results = {
+        "settings": {"model": "toyworld-sd", "image_size": 32, "num_images": 8, "steps": 50},
+        "tables": {"uce striped": {"meta": meta, "rows": rows}},
+    }
+    text = conformance.markdown(results)
+    assert "Verdict: **equivalent**" in text  # official vs the same text
+    assert f"| {conformance.VOCABULARY} | 0 |" in text
+    assert "outside the verdict: against the official, not equivalent" in text
