@@ -176,15 +176,17 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("sculpt-frozen@160", "sculpt", {"target": "frozen"}, iterations=160, lr=5e-4),
     Variant("salun", "salun"),
     Variant("ca", "ca"),
-    # Concept Ablation's official training details (issue 21): the mirrors ToyWorld's
-    # default leaves out, each detail switched back alone, and all of them (unsee's CA
-    # before they became its defaults)
-    Variant("ca-hflip", "ca", {"hflip": True}),  # the official's mirrors (SD's default)
-    Variant("ca-adam", "ca", settings=_ADAM),
-    Variant("ca-nohflip", "ca", {"hflip": False}),
-    Variant("ca-nofreeze", "ca", {"freeze_start_token": False}),
-    Variant("ca-nomask", "ca", {"loss_mask": "none"}),
-    Variant("ca-before", "ca", _CA_BEFORE, settings=_ADAM),
+    # CA's ToyWorld default before fair tuning (issue 19) divided it by 3
+    Variant("ca@lr1e-3", "ca", lr=1e-3),
+    # Concept Ablation's official training details (issue 21), at the lr they ran at
+    # (1e-3): the mirrors ToyWorld's default leaves out, each detail switched back alone,
+    # and all of them (unsee's CA before they became its defaults)
+    Variant("ca-hflip", "ca", {"hflip": True}, lr=1e-3),  # the official's mirrors (SD's)
+    Variant("ca-adam", "ca", settings=_ADAM, lr=1e-3),
+    Variant("ca-nohflip", "ca", {"hflip": False}, lr=1e-3),
+    Variant("ca-nofreeze", "ca", {"freeze_start_token": False}, lr=1e-3),
+    Variant("ca-nomask", "ca", {"loss_mask": "none"}, lr=1e-3),
+    Variant("ca-before", "ca", _CA_BEFORE, settings=_ADAM, lr=1e-3),
 )
 
 

@@ -242,12 +242,16 @@ class ConceptAblation(Method):
         **{
             family: {
                 "iterations": 80,
-                "lr": 1e-3,
+                "lr": lr,
                 "batch_size": 4,
                 "params": {"hflip": False},
                 **OFFICIAL_OPTIMIZER,
             }
-            for family in ("toyworld", "toyworld-sd")
+            # ToyWorld: fair tuning's pick (bench/results/tuning.md): no grid point kept
+            # retain within noise of the base, lr 1e-3 / 3 kept the most (dotted 0.271 ->
+            # 0.521, cross 0.805 -> 0.875, erasure 1.000 at both); toyworld-sd keeps the
+            # earlier 1e-3 until it is tuned there
+            for family, lr in (("toyworld", 1e-3 / 3), ("toyworld-sd", 1e-3))
         },
     }
 
