@@ -37,6 +37,10 @@ table ``picks`` of the JSON holds each method's pick once its grid is complete.
 A run that stops resumes where it stopped: a point already recorded with the same
 settings, grid and defaults is kept and not run again.
 
+``--model toyworld-sd`` runs the same protocol on the SD-format model, around its own
+family defaults, into ``bench/results/toyworld-sd/tuning.{json,md}`` (work folder
+``runs/bench-tune-toyworld-sd``).
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/tune.py --methods esd-x,uce --num-images 4
 """
 
@@ -147,7 +151,7 @@ def grid(method: str) -> tuple[list[Point], str]:
 
 
 def defaults(method: str, scenario: Scenario) -> dict[str, Any]:
-    """The method's ToyWorld defaults for ``scenario``'s concepts, as the erasure config
+    """The method's defaults for ``scenario``'s concepts in its model, as the erasure config
     resolves them: lr, iterations, and the closed-form knob's value when it has one."""
     plan = validate(
         EraseConfig(method=method, concepts=list(scenario.concepts), model=scenario.model)
@@ -281,14 +285,16 @@ def markdown(results: Results) -> str:
         + (runs[0] if len(runs) == 1 else "rows ran on several machines")
         + ".",
         "",
-        "Grid: lr x {1/3, 1, 3} x iterations {1, 2} of each fine-tuning method's ToyWorld "
-        f"default; closed-form methods: {CLOSED_FORM_KNOB} x {{1/3, 1, 3}} when they have it.",
+        "Grid: lr x {1/3, 1, 3} x iterations {1, 2} of each fine-tuning method's "
+        f"`{s['model']}` default; closed-form methods: {CLOSED_FORM_KNOB} x {{1/3, 1, 3}} "
+        "when they have it.",
         f"Selection rule: {RULE}",
         "Every rate: value [95 % Wilson interval]; retain † = below the base model's beyond "
         "noise; mean erasure † = below the best admissible point's beyond noise.",
         "",
-        "Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/tune.py --methods "
-        f"{','.join(order)} --num-images {s['num_images']} --steps {s['steps']} "
+        "Reproduce: `OMP_NUM_THREADS=1 .venv/bin/python bench/tune.py "
+        + ("" if s["model"] == "toyworld" else f"--model {s['model']} ")
+        + f"--methods {','.join(order)} --num-images {s['num_images']} --steps {s['steps']} "
         f"--seed {s['seed']}`",
         "",
         "## Picks",
@@ -372,13 +378,23 @@ def markdown(results: Results) -> str:
 # ---------------------------------------------------------------------------- running
 
 
+def tuning_on(model: str) -> tuple[Scenario, ...]:
+    """:data:`TUNING`'s scenarios erased in ``model``."""
+    return tuple(dataclasses.replace(s, model=model) for s in TUNING)
+
+
 def run_point(
-    point: Point, settings: EvalSettings, work: Path, default: Mapping[str, Mapping[str, Any]]
+    point: Point,
+    settings: EvalSettings,
+    work: Path,
+    default: Mapping[str, Mapping[str, Any]],
+    scenarios: tuple[Scenario, ...] = TUNING,
 ) -> tuple[str, dict[str, Any]]:
-    """Erase and score ``point`` on every tuning concept; (base fingerprint, row)."""
+    """Erase and score ``point`` on every tuning concept of ``scenarios``; (base
+    fingerprint, row)."""
     per: dict[str, dict[str, Any]] = {}
     fingerprint = ""
-    for scenario in TUNING:
+    for scenario in scenarios:
         (concept,) = scenario.concepts
         v = variant(point, default[concept])
         run = run_variant(scenario, v, settings, work)
@@ -450,8 +466,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-images", type=int, default=4, help="images per prompt")
     ap.add_argument("--steps", type=int, default=25, help="DDIM steps for evaluation")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", type=Path, default=Path("runs/bench-tune"))
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--model",
+        default="toyworld",
+        choices=("toyworld", "toyworld-sd"),
+        help="the bundled model tuned on, around its own family's defaults",
+    )
+    ap.add_argument("--work", type=Path, default=None, help="default runs/bench-tune[-MODEL]")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results folder (default bench/results, toyworld-sd: bench/results/toyworld-sd)",
+    )
     ap.add_argument("--machine-note", default="", help="appended to the machine line")
     ap.add_argument(
         "--points",
@@ -466,6 +493,12 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"unknown method(s) {unknown}; known: {', '.join(sorted(REGISTRY))}")
     if args.num_images < 1 or args.steps < 1:
         ap.error("--num-images and --steps must be positive")
+    toyworld = args.model == "toyworld"
+    if args.work is None:
+        args.work = Path("runs/bench-tune" + ("" if toyworld else f"-{args.model}"))
+    if args.out is None:
+        args.out = RESULTS if toyworld else RESULTS / args.model
+    scenarios = tuning_on(args.model)
     only = {p for p in args.points.split(",") if p}
     labels = {p.label for m in methods for p in grid(m)[0]}
     if only - labels:
@@ -477,7 +510,7 @@ def main(argv: list[str] | None = None) -> None:
         cache_dir=args.work / "image-cache",
     )
     settings = {
-        "model": "toyworld",
+        "model": args.model,
         "num_images": args.num_images,
         "steps": args.steps,
         "seed": args.seed,
@@ -487,7 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     for method in methods:
         points, what = grid(method)
-        default = {s.concepts[0]: defaults(method, s) for s in TUNING}
+        default = {s.concepts[0]: defaults(method, s) for s in scenarios}
         merged = recorded(args.out, settings, method, {"grid": what, "defaults": default})
         for point in points:
             if only and point.label not in only:
@@ -496,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{point.label}: already recorded with these settings, kept", flush=True)
                 continue
             t0 = time.time()
-            fingerprint, row = run_point(point, eval_settings, args.work, default)
+            fingerprint, row = run_point(point, eval_settings, args.work, default, scenarios)
             merged = record(
                 "tuning",
                 settings,

@@ -162,3 +162,13 @@ def test_reduced_tuning_run_records_every_point_and_the_rules_pick(tune, tmp_pat
     with pytest.raises(SystemExit) as err:
         tune.main(["--methods", "no-such-method", "--out", str(out)])
     assert err.value.code == 2
+
+
+def test_toyworld_sd_is_tuned_around_its_own_family_defaults(tune):
+    """The same concepts and grid on the SD-format model, centred on its defaults (ESD-x's
+    lr there is a third of ToyWorld's)."""
+    sd = tune.tuning_on("toyworld-sd")
+    assert [s.concepts for s in sd] == [s.concepts for s in tune.TUNING]
+    assert {s.model for s in sd} == {"toyworld-sd"}
+    on_sd, on_tw = tune.defaults("esd-x", sd[0]), tune.defaults("esd-x", tune.TUNING[0])
+    assert on_sd["lr"] == pytest.approx(on_tw["lr"] / 3)
