@@ -48,7 +48,7 @@ import torch
 
 from unsee.artifacts import apply_artifacts
 from unsee.erase.config import EraseConfig
-from unsee.erase.engine import ErasureResult, run_erasure
+from unsee.erase.engine import ErasureResult, can_resume, run_erasure
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings, evaluate_models
 from unsee.evaluate.metrics import change, hits_of, wilson_interval
@@ -215,7 +215,10 @@ def erase(
         loss_space=variant.loss_space,
         **variant.settings,
     )
-    return run_erasure(cfg, work / scenario.name / variant.label, overwrite=True, bundle=bundle)
+    out = work / scenario.name / variant.label
+    # a row stopped part-way (a session's end, kill -9) continues from its checkpoint when
+    # the same plan made it, and ends where an uninterrupted run would
+    return run_erasure(cfg, out, overwrite=True, resume=can_resume(cfg, out), bundle=bundle)
 
 
 @dataclass(frozen=True)

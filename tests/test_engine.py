@@ -21,7 +21,7 @@ from artifact_checks import assert_same_delta, max_gap
 from devices import DEVICE
 from unsee.artifacts import apply_artifacts, export_merged, fingerprint, read_delta
 from unsee.cli import app
-from unsee.erase.engine import EraseConfig, Erasure, run_erasure, validate
+from unsee.erase.engine import EraseConfig, Erasure, can_resume, run_erasure, validate
 from unsee.errors import UnseeError
 from unsee.io import load_state
 from unsee.models.bundle import load_bundle
@@ -93,6 +93,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     assert ckpt.exists() and not killed.exists()
     step = load_state(ckpt)["step"]
     assert 0 < step < 40
+    # the benchmark harness resumes a stopped row only from its own plan's checkpoint
+    same = EraseConfig(
+        method="esd-x",
+        concepts=["cat"],
+        model=str(tiny_sd),
+        iterations=40,
+        batch_size=1,
+        params={"ddim_steps": 4},
+        checkpoint_every=2,
+    )
+    assert can_resume(same, killed)
+    assert not can_resume(dataclasses.replace(same, lr=1e-3), killed)
+    assert not can_resume(same, tmp_path / "never-run")
     r = subprocess.run(
         [*UNSEE, *args, "--out", str(killed), "--resume"], env=env, capture_output=True, text=True
     )

@@ -65,6 +65,20 @@ def _checkpoint_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.ckpt"
 
 
+def can_resume(cfg: EraseConfig, out: Path) -> bool:
+    """Whether a run of ``cfg`` into ``out`` stopped part-way with a readable checkpoint
+    made by this same plan, so that ``resume=True`` continues it (to the same end as an
+    uninterrupted run); False when there is none, it is damaged, or another plan made it."""
+    ckpt = _checkpoint_dir(Path(out)) / "checkpoint.safetensors"
+    if not ckpt.exists():
+        return False
+    try:
+        state = load_state(ckpt)
+    except (UnseeError, OSError, ValueError):
+        return False
+    return bool(state.get("plan") == json.loads(json.dumps(validate(cfg).as_dict())))
+
+
 def _lr_lambda(kind: str, total: int) -> Callable[[int], float]:
     if kind == "cosine":
         return lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
