@@ -541,8 +541,9 @@ def main(argv: list[str] | None = None) -> None:
                 machine_note=args.machine_note,
             )
             print(_line(point.label, row) + f" ({time.time() - t0:.0f} s wall)", flush=True)
-        merged = read("tuning", args.out)  # with the points other processes recorded
-        rows = {} if merged is None else merged["tables"].get(method, {"rows": {}})["rows"]
+        # with the points other processes recorded under the same settings and defaults
+        merged = recorded(args.out, settings, method, {"grid": what, "defaults": default})
+        rows = {} if merged is None else merged["tables"][method]["rows"]
         if set(rows) != {p.label for p in points}:
             print(f"{method}: {len(rows)} of {len(points)} points recorded; no pick yet")
             continue

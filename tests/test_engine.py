@@ -94,15 +94,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     step = load_state(ckpt)["step"]
     assert 0 < step < 40
     # the benchmark harness resumes a stopped row only from its own plan's checkpoint
-    same = EraseConfig(
-        method="esd-x",
-        concepts=["cat"],
-        model=str(tiny_sd),
-        iterations=40,
-        batch_size=1,
-        params={"ddim_steps": 4},
-        checkpoint_every=2,
-    )
+    same = _cfg(tiny_sd, iterations=40, checkpoint_every=2)
     assert can_resume(same, killed)
     assert not can_resume(dataclasses.replace(same, lr=1e-3), killed)
     assert not can_resume(same, tmp_path / "never-run")

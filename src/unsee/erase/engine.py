@@ -65,18 +65,27 @@ def _checkpoint_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.ckpt"
 
 
+def _checkpoint_file(out: Path) -> Path:
+    return _checkpoint_dir(out) / "checkpoint.safetensors"
+
+
+def _plan_json(plan: Plan) -> Any:
+    """``plan`` as its checkpoint stores it (JSON types), to compare with a stored one."""
+    return json.loads(json.dumps(plan.as_dict()))
+
+
 def can_resume(cfg: EraseConfig, out: Path) -> bool:
     """Whether a run of ``cfg`` into ``out`` stopped part-way with a readable checkpoint
     made by this same plan, so that ``resume=True`` continues it (to the same end as an
     uninterrupted run); False when there is none, it is damaged, or another plan made it."""
-    ckpt = _checkpoint_dir(Path(out)) / "checkpoint.safetensors"
+    ckpt = _checkpoint_file(Path(out))
     if not ckpt.exists():
         return False
     try:
         state = load_state(ckpt)
-    except (UnseeError, OSError, ValueError):
+    except UnseeError:  # load_state's one error for a damaged or foreign file
         return False
-    return bool(state.get("plan") == json.loads(json.dumps(validate(cfg).as_dict())))
+    return bool(state.get("plan") == _plan_json(validate(cfg)))
 
 
 def _lr_lambda(kind: str, total: int) -> Callable[[int], float]:
@@ -108,7 +117,7 @@ class Erasure:
         self.overwrite, self.resume = overwrite, resume
         self.ckpt_path: Path | None = None
         if self.out is not None:
-            self.ckpt_path = _checkpoint_dir(self.out) / "checkpoint.safetensors"
+            self.ckpt_path = _checkpoint_file(self.out)
             if resume and not self.ckpt_path.exists():
                 legacy = self.ckpt_path.parent / "checkpoint.pt"
                 raise UnseeError(
@@ -219,13 +228,10 @@ class Erasure:
             self.opt, _lr_lambda(plan.lr_schedule, self.ctx.total_steps)
         )
 
-    def _plan_json(self) -> Any:
-        return json.loads(json.dumps(self.plan.as_dict()))
-
     def _load_checkpoint(self) -> None:
         assert self.ckpt_path is not None
         state = load_state(self.ckpt_path)
-        if state.get("plan") != self._plan_json():
+        if state.get("plan") != _plan_json(self.plan):
             raise UnseeError(
                 "the checkpoint was made with a different configuration; "
                 "run without --resume (and with --overwrite) to start over"
@@ -255,7 +261,7 @@ class Erasure:
             self.ckpt_path,
             {
                 "step": self.step,
-                "plan": self._plan_json(),
+                "plan": _plan_json(self.plan),
                 "params": {n: p.detach().cpu().clone() for n, p in self.params.items()},
                 "opt": self.opt.state_dict(),
                 "sched": self.sched.state_dict(),
