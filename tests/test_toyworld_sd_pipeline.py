@@ -163,3 +163,60 @@ def test_unet_refuses_an_unfolded_vae(tmp_path, frozen_parts):
     vae.save_pretrained(tmp_path / "vae")
     with pytest.raises(UnseeError, match=r"0\.18215"):
         train_unet(tmp_path / "w", _tiny_unet_cfg(), tmp_path / "vae", clip_dir, data_dir=root)
+
+
+def test_warm_restart_starts_from_a_shipped_folder(tmp_path, frozen_parts):
+    """``train-sd --init-from``: a pipeline folder's parts unpack to the exports the recipe
+    reads (the same conditioning and decoder), its UNet is where the run starts, and a resume
+    from another starting point is refused."""
+    from diffusers import UNet2DConditionModel
+
+    from unsee.errors import UnseeError
+    from unsee.toyworld.sd.unet import (
+        encode_prompts,
+        export_unet,
+        load_frozen_parts,
+        train_unet,
+        unpack_pipeline,
+    )
+
+    vae_dir, clip_dir, root = frozen_parts
+    cfg = _tiny_unet_cfg(steps=2, lr=1e-2, warmup=1)  # Adam: every weight moves ~lr a step
+    train_unet(tmp_path / "cold", cfg, vae_dir, clip_dir, data_dir=root)
+    shipped = tmp_path / "shipped"
+    manifest = {"family": "toyworld-sd", "vocabulary": "toyworld", "resolution": 32}
+    export_unet(tmp_path / "cold", cfg, vae_dir, clip_dir, shipped, manifest, dtype=torch.float16)
+
+    vae2, clip2, unet_dir = unpack_pipeline(shipped, tmp_path / "init")
+    vae_a, text_a, tok_a = load_frozen_parts(vae_dir, clip_dir)
+    vae_b, text_b, tok_b = load_frozen_parts(vae2, clip2)
+    prompts = ["a red star", ""]
+    # float16 storage rounds the text tower and the VAE; they stay the same model
+    assert torch.allclose(
+        encode_prompts(text_a, tok_a, prompts), encode_prompts(text_b, tok_b, prompts), atol=2e-2
+    )
+    assert all(
+        torch.allclose(v, vae_b.state_dict()[k], atol=1e-2) for k, v in vae_a.state_dict().items()
+    )
+
+    start = UNet2DConditionModel.from_pretrained(str(unet_dir), torch_dtype=torch.float32)
+    # a learning rate too small to move anything: the weights after one step are the start
+    warm = _tiny_unet_cfg(steps=1, lr=1e-12)
+    out = tmp_path / "warm-pipe"
+    train_unet(tmp_path / "warm", warm, vae2, clip2, data_dir=root, init_unet=unet_dir)
+    trained, ema, state = _unet_and_ema(tmp_path / "warm", warm, 32)
+    assert state.step == 1
+    assert all(torch.allclose(v, trained[k], atol=1e-6) for k, v in start.state_dict().items())
+    assert all(torch.allclose(v, ema[f"ema.{k}"], atol=1e-6) for k, v in start.state_dict().items())
+    train_unet(tmp_path / "fresh", warm, vae2, clip2, data_dir=root)  # no starting point
+    fresh, _, _ = _unet_and_ema(tmp_path / "fresh", warm, 32)
+    assert not all(torch.allclose(v, trained[k], atol=1e-3) for k, v in fresh.items())
+
+    export_unet(tmp_path / "warm", warm, vae2, clip2, out)
+    made = json.loads((out / "toyworld_sd.json").read_text())
+    assert made["steps"] == 1 and made["config"]["init_from"] and made["config"]["lr"] == 1e-12
+
+    other = tmp_path / "other"
+    export_unet(tmp_path / "warm", warm, vae2, clip2, other)  # another starting point
+    with pytest.raises(UnseeError, match="init_from"):
+        train_unet(tmp_path / "warm", warm, vae2, clip2, data_dir=root, init_unet=other / "unet")

@@ -208,7 +208,12 @@ def toyworld_train_clip(
 
 
 @toyworld_app.command(
-    "train-sd", epilog=examples("unsee toyworld train-sd --steps 10000 --out sd/")
+    "train-sd",
+    epilog=examples(
+        "unsee toyworld train-sd --steps 10000 --out sd/",
+        "unsee toyworld train-sd --init-from src/unsee/toyworld/weights/sd --steps 4000 "
+        "--work-dir runs/toyworld-sd/unet-warm",
+    ),
 )
 @clean_errors
 def toyworld_train_sd(
@@ -223,9 +228,17 @@ def toyworld_train_sd(
     lr: Annotated[float, typer.Option(help="peak AdamW learning rate")] = 5e-4,
     seed: Annotated[int, typer.Option(help="data and step seed")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="steps between checkpoints")] = 100,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="a ToyWorld-SD pipeline folder to warm-restart from: its UNet starts the run "
+            "(fresh optimiser, warm-up and cosine over --steps) and its VAE and text encoder, "
+            "unpacked to WORK_DIR/init/{vae,clip}, replace --vae and --clip"
+        ),
+    ] = None,
 ) -> None:
     """ToyWorld-SD: train the epsilon UNet on frozen CLIP states; assemble the pipeline."""
-    from unsee.toyworld.sd.unet import UNetTrainConfig, train_unet
+    from unsee.toyworld.sd.unet import UNetTrainConfig, train_unet, unpack_pipeline
 
     for name, v in (
         ("--steps", steps),
@@ -234,6 +247,9 @@ def toyworld_train_sd(
         ("--checkpoint-every", checkpoint_every),
     ):
         positive(name, v)
+    init_unet = None
+    if init_from is not None:
+        vae, clip, init_unet = unpack_pipeline(init_from, work_dir / "init")
     train_unet(
         work_dir,
         UNetTrainConfig(
@@ -243,6 +259,7 @@ def toyworld_train_sd(
         clip_dir=clip,
         out_dir=out,
         data_dir=data_dir,
+        init_unet=init_unet,
     )
     typer.echo(f"StableDiffusionPipeline folder written to {out}")
 

@@ -197,6 +197,15 @@ def load_checkpoint(
     ), extra
 
 
+def checkpoint_info(work_dir: Path) -> dict:
+    """The settings ``work_dir``'s checkpoint was made with (its ``info``), or ``{}``."""
+    path = Path(work_dir) / CHECKPOINT
+    if not path.exists():
+        return {}
+    with safe_open(str(path), framework="pt") as f:
+        return dict(json.loads(f.metadata()[_META_KEY]).get("info", {}))
+
+
 class EMA:
     """Exponential moving average of a module's floating-point tensors, with the usual
     warm-up ``decay = min(max_decay, 1 - (1 + step) ** -power)`` (diffusers' EMAModel form)."""

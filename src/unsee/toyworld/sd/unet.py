@@ -36,6 +36,7 @@ from unsee.toyworld.sd.common import (
     EMA,
     Clock,
     TrainState,
+    checkpoint_info,
     cosine_lr,
     limit_threads,
     load_array_cache,
@@ -171,12 +172,16 @@ def train_unet(
     out_dir: Path | None = None,
     data_dir: Path | None = None,
     stop_after: int | None = None,
+    init_unet: Path | None = None,
 ) -> Path:
     """Train (or resume) the UNet in ``work_dir`` on the frozen VAE and CLIP exports; at
     ``cfg.steps`` write the pipeline folder ``out_dir`` with the EMA weights.
 
     Step ``k`` draws from ``(cfg.seed, k)``; checkpoints every ``cfg.checkpoint_every`` steps;
-    ``stop_after`` (tests) returns without checkpointing, as a kill would.
+    ``stop_after`` (tests) returns without checkpointing, as a kill would. ``init_unet``: a
+    diffusers UNet folder whose weights start the run (online and EMA weights alike; the
+    optimiser, warm-up and cosine start afresh: a warm restart); its digest is recorded, so
+    a resume from another starting point is refused.
     """
     limit_threads()
     work_dir = Path(work_dir)
@@ -185,6 +190,8 @@ def train_unet(
     images, codes = load_scenes(data_dir or work_dir, cfg.dataset_size, cfg.seed, cfg.p_none)
 
     info = _run_info(cfg, vae_dir, clip_dir)
+    if init_unet is not None:
+        info["init_from"] = _file_digest(Path(init_unet))
     vae_key, clip_key = info["vae"], info["clip"]
     lat_path = work_dir / f"latents_{vae_key}_s{cfg.seed}_n{cfg.dataset_size}.safetensors"
     lat = load_array_cache(lat_path)
@@ -207,6 +214,8 @@ def train_unet(
 
     torch.manual_seed(cfg.seed)
     unet = _new_unet(cfg, vae, text_encoder)
+    if init_unet is not None:
+        _load_unet_weights(unet, Path(init_unet))
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ema = EMA(unet, cfg.ema_max_decay)
     loaded = load_checkpoint(work_dir, {"unet": unet}, {"opt": opt}, info=info)
@@ -271,6 +280,51 @@ def _run_info(cfg: UNetTrainConfig, vae_dir: Path, clip_dir: Path) -> dict:
     return {**cfg.model_info(), "vae": _file_digest(vae_dir), "clip": _file_digest(clip_dir)}
 
 
+def _load_unet_weights(unet, folder: Path) -> None:
+    """Copy a diffusers UNet folder's weights (any stored dtype) into ``unet``, which must
+    have the same architecture."""
+    from diffusers import UNet2DConditionModel
+
+    if not (folder / "config.json").is_file():
+        raise UnseeError(f"{folder} is not a diffusers UNet folder (no config.json)")
+    source = UNet2DConditionModel.from_pretrained(str(folder), torch_dtype=torch.float32)
+    mine, theirs = unet.state_dict(), source.state_dict()
+    if {k: v.shape for k, v in mine.items()} != {k: v.shape for k, v in theirs.items()}:
+        raise UnseeError(f"{folder}: not this recipe's UNet architecture (other widths?)")
+    unet.load_state_dict(theirs)
+
+
+def unpack_pipeline(pipeline_dir: Path, dest: Path) -> tuple[Path, Path, Path]:
+    """The frozen parts of a ToyWorld-SD pipeline folder as the train-vae and train-clip
+    exports the UNet recipe reads, written once to ``dest/vae`` and ``dest/clip`` (float32;
+    the CLIP model is the pipeline's text encoder joined with its ``clip/`` part), and the
+    folder's ``unet``: ``(vae_dir, clip_dir, unet_dir)``. This lets a training run restart
+    from shipped weights when the run that made them is gone."""
+    import shutil
+
+    from diffusers import AutoencoderKL
+
+    from unsee.evaluate.judges import load_split_clip
+
+    pipeline_dir, dest = Path(pipeline_dir), Path(dest)
+    unet_dir = pipeline_dir / "unet"
+    if not (pipeline_dir / "vae" / "config.json").is_file() or not unet_dir.is_dir():
+        raise UnseeError(f"{pipeline_dir} is not a ToyWorld-SD pipeline folder")
+    vae_dir, clip_dir = dest / "vae", dest / "clip"
+    if not (vae_dir / "config.json").is_file():
+        vae = AutoencoderKL.from_pretrained(str(pipeline_dir / "vae"), torch_dtype=torch.float32)
+        atomic_dir(vae_dir, lambda tmp: vae.save_pretrained(tmp), "export")
+    if not (clip_dir / "config.json").is_file():
+        model, _ = load_split_clip(pipeline_dir)
+
+        def build(tmp: Path) -> None:
+            model.save_pretrained(tmp)
+            shutil.copytree(pipeline_dir / "tokenizer", tmp / "tokenizer")
+
+        atomic_dir(clip_dir, build, "export")
+    return vae_dir, clip_dir, unet_dir
+
+
 def _new_unet(cfg: UNetTrainConfig, vae, text_encoder):
     """A freshly initialised UNet for ``vae``'s latents (channels, and side = the VAE's
     image size over its downsampling factor) and ``text_encoder``'s width."""
@@ -318,7 +372,8 @@ def export_unet(
             "steps": state.step,
             "wall_s": round(state.wall_s, 1),
             "cpu_s": round(state.cpu_s, 1),
-            "config": info,
+            # what the run was made with (its last --steps, a warm restart's starting point)
+            "config": {**info, **checkpoint_info(work_dir)},
         },
         manifest=manifest,
         dtype=dtype,
