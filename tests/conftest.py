@@ -32,6 +32,18 @@ def judge():
     return load_judge()
 
 
+@pytest.fixture(scope="session")
+def esd_x_star_toyworld(tmp_path_factory) -> Path:
+    """The artifact of :func:`toyworld_rates.reduced_esd_x` on ToyWorld: one erasure shared
+    by the test of ESD's guarantee and the test of its scorecard from the CLI."""
+    from toyworld_rates import reduced_esd_x
+    from unsee.erase.engine import run_erasure
+
+    art = tmp_path_factory.mktemp("esd-x-star") / "art"
+    run_erasure(reduced_esd_x("toyworld"), art)
+    return art
+
+
 def _write_clip_tokenizer(folder: Path) -> None:
     """A real CLIPTokenizer with a character-level vocabulary (no merges)."""
     folder.mkdir(parents=True, exist_ok=True)

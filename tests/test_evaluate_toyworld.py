@@ -38,11 +38,8 @@ def test_toyworld_base_against_itself(tmp_path):
 
 
 @pytest.mark.slow
-def test_esd_x_star_scorecard_from_the_cli(tmp_path):
-    from unsee.erase.engine import EraseConfig, run_erasure
-
-    art = tmp_path / "star-esd-x"
-    run_erasure(EraseConfig(method="esd-x", concepts=["star"], iterations=60), art)
+def test_esd_x_star_scorecard_from_the_cli(tmp_path, esd_x_star_toyworld):
+    art = esd_x_star_toyworld
     out = tmp_path / "eval"
     res = CliRunner().invoke(
         app,

@@ -173,6 +173,7 @@ def test_warm_restart_starts_from_a_shipped_folder(tmp_path, frozen_parts):
 
     from unsee.errors import UnseeError
     from unsee.toyworld.sd.unet import (
+        UNetTrainConfig,
         encode_prompts,
         export_unet,
         load_frozen_parts,
@@ -212,7 +213,9 @@ def test_warm_restart_starts_from_a_shipped_folder(tmp_path, frozen_parts):
     fresh, _, _ = _unet_and_ema(tmp_path / "fresh", warm, 32)
     assert not all(torch.allclose(v, trained[k], atol=1e-3) for k, v in fresh.items())
 
-    export_unet(tmp_path / "warm", warm, vae2, clip2, out)
+    # an export builds the run's UNet from the settings it was made with (lr 1e-12 here)
+    assert UNetTrainConfig.of_run(tmp_path / "warm") == warm
+    export_unet(tmp_path / "warm", UNetTrainConfig.of_run(tmp_path / "warm"), vae2, clip2, out)
     made = json.loads((out / "toyworld_sd.json").read_text())
     assert made["steps"] == 1 and made["config"]["init_from"] and made["config"]["lr"] == 1e-12
 

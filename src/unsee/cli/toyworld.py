@@ -300,7 +300,7 @@ def toyworld_export_sd(
     }
     export_unet(
         work_dir,
-        UNetTrainConfig(),
+        UNetTrainConfig.of_run(work_dir),
         vae,
         clip,
         out,

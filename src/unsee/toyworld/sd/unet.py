@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +83,16 @@ class UNetTrainConfig:
         d = asdict(self)
         d["block_out_channels"] = list(self.block_out_channels)
         return d
+
+    @classmethod
+    def of_run(cls, work_dir: Path) -> UNetTrainConfig:
+        """The settings ``work_dir``'s checkpoint was made with (defaults where it has none):
+        what an export of that run must build its UNet with."""
+        names = {f.name for f in fields(cls)}
+        saved = {k: v for k, v in checkpoint_info(work_dir).items() if k in names}
+        if "block_out_channels" in saved:
+            saved["block_out_channels"] = tuple(saved["block_out_channels"])
+        return cls(**saved)
 
 
 def unet_config(
