@@ -21,7 +21,7 @@ from unsee.toyworld.sd.unet import SD14_SCHEDULER_CONFIG
 from unsee.toyworld.vocab import compose_caption
 
 runner = CliRunner()
-SHAPES_DRAWN = ("star", "circle", "square", "arrow")
+SHAPES_DRAWN = ("star", "circle", "hexagon", "square", "arrow")
 PER_SHAPE = 8
 
 PLAIN_DIFFUSERS = """
