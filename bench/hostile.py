@@ -286,6 +286,20 @@ def cases(art: Path) -> list[Case]:
         ("not an unsee checkpoint",),
     )
     add(
+        "models",
+        "toyworld train-sd --init-from <user folder>",
+        lambda w: [
+            "toyworld",
+            "train-sd",
+            "--init-from",
+            str(_user_folder(w)),
+            "--work-dir",
+            str(w / "unet"),
+        ],
+        "error",
+        ("not a ToyWorld-SD pipeline folder",),
+    )
+    add(
         "code execution",
         "erase --resume with a truncated checkpoint",
         lambda w: (
@@ -681,7 +695,7 @@ def cases(art: Path) -> list[Case]:
         (
             "scheduler config is []",
             lambda f: (f / "scheduler" / "scheduler_config.json").write_text("[]"),
-            ("damaged",),
+            ("not a scheduler config",),
         ),
     ):
         for cmd, argv in (

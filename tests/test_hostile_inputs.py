@@ -631,3 +631,11 @@ def test_a_kill_between_the_two_renames_puts_the_previous_output_back(tiny_sd, t
     assert_clean_error(r, "pass --overwrite")  # the previous output is back, and kept
     assert (tmp_path / "imgs" / "index.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_train_sd_warm_restart_from_a_user_folder_is_refused_and_writes_nothing(tmp_path):
+    docs = user_folder(tmp_path / "mydocs")
+    r = run("toyworld", "train-sd", "--init-from", docs, "--work-dir", tmp_path / "unet")
+    assert_clean_error(r, "not a ToyWorld-SD pipeline folder")
+    assert sorted(p.name for p in docs.iterdir()) == ["thesis.txt"]
+    assert not (tmp_path / "unet").exists()
