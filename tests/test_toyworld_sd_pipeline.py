@@ -174,6 +174,7 @@ def test_warm_restart_starts_from_a_shipped_folder(tmp_path, frozen_parts):
     from unsee.errors import UnseeError
     from unsee.toyworld.sd.unet import (
         UNetTrainConfig,
+        _file_digest,
         encode_prompts,
         export_unet,
         load_frozen_parts,
@@ -189,6 +190,10 @@ def test_warm_restart_starts_from_a_shipped_folder(tmp_path, frozen_parts):
     export_unet(tmp_path / "cold", cfg, vae_dir, clip_dir, shipped, manifest, dtype=torch.float16)
 
     vae2, clip2, unet_dir = unpack_pipeline(shipped, tmp_path / "init")
+    digests = _file_digest(vae2), _file_digest(clip2)
+    # unpacked afresh on every call, to the same bytes: a resumed run's digests match
+    assert unpack_pipeline(shipped, tmp_path / "init")[:2] == (vae2, clip2)
+    assert (_file_digest(vae2), _file_digest(clip2)) == digests
     vae_a, text_a, tok_a = load_frozen_parts(vae_dir, clip_dir)
     vae_b, text_b, tok_b = load_frozen_parts(vae2, clip2)
     prompts = ["a red star", ""]

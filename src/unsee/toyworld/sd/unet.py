@@ -306,10 +306,12 @@ def _load_unet_weights(unet, folder: Path) -> None:
 
 def unpack_pipeline(pipeline_dir: Path, dest: Path) -> tuple[Path, Path, Path]:
     """The frozen parts of a ToyWorld-SD pipeline folder as the train-vae and train-clip
-    exports the UNet recipe reads, written once to ``dest/vae`` and ``dest/clip`` (float32;
-    the CLIP model is the pipeline's text encoder joined with its ``clip/`` part), and the
+    exports the UNet recipe reads, written to ``dest/vae`` and ``dest/clip`` (float32; the
+    CLIP model is the pipeline's text encoder joined with its ``clip/`` part), and the
     folder's ``unet``: ``(vae_dir, clip_dir, unet_dir)``. This lets a training run restart
-    from shipped weights when the run that made them is gone."""
+    from shipped weights when the run that made them is gone. Written afresh on every call
+    (a few seconds; the bytes are the same for the same folder, so a resume's digests
+    match), so parts unpacked from another folder are never reused."""
     import shutil
 
     from diffusers import AutoencoderKL
@@ -320,18 +322,15 @@ def unpack_pipeline(pipeline_dir: Path, dest: Path) -> tuple[Path, Path, Path]:
     unet_dir = pipeline_dir / "unet"
     if not (pipeline_dir / "vae" / "config.json").is_file() or not unet_dir.is_dir():
         raise UnseeError(f"{pipeline_dir} is not a ToyWorld-SD pipeline folder")
-    vae_dir, clip_dir = dest / "vae", dest / "clip"
-    if not (vae_dir / "config.json").is_file():
-        vae = AutoencoderKL.from_pretrained(str(pipeline_dir / "vae"), torch_dtype=torch.float32)
-        atomic_dir(vae_dir, lambda tmp: vae.save_pretrained(tmp), "export")
-    if not (clip_dir / "config.json").is_file():
-        model, _ = load_split_clip(pipeline_dir)
+    vae = AutoencoderKL.from_pretrained(str(pipeline_dir / "vae"), torch_dtype=torch.float32)
+    model, _ = load_split_clip(pipeline_dir)
 
-        def build(tmp: Path) -> None:
-            model.save_pretrained(tmp)
-            shutil.copytree(pipeline_dir / "tokenizer", tmp / "tokenizer")
+    def build_clip(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        shutil.copytree(pipeline_dir / "tokenizer", tmp / "tokenizer")
 
-        atomic_dir(clip_dir, build, "export")
+    vae_dir = atomic_dir(dest / "vae", vae.save_pretrained, "export", overwrite=True)
+    clip_dir = atomic_dir(dest / "clip", build_clip, "export", overwrite=True)
     return vae_dir, clip_dir, unet_dir
 
 
