@@ -144,6 +144,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("esd-x@lr1e-4", "esd-x", lr=1e-4),
     Variant("esd-x@lr3e-4", "esd-x", lr=3e-4),
     Variant("esd-u", "esd-u"),
+    # ESD-u's ToyWorld default before fair tuning (issue 19) took lr / 3 and twice the
+    # iterations
+    Variant("esd-u@lr3e-4", "esd-u", lr=3e-4, iterations=120),
     Variant("esd-all", "esd-all"),
     Variant("esd-x-strict", "esd-x-strict"),
     Variant("uce", "uce"),
