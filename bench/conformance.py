@@ -1507,6 +1507,22 @@ def attack_markdown(table: str, meta: dict[str, Any], rows: dict[str, Any]) -> l
 # ---------------------------------------------------------------------------- command line
 
 
+def results_settings(
+    model: str, budget: Budget, kscu_task: str | None, num_images: int, steps: int
+) -> dict[str, Any]:
+    """What a results file's rows were measured with (a run with other settings starts the
+    file afresh). KSCU's task is recorded as given (``auto`` when it follows the concept's
+    kind), not as resolved: each table's budget line names the task it ran, and an object
+    run and a style run at the same defaults share the file."""
+    return {
+        "model": model,
+        **asdict(budget),
+        "kscu_task": kscu_task or "auto",
+        "num_images": num_images,
+        "steps": steps,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -1652,12 +1668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         udatk_weight_decay=args.udatk_weight_decay,
         udatk_prompts=args.udatk_prompts,
     )
-    settings = {
-        "model": args.model,
-        **asdict(budget),
-        "num_images": args.num_images,
-        "steps": args.steps,
-    }
+    settings = results_settings(args.model, budget, args.kscu_task, args.num_images, args.steps)
     eval_settings = EvalSettings(
         num_images=args.num_images, steps=args.steps, cache_dir=args.work / "image-cache"
     )

@@ -872,3 +872,20 @@ def test_a_styles_table_keeps_the_vocabulary_side_out_of_the_verdict(conformance
     assert "Verdict: **equivalent**" in text  # official vs the same text
     assert f"| {conformance.VOCABULARY} | 0 |" in text
     assert "outside the verdict: against the official, not equivalent" in text
+
+
+def test_an_object_run_and_a_style_run_share_the_results_file(conformance, tmp_path):
+    """KSCU's task follows the concept (object for star, style for striped); recorded as
+    resolved, it made a style run's settings differ and start the file afresh, dropping
+    every object table. Recorded as given, both tables stay; an explicit task still
+    separates."""
+    harness = sys.modules["harness"]
+
+    def settings(task: str, given: str | None) -> dict:
+        b = conformance.Budget(3, 1e-4, 1.0, 3.0, 50, 32, kscu_task=task)
+        return conformance.results_settings("toyworld-sd", b, given, 8, 50)
+
+    for table, task in (("esd star", "object"), ("esd striped", "style")):
+        harness.record("c", settings(task, None), table, {"unsee": {"x": 1}}, str, out=tmp_path)
+    assert list(harness.read("c", tmp_path)["tables"]) == ["esd star", "esd striped"]
+    assert settings("style", "style") != settings("style", None)
