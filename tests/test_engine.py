@@ -57,6 +57,31 @@ def test_artifact_contents_and_apply(tiny_sd, tmp_path):
         assert torch.allclose(p, dict(res.bundle.unet.named_parameters())[n].cpu(), atol=1e-6)
 
 
+def test_mixed_precision_covers_the_trajectory(tiny_sd, tmp_path, monkeypatch):
+    """``mixed_precision`` autocasts every UNet pass of an iteration, the x_t trajectory
+    included (most of an ESD iteration's passes: it used to run in float32), and the
+    run still ends with finite weights."""
+    from unsee.erase import context
+
+    calls: list[bool] = []
+    real = context.ddim_sample
+
+    def watched(bundle, *args, unet=None, **kw):
+        handle = unet.register_forward_pre_hook(
+            lambda *_: calls.append(torch.is_autocast_enabled("cpu"))
+        )
+        try:
+            return real(bundle, *args, unet=unet, **kw)
+        finally:
+            handle.remove()
+
+    monkeypatch.setattr(context, "ddim_sample", watched)
+    cfg = _cfg(tiny_sd, mixed_precision="bf16", device="cpu", params={"ddim_steps": 8})
+    res = run_erasure(cfg, tmp_path / "art")
+    assert calls and all(calls), calls
+    assert all(torch.isfinite(p).all() for p in res.bundle.unet.parameters())
+
+
 def test_resume_after_kill_equals_uninterrupted_run(tiny_sd, tmp_path):
     args = [
         "erase",

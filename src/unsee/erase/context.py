@@ -222,17 +222,21 @@ class ErasureContext:
         """
         seeds = [TRAINING_SEED_BASE + int(s) for s in seeds]
         check_seeds(seeds, training=True)
-        x, t = ddim_sample(
-            self.bundle,
-            prompts,
-            seeds,
-            steps=steps,
-            guidance=guidance,
-            stop_at=stop_at,
-            unet=self.raw_unet,
-            latents=latents,
-            start_at=start_at,
-        )
+        # under the run's mixed precision like every other forward pass: the trajectory's
+        # CFG steps are most of an ESD or KSCU iteration (the scheduler's arithmetic on x
+        # stays in float32, as the output promotes to x's dtype)
+        with self.accelerator.autocast():
+            x, t = ddim_sample(
+                self.bundle,
+                prompts,
+                seeds,
+                steps=steps,
+                guidance=guidance,
+                stop_at=stop_at,
+                unet=self.raw_unet,
+                latents=latents,
+                start_at=start_at,
+            )
         return x, torch.full((len(prompts),), t, device=self.device, dtype=torch.long)
 
     def noised(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
