@@ -61,7 +61,8 @@ that round trip moves the latents by about 20 % (relative L2). Budget:
 ``--sculpt-images`` per set, ``--sculpt-batch``, ``--sculpt-epochs`` per round (iterations
 per round: epochs x images / batch), ``--sculpt-warmup``, ``--sculpt-interval``,
 ``--sculpt-lr``. Its imports need torchvision: ``--official-pythonpath`` puts a folder of
-the official side's extra packages on its path.
+the official side's extra packages on its path (only for the scripts that need them:
+sculpt, ca and udatk; esd, uce and kscu run without it).
 
 Concept Ablation (``ca``): the release's ``diffusers/train.py`` with the README's object
 command (``--concept_type object --parameter_group cross-attn --scale_lr --hflip``, plus
@@ -344,7 +345,10 @@ class Official:
     concepts, seed, budget, folder) and returns arguments for :attr:`Call.prepared`;
     ``sequential``: several concepts are the script's rounds (unsee ``--sequential``);
     ``styles``: its README has a style command the bench runs (:func:`official_text`);
-    ``unsee_style``: unsee's arguments that match that command's other settings."""
+    ``unsee_style``: unsee's arguments that match that command's other settings;
+    ``packages``: its imports need ``--official-pythonpath`` (the others run without it:
+    PyPI's torchvision, a CUDA build, breaks transformers' CLIP image processor import
+    outside the ``torchvision_ops`` shim)."""
 
     repo: str
     script: str
@@ -361,6 +365,7 @@ class Official:
     sequential: bool = False
     styles: bool = False
     unsee_style: tuple[str, ...] = ()
+    packages: bool = False
 
 
 def official_text(concept: str) -> str:
@@ -652,6 +657,7 @@ METHODS: dict[str, Official] = {
         driver="sculpt_driver.py",
         prepare=_sculpt_prepare,
         sequential=True,
+        packages=True,
     ),
     "ca": Official(
         "nupurkmr9/concept-ablation",
@@ -668,6 +674,7 @@ METHODS: dict[str, Official] = {
         _ca_describe,
         driver="ca_driver.py",
         prepare=_ca_prepare,
+        packages=True,
     ),
 }
 
@@ -841,11 +848,12 @@ def run_official(
 ) -> Ran:
     """Method ``name``'s official script from ``clone`` (at ``commit``) with its shims, on
     the diffusers ``folder`` whose UNet ``bundle`` holds (``pythonpath``: the official
-    side's extra packages); its output as an artifact in ``here/official``."""
+    side's extra packages, for a script that needs them); its output as an artifact in
+    ``here/official``."""
     here = here.resolve()  # the script runs in its clone: a relative path would land there
     spec = METHODS[name]
     env = seed_env(seed)
-    if pythonpath:
+    if pythonpath and spec.packages:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
     if "torchvision_ops" in shims_of(name, budget):
         env["UNSEE_CONFORMANCE_TORCHVISION_OPS"] = "1"

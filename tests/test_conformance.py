@@ -81,8 +81,14 @@ def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path, mo
     # a relative work folder (the bench's default) must not land in the clone, where the
     # official script runs
     monkeypatch.chdir(tmp_path)
+    # packages for the scripts that need them (sculpt, ca) stay off esd_sd.py's path: on
+    # it, this diffusers would stop the run
+    extra = tmp_path / "pydeps" / "diffusers"
+    extra.mkdir(parents=True)
+    (extra / "__init__.py").write_text("raise ImportError('not for esd_sd.py')\n")
     ran = conformance.run_official(
-        "esd", clone, commit, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], Path("w")
+        *("esd", clone, commit, ["star"], 0, budget, bundle, BUNDLED["toyworld-sd"], Path("w")),
+        pythonpath=str(extra.parent),
     )
     assert not (clone / "w").exists()
     saved = load_file(str(tmp_path / "w" / "official-output" / "esd.safetensors"))
