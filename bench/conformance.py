@@ -19,7 +19,10 @@ against the same base images, with evaluation seeds ``seed * num_images + k``: e
 training seed is judged on fresh noise, so the seeds' images are independent and are
 pooled. Rows: erasure and retain accuracy with 95 % Wilson intervals on the pooled counts,
 the verdict (``equivalent`` when Newcombe's interval of the difference contains 0 for both
-erasure and retain; :func:`unsee.evaluate.metrics.change`), judge-feature KID (mean over
+erasure and retain, :func:`unsee.evaluate.metrics.change`; where it does not, ``undecided``
+when Welch's interval over the seeds' rates still contains 0, as a seed's images share one
+trained model and the seeds can vary more than the images show; else ``not equivalent``),
+judge-feature KID (mean over
 seeds), seconds per iteration (optimiser step to step, start-up and loading excluded; the
 closed-form UCE: the whole run), their ratio, and peak RSS.
 
@@ -120,8 +123,10 @@ import argparse
 import contextlib
 import csv
 import io
+import math
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -130,6 +135,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import scipy.stats  # type: ignore[import-untyped]
 import torch
 from PIL import Image
 from safetensors import SafetensorError
@@ -1353,9 +1359,32 @@ def mean(xs: Sequence[float | None]) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-def verdict(off: dict[str, tuple[int, int] | None], ours: dict[str, tuple[int, int] | None]) -> str:
-    """``equivalent`` when no pooled rate differs beyond noise (Newcombe), else what does."""
-    differ = []
+def seed_interval(off: Sequence[float], ours: Sequence[float]) -> tuple[float, float] | None:
+    """Welch's 95 % interval of ``mean(ours) - mean(off)`` over training seeds (one rate
+    per seed and side); None with fewer than two seeds a side. A seed's images share one
+    erased model, so a seed, not an image, is the unit that replicates a training run."""
+    if len(off) < 2 or len(ours) < 2:
+        return None
+    diff = statistics.fmean(ours) - statistics.fmean(off)
+    va, vb = statistics.variance(off) / len(off), statistics.variance(ours) / len(ours)
+    if va + vb == 0:
+        return diff, diff
+    df = (va + vb) ** 2 / (va**2 / (len(off) - 1) + vb**2 / (len(ours) - 1))
+    half = float(scipy.stats.t.ppf(0.975, df)) * math.sqrt(va + vb)
+    return diff - half, diff + half
+
+
+def verdict(
+    off: dict[str, tuple[int, int] | None],
+    ours: dict[str, tuple[int, int] | None],
+    seeds: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> str:
+    """``equivalent`` when no pooled rate differs beyond image noise (Newcombe); otherwise
+    ``not equivalent`` with what differs, unless every such difference is also within
+    seed-to-seed noise (``seeds``: each rate's per-seed values, official then unsee; Welch,
+    :func:`seed_interval`): then ``undecided``, as the seeds vary more than the images
+    can show."""
+    differ, within_seeds = [], []
     for key in off:
         a, b = off[key], ours[key]
         if a is None or b is None:
@@ -1363,7 +1392,17 @@ def verdict(off: dict[str, tuple[int, int] | None], ours: dict[str, tuple[int, i
         c = change(a, b)
         if c["beyond_noise"]:
             differ.append(f"{key} {c['difference']:+.3f}")
-    return "equivalent" if not differ else "not equivalent (unsee " + ", ".join(differ) + ")"
+            span = seed_interval(*seeds[key]) if seeds and key in seeds else None
+            if span is not None and span[0] <= 0 <= span[1]:
+                within_seeds.append(f"{key} [{span[0]:+.2f}, {span[1]:+.2f}]")
+    if not differ:
+        return "equivalent"
+    if len(within_seeds) == len(differ):
+        return (
+            "undecided (pooled images differ: unsee " + ", ".join(differ) + "; within "
+            "seed-to-seed noise, Welch 95 % over seeds: " + ", ".join(within_seeds) + ")"
+        )
+    return "not equivalent (unsee " + ", ".join(differ) + ")"
 
 
 def markdown(results: Results) -> str:
@@ -1376,8 +1415,11 @@ def markdown(results: Results) -> str:
         f"same on both sides. Scorecard: {s['num_images']} images per prompt, "
         f"DDIM-{s['steps']}, evaluation seeds from seed x images per prompt (fresh noise per "
         "training seed).",
-        "Rates pool every seed's images (Wilson 95 %); verdict: Newcombe's 95 % interval of "
-        "the difference contains 0 for erasure and retain. s/it: optimiser step to step "
+        "Rates pool every seed's images (Wilson 95 %); verdict: equivalent when Newcombe's "
+        "95 % interval of the difference contains 0 for erasure and retain; where it does "
+        "not, undecided when Welch's 95 % interval over the seeds' rates (a seed's images "
+        "share one trained model) still contains 0, else not equivalent. s/it: optimiser "
+        "step to step "
         "(UCE: whole run, load included); peak RSS of the erasure subprocess.",
         f"Measured on: {' / '.join(runs_on(results))}.",
         "",
@@ -1398,6 +1440,10 @@ def markdown(results: Results) -> str:
                 "retain": pooled(rs, "retain_accuracy", "retain_pairs"),
             }
             for side, rs in sides.items()
+        }
+        per_seed: dict[str, tuple[Sequence[float], Sequence[float]]] = {
+            key: ([r[rate] for r in sides["official"]], [r[rate] for r in sides["unsee"]])
+            for key, rate in (("erasure", "erasure"), ("retain", "retain_accuracy"))
         }
         sec = {side: mean([r["seconds_per_iteration"] for r in rs]) for side, rs in sides.items()}
         ratio = (
@@ -1427,7 +1473,8 @@ def markdown(results: Results) -> str:
             )
         lines += [
             "",
-            f"Verdict: **{verdict(counts['official'], counts['unsee'])}**; official / unsee "
+            f"Verdict: **{verdict(counts['official'], counts['unsee'], per_seed)}**; official "
+            "/ unsee "
             f"seconds per iteration: {ratio}."
             + (
                 f" Both sides erase the official's text; `{VOCABULARY}` is unsee's own concept "

@@ -130,6 +130,27 @@ def test_pooled_verdict_follows_the_difference_interval(conformance):
     assert conformance.pooled(rows, "retain_accuracy", "retain_pairs") == (12, 16)
 
 
+def test_a_pooled_difference_the_seeds_span_is_undecided(conformance):
+    """Pooled images treat every image as independent, but a seed's images share one
+    trained model: when one official seed collapses, the pooled rates differ while the
+    seeds say nothing either way (CA on star: official retain per seed 0.453, 0.699,
+    0.715; unsee 0.633, 0.680, 0.711)."""
+    off = {"erasure": (84, 96), "retain": (478, 768)}
+    ours = {"erasure": (78, 96), "retain": (518, 768)}
+    seeds = {
+        "erasure": ([0.875, 0.875, 0.875], [0.969, 0.688, 0.781]),
+        "retain": ([0.453, 0.699, 0.715], [0.633, 0.680, 0.711]),
+    }
+    assert conformance.verdict(off, ours).startswith("not equivalent (unsee retain +0.05")
+    assert conformance.verdict(off, ours, seeds).startswith("undecided (pooled images differ")
+    # seeds that agree with each other keep a pooled difference a difference
+    apart = {"erasure": seeds["erasure"], "retain": ([0.62, 0.62, 0.63], [0.67, 0.68, 0.67])}
+    assert conformance.verdict(off, ours, apart).startswith("not equivalent")
+    lo, hi = conformance.seed_interval([0.0, 0.0], [1.0, 1.0])  # no spread: the difference
+    assert lo == hi == 1.0
+    assert conformance.seed_interval([0.5], [0.5, 0.6]) is None  # one seed: no spread known
+
+
 def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
     plain = tmp_path / "plain"
     plain.mkdir()
