@@ -70,3 +70,38 @@ def test_explicit_anchor_variants_sample_query_and_target_as_defined(tiny_sd, mo
         expected = [mse(frozen(c), frozen(anchor) - eta * (frozen(c) - frozen(anchor))).item()]
     assert loss.item() > 0
     assert min(abs(loss.item() - e) for e in expected) <= 1e-6 * loss.item()
+
+
+def test_xt_model_frozen_draws_x_t_from_the_base_as_the_2025_script(tiny_sd):
+    """``xt_model=frozen`` (esd_sd.py samples x_t with the frozen base UNet) draws the
+    trajectory with the weights the run started from, however far training has moved
+    them; the default draws it with the model being edited."""
+    recipe = Erasure(
+        EraseConfig(
+            method="esd-x",
+            concepts=["cat"],
+            model=str(tiny_sd),
+            params={"ddim_steps": 4, "xt_model": "frozen"},
+        )
+    )
+    recipe.setup()
+    ctx = recipe.ctx
+    base = ctx.trajectory(["a cat"], 3, [7], 3.0, 4, frozen=True)[0]
+    with torch.no_grad():  # the edit training would make, far larger than noise
+        for p in ctx.params.values():
+            p.add_(torch.randn_like(p) * 0.5)
+    frozen = ctx.trajectory(["a cat"], 3, [7], 3.0, 4, frozen=True)[0]
+    edited = ctx.trajectory(["a cat"], 3, [7], 3.0, 4)[0]
+    assert torch.equal(frozen, base)
+    assert (edited - base).abs().max() > 1e-3
+    drawn: list[bool] = []
+    trajectory = ctx.trajectory
+
+    def recorded(*args, **kwargs):
+        drawn.append(kwargs.get("frozen", False))
+        return trajectory(*args, **kwargs)
+
+    ctx.trajectory = recorded
+    with torch.no_grad():
+        recipe.method.loss(0, np.random.default_rng(0))
+    assert drawn == [True]

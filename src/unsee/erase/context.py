@@ -28,6 +28,18 @@ from unsee.seeds import TRAINING_SEED_BASE, check_seeds
 Batch = TypeVar("Batch", list[Any], np.ndarray, torch.Tensor)
 
 
+class _AtValues(torch.nn.Module):
+    """``unet`` called with some of its tensors replaced by ``values`` (the frozen model
+    without a second copy of the weights), for samplers that take a module."""
+
+    def __init__(self, unet: torch.nn.Module, values: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.unet, self.values = unet, values
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(self.unet, self.values, args, kwargs)
+
+
 class ErasureContext:
     """What a method sees: the model, its frozen start, concepts and x_t sources.
 
@@ -212,9 +224,11 @@ class ErasureContext:
         steps: int,
         latents: torch.Tensor | None = None,
         start_at: int = 0,
+        frozen: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t by DDIM-sampling the *model being edited* from noise up to index ``stop_at``,
-        or from ``latents`` at index ``start_at`` (continuing an earlier trajectory).
+        """x_t by DDIM-sampling the *model being edited* (``frozen``: the model as it was
+        when this run started) from noise up to index ``stop_at``, or from ``latents`` at
+        index ``start_at`` (continuing an earlier trajectory).
 
         Returns (x_t (B, C, h, w), t (B,)). ``seeds`` (>= 0) are offsets into the training
         seed range (:mod:`unsee.seeds`): a trajectory is a training image and never shares
@@ -233,7 +247,7 @@ class ErasureContext:
                 steps=steps,
                 guidance=guidance,
                 stop_at=stop_at,
-                unet=self.raw_unet,
+                unet=_AtValues(self.raw_unet, self.start_values) if frozen else self.raw_unet,
                 latents=latents,
                 start_at=start_at,
             )

@@ -1,7 +1,8 @@
 """ESD: Erased Stable Diffusion (Gandikota et al., ICCV 2023; methods.md §4.1).
 
-Choices: x_t from partial DDIM sampling of the model being edited (concept prompt, CFG
-``start_guidance``), stopping at a uniformly drawn DDIM index; the UNet is queried at that
+Choices: x_t from partial DDIM sampling of the model being edited (``xt_model=frozen``: of
+the frozen base, as the 2025 ``esd_sd.py`` does; concept prompt, CFG ``start_guidance``),
+stopping at a uniformly drawn DDIM index; the UNet is queried at that
 index's timestep; target = frozen negative guidance
 ``eps0(x_t, "") - eta * (eps0(x_t, c) - eps0(x_t, ""))``; no gradient mask. With an
 explicit anchor F (``--anchor``), ``anchor_mode`` picks the variant: ``erase-from`` (the
@@ -42,6 +43,10 @@ class ESDParams:
     retain_weight: float = 1.0
     # with an explicit anchor: the official erase-from variant, or unsee's anchored target
     anchor_mode: Literal["erase-from", "anchored"] = "erase-from"
+    # which model draws x_t: the one being edited (the 2023 code the paper describes) or
+    # the frozen base (the 2025 esd_sd.py; conformance on toyworld-sd, float32: official
+    # erasure 0.55 where unsee's edited-model trajectories erase 0.94)
+    xt_model: Literal["edited", "frozen"] = "edited"
 
     def retain_list(self) -> list[str]:
         return split_list(self.retain)
@@ -94,17 +99,22 @@ class ESD(Method):
         stop_at = int(rng.integers(0, p.ddim_steps))
         seeds = ctx.local([int(s) for s in rng.integers(0, 2**31 - 1, b)])
         n = len(seeds)  # this process's share of the batch
+        frozen = p.xt_model == "frozen"
         c = ctx.encode([prompt] * n)
         anchor = concept.anchor_prompts[0] if ctx.explicit_anchors else None
         if anchor is not None and p.anchor_mode == "erase-from":
             # esd_sd.py with --erase_from: F's trajectory, the edited model asked for F
-            x_t, t = ctx.trajectory([anchor] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
+            x_t, t = ctx.trajectory(
+                [anchor] * n, stop_at, seeds, p.start_guidance, p.ddim_steps, frozen=frozen
+            )
             query = ctx.encode([anchor] * n)
             e_c = ctx.frozen_pred(x_t, t, c)
             e_null = ctx.frozen_pred(x_t, t, ctx.encode([""] * n))
             target = ctx.frozen_pred(x_t, t, query) - p.eta * (e_c - e_null)
         else:
-            x_t, t = ctx.trajectory([prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps)
+            x_t, t = ctx.trajectory(
+                [prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps, frozen=frozen
+            )
             query = c
             e_base = ctx.frozen_pred(x_t, t, ctx.encode([anchor or ""] * n))
             target = negative_guidance(e_base, ctx.frozen_pred(x_t, t, c), p.eta)
