@@ -901,13 +901,21 @@ def is_style(concepts: list[str]) -> bool:
 
 
 def unsee_command(
-    name: str, model: str, concepts: list[str], seed: int, budget: Budget, out: Path, side: str
+    name: str,
+    model: str,
+    concepts: list[str],
+    seed: int,
+    budget: Budget,
+    out: Path,
+    side: str,
+    unsee_set: Sequence[str] = (),
 ) -> list[str]:
     """unsee's erase command matching method ``name``, on ``model``, into ``out``; several
     concepts in rounds (``--sequential``). A style is erased as the official's text
     (``--concept-prompt``, with the method's :attr:`Official.unsee_style`) on side
     ``unsee``, and as unsee's own concept (its nine prompts, unsee's defaults) on side
-    :data:`VOCABULARY`."""
+    :data:`VOCABULARY`. ``unsee_set``: ``KEY=VALUE`` method parameters given last (a
+    deviation's switch, e.g. ESD's ``xt_model=frozen``)."""
     spec = METHODS[name]
     as_text = side == "unsee" and is_style(concepts)
     return [
@@ -917,6 +925,7 @@ def unsee_command(
         *(spec.unsee_style if as_text else ()),
         *(("--sequential",) if len(concepts) > 1 else ()),
         *("--seed", str(seed), *spec.unsee_args(budget)),
+        *(a for kv in unsee_set for a in ("--set", kv)),
         *("--out", str(out), "--overwrite"),
     ]
 
@@ -929,9 +938,10 @@ def run_unsee(
     budget: Budget,
     here: Path,
     side: str = "unsee",
+    unsee_set: Sequence[str] = (),
 ) -> Ran:
     """:func:`unsee_command` run into ``here/<side>``, timed."""
-    cmd = unsee_command(name, model, concepts, seed, budget, here / side, side)
+    cmd = unsee_command(name, model, concepts, seed, budget, here / side, side, unsee_set)
     log = here / f"{side}.log"
     return Ran(here / side, run_measured(cmd, Path.cwd(), seed_env(seed), log), cmd)
 
@@ -949,6 +959,7 @@ def run_seed(
     work: Path,
     settings: EvalSettings,
     pythonpath: str | None = None,
+    unsee_set: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Erase ``concepts`` with the official script (on ``folder``) and with unsee (on
     ``model``, the same weights; training seed ``seed``), score both on evaluation seeds
@@ -957,9 +968,14 @@ def run_seed(
     off = run_official(
         name, clone, commit, concepts, seed, budget, bundle, folder, here, pythonpath
     )
-    ran = {"official": off, "unsee": run_unsee(name, model, concepts, seed, budget, here)}
+    ran = {
+        "official": off,
+        "unsee": run_unsee(name, model, concepts, seed, budget, here, unsee_set=unsee_set),
+    }
     if is_style(concepts):
-        ran[VOCABULARY] = run_unsee(name, model, concepts, seed, budget, here, VOCABULARY)
+        ran[VOCABULARY] = run_unsee(
+            name, model, concepts, seed, budget, here, VOCABULARY, unsee_set
+        )
     scored = evaluate_models(
         bundle,
         {side: [r.artifact] for side, r in ran.items()},
@@ -1454,7 +1470,9 @@ def markdown(results: Results) -> str:
             f"## {table}",
             "",
             f"Official: `{meta['repo']}` `{meta['script']}` at `{meta['commit']}`; unsee "
-            f"`{meta['unsee_method']}`; budget: {meta['budget']}; the official side trains in "
+            f"`{meta['unsee_method']}`"
+            + "".join(f" `--set {kv}`" for kv in meta.get("unsee_set", []))
+            + f"; budget: {meta['budget']}; the official side trains in "
             f"{meta['official_dtype']}, unsee in float32. Shims: "
             + ("; ".join(f"**{n}**: {SHIMS[n]}" for n in meta["shims"]) or "none")
             + f". Base (fingerprint `{meta['model_fingerprint']}`): erasure "
@@ -1605,6 +1623,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a folder of packages only the official side needs (sculpt: torchvision); "
         "repeat it (or join with the path separator) for several",
     )
+    ap.add_argument(
+        "--unsee-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method parameter for unsee's side only, e.g. a deviation's switch (esd: "
+        "xt_model=frozen); its tables are named by it, beside the default's",
+    )
     ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     ap.add_argument("--model", default="toyworld-sd", help="a ToyWorld-vocabulary SD folder")
     ap.add_argument("--iterations", type=int, default=120, help="ESD iterations (both sides)")
@@ -1687,6 +1713,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if no_style
                 else f"--concept {args.concept!r}: a style runs alone"
             )
+        bad_set = [kv for kv in args.unsee_set if "=" not in kv or not kv.split("=", 1)[0]]
+        if bad_set:
+            raise BadInput(f"--unsee-set {bad_set[0]!r}: expected KEY=VALUE")
         kscu_task = args.kscu_task or ("style" if "style" in kinds else "object")
         # absolute: the official scripts run in their own clone, where a relative path
         # would name another folder (run_official and run_attack_seed resolve their own)
@@ -1782,12 +1811,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.work,
                 eval_settings,
                 pythonpath,
+                args.unsee_set,
             )
             spec = METHODS[m]
             results = record(
                 name,
                 settings,
-                f"{m} {' then '.join(concepts)}",
+                f"{m} {' then '.join(concepts)}"
+                + (f" (unsee {', '.join(args.unsee_set)})" if args.unsee_set else ""),
                 rows,
                 markdown,
                 meta={
@@ -1796,6 +1827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "commit": commits[m],
                     "unsee_method": spec.unsee_method,
                     "budget": spec.describe(budget),
+                    "unsee_set": list(args.unsee_set),
                     "shims": list(shims_of(m, budget)),
                     "official_dtype": METHODS[m].dtype
                     if budget.official_dtype == "script"

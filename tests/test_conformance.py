@@ -172,6 +172,7 @@ def test_bad_input_is_one_line_and_exit_2(conformance, tmp_path, capsys):
             "one concept",
         ),
         (["--official", f"esd={good}", "--method", "esd", "--concept", "red"], "shapes or styles"),
+        (["--official", f"esd={good}", "--method", "esd", "--unsee-set", "frozen"], "KEY=VALUE"),
         (
             ["--official", f"sculpt={sculpt}", "--method", "sculpt", "--concept", "striped"],
             "a style runs alone, with esd, uce, kscu (not sculpt)",
@@ -339,6 +340,12 @@ def test_a_style_is_the_readmes_style_command_and_the_same_text_on_unsees_side(c
     # a shape's text is its own prompt: no override, as before
     star = conformance.unsee_command("esd", "toyworld-sd", ["star"], 0, b, Path("o"), "unsee")
     assert "--concept-prompt" not in star
+    # --unsee-set: a deviation's switch for unsee's side, after the matched budget
+    frozen = conformance.unsee_command(
+        "esd", "toyworld-sd", ["star"], 0, b, Path("o"), "unsee", ["xt_model=frozen"]
+    )
+    assert frozen[: len(star) - 3] == star[:-3] and _value(frozen, "--set") != "xt_model=frozen"
+    assert frozen[-5:-3] == ["--set", "xt_model=frozen"]
 
 
 def test_ca_script_gets_the_readme_object_command_at_unsees_budget(conformance):
