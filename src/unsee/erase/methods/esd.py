@@ -59,7 +59,7 @@ ESD_DEFAULTS: dict[str, dict[str, Any]] = {
     "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1, "params": {"eta": 2.0}},
     "toyworld": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
     # a third of ToyWorld's lr: at 3e-4 retain fell 6.7 points on star, at 1e-4 1.6
-    # (bench/results/toyworld-sd/compare.md)
+    # (bench/results/toyworld-sd/esd_lr/compare.md)
     "toyworld-sd": {"iterations": 120, "lr": 1e-4, "batch_size": 4},
 }
 
