@@ -69,7 +69,8 @@ from unsee.erase.registry import REGISTRY
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings
 from unsee.evaluate.attacks import parse_budget, plan_attacks
-from unsee.evaluate.metrics import DIFFERENCE_TEST
+from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of
+from unsee.io import atomic_write
 
 DEFAULT_ATTACKS = ["unlearndiffatk", "softprompt"]
 
@@ -348,6 +349,71 @@ def write_headline(readme: Path, results: Results, source: str) -> None:
     replace_between(readme, HEADLINE_START, HEADLINE_END, headline(results, source))
 
 
+def _rate_change(r: dict[str, Any], col: str, base_col: str, n: int) -> dict[str, Any]:
+    """A row's rate in ``col`` against its own base model's (``base_col``), as
+    :func:`unsee.evaluate.metrics.change` gives it: erased minus base."""
+    return change((hits_of(r[base_col], n), n), (hits_of(r[col], n), n))
+
+
+def beside(results: Results, other: Results, source: str, other_source: str) -> str:
+    """Each variant run on both models, scenario by scenario: erasure on each (Wilson),
+    their difference (Newcombe; both count the same concept's images through the same judge),
+    and each model's retain against its own base (the bases differ, so retain is compared
+    as the change an erasure makes). A row *disagrees* when the erasures differ beyond
+    noise, or when one model keeps retain within noise of its base and the other does not.
+    ``results`` is this model's comparison, ``other`` the one it is set beside."""
+    name, other_name = results["settings"]["model"], other["settings"]["model"]
+    lines = [
+        f"# `{name}` beside `{other_name}`: the same variants, the same scenarios",
+        "",
+        f"From `{source}` and `{other_source}` (each row at its own model's settings:"
+        f" {name}: {results['settings']['num_images']} images per prompt, DDIM-"
+        f"{results['settings']['steps']}; {other_name}: {other['settings']['num_images']},"
+        f" DDIM-{other['settings']['steps']}). Erasure with its 95 % Wilson interval over n"
+        " target images; Δ = erasure on the first model minus the second, with Newcombe's"
+        " 95 % interval; retain change = retain minus the model's own base retain over its"
+        " (image, attribute) pairs, * = beyond noise (Newcombe). differ: the erasures"
+        " differ beyond noise, or one model loses retain beyond noise and the other does not."
+        " Attacks are left out: only the rates both runs measured are compared.",
+        "",
+    ]
+    for sc_name, table in sorted(results["tables"].items(), key=lambda kv: _order(kv[0])):
+        peer = other["tables"].get(sc_name)
+        if peer is None:
+            continue
+        shared = [v for v in table["rows"] if v in peer["rows"]]
+        if not shared:
+            continue
+        sc = table["meta"]
+        n_concepts = len(sc["concepts"])
+        lines += [
+            f"## {sc_name}: erase {', '.join(sc['concepts'])}",
+            "",
+            f"| variant | erasure, {name} | erasure, {other_name} | Δ erasure | retain change,"
+            f" {name} | retain change, {other_name} | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for v in shared:
+            a, b = table["rows"][v], peer["rows"][v]
+            na, nb = _count(a, "erasure", n_concepts), _count(b, "erasure", n_concepts)
+            assert na and nb
+            d = change((hits_of(b["erasure"], nb), nb), (hits_of(a["erasure"], na), na))
+            keep = []
+            for r in (a, b):
+                c = _rate_change(r, "retain_accuracy", "retain_base", r["retain_pairs"])
+                keep.append((c, f"{c['difference']:+.3f}" + (" *" if c["beyond_noise"] else "")))
+            lost = {c["beyond_noise"] and c["difference"] < 0 for c, _ in keep}
+            verdict = "differ" if d["beyond_noise"] or len(lost) > 1 else "within noise"
+            lo, hi = d["ci95"]
+            lines.append(
+                f"| {v} | {rate_cell(a['erasure'], na)} | {rate_cell(b['erasure'], nb)} | "
+                f"{d['difference']:+.3f} [{lo:+.2f}, {hi:+.2f}] | {keep[0][1]} | {keep[1][1]} | "
+                f"{verdict} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def pareto_plot(results: Results, path: Path) -> None:
     """Erasure against retain accuracy, one point per row, one colour per scenario."""
     import matplotlib
@@ -425,6 +491,14 @@ def main(argv: list[str] | None = None) -> None:
         help="appended to the machine line, e.g. how many runs shared it",
     )
     ap.add_argument(
+        "--beside",
+        type=Path,
+        default=None,
+        metavar="RESULTS",
+        help="run nothing: write --out's rows beside another model's results folder "
+        "(e.g. bench/results/toyworld) to --out/beside_<folder>.md",
+    )
+    ap.add_argument(
         "--headline",
         type=Path,
         default=None,
@@ -434,6 +508,25 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.out is None:
         args.out = RESULTS / Path(args.model).name
+    if args.beside is not None:
+        try:
+            mine, theirs = read("compare", args.out), read("compare", args.beside)
+            if mine is None or theirs is None:
+                raise UnseeError(
+                    f"no comparison results in {args.out if mine is None else args.beside}"
+                )
+            text = beside(
+                mine,
+                theirs,
+                _relative(args.out / "compare.md"),
+                _relative(args.beside / "compare.md"),
+            )
+            atomic_write(
+                args.out / f"beside_{args.beside.name}.md", lambda tmp: tmp.write_text(text)
+            )
+        except (OSError, ValueError, UnseeError) as err:
+            ap.error(str(err))
+        return
     if args.headline is not None:
         try:
             results = read("compare", args.out)

@@ -127,3 +127,46 @@ def test_bad_variant_or_attack_budget_stops_before_any_model_runs(compare, tmp_p
     with pytest.raises(SystemExit):
         compare.main([*reduced(tmp_path, "uce"), "--attack-budget", "inversion.lr=0.1"])
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def _results(model: str, rows: dict[str, tuple[float, float]]) -> dict:
+    """A one-scenario comparison on ``model``: each variant's (erasure, retain) over 16
+    target images and 128 retain pairs, base retain 0.95."""
+    common = {"target_images": 16, "erasure_images": 16, "retain_pairs": 128}
+    return {
+        "settings": {"model": model, "num_images": 4, "steps": 25},
+        "tables": {
+            "star": {
+                "meta": {"concepts": ["star"], "sequential": False},
+                "rows": {
+                    v: {**common, "erasure": e, "retain_accuracy": r, "retain_base": 0.953125}
+                    for v, (e, r) in rows.items()
+                },
+            }
+        },
+    }
+
+
+def test_rows_beside_another_model_differ_only_beyond_noise(compare, tmp_path):
+    mine = _results(
+        "toyworld-sd", {"a": (0.25, 0.953125), "b": (0.9375, 0.953125), "c": (1.0, 0.8)}
+    )
+    theirs = _results(
+        "toyworld", {"a": (1.0, 0.953125), "b": (1.0, 0.953125), "c": (1.0, 0.953125)}
+    )
+    theirs["tables"]["star"]["rows"]["only-there"] = theirs["tables"]["star"]["rows"]["a"]
+    text = compare.beside(mine, theirs, "x/compare.md", "y/compare.md")
+    rows = {ln.split(" | ")[0][2:]: ln for ln in text.splitlines() if ln.startswith("| ")}
+    # 4 of 16 against 16 of 16 is beyond noise; 15 of 16 against 16 of 16 is not
+    assert rows["a"].endswith("| differ |") and "-0.750 [" in rows["a"]
+    assert rows["b"].endswith("| within noise |")
+    # same erasure, but retain fell beyond noise on one model only (102 of 128 vs 122)
+    assert rows["c"].endswith("| differ |") and "-0.156 *" in rows["c"]
+    assert "only-there" not in text  # a variant run on one model only has no row
+
+    # the command line writes it beside the results, from the two folders
+    for name, res in (("sd", mine), ("tw", theirs)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "compare.json").write_text(json.dumps(res))
+    compare.main(["--out", str(tmp_path / "sd"), "--beside", str(tmp_path / "tw")])
+    assert "| a | 0.250 [" in (tmp_path / "sd" / "beside_tw.md").read_text()
