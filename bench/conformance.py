@@ -30,6 +30,9 @@ Budget (``--iterations``, ``--lr``, ``--negative-guidance``, ``--guidance``,
 ``--ddim-steps``) maps onto both sides: ESD's ``--iterations --lr --negative_guidance
 --guidance_scale --num_inference_steps`` and unsee's ``--iterations --lr --set eta=
 --set start_guidance= --set ddim_steps=``, with batch 1 on both (``esd_sd.py`` fixes it).
+``--negative-guidance`` is the paper's eta (unsee's, KSCU's); ``esd_sd.py`` gets eta + 1,
+its own form of the same target (``esd_sd.py:176-182``: ``eps0(c) - g (eps0(c) -
+eps0(''))``).
 UCE takes ``--lamb``, ``--erase_scale``, ``--preserve_scale`` at the official defaults on
 both sides. ``--image-size``: the official scripts assume 512 px (``esd_sd.py`` hard-codes
 1024); toyworld-sd draws 32 px images (8x8 latents), the default here (the model's
@@ -389,7 +392,9 @@ def _esd_official(c: Call) -> list[str]:
     return [
         *("--erase_concept", c.prompts[0], "--train_method", "esd-x"),
         *("--iterations", str(b.iterations), "--lr", str(b.lr)),
-        *("--negative_guidance", str(b.negative_guidance), "--guidance_scale", str(b.guidance)),
+        # its target eps0(c) - g (eps0(c) - eps0("")) is the paper's at eta = g - 1
+        *("--negative_guidance", str(b.negative_guidance + 1)),
+        *("--guidance_scale", str(b.guidance)),
         *("--num_inference_steps", str(b.ddim_steps), "--save_path", str(c.out)),
         *("--device", c.device),
     ]
@@ -405,8 +410,10 @@ def _esd_unsee(b: Budget) -> list[str]:
 
 def _esd_describe(b: Budget) -> str:
     return (
-        f"{b.iterations} iterations, lr {b.lr}, batch 1, negative guidance "
-        f"{b.negative_guidance}, x_t from {b.ddim_steps}-step trajectories at guidance "
+        f"{b.iterations} iterations, lr {b.lr}, batch 1, negative guidance eta "
+        f"{b.negative_guidance} (esd_sd.py --negative_guidance {b.negative_guidance + 1}: "
+        "its target eps0(c) - g (eps0(c) - eps0('')) is the paper's eps0('') - eta (eps0(c) "
+        f"- eps0('')) at g = eta + 1), x_t from {b.ddim_steps}-step trajectories at guidance "
         f"{b.guidance}"
     )
 

@@ -41,6 +41,7 @@ for _ in range(args.iterations):
     sum(params[n].square().sum() for n in names).backward()
     opt.step()
 save_file({n: params[n].detach().contiguous() for n in names}, args.save_path + "/esd.safetensors")
+open(args.save_path + "/negative_guidance.txt", "w").write(str(args.negative_guidance))
 """
 
 
@@ -91,6 +92,8 @@ def test_the_scored_model_is_the_official_scripts_edit(conformance, tmp_path, mo
         pythonpath=str(extra.parent),
     )
     assert not (clone / "w").exists()
+    # the budget's eta 1 (the paper's) reaches esd_sd.py as its own form of it, eta + 1
+    assert (tmp_path / "w" / "official-output" / "negative_guidance.txt").read_text() == "2.0"
     saved = load_file(str(tmp_path / "w" / "official-output" / "esd.safetensors"))
     delta, _ = read_delta(ran.artifact)
     assert delta.keys() == saved.keys()

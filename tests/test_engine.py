@@ -46,7 +46,8 @@ def test_artifact_contents_and_apply(tiny_sd, tmp_path):
     res = run_erasure(_cfg(tiny_sd, concepts=["cat", "dog"]), tmp_path / "art")
     card = json.loads((tmp_path / "art" / "model_card.json").read_text())
     assert card["method"] == "esd-x" and [c["name"] for c in card["concepts"]] == ["cat", "dog"]
-    assert card["hyperparameters"]["params"]["eta"] == 2.0  # SD: esd_sd.py's negative guidance
+    # SD: the paper's eta 1 (esd_sd.py's --negative_guidance 2, its own form of the target)
+    assert card["hyperparameters"]["params"]["eta"] == 1.0
     assert card["base"]["fingerprint"] == fingerprint(load_bundle(tiny_sd).unet)
     assert card["cost"]["parameters_changed"] > 0 and card["cost"]["wall_seconds"] > 0
     delta, _ = read_delta(tmp_path / "art")

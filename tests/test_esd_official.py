@@ -1,5 +1,6 @@
 """ESD against the official scripts (issue 21): the SD defaults are the 2025 script's whole
-recipe (negative guidance 2 with its 200 iterations at lr 5e-5), and an explicit anchor runs
+recipe (200 iterations at lr 5e-5, its negative guidance 2, which is the paper's eta 1 in
+the script's form of the target), and an explicit anchor runs
 the official "erase from" variant (``esd_sd.py --erase_from``), with unsee's earlier anchored
 target one switch away."""
 
@@ -15,7 +16,9 @@ from unsee.erase.engine import EraseConfig, Erasure, validate
 
 def test_sd_defaults_are_the_2025_scripts_and_eta_stays_the_users(tiny_sd):
     sd = validate(EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd)))
-    assert (sd.params.eta, sd.iterations, sd.lr, sd.batch_size) == (2.0, 200, 5e-5, 1)
+    # esd_sd.py's --negative_guidance 2 is the paper's eta 1 (its target is written as
+    # eps0(c) - g (eps0(c) - eps0("")))
+    assert (sd.params.eta, sd.iterations, sd.lr, sd.batch_size) == (1.0, 200, 5e-5, 1)
     mine = validate(
         EraseConfig(method="esd-x", concepts=["cat"], model=str(tiny_sd), params={"eta": 1.5})
     )
@@ -60,8 +63,11 @@ def test_explicit_anchor_variants_sample_query_and_target_as_defined(tiny_sd, mo
     # before any update the edited model predicts what the frozen one does
     if mode == "erase-from":
         assert prompts == [anchor] * n  # F's trajectory
+        # esd_sd.py --erase_from F --negative_guidance g: eps0(F) - g (eps0(c) - eps0(""))
+        # at g = eta + 1, so that F = c gives the plain target eps0("") - eta (...)
+        g = eta + 1
         expected = [
-            mse(frozen(anchor), frozen(anchor) - eta * (frozen(c) - frozen(""))).item()
+            mse(frozen(anchor), frozen(anchor) - g * (frozen(c) - frozen(""))).item()
             for c in concept.prompts
         ]
     else:

@@ -4,10 +4,14 @@ Choices: x_t from partial DDIM sampling of the model being edited (``xt_model=fr
 the frozen base, as the 2025 ``esd_sd.py`` does; concept prompt, CFG ``start_guidance``),
 stopping at a uniformly drawn DDIM index; the UNet is queried at that
 index's timestep; target = frozen negative guidance
-``eps0(x_t, "") - eta * (eps0(x_t, c) - eps0(x_t, ""))``; no gradient mask. With an
+``eps0(x_t, "") - eta * (eps0(x_t, c) - eps0(x_t, ""))`` (``eta`` is the paper's and the
+2023 code's negative guidance; the 2025 ``esd_sd.py`` writes the same target as
+``eps0(x_t, c) - g * (eps0(x_t, c) - eps0(x_t, ""))``, so its ``--negative_guidance g`` is
+``eta + 1`` and its default 2 is the paper's 1); no gradient mask. With an
 explicit anchor F (``--anchor``), ``anchor_mode`` picks the variant: ``erase-from`` (the
 official ``esd_sd.py --erase_from``, default) samples x_t with F, queries the edited
-model with F and targets ``eps0(x_t, F) - eta * (eps0(x_t, c) - eps0(x_t, ""))``: F's
+model with F and targets ``eps0(x_t, F) - (eta + 1) * (eps0(x_t, c) - eps0(x_t, ""))``
+(the script's target at g = eta + 1; with F = c it is the plain target): F's
 drawings lose what c adds; ``anchored`` (unsee's before issue 21, no official
 counterpart) samples and queries with c and targets
 ``eps0(x_t, F) - eta * (eps0(x_t, c) - eps0(x_t, F))``: c is pushed away from itself
@@ -34,7 +38,8 @@ from unsee.erase.context import mse, negative_guidance
 
 @dataclass
 class ESDParams:
-    eta: float = 1.0  # negative guidance scale (SD: 2.0, the 2025 script's; see defaults)
+    # negative guidance: the paper's eta (esd_sd.py's --negative_guidance is eta + 1)
+    eta: float = 1.0
     start_guidance: float = 3.0  # CFG used to sample x_t with the edited model
     ddim_steps: Count = 50  # length of the sampling trajectory x_t is drawn from
     # Compensation (off by default, not part of ESD): ';'-separated prompts whose frozen
@@ -52,11 +57,12 @@ class ESDParams:
         return split_list(self.retain)
 
 
-#: Per-family budgets. SD: the 2025 diffusers script (esd_sd.py: 200 iterations, lr 5e-5,
-#: batch 1, negative guidance 2; the 2023 script's eta 1 went with 1,000 iterations at 1e-5);
-#: ToyWorld: tuned here with eta 1 (see docs/methods.md).
+#: Per-family budgets, all at the paper's eta 1. SD: the 2025 diffusers script (esd_sd.py:
+#: 200 iterations, lr 5e-5, batch 1, --negative_guidance 2, which is eta 1 in the paper's
+#: form: its target is eps0(c) - 2 (eps0(c) - eps0("")) = eps0("") - (eps0(c) - eps0("")));
+#: ToyWorld: tuned here (see docs/methods.md).
 ESD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1, "params": {"eta": 2.0}},
+    "sd": {"iterations": 200, "lr": 5e-5, "batch_size": 1},
     "toyworld": {"iterations": 120, "lr": 3e-4, "batch_size": 4},
     # a third of ToyWorld's lr: at 3e-4 retain fell 6.7 points on star, at 1e-4 1.6
     # (bench/results/toyworld-sd/esd_lr/compare.md)
@@ -110,7 +116,9 @@ class ESD(Method):
             query = ctx.encode([anchor] * n)
             e_c = ctx.frozen_pred(x_t, t, c)
             e_null = ctx.frozen_pred(x_t, t, ctx.encode([""] * n))
-            target = ctx.frozen_pred(x_t, t, query) - p.eta * (e_c - e_null)
+            # esd_sd.py's eps0(F) - g (eps0(c) - eps0("")) at g = eta + 1, which with F = c
+            # is the plain target below
+            target = ctx.frozen_pred(x_t, t, query) - (p.eta + 1) * (e_c - e_null)
         else:
             x_t, t = ctx.trajectory(
                 [prompt] * n, stop_at, seeds, p.start_guidance, p.ddim_steps, frozen=frozen
