@@ -355,12 +355,20 @@ def _rate_change(r: dict[str, Any], col: str, base_col: str, n: int) -> dict[str
     return change((hits_of(r[base_col], n), n), (hits_of(r[col], n), n))
 
 
+def _change_cell(c: dict[str, Any]) -> str:
+    """A change (:func:`unsee.evaluate.metrics.change`) as ``-0.125 [-0.27, +0.01]``, with
+    ``*`` when its interval excludes 0."""
+    lo, hi = c["ci95"]
+    return f"{c['difference']:+.3f} [{lo:+.2f}, {hi:+.2f}]" + (" *" if c["beyond_noise"] else "")
+
+
 def beside(results: Results, other: Results, source: str, other_source: str) -> str:
     """Each variant run on both models, scenario by scenario: erasure on each (Wilson),
     their difference (Newcombe; both count the same concept's images through the same judge),
     and each model's retain against its own base (the bases differ, so retain is compared
     as the change an erasure makes). A row *disagrees* when the erasures differ beyond
-    noise, or when one model keeps retain within noise of its base and the other does not.
+    noise, or the two retain changes' 95 % intervals do not overlap (a conservative test of
+    a difference of differences; one change beyond noise and the other not is no evidence).
     ``results`` is this model's comparison, ``other`` the one it is set beside."""
     name, other_name = results["settings"]["model"], other["settings"]["model"]
     lines = [
@@ -372,8 +380,9 @@ def beside(results: Results, other: Results, source: str, other_source: str) -> 
         f" DDIM-{other['settings']['steps']}). Erasure with its 95 % Wilson interval over n"
         " target images; Δ = erasure on the first model minus the second, with Newcombe's"
         " 95 % interval; retain change = retain minus the model's own base retain over its"
-        " (image, attribute) pairs, * = beyond noise (Newcombe). differ: the erasures"
-        " differ beyond noise, or one model loses retain beyond noise and the other does not."
+        " (image, attribute) pairs, with Newcombe's 95 % interval, * = beyond noise. differ:"
+        " the erasures differ beyond noise, or the two retain changes' intervals do not"
+        " overlap."
         " Attacks are left out: only the rates both runs measured are compared.",
         "",
     ]
@@ -398,17 +407,17 @@ def beside(results: Results, other: Results, source: str, other_source: str) -> 
             na, nb = _count(a, "erasure", n_concepts), _count(b, "erasure", n_concepts)
             assert na and nb
             d = change((hits_of(b["erasure"], nb), nb), (hits_of(a["erasure"], na), na))
-            keep = []
-            for r in (a, b):
-                c = _rate_change(r, "retain_accuracy", "retain_base", r["retain_pairs"])
-                keep.append((c, f"{c['difference']:+.3f}" + (" *" if c["beyond_noise"] else "")))
-            lost = {c["beyond_noise"] and c["difference"] < 0 for c, _ in keep}
-            verdict = "differ" if d["beyond_noise"] or len(lost) > 1 else "within noise"
+            keep = [
+                _rate_change(r, "retain_accuracy", "retain_base", r["retain_pairs"]) for r in (a, b)
+            ]
+            (lo_a, hi_a), (lo_b, hi_b) = keep[0]["ci95"], keep[1]["ci95"]
+            apart = hi_a < lo_b or hi_b < lo_a
+            verdict = "differ" if d["beyond_noise"] or apart else "within noise"
             lo, hi = d["ci95"]
             lines.append(
                 f"| {v} | {rate_cell(a['erasure'], na)} | {rate_cell(b['erasure'], nb)} | "
-                f"{d['difference']:+.3f} [{lo:+.2f}, {hi:+.2f}] | {keep[0][1]} | {keep[1][1]} | "
-                f"{verdict} |"
+                f"{d['difference']:+.3f} [{lo:+.2f}, {hi:+.2f}] | {_change_cell(keep[0])} | "
+                f"{_change_cell(keep[1])} | {verdict} |"
             )
         lines.append("")
     return "\n".join(lines)

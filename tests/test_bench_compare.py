@@ -149,10 +149,12 @@ def _results(model: str, rows: dict[str, tuple[float, float]]) -> dict:
 
 def test_rows_beside_another_model_differ_only_beyond_noise(compare, tmp_path):
     mine = _results(
-        "toyworld-sd", {"a": (0.25, 0.953125), "b": (0.9375, 0.953125), "c": (1.0, 0.8)}
+        "toyworld-sd",
+        {"a": (0.25, 0.953125), "b": (0.9375, 0.953125), "c": (1.0, 0.6), "d": (1.0, 0.875)},
     )
     theirs = _results(
-        "toyworld", {"a": (1.0, 0.953125), "b": (1.0, 0.953125), "c": (1.0, 0.953125)}
+        "toyworld",
+        {"a": (1.0, 0.953125), "b": (1.0, 0.953125), "c": (1.0, 0.953125), "d": (1.0, 0.90625)},
     )
     theirs["tables"]["star"]["rows"]["only-there"] = theirs["tables"]["star"]["rows"]["a"]
     text = compare.beside(mine, theirs, "x/compare.md", "y/compare.md")
@@ -160,8 +162,12 @@ def test_rows_beside_another_model_differ_only_beyond_noise(compare, tmp_path):
     # 4 of 16 against 16 of 16 is beyond noise; 15 of 16 against 16 of 16 is not
     assert rows["a"].endswith("| differ |") and "-0.750 [" in rows["a"]
     assert rows["b"].endswith("| within noise |")
-    # same erasure, but retain fell beyond noise on one model only (102 of 128 vs 122)
-    assert rows["c"].endswith("| differ |") and "-0.156 *" in rows["c"]
+    # same erasure; retain fell by 0.35 on one model and not at all on the other
+    assert rows["c"].endswith("| differ |") and "| -0.352 [" in rows["c"]
+    # retain fell by 10 of 128 pairs on one (beyond noise) and by 6 on the other (within):
+    # a difference in significance, not a significant difference
+    assert "| -0.078 [" in rows["d"] and " * |" in rows["d"]
+    assert rows["d"].endswith("| within noise |")
     assert "only-there" not in text  # a variant run on one model only has no row
 
     # the command line writes it beside the results, from the two folders
