@@ -64,13 +64,13 @@ from harness import (
     replace_between,
     run_variant,
     runs_on,
+    write_document,
 )
 from unsee.erase.registry import REGISTRY
 from unsee.errors import UnseeError
 from unsee.evaluate import EvalSettings
 from unsee.evaluate.attacks import parse_budget, plan_attacks
 from unsee.evaluate.metrics import DIFFERENCE_TEST, change, hits_of
-from unsee.io import atomic_write
 
 DEFAULT_ATTACKS = ["unlearndiffatk", "softprompt"]
 
@@ -530,9 +530,7 @@ def main(argv: list[str] | None = None) -> None:
                 _relative(args.out / "compare.md"),
                 _relative(args.beside / "compare.md"),
             )
-            atomic_write(
-                args.out / f"beside_{args.beside.name}.md", lambda tmp: tmp.write_text(text)
-            )
+            write_document(args.out / f"beside_{args.beside.name}.md", text)
         except (OSError, ValueError, UnseeError) as err:
             ap.error(str(err))
         return

@@ -155,12 +155,16 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("kscu@esd", "kscu", iterations=120),
     # the style preset trains cross-attention only; ESD-x's lr on the same scope
     Variant("kscu@lr3e-4", "kscu", lr=3e-4),
+    # toyworld-sd's matched preset before fair tuning there (ESD-x's lr on that model)
+    Variant("kscu@lr1e-4", "kscu", lr=1e-4),
     # the paper's key-step ablation at KSCU's budget: every step, and early steps only
     Variant("kscu-all-steps", "kscu", {"start": 0, "max_start": 0}),
     Variant("kscu-early-steps", "kscu", {"start": 0, "max_start": 0, "end": 15}),
     Variant("mim-mu", "mim-mu"),
     # three times MiM-MU's budget, for several concepts at once (each gets a third of it)
     Variant("mim-mu@360", "mim-mu", iterations=360),
+    # MiM-MU's toyworld-sd lr before fair tuning there (ToyWorld's)
+    Variant("mim-mu@lr1e-3", "mim-mu", lr=1e-3),
     Variant("mim-mu-on", "mim-mu", {"variant": "on-policy"}),
     Variant("mim-mu-cond", "mim-mu", {"variant": "conditional"}),
     Variant("sculpt", "sculpt"),
@@ -447,6 +451,12 @@ def _write(out: Path, name: str, results: Results, render: Render, files: Files)
     atomic_write(out / f"{name}.md", _text(render(results)))
     for file, writer in files.items():
         atomic_write(out / file, functools.partial(writer, results))
+
+
+def write_document(path: Path, text: str) -> None:
+    """Write ``text``, a document derived from results files (``compare --beside``), to
+    ``path`` atomically; results themselves go through :func:`record`."""
+    atomic_write(path, _text(text))
 
 
 def replace_between(path: Path, start: str, end: str, text: str) -> None:

@@ -129,13 +129,13 @@ def test_a_file_that_is_not_a_results_file_is_named(bench, tmp_path):
 def test_every_stored_results_file_reads_and_renders(bench):
     """The results in the repository are in the store's format, and each study's renderer
     draws its table from them (compare_cpu and compare_no_attacks are the comparison's,
-    tuning is tune.py's)."""
+    conformance_float32 the conformance bench's, tuning is tune.py's)."""
     files = sorted((BENCH / "results").glob("*.json"))
     assert len(files) >= 10
     for path in files:
         name = path.stem
-        module = "compare" if name.startswith("compare") else {"tuning": "tune"}.get(name, name)
-        study = importlib.import_module(module)
+        script = name.split("_")[0] if name.startswith(("compare", "conformance")) else name
+        study = importlib.import_module({"tuning": "tune"}.get(script, script))
         results = bench.read(name, path.parent)
         text = study.markdown(results)
         for t in results["tables"].values():
@@ -173,3 +173,20 @@ def test_no_study_describes_the_machine_or_merges_results_itself(path):
     assert "record" in from_harness, f"{path.name} does not record through the harness"
     assert not [n for n in from_harness if n.startswith("_")], "private harness import"
     assert "compare" not in names, f"{path.name} imports the comparison script"
+
+
+def test_profile_kinds_put_each_operator_where_its_arithmetic_is(bench):
+    """bench/profile_step.py sums self time by kind: the products that contain 'add' or
+    'mul' in their names are matrix products, not element-wise work, and the norms are
+    normalisation, not 'other'."""
+    kind_of = importlib.import_module("profile_step").kind_of
+    assert kind_of("aten::mkldnn_convolution") == "convolution"
+    assert kind_of("aten::_slow_conv2d_forward") == "convolution"
+    for op in ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::linear"):
+        assert kind_of(op) == "matmul / attention", op
+    assert kind_of("aten::_scaled_dot_product_flash_attention_for_cpu") == "matmul / attention"
+    assert kind_of("aten::native_group_norm") == "normalisation"
+    assert kind_of("aten::native_layer_norm") == "normalisation"
+    for op in ("aten::add_", "aten::mul", "aten::addcmul_", "aten::silu", "aten::copy_"):
+        assert kind_of(op) == "element-wise", op
+    assert kind_of("aten::empty") == "other"
