@@ -170,7 +170,7 @@ def demo_cmd(
     steps: Annotated[int, typer.Option(help="DDIM steps of the evaluation")] = 25,
     model: Annotated[
         list[str] | None,
-        typer.Option(help="bundled model: toyworld, toyworld-sd (repeatable; default: toyworld)"),
+        typer.Option(help="bundled model: toyworld, toyworld-sd (repeatable; default: both)"),
     ] = None,
 ) -> None:
     """The main job: erase a concept from the bundled models with each method, score, and
