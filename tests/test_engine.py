@@ -58,7 +58,21 @@ def test_artifact_contents_and_apply(tiny_sd, tmp_path):
         assert torch.allclose(p, dict(res.bundle.unet.named_parameters())[n].cpu(), atol=1e-6)
 
 
-def test_mixed_precision_covers_the_trajectory(tiny_sd, tmp_path, monkeypatch):
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one device and precision per process (its AcceleratorState), set by
+    the first erasure a process runs; a test that asks for another precision starts from a
+    fresh state and leaves one behind, so the tests before and after it keep theirs."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def test_mixed_precision_covers_the_trajectory(
+    tiny_sd, tmp_path, monkeypatch, fresh_accelerate_state
+):
     """``mixed_precision`` autocasts every UNet pass of an iteration, the x_t trajectory
     included (most of an ESD iteration's passes: it used to run in float32), and the
     run still ends with finite weights."""

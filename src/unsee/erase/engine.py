@@ -204,10 +204,11 @@ class Erasure:
             )
         try:
             return Accelerator(cpu=device == "cpu", mixed_precision=self.cfg.mixed_precision)
-        except ValueError as err:  # accelerate keeps one device per process
+        except ValueError as err:  # accelerate keeps one device and precision per process
             raise UnseeError(
-                f"cannot run on {device} in this process: {err.args[0].split(',')[0]}"
-                "; start a new process for the other device"
+                f"cannot run on {device} with mixed precision "
+                f"{self.cfg.mixed_precision!r} in this process: {err.args[0].split(',')[0]}"
+                " (an earlier run set them); start a new process for other settings"
             ) from err
 
     def _optimizer(self) -> torch.optim.Optimizer:
